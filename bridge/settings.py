@@ -1,0 +1,233 @@
+"""Settings: one typed object built from the environment and validated before anything starts.
+
+Every problem is a `SettingsError` naming the variable and what is wrong with it, so the CLI can
+print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+
+from bridge.errors import SettingsError
+
+T = TypeVar("T")
+
+DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+REDIS_SCHEMES = ("redis", "rediss", "unix", "memory")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Every setting of the bridge; defaults are SPEC section 3's."""
+
+    d6_base_url: str = "https://integrate.d6plus.co.za/api"
+    d6_username: str | None = None
+    d6_password: str | None = None
+    d6_max_rps: float = 10.0
+    d6_timeout_seconds: float = 30.0
+    redis_url: str = "redis://localhost:6379/0"
+    redis_prefix: str = "d6b"
+    admin_token: str | None = None
+    host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
+    port: int = 8080
+    integrations_poll_seconds: float = 60.0
+    school_poll_seconds: float = 300.0
+    poll_jitter_seconds: float = 30.0
+    auto_activate: bool = True
+    api_type_ids: frozenset[int] | None = None
+    debtor_scope: Literal["all", "active"] = "all"
+    emit_initial_snapshot: bool = False
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    delivery_timeout_seconds: float = 15.0
+    delivery_concurrency: int = 64
+    disable_after_hours: float = 120.0
+    allow_private_urls: bool = False
+    event_retention_days: float = 30.0
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "info"
+
+    @property
+    def uses_memory_store(self) -> bool:
+        return self.redis_url.startswith("memory://")
+
+    def require_for_serve(self) -> None:
+        """`serve` refuses to start without the admin token and d6 credentials."""
+        if not self.admin_token:
+            raise SettingsError("BRIDGE_ADMIN_TOKEN", "required for serve; set a long random token")
+        if not self.d6_username:
+            raise SettingsError("BRIDGE_D6_USERNAME", "required for serve; the integrator username from d6")
+        if not self.d6_password:
+            raise SettingsError("BRIDGE_D6_PASSWORD", "required for serve; the integrator password from d6")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, isatty: bool | None = None) -> Settings:
+    """Build `Settings` from `environ` (default: the process environment); raise `SettingsError`."""
+    env = _Env(os.environ if environ is None else environ)
+    school_poll = env.number("BRIDGE_SCHOOL_POLL_SECONDS", 300.0, minimum=1.0)
+    if isatty is None:
+        isatty = sys.stderr.isatty()
+    return Settings(
+        d6_base_url=env.url("BRIDGE_D6_BASE_URL", "https://integrate.d6plus.co.za/api", ("http", "https")),
+        d6_username=env.optional("BRIDGE_D6_USERNAME"),
+        d6_password=env.optional("BRIDGE_D6_PASSWORD"),
+        d6_max_rps=env.number("BRIDGE_D6_MAX_RPS", 10.0, minimum=0.01),
+        d6_timeout_seconds=env.number("BRIDGE_D6_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+        redis_url=env.url("BRIDGE_REDIS_URL", "redis://localhost:6379/0", REDIS_SCHEMES),
+        redis_prefix=env.text("BRIDGE_REDIS_PREFIX", "d6b", forbid="{}: \t"),
+        admin_token=env.optional("BRIDGE_ADMIN_TOKEN"),
+        host=env.text("BRIDGE_HOST", "0.0.0.0"),  # noqa: S104
+        port=int(env.number("BRIDGE_PORT", 8080, minimum=0, maximum=65535, integer=True)),
+        integrations_poll_seconds=env.number("BRIDGE_INTEGRATIONS_POLL_SECONDS", 60.0, minimum=1.0),
+        school_poll_seconds=school_poll,
+        poll_jitter_seconds=env.number(
+            "BRIDGE_POLL_JITTER_SECONDS", school_poll * 0.1, minimum=0.0, maximum=school_poll
+        ),
+        auto_activate=env.flag("BRIDGE_AUTO_ACTIVATE", True),
+        api_type_ids=env.id_set("BRIDGE_API_TYPE_IDS"),
+        debtor_scope=env.choice("BRIDGE_DEBTOR_SCOPE", "all", ("all", "active")),  # type: ignore[arg-type]
+        emit_initial_snapshot=env.flag("BRIDGE_EMIT_INITIAL_SNAPSHOT", False),
+        retry_schedule=env.schedule("BRIDGE_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE),
+        delivery_timeout_seconds=env.number("BRIDGE_DELIVERY_TIMEOUT_SECONDS", 15.0, minimum=0.1),
+        delivery_concurrency=int(
+            env.number("BRIDGE_DELIVERY_CONCURRENCY", 64, minimum=1, maximum=10_000, integer=True)
+        ),
+        disable_after_hours=env.number("BRIDGE_DISABLE_AFTER_HOURS", 120.0, minimum=0.01),
+        allow_private_urls=env.flag("BRIDGE_ALLOW_PRIVATE_URLS", False),
+        event_retention_days=env.number("BRIDGE_EVENT_RETENTION_DAYS", 30.0, minimum=0.001),
+        log_format=env.choice(  # type: ignore[arg-type]
+            "BRIDGE_LOG_FORMAT", "console" if isatty else "json", ("json", "console")
+        ),
+        log_level=env.choice("BRIDGE_LOG_LEVEL", "info", LOG_LEVELS),
+    )
+
+
+class _Env:
+    """Reads and checks one variable at a time; every failure names the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def optional(self, name: str) -> str | None:
+        return self._raw(name)
+
+    def text(self, name: str, default: str, *, forbid: str = "") -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        bad = sorted({c for c in value if c in forbid})
+        if bad:
+            raise SettingsError(name, f"must not contain {' '.join(repr(c) for c in bad)}")
+        return value
+
+    def number(
+        self,
+        name: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        integer: bool = False,
+    ) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        kind = "a whole number" if integer else "a number"
+        try:
+            number = float(int(value)) if integer else float(value)
+        except ValueError:
+            raise SettingsError(name, f"must be {kind}, got {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise SettingsError(name, f"must be a finite number, got {value!r}")
+        if minimum is not None and number < minimum:
+            raise SettingsError(name, f"must be at least {_fmt(minimum)}, got {value!r}")
+        if maximum is not None and number > maximum:
+            raise SettingsError(name, f"must be at most {_fmt(maximum)}, got {value!r}")
+        return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(name, f"must be true or false, got {value!r}")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value.lower() not in choices:
+            raise SettingsError(name, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value.lower()
+
+    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        parts = urlsplit(value)
+        if parts.scheme not in schemes:
+            raise SettingsError(
+                name,
+                f"scheme must be one of {', '.join(s + '://' for s in schemes)}; got {value.split(':')[0]!r}",
+            )
+        if parts.scheme in ("http", "https", "redis", "rediss") and not parts.hostname:
+            raise SettingsError(name, "has no host name")
+        return value.rstrip("/") if parts.scheme in ("http", "https") else value
+
+    def id_set(self, name: str) -> frozenset[int] | None:
+        value = self._raw(name)
+        if value is None or value.lower() == "all":
+            return None
+        ids = set()
+        for item in value.split(","):
+            item = item.strip()
+            if not item.isdigit():
+                raise SettingsError(name, f"must be a comma list of API type ids (like 8,9); got {item!r}")
+            ids.add(int(item))
+        return frozenset(ids)
+
+    def schedule(self, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        value = self._raw(name)
+        if value is None:
+            return default
+        delays = []
+        for item in value.split(","):
+            item = item.strip()
+            try:
+                delay = float(item)
+            except ValueError:
+                raise SettingsError(
+                    name, f"must be a comma list of seconds; {item!r} is not a number"
+                ) from None
+            if delay < 0 or delay != delay:
+                raise SettingsError(name, f"delays must not be negative; got {item!r}")
+            delays.append(delay)
+        return tuple(delays)
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if number == int(number) else str(number)
+
+
+def or_exit(build: Callable[[], T]) -> T:
+    """Run `build`; on a SettingsError print one line and exit 2."""
+    try:
+        return build()
+    except SettingsError as error:
+        print(f"d6-bridge: bad setting {error}", file=sys.stderr)
+        raise SystemExit(2) from None

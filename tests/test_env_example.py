@@ -1,0 +1,31 @@
+"""`.env.example` lists every setting with its default, and its defaults load."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bridge.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _example() -> dict[str, str]:
+    pairs = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            pairs[name] = value
+    return pairs
+
+
+def test_every_setting_is_listed() -> None:
+    source = (ROOT / "bridge" / "settings.py").read_text()
+    used = set(re.findall(r'"(BRIDGE_[A-Z0-9_]+)"', source))
+    assert used == set(_example())
+
+
+def test_the_listed_defaults_are_the_defaults() -> None:
+    from_example = load_settings(_example(), isatty=False)
+    assert from_example == load_settings({}, isatty=False)
+    assert from_example == Settings(poll_jitter_seconds=30.0)
