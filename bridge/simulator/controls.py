@@ -1,0 +1,214 @@
+"""The `/_sim/` controls: how tests and demos steer the simulator (no credentials, JSON in and out).
+
+Counters, faults, schools and their integrations, records, churn. Every handler gets the one
+`Simulator` of its app by dependency injection; nothing here is global.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import FromPath, JSONBody
+
+from bridge.simulator.churn import Churn
+from bridge.simulator.config import SimulatorConfig
+from bridge.simulator.faults import Faults, FaultSpec
+from bridge.simulator.state import NotFound, School, World
+from bridge.simulator.stats import RequestStats
+from bridge.simulator.table import Record
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Simulator:
+    """Everything one simulator instance owns: the world, its faults, its counters and its churn."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.world = World(config.seed)
+        self.faults = Faults(config.seed)
+        self.stats = RequestStats()
+        self.churn = Churn(self.world, config.churn)
+        active = config.schools - config.inactive_schools
+        for index in range(config.schools):
+            self.world.add_school(
+                config.first_school_id + index,
+                debtors=config.debtors,
+                learners=config.learners,
+                api_type_ids=config.api_type_ids,
+                activated=index < active,
+            )
+
+
+Sim = NamedDependency[Simulator]
+
+
+class NewSchool(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    school_id: int | None = None
+    name: str | None = None
+    learners: NonNegative = 0
+    debtors: NonNegative = 0
+    authorised: bool = True
+    activated: bool = False
+    api_type_ids: list[int] | None = None
+
+
+class ApiTypeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    api_type_id: int | None = None
+
+
+class ChurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    rate: Annotated[float, msgspec.Meta(ge=0.0)]
+
+
+RESOURCES = ("learners", "accountablepersons")
+
+
+def not_found(_: Request[Any, Any, Any], error: NotFound) -> Response[dict[str, Any]]:
+    """A school or record the control named does not exist: 404 in Litestar's error shape."""
+    return Response({"status_code": 404, "detail": str(error)}, status_code=404)
+
+
+def _resource(resource: str) -> str:
+    if resource not in RESOURCES:
+        raise NotFoundException(f"unknown resource {resource!r}: use one of {', '.join(RESOURCES)}")
+    return resource
+
+
+@get("/_sim/stats", sync_to_thread=False)
+def read_stats(sim: Sim) -> dict[str, Any]:
+    return sim.stats.summary()
+
+
+@get("/_sim/requests", sync_to_thread=False)
+def read_requests(sim: Sim) -> dict[str, Any]:
+    return sim.stats.requests()
+
+
+@post("/_sim/stats/reset", status_code=200, sync_to_thread=False)
+def reset_stats(sim: Sim) -> dict[str, Any]:
+    sim.stats.reset()
+    return sim.stats.summary()
+
+
+@get("/_sim/faults", sync_to_thread=False)
+def read_faults(sim: Sim) -> dict[str, Any]:
+    return sim.faults.describe()
+
+
+@post("/_sim/faults", status_code=200, sync_to_thread=False)
+def set_faults(sim: Sim, data: JSONBody[FaultSpec]) -> dict[str, Any]:
+    sim.faults.replace(data)
+    return sim.faults.describe()
+
+
+@delete("/_sim/faults", status_code=200, sync_to_thread=False)
+def clear_faults(sim: Sim) -> dict[str, Any]:
+    sim.faults.clear()
+    return sim.faults.describe()
+
+
+@post("/_sim/churn", status_code=200, sync_to_thread=False)
+def set_churn(sim: Sim, data: JSONBody[ChurnBody]) -> dict[str, Any]:
+    sim.churn.set_rate(data.rate)
+    return {"rate": sim.churn.rate, "applied": sim.churn.applied}
+
+
+@post("/_sim/schools", sync_to_thread=False)
+def add_school(sim: Sim, data: JSONBody[NewSchool]) -> Record:
+    world = sim.world
+    school_id = (
+        data.school_id if data.school_id is not None else world.next_school_id(sim.config.first_school_id)
+    )
+    api_types = data.api_type_ids if data.api_type_ids is not None else list(sim.config.api_type_ids)
+    try:
+        school = world.add_school(
+            school_id,
+            name=data.name,
+            debtors=data.debtors,
+            learners=data.learners,
+            api_type_ids=api_types if data.authorised else (),
+            activated=data.activated,
+        )
+    except ValueError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from error
+    return school.summary()
+
+
+@post("/_sim/schools/{school_id:int}/authorise", status_code=200, sync_to_thread=False)
+def authorise_school(sim: Sim, school_id: FromPath[int], data: JSONBody[ApiTypeBody | None] = None) -> Record:
+    """The school's admin authorises an API type in d6+ SAMS: it appears in the list, not yet activated."""
+    requested = data.api_type_id if data is not None else None
+    api_types = [requested] if requested is not None else list(sim.config.api_type_ids)
+    school: School = sim.world.school(school_id)
+    for api_type_id in api_types:
+        school = sim.world.authorise(school_id, api_type_id)
+    return school.summary()
+
+
+@post("/_sim/schools/{school_id:int}/revoke", status_code=200, sync_to_thread=False)
+def revoke_school(sim: Sim, school_id: FromPath[int], data: JSONBody[ApiTypeBody | None] = None) -> Record:
+    """The school withdraws one API type, or every one when none is named."""
+    return sim.world.revoke(school_id, data.api_type_id if data is not None else None).summary()
+
+
+@get("/_sim/schools/{school_id:int}/{resource:str}", sync_to_thread=False)
+def list_records(sim: Sim, school_id: FromPath[int], resource: FromPath[str]) -> dict[str, Any]:
+    """Every record, as the API sends it with `all_accounts=1`: the ground truth a test compares with."""
+    school = sim.world.school(school_id)
+    table = school.learners if _resource(resource) == "learners" else school.debtors
+    return {"data": list(table.values())}
+
+
+@post("/_sim/schools/{school_id:int}/{resource:str}", sync_to_thread=False)
+def create_record(
+    sim: Sim, school_id: FromPath[int], resource: FromPath[str], data: JSONBody[dict[str, Any]]
+) -> Record:
+    if _resource(resource) == "learners":
+        return sim.world.create_learner(school_id, data)
+    return sim.world.create_debtor(school_id, data)
+
+
+@patch("/_sim/schools/{school_id:int}/{resource:str}/{record_id:int}", sync_to_thread=False)
+def update_record(
+    sim: Sim,
+    school_id: FromPath[int],
+    resource: FromPath[str],
+    record_id: FromPath[int],
+    data: JSONBody[dict[str, Any]],
+) -> Record:
+    if _resource(resource) == "learners":
+        return sim.world.update_learner(school_id, record_id, data)
+    return sim.world.update_debtor(school_id, record_id, data)
+
+
+@delete("/_sim/schools/{school_id:int}/{resource:str}/{record_id:int}", sync_to_thread=False)
+def delete_record(
+    sim: Sim, school_id: FromPath[int], resource: FromPath[str], record_id: FromPath[int]
+) -> None:
+    if _resource(resource) == "learners":
+        sim.world.remove_learner(school_id, record_id)
+    else:
+        sim.world.remove_debtor(school_id, record_id)
+
+
+CONTROL_HANDLERS = [
+    read_stats,
+    read_requests,
+    reset_stats,
+    read_faults,
+    set_faults,
+    clear_faults,
+    set_churn,
+    add_school,
+    authorise_school,
+    revoke_school,
+    list_records,
+    create_record,
+    update_record,
+    delete_record,
+]

@@ -1,0 +1,102 @@
+"""d6's request validation: the same rules and the same wording ("The Limit maximum is 50").
+
+Errors are collected per field, like d6's `validation_errors` object, so one answer names every
+problem in the request at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bridge.simulator.table import Cursor, decode_cursor
+
+_INTEGER = re.compile(r"-?\d+")
+TRUE_WORDS = frozenset({"1", "true"})
+FALSE_WORDS = frozenset({"0", "false"})
+
+
+def label(field: str) -> str:
+    """d6 names a field in messages by its words, first one capitalised: `api_type_id` -> `Api type id`."""
+    return field.replace("_", " ").capitalize()
+
+
+def as_int(text: str) -> int | None:
+    return int(text) if _INTEGER.fullmatch(text) else None
+
+
+class Checks:
+    """Reads query parameters (or body fields) and records d6's message for each one that is wrong."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.errors: dict[str, str] = {}
+
+    def flag(self, name: str) -> bool:
+        text = self.values.get(name)
+        if text is None:
+            return False
+        lowered = text.strip().lower()
+        if lowered in TRUE_WORDS:
+            return True
+        if lowered not in FALSE_WORDS:
+            self.errors[name] = f"The {label(name)} must be a boolean"
+        return False
+
+    def integer(self, name: str) -> int | None:
+        text = self.values.get(name)
+        if text is None or text == "":
+            return None
+        value = as_int(text.strip())
+        if value is None:
+            self.errors[name] = f"The {label(name)} must be integer"
+        return value
+
+    def limit(self, default: int, maximum: int) -> int:
+        value = self.integer("limit")
+        if value is None:
+            return default
+        if value > maximum:
+            self.errors["limit"] = f"The Limit maximum is {maximum}"
+        elif value < 1:
+            self.errors["limit"] = "The Limit minimum is 1"
+        return min(max(value, 1), maximum)
+
+    def cursor(self) -> Cursor | None:
+        text = self.values.get("cursor")
+        if not text:
+            return None
+        cursor = decode_cursor(text)
+        if cursor is None:
+            self.errors["cursor"] = "The Cursor is invalid"
+        return cursor
+
+
+def body_integer(body: dict[str, Any], name: str, errors: dict[str, str]) -> int | None:
+    """A required integer field of a JSON body; PHP-style `"1000"` is accepted as d6 does."""
+    value = body.get(name)
+    if value is None:
+        errors[name] = f"The {label(name)} field is required"
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and as_int(value) is not None:
+        return int(value)
+    errors[name] = f"The {label(name)} must be integer"
+    return None
+
+
+def body_boolean(body: dict[str, Any], name: str, errors: dict[str, str]) -> bool | None:
+    """A required boolean: `true`/`false`, `1`/`0`, or the same as strings (d6's samples send `1`)."""
+    value = body.get(name)
+    if value is None:
+        errors[name] = f"The {label(name)} field is required"
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return value == 1
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    errors[name] = f"The {label(name)} must be a boolean"
+    return None
