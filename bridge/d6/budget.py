@@ -1,0 +1,137 @@
+"""The d6 request budget: never more than `BRIDGE_D6_MAX_RPS` requests a second, across every process.
+
+The algorithm is GCRA (the generic cell rate algorithm) with no burst: the key holds the *theoretical
+arrival time* (TAT) of the next request. A request may go when the clock has reached the TAT; it then
+moves the TAT to `now + interval` with `interval = 1 / rps`. So two granted requests are always at
+least one interval apart, and any half-open one-second window holds at most `ceil(rps)` of them.
+
+`RedisBudget` keeps the TAT in Redis and decides in one Lua script that reads Redis' own clock (`TIME`),
+so processes on different hosts with skewed clocks still share one timeline. The script takes a token
+or answers how many microseconds to wait; the caller sleeps and asks again. Within a process one asyncio
+lock queues the waiting coroutines, so only one of them asks Redis at a time and they are served in
+arrival order; between processes, a small random delay on each wake-up makes them win in turn.
+The script uses plain commands only (`TIME`, `GET`, `SET ... PX`), so it also runs on fakeredis' Lua
+(the embedded demo store).
+
+`LocalBudget` is the same algorithm on the process' monotonic clock, for tests and single-process use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from bridge.errors import StoreError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = structlog.get_logger(__name__)
+
+# KEYS[1] the budget key; ARGV[1] the emission interval in microseconds (an integer).
+# Returns 0 when a token was taken, otherwise the microseconds to wait before asking again.
+# A TAT more than one interval ahead (Redis' clock stepped back after a failover, or another process
+# runs with a lower rate) is clamped, so nobody waits longer than one interval for it.
+# Numbers are formatted with %.0f: Lua 5.1's default number format (%.14g) would round a
+# microsecond timestamp (16 digits).
+GCRA_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tat > now + interval then
+  tat = now + interval
+end
+if tat > now then
+  return math.ceil(tat - now)
+end
+local ttl = math.ceil(interval / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%.0f', now + interval), 'PX', string.format('%.0f', ttl))
+return 0
+"""
+
+JITTER_SHARE = 0.1
+JITTER_MAX_SECONDS = 0.01
+MAX_SLEEP_SECONDS = 1.0
+"""Longest single sleep between two asks; a waiter re-checks at least this often."""
+
+
+class Budget(Protocol):
+    """Something that lets one request go when the rate allows it."""
+
+    async def acquire(self) -> float:
+        """Wait until one request may be sent; return the seconds waited."""
+        ...
+
+
+def interval_micros(max_rps: float) -> int:
+    """The emission interval, rounded up so rounding can never let the rate exceed `max_rps`."""
+    if not max_rps > 0:
+        raise ValueError(f"max_rps must be positive, got {max_rps!r}")
+    return math.ceil(1_000_000 / max_rps)
+
+
+class RedisBudget:
+    """The shared budget: GCRA in one Lua script on Redis server time."""
+
+    def __init__(self, redis: Redis, key: str, max_rps: float) -> None:
+        self._key = key
+        self._interval = interval_micros(max_rps)
+        self._script: Any = redis.register_script(GCRA_LUA)
+        self._lock = asyncio.Lock()
+
+    async def _ask(self) -> float:
+        """Seconds to wait; 0 means a token was taken."""
+        try:
+            wait = await self._script(keys=[self._key], args=[self._interval])
+        except Exception as error:  # redis-py raises RedisError; fakeredis may raise others
+            raise StoreError(f"d6 request budget unavailable: {type(error).__name__}: {error}") from error
+        return max(0, int(wait)) / 1_000_000
+
+    async def acquire(self) -> float:
+        started = time.monotonic()
+        async with self._lock:
+            while True:
+                wait = await self._ask()
+                if wait <= 0:
+                    return time.monotonic() - started
+                await asyncio.sleep(min(wait + self._jitter(), MAX_SLEEP_SECONDS))
+
+    def _jitter(self) -> float:
+        """A little randomness on each wake-up, so that processes racing for the same instant win in turn.
+
+        Without it the race is decided the same way every time (the process that just won asks first
+        again) and one process can starve the others for seconds. It costs a few percent of the rate.
+        """
+        return random.uniform(0.0, min(self._interval / 1_000_000 * JITTER_SHARE, JITTER_MAX_SECONDS))
+
+
+class LocalBudget:
+    """The same GCRA on this process' monotonic clock: for tests and runs without Redis."""
+
+    def __init__(self, max_rps: float) -> None:
+        self._interval = interval_micros(max_rps) / 1_000_000
+        self._tat = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> float:
+        started = time.monotonic()
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                if self._tat <= now:
+                    self._tat = now + self._interval
+                    return now - started
+                await asyncio.sleep(min(self._tat - now, MAX_SLEEP_SECONDS))
+
+
+class NoBudget:
+    """No limit at all; only for unit tests of other branches."""
+
+    async def acquire(self) -> float:
+        return 0.0

@@ -1,0 +1,153 @@
+"""Cursor pagination over a d6 collection, as an async iterator of checked pages.
+
+Page size: the first request of a scan asks `limit=50`, the documented `max_allowed_limit`, as a guess;
+each answer's `meta.max_allowed_limit` is remembered per endpoint (in a dict the client owns) and used
+from the next page on. Against d6 as documented, every scan (the very first included) therefore costs
+exactly ceil(n / 50) requests. Asking without a limit first and learning the maximum would cost one
+small extra page on the first scan; asking the remembered maximum costs the floor in steady state.
+If the guess is refused (400 naming `limit`, meaning d6 lowered its maximum), the page is asked again
+without `limit` once, the real maximum is learned from its meta, and the scan goes on.
+
+Stop rules: no `meta.next_cursor`; a short page (fewer records than the page size in effect, which is
+the limit asked or the smaller `meta.limit` d6 says it used); never `meta.cursor` (some doc examples
+show it: it is where this page started, and following it would loop). A `next_cursor` already used in
+this scan means d6 is looping and the scan cannot be trusted to be complete, so it raises
+`D6MalformedResponse` rather than ending quietly: no snapshot may be diffed from it.
+
+A body of the wrong shape (not an object, `data` not a list, `meta` missing or not an object, a record
+not an object, a `next_cursor` that is not text) raises `D6MalformedResponse`, never an empty page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import msgspec
+import structlog
+
+from bridge.d6.endpoints import Endpoint
+from bridge.d6.http import D6Http, error_for
+from bridge.d6.records import Record
+from bridge.errors import D6MalformedResponse, D6ValidationError
+
+log = structlog.get_logger(__name__)
+
+GUESS_LIMIT = 50
+"""The documented `max_allowed_limit`; the first page of the first scan asks for this many."""
+
+
+class Page(msgspec.Struct, kw_only=True):
+    """One page of a scan: its records (normalised), d6's `meta` as sent, its number (from 1)."""
+
+    records: list[Record]
+    meta: dict[str, Any]
+    number: int
+    limit: int | None
+    """The page size asked for (None when the page was asked without `limit`)."""
+
+
+def check_listing(body: Any, *, endpoint: str, school_id: int | None) -> tuple[list[Record], dict[str, Any]]:
+    """`{"data": [objects], "meta": {...}}` or `D6MalformedResponse`."""
+
+    def malformed(problem: str) -> D6MalformedResponse:
+        return D6MalformedResponse(problem, status_code=200, endpoint=endpoint, school_id=school_id)
+
+    if not isinstance(body, dict):
+        raise malformed(f"expected a JSON object with data and meta, got {type(body).__name__}")
+    data = body.get("data")
+    if not isinstance(data, list):
+        raise malformed(f"`data` is not a list (got {type(data).__name__})")
+    meta = body.get("meta")
+    if not isinstance(meta, dict):
+        raise malformed(f"`meta` is missing or not an object (got {type(meta).__name__})")
+    for index, record in enumerate(data):
+        if not isinstance(record, dict):
+            raise malformed(f"record {index} is not an object (got {type(record).__name__})")
+    next_cursor = meta.get("next_cursor")
+    if next_cursor is not None and not isinstance(next_cursor, str):
+        raise malformed(f"`meta.next_cursor` is not text (got {type(next_cursor).__name__})")
+    return data, meta
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, str) and value.isdigit() and int(value) > 0:
+        return int(value)
+    return None
+
+
+async def paginate(
+    http: D6Http,
+    endpoint: Endpoint,
+    *,
+    school_id: int | None,
+    params: Mapping[str, str],
+    limits: dict[str, int],
+    transform: Callable[[Record], Record],
+) -> AsyncIterator[Page]:
+    """Every page of `endpoint` (filtered by `params`), in order; see the module docstring for the rules."""
+    label = f"GET {endpoint.collection}"
+    bound = log.bind(endpoint=endpoint.collection, school_id=school_id)
+    used: set[str] = set()  # every cursor this scan has sent
+    cursor: str | None = None
+    number = 0
+    while True:
+        number += 1
+        limit: int | None = limits.get(endpoint.name, GUESS_LIMIT)
+        query = dict(params)
+        if cursor is not None:
+            query["cursor"] = cursor
+        query["limit"] = str(limit)
+        reply = await http.send("GET", endpoint.collection, endpoint=label, school_id=school_id, params=query)
+        if reply.status == 400 and _refuses_limit(reply.body):
+            bound.warning("d6_limit_refused", limit=limit)
+            limits.pop(endpoint.name, None)
+            limit = None
+            del query["limit"]
+            reply = await http.send(
+                "GET", endpoint.collection, endpoint=label, school_id=school_id, params=query
+            )
+        if reply.status != 200:
+            raise error_for(reply.status, reply.body, endpoint=label, school_id=school_id)
+        data, meta = check_listing(reply.body, endpoint=label, school_id=school_id)
+        maximum = _positive_int(meta.get("max_allowed_limit"))
+        if maximum is not None:
+            limits[endpoint.name] = maximum
+        records = [transform(record) for record in data]
+        yield Page(records=records, meta=meta, number=number, limit=limit)
+
+        next_cursor = meta.get("next_cursor")
+        if not next_cursor:
+            return
+        in_effect = _page_size(limit, meta)
+        if in_effect is not None and len(data) < in_effect:
+            bound.warning("d6_short_page_with_next_cursor", page=number, records=len(data), limit=in_effect)
+            return
+        if next_cursor in used:
+            bound.warning("d6_cursor_repeated", page=number)
+            raise D6MalformedResponse(
+                f"d6 repeated a cursor on page {number}: the scan cannot be complete",
+                status_code=200,
+                endpoint=label,
+                school_id=school_id,
+            )
+        used.add(next_cursor)
+        cursor = next_cursor
+
+
+def _page_size(asked: int | None, meta: dict[str, Any]) -> int | None:
+    """The page size d6 applied: what was asked, or the smaller `meta.limit` (d6 clamped it)."""
+    said = _positive_int(meta.get("limit"))
+    if asked is None:
+        return said
+    return min(asked, said) if said is not None else asked
+
+
+def _refuses_limit(body: Any) -> bool:
+    """A 400 whose validation errors name `limit` (e.g. "The Limit maximum is 50")."""
+    error = error_for(400, body, endpoint="")
+    return isinstance(error, D6ValidationError) and "limit" in error.details.get("validation_errors", {})

@@ -1,0 +1,104 @@
+"""Record normalisation: one form for every d6 record, so comparing and hashing see real changes only.
+
+d6 is inconsistent about types: the docs show `"accountable_person_id": "40"` in one example and
+`40` in the next, and "no date" is `"0000-00-00"`. `normalise` settles exactly these and keeps every
+other field as sent (fields unknown today included):
+
+- a `*_id` field that is integer-like (`40`, `"40"`, `" 40 "`, `"-3"`, `40.0`) becomes an `int`;
+  an empty string or `null` becomes `None` (d6 v1 sent "" for "no value", v2 sends null);
+  anything else (`"abc"`, `true`, a list) is left as sent rather than guessed at;
+- a value `"0000-00-00"` (or `"0000-00-00 00:00:00"`) in any field becomes `None`;
+- nested objects and lists (a debtor's `learners`, a learner's `parents`) get the same treatment.
+
+`normalise` is idempotent, so applying it twice (client and sync code) is harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import msgspec
+
+from bridge.d6.endpoints import endpoint_for
+from bridge.errors import D6MalformedResponse
+
+Record = dict[str, Any]
+
+ZERO_DATES = frozenset({"0000-00-00", "0000-00-00 00:00:00"})
+_INTEGER = re.compile(r"\s*[-+]?\d+\s*")
+_ENCODER = msgspec.json.Encoder(order="sorted")
+HASH_BYTES = 16
+
+
+def normalise(record: Record) -> Record:
+    """A new record with ids as integers and zero dates as None; every other field as sent."""
+    return {key: _value(str(key), value) for key, value in record.items()}
+
+
+def _value(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return normalise(value)
+    if isinstance(value, list):
+        return [_value("", item) for item in value]
+    if key.endswith("_id"):
+        return _identifier(value)
+    if isinstance(value, str) and value in ZERO_DATES:
+        return None
+    return value
+
+
+def _identifier(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        if value.strip() == "":
+            return None
+        if _INTEGER.fullmatch(value):
+            return int(value)
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def canonical_bytes(record: Record) -> bytes:
+    """The normalised record as JSON with sorted keys: equal records give equal bytes, whatever the order."""
+    return _ENCODER.encode(normalise(record))
+
+
+def record_hash(record: Record) -> str:
+    """BLAKE2b-128 of `canonical_bytes`, as 32 hex characters (compact in Redis, readable in logs)."""
+    return hashlib.blake2b(canonical_bytes(record), digest_size=HASH_BYTES).hexdigest()
+
+
+def record_id(resource: str, record: Record) -> int:
+    """The record's id (`learner_id`, `accountable_person_id`, `school_id`) as an int.
+
+    A record without a usable id cannot be diffed, so it makes the answer malformed.
+    """
+    endpoint = endpoint_for(resource)
+    if endpoint.id_field is None:
+        raise ValueError(f"{endpoint.name} records have no single id; use integration_key")
+    value = _identifier(record.get(endpoint.id_field))
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise D6MalformedResponse(
+            f"record without a usable {endpoint.id_field}: {record.get(endpoint.id_field)!r}",
+            endpoint=endpoint.collection,
+        )
+    return value
+
+
+def integration_key(record: Record) -> tuple[int, int]:
+    """A client integration's identity: (school_id, api_type_id)."""
+    school = _identifier(record.get("school_id"))
+    api_type = _identifier(record.get("api_type_id"))
+    if not isinstance(school, int) or not isinstance(api_type, int) or isinstance(school, bool):
+        raise D6MalformedResponse(
+            f"client integration without school_id/api_type_id: {record!r}",
+            endpoint="/v2/settings/clientintegrations",
+        )
+    return school, api_type
