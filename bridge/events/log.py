@@ -1,0 +1,152 @@
+"""The event log as users see it: list newest first with filters and a cursor, get by id, trim.
+
+The listing indexes are sorted sets whose scores are all 0, ordered by member: event ids are ULIDs, so
+member order is time order, a time window is a lexicographic range of ids, and a cursor is simply the last
+id of the previous page. One index per filter combination (all, per type, per school, per school and type)
+keeps every page one ZREVRANGEBYLEX, whatever the filter. Bodies stay in the school's event stream; the
+location hash says where (school, sequence).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from bridge.events.envelope import Event, decode_event, event_id_bound, event_id_ms, is_event_id
+from bridge.store.codec import as_bytes, as_int, as_text, entry_seq
+from bridge.store.keys import Keys
+
+MAX_LIMIT: Final = 500
+_TRIM_BATCH: Final = 1000
+_STREAM_PAGE: Final = 200
+Moment = datetime | float
+Page = tuple[list[Event], str | None]
+Events = list[Event]
+Ids = list[str]
+
+
+class EventLog:
+    """Read side of the published events, plus retention."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def list(
+        self,
+        type: str | None = None,
+        school_id: int | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page, newest first, and the cursor of the next page (None on the last one).
+
+        `since` and `until` are inclusive (millisecond precision). ValueError on a cursor that is not an
+        event id or a limit outside 1..500.
+        """
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        top = "+" if until is None else "[" + event_id_bound(_seconds(until), upper=True)
+        if cursor is not None:
+            if not is_event_id(cursor):
+                raise ValueError("cursor is not one this API gave out")
+            if top == "+" or cursor < top[1:]:
+                top = "(" + cursor
+        bottom = "-" if since is None else "[" + event_id_bound(_seconds(since), upper=False)
+        index = self._keys.event_index(type=type, school_id=school_id)
+        raw = await self._redis.zrevrangebylex(index, top, bottom, start=0, num=limit + 1)
+        ids = [as_text(member) for member in raw]
+        page, more = ids[:limit], len(ids) > limit
+        events = await self._bodies(page)
+        return events, (page[-1] if more and page else None)
+
+    async def get(self, event_id: str) -> Event | None:
+        """The published event with this id, or None."""
+        if not is_event_id(event_id):
+            return None
+        found = await self._bodies([event_id])
+        return found[0] if found else None
+
+    async def _bodies(self, ids: Ids) -> Events:
+        if not ids:
+            return []
+        locations = await self._redis.hmget(self._keys.event_locations(), ids)
+        wanted = [(eid, _location(loc)) for eid, loc in zip(ids, locations, strict=True) if loc is not None]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _eid, (school_id, seq, _type) in wanted:
+                pipe.xrange(self._keys.school_events(school_id), min=f"{seq}-0", max=f"{seq}-0")
+            replies = await pipe.execute()
+        events: Events = []
+        for (eid, _loc), entries in zip(wanted, replies, strict=True):
+            fields = entries[0][1] if entries else None
+            if fields and as_text(fields[b"id"]) == eid:
+                events.append(decode_event(as_bytes(fields[b"body"])))
+        return events
+
+    async def trim(self, retention_days: float, *, now: float | None = None) -> int:
+        """Remove events older than the retention from every structure; returns how many were listed.
+
+        Indexes and locations go together in one MULTI per batch ({events} slot). Each school's stream is
+        trimmed up to its oldest young event, never past its published watermark. The delivery stream's
+        entry ids are the server's milliseconds, so MINID trims it by time.
+        """
+        cutoff = (time.time() if now is None else now) - retention_days * 86400
+        below = "(" + event_id_bound(cutoff, upper=False)
+        k = self._keys
+        removed = 0
+        while True:
+            raw = await self._redis.zrangebylex(k.event_index(), "-", below, start=0, num=_TRIM_BATCH)
+            if not raw:
+                break
+            ids = [as_text(member) for member in raw]
+            locations = await self._redis.hmget(k.event_locations(), ids)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(k.event_index(), *ids)
+                for eid, loc in zip(ids, locations, strict=True):
+                    if loc is None:
+                        continue
+                    school_id, _seq, etype = _location(loc)
+                    pipe.zrem(k.event_index(type=etype), eid)
+                    pipe.zrem(k.event_index(school_id=school_id), eid)
+                    pipe.zrem(k.event_index(type=etype, school_id=school_id), eid)
+                pipe.hdel(k.event_locations(), *ids)
+                await pipe.execute()
+            removed += len(ids)
+        for school_id in [int(m) for m in await self._redis.smembers(k.known_schools())]:
+            await self._trim_school(school_id, int(cutoff * 1000))
+        await self._redis.xtrim(k.delivery_stream(), minid=f"{int(cutoff * 1000)}-0", approximate=False)
+        return removed
+
+    async def _trim_school(self, school_id: int, cutoff_ms: int) -> None:
+        stream = self._keys.school_events(school_id)
+        published = as_int(await self._redis.hget(self._keys.school_meta(school_id), "published"))
+        start = "-"
+        while True:
+            entries = await self._redis.xrange(stream, min=start, max="+", count=_STREAM_PAGE) or []
+            keep_from: int | None = None
+            for entry_id, fields in entries:
+                seq = entry_seq(entry_id)
+                if seq > published or fields is None or event_id_ms(as_text(fields[b"id"])) >= cutoff_ms:
+                    keep_from = seq
+                    break
+            if keep_from is not None or len(entries) < _STREAM_PAGE:
+                if keep_from is None and entries:
+                    keep_from = entry_seq(entries[-1][0]) + 1
+                if keep_from is not None:
+                    await self._redis.xtrim(stream, minid=f"{keep_from}-0", approximate=False)
+                return
+            start = f"{entry_seq(entries[-1][0]) + 1}-0"
+
+
+def _location(raw: bytes | str) -> tuple[int, int, str]:
+    school, seq, etype = as_text(raw).split(":", 2)
+    return int(school), int(seq), etype
+
+
+def _seconds(moment: Moment) -> float:
+    return moment.timestamp() if isinstance(moment, datetime) else float(moment)

@@ -1,0 +1,209 @@
+"""What changed between the stored snapshot and a complete new scan. Pure: no I/O.
+
+Diffing is two steps so that the store reads old records only for the ids that need them:
+
+    plan = plan_diff(previous, records, id_of)        # hashes the scan, compares with stored hashes
+    old = await snapshots.records(school, resource, plan.need_old)
+    result = finish_diff(plan, old)                     # field changes, removals, the hold-back rule
+
+Records arrive normalised (d6/records.py), so comparing canonical bytes (sorted keys) means a reordered
+object or `"40"` vs `40` is no change.
+
+Mass-removal hold-back (SPEC 5): when a scan would remove more than half of a snapshot of at least 20
+records, the removals are held back: nothing is emitted, the records stay in the snapshot, and the held id
+set is stored as a marker. The next complete scan confirms it if it again lacks every held id; then the
+held ids are removed (and emitted). If some came back, it is not confirmed: the remaining removals are
+judged afresh (a mass again: a new hold; a few: ordinary removals). Creates and updates are never held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+import msgspec
+
+from bridge.errors import D6MalformedResponse
+from bridge.events.envelope import FieldChange
+
+Record = dict[str, Any]
+
+HOLD_MIN_RECORDS: Final = 20
+DIGEST_BYTES: Final = 16
+_CANONICAL: Final = msgspec.json.Encoder(order="sorted")
+
+
+def canonical(value: Any) -> bytes:
+    return _CANONICAL.encode(value)
+
+
+def digest(record: Record) -> bytes:
+    """BLAKE2b-128 of the canonical JSON: what the snapshot stores per record."""
+    return hashlib.blake2b(_CANONICAL.encode(record), digest_size=DIGEST_BYTES).digest()
+
+
+class PreviousSnapshot(msgspec.Struct, kw_only=True, frozen=True):
+    """What the store knows before a scan; `version` is the optimistic-concurrency check of the commit."""
+
+    hashes: dict[str, bytes]
+    hold: frozenset[str] | None = None
+    version: int = 0
+    baseline: bool = False
+
+
+class RecordChange(msgspec.Struct, kw_only=True, frozen=True):
+    """One created, updated or removed record. For removals `record` is the last known record."""
+
+    id: str
+    record: Record
+    changes: dict[str, FieldChange] | None = None
+
+
+class DiffPlan(msgspec.Struct, kw_only=True, frozen=True):
+    previous: PreviousSnapshot
+    records: dict[str, Record]
+    digests: dict[str, bytes]
+    created: list[str]
+    changed: list[str]
+    missing: list[str]
+    duplicates: int
+
+    @property
+    def need_old(self) -> list[str]:
+        """The ids whose stored records `finish_diff` needs: changed and missing ones."""
+        return self.changed + self.missing
+
+
+class DiffResult(msgspec.Struct, kw_only=True, frozen=True):
+    created: list[RecordChange]
+    updated: list[RecordChange]
+    removed: list[RecordChange]
+    held_back: int
+    hold: frozenset[str] | None
+    """The hold-back marker to store (None clears it)."""
+    upserts: list[tuple[str, bytes, Record]]
+    """(id, digest, record) to write into the snapshot: every created and updated record."""
+    deletes: list[str]
+    """Ids to delete from the snapshot: the emitted removals."""
+    version: int
+    """The snapshot version this diff was computed against."""
+    duplicates: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.created or self.updated or self.removed)
+
+
+def plan_diff(
+    previous: PreviousSnapshot,
+    records: Iterable[Record],
+    id_of: str | Callable[[Record], str],
+) -> DiffPlan:
+    """Hash the new scan and sort ids into created / changed / missing. `id_of` is a field or a function."""
+    key = _key_function(id_of)
+    scanned: dict[str, Record] = {}
+    digests: dict[str, bytes] = {}
+    duplicates = 0
+    for record in records:
+        rid = key(record)
+        if rid in scanned:
+            duplicates += 1  # the same record on two pages: the last one wins
+        scanned[rid] = record
+        digests[rid] = digest(record)
+    old = previous.hashes
+    created = [rid for rid in scanned if rid not in old]
+    changed = [rid for rid in scanned if rid in old and old[rid] != digests[rid]]
+    missing = sorted(rid for rid in old if rid not in scanned)
+    return DiffPlan(
+        previous=previous,
+        records=scanned,
+        digests=digests,
+        created=created,
+        changed=changed,
+        missing=missing,
+        duplicates=duplicates,
+    )
+
+
+def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult:
+    """Field-level changes for updates, last known records for removals, and the hold-back rule."""
+    created = [RecordChange(id=rid, record=plan.records[rid]) for rid in plan.created]
+    updated = []
+    for rid in plan.changed:
+        new = plan.records[rid]
+        updated.append(RecordChange(id=rid, record=new, changes=field_changes(old_records.get(rid, {}), new)))
+    remove_ids, hold, held_back = decide_removals(plan.missing, len(plan.previous.hashes), plan.previous.hold)
+    removed = [RecordChange(id=rid, record=old_records.get(rid) or {}) for rid in remove_ids]
+    upserts = [(rid, plan.digests[rid], plan.records[rid]) for rid in plan.created + plan.changed]
+    return DiffResult(
+        created=created,
+        updated=updated,
+        removed=removed,
+        held_back=held_back,
+        hold=hold,
+        upserts=upserts,
+        deletes=remove_ids,
+        version=plan.previous.version,
+        duplicates=plan.duplicates,
+    )
+
+
+def diff(
+    previous: PreviousSnapshot,
+    records: Iterable[Record],
+    id_of: str | Callable[[Record], str],
+    old_records: Mapping[str, Record],
+) -> DiffResult:
+    """Both steps at once, when the old records are at hand (tests, small resources)."""
+    return finish_diff(plan_diff(previous, records, id_of), old_records)
+
+
+def field_changes(old: Record, new: Record) -> dict[str, FieldChange]:
+    """Top-level fields whose canonical value differs; added and removed fields have None on one side."""
+    changes: dict[str, FieldChange] = {}
+    for field, value in new.items():
+        if field not in old:
+            changes[field] = FieldChange(old=None, new=value)
+        elif canonical(old[field]) != canonical(value):
+            changes[field] = FieldChange(old=old[field], new=value)
+    for field, value in old.items():
+        if field not in new:
+            changes[field] = FieldChange(old=value, new=None)
+    return changes
+
+
+def is_mass_removal(removing: int, previous_count: int) -> bool:
+    return previous_count >= HOLD_MIN_RECORDS and removing * 2 > previous_count
+
+
+def decide_removals(
+    missing: list[str], previous_count: int, hold: frozenset[str] | None
+) -> tuple[list[str], frozenset[str] | None, int]:
+    """(ids to remove now, the new hold marker, how many removals are held back)."""
+    if not is_mass_removal(len(missing), previous_count):
+        return missing, None, 0
+    missing_set = frozenset(missing)
+    if hold is None or not hold <= missing_set:
+        # A first proposal, or the last one was not confirmed (records came back): hold them all.
+        return [], missing_set, len(missing)
+    # Confirmed: the held ids are gone twice in a row. Anything newly missing is judged on its own.
+    confirmed = sorted(hold)
+    extra = sorted(missing_set - hold)
+    if extra and is_mass_removal(len(extra), previous_count - len(confirmed)):
+        return confirmed, frozenset(extra), len(extra)
+    return sorted(missing_set), None, 0
+
+
+def _key_function(id_of: str | Callable[[Record], str]) -> Callable[[Record], str]:
+    if callable(id_of):
+        return id_of
+    field = id_of
+
+    def key(record: Record) -> str:
+        value = record.get(field)
+        if value is None or isinstance(value, bool | dict | list):
+            raise D6MalformedResponse(f"record without a usable {field}: {value!r}")
+        return str(value)
+
+    return key

@@ -1,0 +1,204 @@
+"""The per (school, resource) snapshot in Redis, and the atomic commit of a diff with its events.
+
+A snapshot is two hashes in the school's slot: id -> 16-byte digest (all that a diff needs, read with one
+HGETALL) and id -> last known record as msgpack (read only for changed and removed ids). The school's
+`meta` hash holds the per-resource version, baseline flag, record count and last successful poll time,
+plus the school's event `seq` and `published` watermark.
+
+The commit is one Lua script (store/scripts.py COMMIT) in the school's slot. It checks the fencing token
+and the snapshot version, then writes the snapshot changes and appends the events to the school's event
+stream, numbering them with the school's next sequences. The sequence is spliced into each envelope by the
+script (`split_for_sequence`), so commits of different resources of one school never conflict over
+numbers. A process killed at any instant leaves either the old snapshot and no events, or the new
+snapshot and all of them.
+
+Resources: "learner", "debtor" and "integration". The client-integrations list is global, but its events
+need per-school sequences, so it is committed per school: the pairs of school N ("N:api_type_id") are the
+`integration` snapshot of school N, in N's slot, one commit per school whose pairs changed. Every school
+that ever committed is in the global set `{schools}:known` (added before the commit, so a crash right after
+a commit still leaves the school findable by `publish_pending`). The global token check of the
+integrations watcher cannot be verified from a school's slot: integration commits pass `token=None` (or
+hold `Lease(name="integration")` per school) and rely on the version check, which alone already rules out
+a duplicate or lost event when two writers race.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+import redis.asyncio as aioredis
+
+from bridge.errors import LeaseLost, SnapshotConflict, StoreCorrupt
+from bridge.events.envelope import Event, split_for_sequence
+from bridge.store.codec import as_bytes, as_text
+from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
+from bridge.sync.diff import DiffResult, PreviousSnapshot, Record
+
+RESOURCES: Final = ("learner", "debtor", "integration")
+_CHUNK: Final = 1000
+_PACK: Final = msgspec.msgpack.Encoder()
+_UNPACK: Final = msgspec.msgpack.Decoder(dict[str, Any])
+_UNPACK_IDS: Final = msgspec.msgpack.Decoder(list[str])
+
+
+class ResourceMeta(msgspec.Struct, kw_only=True, frozen=True):
+    version: int = 0
+    baseline: bool = False
+    count: int = 0
+    last_polled: float | None = None
+
+
+class SchoolMeta(msgspec.Struct, kw_only=True, frozen=True):
+    school_id: int
+    seq: int = 0
+    published: int = 0
+    resources: dict[str, ResourceMeta] = {}
+
+
+class CommitResult(msgspec.Struct, kw_only=True, frozen=True):
+    version: int
+    events: list[Event]
+    """The committed events with their sequences."""
+
+
+class SnapshotStore:
+    """Reads snapshots for diffing and commits diffs with their events."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, scripts: Scripts | None = None) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._scripts = scripts or Scripts(redis)
+
+    async def load(self, school_id: int, resource: str) -> PreviousSnapshot:
+        """Digests, hold marker, version and baseline flag, read in one transaction (one slot)."""
+        _check(resource)
+        k = self._keys
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k.snapshot_hashes(school_id, resource))
+            pipe.get(k.snapshot_hold(school_id, resource))
+            pipe.hmget(k.school_meta(school_id), [f"ver:{resource}", f"baseline:{resource}"])
+            raw_hashes, raw_hold, (ver, baseline) = await pipe.execute()
+        return PreviousSnapshot(
+            hashes={key.decode(): value for key, value in raw_hashes.items()},
+            hold=frozenset(_UNPACK_IDS.decode(raw_hold)) if raw_hold else None,
+            version=int(ver or 0),
+            baseline=bool(baseline),
+        )
+
+    async def records(self, school_id: int, resource: str, ids: Sequence[str]) -> dict[str, Record]:
+        """The last known records of `ids` (those present), fetched in chunks."""
+        _check(resource)
+        key = self._keys.snapshot_records(school_id, resource)
+        found: dict[str, Record] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = list(ids[start : start + _CHUNK])
+            for rid, raw in zip(chunk, await self._redis.hmget(key, chunk), strict=True):
+                if raw is not None:
+                    found[rid] = _UNPACK.decode(as_bytes(raw))
+        return found
+
+    async def all_records(self, school_id: int, resource: str) -> dict[str, Record]:
+        raw = await self._redis.hgetall(self._keys.snapshot_records(school_id, resource))
+        return {as_text(key): _UNPACK.decode(as_bytes(value)) for key, value in raw.items()}
+
+    async def commit(
+        self,
+        school_id: int,
+        resource: str,
+        result: DiffResult,
+        events: Sequence[Event],
+        *,
+        token: int | None,
+        lease: str = "poll",
+        now: float | None = None,
+    ) -> CommitResult:
+        """Apply `result` and append `events` atomically; raise LeaseLost or SnapshotConflict on refusal.
+
+        Commit after every complete scan, even one without changes: it records the poll time, the baseline
+        flag and the hold-back marker.
+        """
+        _check(resource)
+        for event in events:
+            if event.school_id != school_id:
+                raise ValueError(f"event {event.id} belongs to school {event.school_id}, not {school_id}")
+        k = self._keys
+        args: list[Any] = [
+            "" if token is None else str(token),
+            resource,
+            result.version,
+            repr(time.time() if now is None else now),
+            _PACK.encode(sorted(result.hold)) if result.hold else b"",
+            len(result.upserts),
+            len(result.deletes),
+            len(events),
+        ]
+        for rid, dig, record in result.upserts:
+            args += (rid, dig, _PACK.encode(record))
+        args += result.deletes
+        for event in events:
+            head, tail = split_for_sequence(event)
+            args += (event.id, event.type, head, tail)
+        keys = [
+            k.lease(school_id, lease),
+            k.school_meta(school_id),
+            k.snapshot_hashes(school_id, resource),
+            k.snapshot_records(school_id, resource),
+            k.snapshot_hold(school_id, resource),
+            k.school_events(school_id),
+        ]
+        await self._redis.sadd(k.known_schools(), str(school_id))
+        reply = await self._scripts.commit(keys=keys, args=args)
+        status = as_text(reply[0])
+        if status == "lost_lease":
+            raise LeaseLost(f"school {school_id}: token {token} does not hold the {lease} lease")
+        if status == "conflict":
+            raise SnapshotConflict(
+                f"school {school_id} {resource}: snapshot is at version {as_text(reply[1])}, "
+                f"diff was made against {result.version}"
+            )
+        if status != "ok":
+            raise StoreCorrupt(f"school {school_id}: {as_text(reply[1])}")
+        first, version = int(reply[1]), int(reply[3])
+        numbered = [msgspec.structs.replace(e, sequence=first + n) for n, e in enumerate(events)]
+        return CommitResult(version=version, events=numbered)
+
+    async def meta(self, school_id: int) -> SchoolMeta:
+        raw = await self._redis.hgetall(self._keys.school_meta(school_id))
+        fields = {as_text(key): as_text(value) for key, value in raw.items()}
+        resources = {}
+        for resource in RESOURCES:
+            if f"ver:{resource}" not in fields:
+                continue
+            polled = fields.get(f"polled:{resource}")
+            resources[resource] = ResourceMeta(
+                version=int(fields[f"ver:{resource}"]),
+                baseline=fields.get(f"baseline:{resource}") == "1",
+                count=int(fields.get(f"count:{resource}", 0)),
+                last_polled=float(polled) if polled else None,
+            )
+        return SchoolMeta(
+            school_id=school_id,
+            seq=int(fields.get("seq", 0)),
+            published=int(fields.get("published", 0)),
+            resources=resources,
+        )
+
+    async def known_schools(self) -> list[int]:
+        members = await self._redis.smembers(self._keys.known_schools())
+        return sorted(int(m) for m in members)
+
+    async def integrations_baselined(self) -> bool:
+        """Whether this deployment recorded its first integrations list (SPEC 5: that one is silent)."""
+        return bool(await self._redis.exists(self._keys.integrations_baseline()))
+
+    async def mark_integrations_baselined(self) -> None:
+        await self._redis.set(self._keys.integrations_baseline(), repr(time.time()), nx=True)
+
+
+def _check(resource: str) -> None:
+    if resource not in RESOURCES:
+        raise ValueError(f"unknown resource {resource!r}; one of {', '.join(RESOURCES)}")
