@@ -1,0 +1,224 @@
+"""Delivery history and repair: attempt logs, replays, redeliveries and dead letters.
+
+`DeliveriesController` is mounted at `/v1` next to `SubscriptionController`; it serves
+`/v1/subscriptions/{id}/deliveries`, `/v1/subscriptions/{id}/replay`, `/v1/events/{id}/redeliver`,
+`/v1/dead-letters` and `/v1/dead-letters/retry`. Lists are newest first with an opaque `cursor`
+(pass `next_cursor` back; absent or null on the last page).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from bridge.api.auth import admin_guard
+from bridge.api.subscriptions import EXCEPTION_HANDLERS, rfc3339
+from bridge.delivery import operations
+from bridge.delivery.store import InvalidSubscription
+
+MAX_PAGE = 500
+
+
+class AttemptView(msgspec.Struct, kw_only=True):
+    time: str
+    delivery_id: str
+    event_id: str
+    event_type: str
+    school_id: int
+    attempt: int
+    outcome: str
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    response_body: str
+
+
+class AttemptPage(msgspec.Struct, kw_only=True):
+    items: list[AttemptView]
+    next_cursor: str | None
+
+
+class DeadLetterView(msgspec.Struct, kw_only=True):
+    id: str
+    subscription_id: str
+    event_id: str
+    event_type: str
+    school_id: int
+    sequence: int
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    last_attempt_at: str | None
+    dead_at: str | None
+
+
+class DeadLetterPage(msgspec.Struct, kw_only=True):
+    items: list[DeadLetterView]
+    next_cursor: str | None
+
+
+class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    since: dt.datetime
+    until: dt.datetime | None = None
+    only_failed: bool = False
+
+
+class ReplayResult(msgspec.Struct, kw_only=True):
+    subscription_id: str
+    queued: int
+
+
+class RedeliverRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    subscription_id: str | None = None
+
+
+class RedeliverResult(msgspec.Struct, kw_only=True):
+    event_id: str
+    subscription_ids: list[str]
+
+
+class RetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    ids: list[str] | None = None
+    subscription_id: str | None = None
+
+
+class RetryResult(msgspec.Struct, kw_only=True):
+    requeued: list[str]
+
+
+def _cursor(cursor: str | None) -> float | None:
+    if cursor is None or cursor == "":
+        return None
+    try:
+        value = float(cursor)
+    except ValueError:
+        raise InvalidSubscription(
+            "cursor", "is not a cursor this API gave out; pass next_cursor back"
+        ) from None
+    if value != value:
+        raise InvalidSubscription("cursor", "is not a cursor this API gave out; pass next_cursor back")
+    return value
+
+
+def _timestamp(moment: dt.datetime) -> float:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+class DeliveriesController(Controller):
+    path = "/v1"
+    tags = ["deliveries"]
+    guards = [admin_guard]
+    exception_handlers = EXCEPTION_HANDLERS
+
+    @get("/subscriptions/{subscription_id:str}/deliveries", summary="Delivery attempts, newest first")
+    async def attempts(
+        self,
+        state: State,
+        subscription_id: FromPath[str],
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> AttemptPage:
+        await state.services.subscriptions.get(subscription_id)
+        rows = await state.services.dispatcher.queue.attempts(
+            subscription_id, before=_cursor(cursor), limit=limit
+        )
+        items = [
+            AttemptView(
+                time=rfc3339(a.at) or "",
+                delivery_id=a.delivery_id,
+                event_id=a.event_id,
+                event_type=a.event_type,
+                school_id=a.school_id,
+                attempt=a.attempt,
+                outcome=a.outcome,
+                status_code=a.status_code,
+                error=a.error,
+                duration_ms=a.duration_ms,
+                response_body=a.response_body,
+            )
+            for a in rows
+        ]
+        next_cursor = repr(rows[-1].at) if len(rows) == limit else None
+        return AttemptPage(items=items, next_cursor=next_cursor)
+
+    @post(
+        "/subscriptions/{subscription_id:str}/replay",
+        summary="Send every matching event of a time window again",
+        status_code=HTTP_202_ACCEPTED,
+    )
+    async def replay(
+        self, state: State, subscription_id: FromPath[str], data: JSONBody[ReplayRequest]
+    ) -> ReplayResult:
+        subscription = await state.services.subscriptions.get(subscription_id)
+        since = _timestamp(data.since)
+        until = None if data.until is None else _timestamp(data.until)
+        if until is not None and until < since:
+            raise InvalidSubscription("until", "must not be before since")
+        queued = await operations.replay(
+            state.services.dispatcher, subscription, since=since, until=until, only_failed=data.only_failed
+        )
+        return ReplayResult(subscription_id=subscription_id, queued=queued)
+
+    @post(
+        "/events/{event_id:str}/redeliver",
+        summary="Send one event again to every subscription it matches, or to one",
+        status_code=HTTP_202_ACCEPTED,
+    )
+    async def redeliver(
+        self, state: State, event_id: FromPath[str], data: JSONBody[RedeliverRequest | None] = None
+    ) -> RedeliverResult:
+        subscription_id = None if data is None else data.subscription_id
+        targets = await operations.redeliver(state.services.dispatcher, event_id, subscription_id)
+        return RedeliverResult(event_id=event_id, subscription_ids=targets)
+
+    @get("/dead-letters", summary="Deliveries that exhausted their retries, newest first")
+    async def dead_letters(
+        self,
+        state: State,
+        subscription_id: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> DeadLetterPage:
+        rows = await operations.dead_letters(
+            state.services.dispatcher, subscription_id=subscription_id, before=_cursor(cursor), limit=limit
+        )
+        items = [
+            DeadLetterView(
+                id=d.id,
+                subscription_id=d.subscription_id,
+                event_id=d.event_id,
+                event_type=d.event_type,
+                school_id=d.school_id,
+                sequence=d.sequence,
+                attempts=d.attempts,
+                last_status=d.last_status,
+                last_error=d.last_error,
+                last_attempt_at=rfc3339(d.last_attempt_at),
+                dead_at=rfc3339(score),
+            )
+            for score, d in rows
+        ]
+        next_cursor = repr(rows[-1][0]) if len(rows) == limit else None
+        return DeadLetterPage(items=items, next_cursor=next_cursor)
+
+    @post(
+        "/dead-letters/retry",
+        summary="Send dead letters again (the ids given, one subscription's, or all)",
+        status_code=HTTP_202_ACCEPTED,
+    )
+    async def retry_dead_letters(
+        self, state: State, data: JSONBody[RetryRequest | None] = None
+    ) -> RetryResult:
+        request = data or RetryRequest()
+        requeued = await operations.retry_dead_letters(
+            state.services.dispatcher, ids=request.ids, subscription_id=request.subscription_id
+        )
+        return RetryResult(requeued=requeued)

@@ -1,0 +1,34 @@
+"""Maps the bridge's own errors to HTTP answers, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.status_codes import HTTP_502_BAD_GATEWAY, HTTP_503_SERVICE_UNAVAILABLE
+
+from bridge.errors import BridgeError, D6Error, StoreError
+
+log = structlog.get_logger(__name__)
+
+
+def bridge_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """d6 trouble is a 502 and store trouble a 503: both name what failed, neither is a 500."""
+    if isinstance(error, D6Error):
+        status, detail = HTTP_502_BAD_GATEWAY, f"d6 did not answer usefully: {error}"
+    elif isinstance(error, StoreError):
+        status, detail = HTTP_503_SERVICE_UNAVAILABLE, f"the store is unavailable: {error}"
+    else:
+        status, detail = HTTP_503_SERVICE_UNAVAILABLE, str(error)
+    log.warning("request failed", path=request.url.path, error=str(error), status=status)
+    return Response(
+        {"status_code": status, "detail": detail, "extra": {}}, status_code=status, media_type=MediaType.JSON
+    )
+
+
+def redis_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    return bridge_error_handler(request, StoreError(f"{type(error).__name__}: {error}"))
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {BridgeError: bridge_error_handler}

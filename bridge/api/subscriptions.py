@@ -1,0 +1,220 @@
+"""`/v1/subscriptions`: register, read, change, remove, rotate the secret, send a test event.
+
+Collaborators come from `app.state.services`: `subscriptions` (a `SubscriptionStore`) and
+`dispatcher` (a `Dispatcher`). Delivery-side errors become 400/404 here, with a detail a person can
+act on; Litestar's own body validation errors are rewritten to name the field and the problem.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import Controller, MediaType, Request, Response, delete, get, patch, post
+from litestar.datastructures import State
+from litestar.exceptions import ValidationException
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_400_BAD_REQUEST,
+    HTTP_404_NOT_FOUND,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+from litestar.types import ExceptionHandlersMap
+
+from bridge.api.auth import admin_guard
+from bridge.delivery import operations
+from bridge.delivery.models import DeliveryError, Subscription, UnknownSubscription
+from bridge.delivery.store import InvalidSubscription
+
+
+class SubscriptionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    url: str
+    event_types: list[str] | None = None
+    school_ids: list[int] | None = None
+    description: str | None = None
+    ordered: bool = True
+
+
+class SubscriptionPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    url: str | msgspec.UnsetType = msgspec.UNSET
+    event_types: list[str] | msgspec.UnsetType | None = msgspec.UNSET
+    school_ids: list[int] | msgspec.UnsetType | None = msgspec.UNSET
+    description: str | msgspec.UnsetType | None = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class SubscriptionView(msgspec.Struct, kw_only=True):
+    id: str
+    url: str
+    event_types: list[str] | None
+    school_ids: list[int] | None
+    description: str | None
+    ordered: bool
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: str | None
+    created_at: str
+    updated_at: str
+    previous_secret_expires_at: str | None
+    pending_deliveries: int | None = None
+    dead_letters: int | None = None
+
+
+class SubscriptionWithSecret(SubscriptionView, kw_only=True):
+    """Only the answers to create and rotate-secret show the secret."""
+
+    secret: str
+
+
+class TestOutcome(msgspec.Struct, kw_only=True):
+    event_id: str
+    success: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    response_body: str
+
+
+def rfc3339(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    seconds = int(moment)
+    micros = min(round((moment - seconds) * 1_000_000), 999_999)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+
+
+def view(subscription: Subscription, counts: tuple[int, int] | None = None) -> SubscriptionView:
+    now = time.time()
+    expires = subscription.previous_secret_expires_at
+    return SubscriptionView(
+        id=subscription.id,
+        url=subscription.url,
+        event_types=subscription.event_types,
+        school_ids=subscription.school_ids,
+        description=subscription.description,
+        ordered=subscription.ordered,
+        enabled=subscription.enabled,
+        disabled_reason=subscription.disabled_reason,
+        failing_since=rfc3339(subscription.failing_since),
+        created_at=rfc3339(subscription.created_at) or "",
+        updated_at=rfc3339(subscription.updated_at) or "",
+        previous_secret_expires_at=rfc3339(expires) if expires and expires > now else None,
+        pending_deliveries=None if counts is None else counts[0],
+        dead_letters=None if counts is None else counts[1],
+    )
+
+
+def view_with_secret(subscription: Subscription) -> SubscriptionWithSecret:
+    base = msgspec.structs.asdict(view(subscription))
+    return SubscriptionWithSecret(**base, secret=subscription.secret)
+
+
+def _error(status: int, detail: str, extra: dict[str, Any] | None = None) -> Response[Any]:
+    return Response(
+        {"status_code": status, "detail": detail, "extra": extra or {}},
+        status_code=status,
+        media_type=MediaType.JSON,
+    )
+
+
+def delivery_error_handler(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    if isinstance(error, InvalidSubscription):
+        return _error(HTTP_400_BAD_REQUEST, str(error), error.extra)
+    if isinstance(error, UnknownSubscription):
+        return _error(HTTP_404_NOT_FOUND, str(error), {"subscription_id": error.subscription_id})
+    if isinstance(error, operations.UnknownEvent):
+        return _error(HTTP_404_NOT_FOUND, str(error), {"event_id": error.event_id})
+    if isinstance(error, operations.NoEventLog):
+        return _error(HTTP_503_SERVICE_UNAVAILABLE, str(error))
+    return _error(HTTP_400_BAD_REQUEST, str(error))
+
+
+def validation_error_handler(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """Name each bad field in `detail` (Litestar's own says only 'Validation failed')."""
+    assert isinstance(error, ValidationException)
+    problems: list[str] = []
+    errors = error.extra if isinstance(error.extra, list) else []
+    for item in errors:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", "invalid"))
+        key = item.get("key")
+        if message == "'data'":
+            problems.append("a JSON object is required as the request body")
+        elif key in (None, "data"):
+            problems.append(message)
+        else:
+            problems.append(f"{key}: {message}")
+    detail = "invalid request: " + "; ".join(problems) if problems else str(error.detail)
+    return _error(HTTP_400_BAD_REQUEST, detail, {"errors": errors})
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DeliveryError: delivery_error_handler,
+    ValidationException: validation_error_handler,
+}
+
+
+class SubscriptionController(Controller):
+    path = "/v1/subscriptions"
+    tags = ["subscriptions"]
+    guards = [admin_guard]
+    exception_handlers = EXCEPTION_HANDLERS
+
+    @post("/", summary="Register a webhook endpoint; the answer holds its signing secret")
+    async def create(self, state: State, data: JSONBody[SubscriptionCreate]) -> SubscriptionWithSecret:
+        subscription = await state.services.subscriptions.create(
+            url=data.url,
+            event_types=data.event_types,
+            school_ids=data.school_ids,
+            description=data.description,
+            ordered=data.ordered,
+        )
+        return view_with_secret(subscription)
+
+    @get("/", summary="Every subscription (secrets not shown)")
+    async def list_subscriptions(self, state: State) -> list[SubscriptionView]:
+        return [view(s) for s in await state.services.subscriptions.list_all()]
+
+    @get("/{subscription_id:str}", summary="One subscription, with its queue counts")
+    async def read(self, state: State, subscription_id: FromPath[str]) -> SubscriptionView:
+        store = state.services.subscriptions
+        subscription = await store.get(subscription_id)
+        return view(subscription, await store.counts(subscription_id))
+
+    @patch("/{subscription_id:str}", summary="Change url, filters, description or enabled")
+    async def change(
+        self, state: State, subscription_id: FromPath[str], data: JSONBody[SubscriptionPatch]
+    ) -> SubscriptionView:
+        changes = {
+            name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET
+        }
+        subscription = await state.services.subscriptions.update(subscription_id, changes)
+        return view(subscription)
+
+    @delete("/{subscription_id:str}", summary="Remove it, with its queue and logs")
+    async def remove(self, state: State, subscription_id: FromPath[str]) -> None:
+        await state.services.subscriptions.delete(subscription_id)
+
+    @post(
+        "/{subscription_id:str}/rotate-secret",
+        summary="New secret; the old one keeps signing alongside for 24 hours",
+        status_code=HTTP_200_OK,
+    )
+    async def rotate_secret(self, state: State, subscription_id: FromPath[str]) -> SubscriptionWithSecret:
+        return view_with_secret(await state.services.subscriptions.rotate_secret(subscription_id))
+
+    @post("/{subscription_id:str}/test", summary="Send a webhook.test event now", status_code=HTTP_200_OK)
+    async def test(self, state: State, subscription_id: FromPath[str]) -> TestOutcome:
+        subscription = await state.services.subscriptions.get(subscription_id)
+        event_id, result = await operations.send_test(state.services.dispatcher, subscription)
+        return TestOutcome(
+            event_id=event_id,
+            success=result.ok,
+            status_code=result.status_code,
+            error=result.error,
+            duration_ms=result.duration_ms,
+            response_body=result.response_body,
+        )

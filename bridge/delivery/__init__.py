@@ -1,0 +1,32 @@
+"""Delivery: subscriptions, signing, URL checks and the dispatcher (ordered lanes, retries, dead letters).
+
+Wiring (in the app's lifespan):
+
+    keys = DeliveryKeys(settings.redis_prefix)
+    guard = UrlGuard(allow_private=settings.allow_private_urls)
+    subscriptions = SubscriptionStore(redis, keys, guard)
+    dispatcher = Dispatcher(redis, settings, subscriptions, events=event_source)
+    await dispatcher.start()
+    ...
+    await dispatcher.stop(grace=10.0)
+
+The detection side hands events over with `await dispatcher.fan_out([OutgoingEvent(...), ...])`.
+"""
+
+from __future__ import annotations
+
+from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.keys import DeliveryKeys
+from bridge.delivery.models import EventSource, OutgoingEvent, Subscription
+from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.urls import UrlGuard
+
+__all__ = [
+    "DeliveryKeys",
+    "Dispatcher",
+    "EventSource",
+    "OutgoingEvent",
+    "Subscription",
+    "SubscriptionStore",
+    "UrlGuard",
+]

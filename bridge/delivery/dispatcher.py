@@ -1,0 +1,325 @@
+"""The dispatcher: takes events in (`fan_out`), and delivers them with retries in every process.
+
+Every serve process runs one. Its loop claims due deliveries of enabled subscriptions from Redis
+(see `queue.py` for lanes and leases) while it has free slots (`BRIDGE_DELIVERY_CONCURRENCY`), runs
+each attempt as a task, and records the outcome. It wakes when an attempt finishes or an event is
+fanned out here, and otherwise polls every `poll_interval` seconds (one cheap script per enabled
+subscription per tick), so other processes' fan-outs and expiring retries are picked up quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+import time
+from collections.abc import Sequence
+
+import httpx
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bridge.delivery.keys import DeliveryKeys
+from bridge.delivery.models import (
+    Attempt,
+    AttemptResult,
+    Delivery,
+    EventSource,
+    OutgoingEvent,
+    Subscription,
+)
+from bridge.delivery.policy import next_delay
+from bridge.delivery.queue import DeliveryQueue, Outcome
+from bridge.delivery.sender import Sender, build_clients
+from bridge.delivery.store import SubscriptionStore
+from bridge.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+LEASE_MARGIN_SECONDS = 15.0
+MAINTENANCE_SECONDS = 60.0
+WAKE_DEBOUNCE_SECONDS = 0.005
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        store: SubscriptionStore,
+        *,
+        client: httpx.AsyncClient | None = None,
+        events: EventSource | None = None,
+        keys: DeliveryKeys | None = None,
+        lease_seconds: float | None = None,
+        poll_interval: float = 0.2,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.store = store
+        self.events = events  # the event log, for replays and redeliveries
+        self.keys = keys or store.keys
+        self.queue = DeliveryQueue(redis, self.keys)
+        self._own_clients = client is None
+        self.clients = (
+            [client]
+            if client is not None
+            else build_clients(settings.delivery_timeout_seconds, settings.delivery_concurrency)
+        )
+        self.sender = Sender(self.clients, store.guard, timeout=settings.delivery_timeout_seconds)
+        # A lease must outlive the longest attempt (bounded by the timeout), or work would be doubled.
+        self.lease_seconds = lease_seconds or settings.delivery_timeout_seconds + LEASE_MARGIN_SECONDS
+        self.poll_interval = poll_interval
+        self._rng = rng or random.Random()
+        self._tag = secrets.token_hex(6)
+        self._counter = 0
+        self._inflight: dict[asyncio.Task[None], tuple[str, str, str]] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._next_maintenance = 0.0
+        self._round_robin = 0
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done() and not self._stopping
+
+    async def start(self) -> None:
+        if self._loop_task is not None and not self._loop_task.done():
+            return
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._run(), name="delivery-dispatcher")
+        log.info("dispatcher started", concurrency=self.settings.delivery_concurrency)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; let attempts in flight finish for `grace` seconds, hand the rest back."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=grace)
+        leftovers = dict(self._inflight)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            await asyncio.gather(*leftovers, return_exceptions=True)
+            now = time.time()
+            for subscription_id, delivery_id, token in leftovers.values():
+                with contextlib.suppress(RedisError, OSError):
+                    await self.queue.release(subscription_id, delivery_id, token=token, now=now)
+        if self._own_clients:
+            for client in self.clients:
+                await client.aclose()
+        log.info("dispatcher stopped", handed_back=len(leftovers))
+
+    def wake(self) -> None:
+        """Look for due work now rather than at the next tick."""
+        self._wake.set()
+
+    # -- taking events in ---------------------------------------------------------------------------
+
+    async def fan_out(self, events: Sequence[OutgoingEvent]) -> int:
+        """Queue every event for every matching subscription (enabled or not); safe to repeat.
+
+        Call it with each school's events in `sequence` order: ordered lanes keep the order of arrival.
+        Returns how many deliveries were newly queued.
+        """
+        if not events:
+            return 0
+        subscriptions = await self.store.snapshot()
+        now = time.time()
+        queued = 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                for subscription in subscriptions:
+                    if subscription.matches(event.event_type, event.school_id):
+                        await self.queue.enqueue(pipe, subscription, event, now=now)
+                        queued += 1
+            results = await pipe.execute() if queued else []
+        self._wake.set()
+        return sum(int(r) for r in results)
+
+    async def enqueue(self, subscription: Subscription, events: Sequence[OutgoingEvent]) -> int:
+        """Queue events again for one subscription (replay, redeliver): always a new delivery."""
+        if not events:
+            return 0
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                await self.queue.enqueue(pipe, subscription, event, now=now, once=False, replay=True)
+            await pipe.execute()
+        self._wake.set()
+        return len(events)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._tick()
+            except (RedisError, OSError) as error:
+                log.warning("dispatcher tick failed", error=f"{type(error).__name__}: {error}")
+                await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("dispatcher tick crashed")
+                await asyncio.sleep(1.0)
+            if self._stopping:
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+            else:
+                # Woken by a finished attempt or a fan-out: gather a few more before claiming again,
+                # so a busy process makes one round of claims per batch, not per delivery.
+                await asyncio.sleep(WAKE_DEBOUNCE_SECONDS)
+            self._wake.clear()
+
+    async def _tick(self) -> None:
+        subscriptions = [s for s in await self.store.snapshot() if s.enabled]
+        now = time.time()
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + MAINTENANCE_SECONDS
+            await self._maintain(await self.store.snapshot(), now)
+        free = self.settings.delivery_concurrency - len(self._inflight)
+        if free <= 0 or not subscriptions:
+            return
+        start = self._round_robin % len(subscriptions)
+        self._round_robin += 1
+        for subscription in subscriptions[start:] + subscriptions[:start]:
+            if free <= 0 or self._stopping:
+                break
+            self._counter += 1
+            token = f"{self._tag}:{self._counter}"
+            now = time.time()
+            claimed = await self.queue.claim(
+                subscription.id, now=now, lease_until=now + self.lease_seconds, token=token, limit=free
+            )
+            for delivery in claimed:
+                task = asyncio.create_task(self._deliver(subscription, delivery, token))
+                self._inflight[task] = (subscription.id, delivery.id, token)
+                task.add_done_callback(self._finished)
+                free -= 1
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._wake.set()
+
+    async def _maintain(self, subscriptions: list[Subscription], now: float) -> None:
+        cutoff = now - self.settings.event_retention_days * 86400
+        for subscription in subscriptions:
+            await self.queue.trim(subscription.id, cutoff=cutoff)
+
+    # -- one attempt --------------------------------------------------------------------------------
+
+    async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> None:
+        bound = log.bind(subscription=subscription.id, event_id=delivery.event_id, school=delivery.school_id)
+        try:
+            lane = f"{subscription.id}:{delivery.school_id}"
+            result = await self.sender.send(subscription, delivery.event_id, delivery.body, lane=lane)
+            await self._record(subscription, delivery, token, result, bound)
+        except (RedisError, OSError) as error:
+            # The lease runs out and the delivery is attempted again: at-least-once holds.
+            bound.warning("delivery bookkeeping failed", error=f"{type(error).__name__}: {error}")
+
+    async def _record(
+        self,
+        subscription: Subscription,
+        delivery: Delivery,
+        token: str,
+        result: AttemptResult,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        now = time.time()
+        number = delivery.attempts + 1
+        next_at = now
+        outcome: Outcome
+        if result.ok:
+            outcome = "ok"
+        elif result.status_code == 410:
+            outcome = "hold"
+        else:
+            delay = next_delay(result, number, self.settings.retry_schedule, self._rng)
+            if delay is None:
+                outcome = "dead"
+            else:
+                outcome, next_at = "retry", now + delay
+        updated = msgspec.structs.replace(
+            delivery,
+            attempts=number,
+            last_status=result.status_code,
+            last_error=result.error,
+            last_attempt_at=now,
+            state="dead" if outcome == "dead" else "pending",
+            dead_at=now if outcome == "dead" else None,
+        )
+        attempt = Attempt(
+            at=now,
+            delivery_id=delivery.id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            school_id=delivery.school_id,
+            attempt=number,
+            outcome=outcome,
+            status_code=result.status_code,
+            error=result.error,
+            duration_ms=result.duration_ms,
+            response_body=result.response_body,
+        )
+        held, failing_since = await self.queue.complete(
+            subscription,
+            updated,
+            token=token,
+            outcome=outcome,
+            now=now,
+            next_at=next_at,
+            attempt=attempt,
+            log_cutoff=now - self.settings.event_retention_days * 86400,
+        )
+        bound.info(
+            "delivery attempt",
+            attempt=number,
+            outcome=outcome,
+            status=result.status_code,
+            error=result.error,
+            duration_ms=result.duration_ms,
+            lease_lost=not held,
+        )
+        if not held:
+            return
+        if outcome == "hold":
+            await self.store.disable(subscription.id, "the endpoint answered 410 Gone")
+            bound.warning("subscription disabled: 410 Gone")
+        elif outcome != "ok" and failing_since is not None:
+            limit = self.settings.disable_after_hours * 3600
+            if now - failing_since >= limit:
+                await self.store.disable(
+                    subscription.id, f"failed continuously for {self.settings.disable_after_hours:g} hours"
+                )
+                bound.warning("subscription disabled: continuous failure")
+
+    async def send_test(self, subscription: Subscription, event_id: str, body: bytes) -> AttemptResult:
+        """Send one event now, outside the queue (`POST .../test`), and log the attempt."""
+        result = await self.sender.send(subscription, event_id, body, lane=subscription.id)
+        now = time.time()
+        attempt = Attempt(
+            at=now,
+            delivery_id="test",
+            event_id=event_id,
+            event_type="webhook.test",
+            school_id=0,
+            attempt=1,
+            outcome="ok" if result.ok else "failed",
+            status_code=result.status_code,
+            error=result.error,
+            duration_ms=result.duration_ms,
+            response_body=result.response_body,
+        )
+        await self.redis.zadd(self.keys.attempts(subscription.id), {msgspec.json.encode(attempt): now})
+        return result

@@ -1,0 +1,163 @@
+"""What the delivery side stores and exchanges: outgoing events, subscriptions, deliveries, attempts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal, Protocol
+
+import msgspec
+
+from bridge.errors import BridgeError
+
+EVENT_TYPES = (
+    "integration.authorised",
+    "integration.activated",
+    "integration.deactivated",
+    "integration.revoked",
+    "debtor.created",
+    "debtor.updated",
+    "debtor.removed",
+    "learner.created",
+    "learner.updated",
+    "learner.removed",
+    "webhook.test",
+)
+EVENT_FAMILIES = tuple(sorted({t.split(".")[0] for t in EVENT_TYPES}))
+SECRET_OVERLAP_SECONDS = 24 * 3600
+
+
+class DeliveryError(BridgeError):
+    """A delivery-side request that cannot be done as asked (bad filter, unknown id, refused URL)."""
+
+
+class UnknownSubscription(DeliveryError):
+    def __init__(self, subscription_id: str) -> None:
+        self.subscription_id = subscription_id
+        super().__init__(f"no subscription with id {subscription_id!r}")
+
+
+class OutgoingEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """One event as the detection side hands it over: `body` is the exact envelope that is signed."""
+
+    event_id: str
+    school_id: int
+    event_type: str
+    sequence: int
+    timestamp: float
+    body: bytes
+
+
+class EventSource(Protocol):
+    """Read access to the event log, for replays and redeliveries (implemented over the event log)."""
+
+    async def get(self, event_id: str) -> OutgoingEvent | None: ...
+
+    def window(self, since: float, until: float | None) -> AsyncIterator[OutgoingEvent]: ...
+
+
+def unknown_event_types(patterns: list[str]) -> list[str]:
+    """The patterns that name no catalogue type: exact types, `family.*` or `*` are fine."""
+    bad = []
+    for pattern in patterns:
+        if pattern == "*" or pattern in EVENT_TYPES:
+            continue
+        if pattern.endswith(".*") and pattern[:-2] in EVENT_FAMILIES:
+            continue
+        bad.append(pattern)
+    return bad
+
+
+def type_matches(patterns: list[str] | None, event_type: str) -> bool:
+    if patterns is None:
+        return True
+    for pattern in patterns:
+        if pattern in ("*", event_type):
+            return True
+        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+class Subscription(msgspec.Struct, kw_only=True):
+    """A webhook endpoint and what it wants. Stored as a Redis hash, one JSON value per field."""
+
+    id: str
+    url: str
+    secret: str
+    event_types: list[str] | None = None
+    school_ids: list[int] | None = None
+    description: str | None = None
+    ordered: bool = True
+    enabled: bool = True
+    disabled_reason: str | None = None
+    created_at: float
+    updated_at: float
+    previous_secret: str | None = None
+    previous_secret_expires_at: float | None = None
+    failing_since: float | None = None
+
+    def matches(self, event_type: str, school_id: int) -> bool:
+        if self.school_ids is not None and school_id not in self.school_ids:
+            return False
+        return type_matches(self.event_types, event_type)
+
+    def signing_secrets(self, now: float) -> list[str]:
+        """The current secret, and the previous one while its 24 h overlap lasts."""
+        live = [self.secret]
+        if self.previous_secret and (self.previous_secret_expires_at or 0) > now:
+            live.append(self.previous_secret)
+        return live
+
+
+DeliveryState = Literal["pending", "dead"]
+
+
+class Delivery(msgspec.Struct, kw_only=True):
+    """One event on its way to one subscription; kept (with its body) until delivered."""
+
+    id: str
+    subscription_id: str
+    event_id: str
+    event_type: str
+    school_id: int
+    sequence: int
+    event_timestamp: float
+    body: bytes
+    created_at: float
+    attempts: int = 0
+    state: DeliveryState = "pending"
+    last_status: int | None = None
+    last_error: str | None = None
+    last_attempt_at: float | None = None
+    dead_at: float | None = None
+    replay: bool = False
+
+
+class AttemptResult(msgspec.Struct, kw_only=True):
+    """What one HTTP attempt came to."""
+
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float
+    response_body: str = ""
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+
+class Attempt(msgspec.Struct, kw_only=True):
+    """One line of a subscription's attempt log."""
+
+    at: float
+    delivery_id: str
+    event_id: str
+    event_type: str
+    school_id: int
+    attempt: int
+    outcome: str
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float
+    response_body: str = ""

@@ -1,0 +1,340 @@
+"""The durable delivery queue of each subscription, in Redis, moved only by Lua scripts.
+
+Per subscription (all keys share the `{sub:<id>}` hash tag, so each script touches one slot):
+`deliveries` holds every undelivered or dead delivery with its body; `due` holds what may be
+attempted and when. An ordered subscription keeps one list per school (its lane) and only the lane's
+head is ever in `due`, so one school's events go out one at a time, in order; an unordered one puts
+every delivery in `due` directly.
+
+Claiming moves a delivery's `due` score to the end of its lease and records the claimer's token. A
+worker that dies simply never completes: the score passes, the delivery is due again, and another
+worker (or the same one after restart) claims it. Completion only counts when the token still
+matches, so a worker whose lease ran out can't disturb the one that took over.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from bridge.delivery.ids import new_delivery_id
+from bridge.delivery.keys import DeliveryKeys
+from bridge.delivery.models import Attempt, Delivery, OutgoingEvent, Subscription
+
+Outcome = Literal["ok", "retry", "dead", "hold"]
+MAX_ATTEMPT_LOG = 10_000
+
+_msgpack = msgspec.msgpack.Encoder()
+_delivery = msgspec.msgpack.Decoder(Delivery)
+_attempt_encoder = msgspec.json.Encoder()
+_attempt = msgspec.json.Decoder(Attempt)
+
+# KEYS: fanned, deliveries, due, lane, lanes
+# ARGV: event_id, event_ts, delivery_id, record, ordered, now, school_id, check_fanned
+ENQUEUE = """
+if ARGV[8] == '1' and redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+if ARGV[5] == '1' then
+  redis.call('SADD', KEYS[5], ARGV[7])
+  if redis.call('RPUSH', KEYS[4], ARGV[3]) == 1 then redis.call('ZADD', KEYS[3], 'NX', ARGV[6], ARGV[3]) end
+else
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
+end
+return 1
+"""
+
+# KEYS: due, leases, deliveries.  ARGV: now, lease_until, token, limit
+CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(ids) do
+  local record = redis.call('HGET', KEYS[3], id)
+  if record then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    redis.call('HSET', KEYS[2], id, ARGV[3])
+    out[#out + 1] = record
+  else
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+  end
+end
+return out
+"""
+
+# KEYS: due, leases, deliveries, lane, attempts, dead, subscription
+# ARGV: id, token, outcome, now, next_at, record, attempt, ordered, log_cutoff, log_max
+# Returns -1 when the lease was lost, else the subscription's failing_since ('' when not failing).
+COMPLETE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return -1 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[9])
+redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -tonumber(ARGV[10]) - 1)
+local outcome = ARGV[3]
+local exists = redis.call('EXISTS', KEYS[7]) == 1
+if outcome == 'ok' then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  if exists then redis.call('HSET', KEYS[7], 'failing_since', 'null') end
+elseif exists then
+  local since = redis.call('HGET', KEYS[7], 'failing_since')
+  if not since or since == 'null' then redis.call('HSET', KEYS[7], 'failing_since', ARGV[4]) end
+end
+if outcome == 'retry' or outcome == 'hold' then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
+  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
+else
+  if outcome == 'dead' then
+    redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
+    redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+  end
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  if ARGV[8] == '1' then
+    if redis.call('LINDEX', KEYS[4], 0) == ARGV[1] then
+      redis.call('LPOP', KEYS[4])
+    else
+      redis.call('LREM', KEYS[4], 1, ARGV[1])
+    end
+    local nxt = redis.call('LINDEX', KEYS[4], 0)
+    if nxt then redis.call('ZADD', KEYS[1], 'NX', ARGV[4], nxt) end
+  end
+end
+if not exists then return '' end
+local since = redis.call('HGET', KEYS[7], 'failing_since')
+if not since or since == 'null' then return '' end
+return since
+"""
+
+# KEYS: due, leases.  ARGV: id, token, now.  A graceful stop hands unfinished work back at once.
+RELEASE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: dead, deliveries, due, lane, lanes.  ARGV: id, record, now, ordered, school_id
+RETRY_DEAD = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[5], ARGV[5])
+  if redis.call('RPUSH', KEYS[4], ARGV[1]) == 1 then redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[1]) end
+else
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+end
+return 1
+"""
+
+# KEYS: attempts, fanned, dead, deliveries.  ARGV: cutoff.  Retention: forget what is too old.
+TRIM = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+for _, id in ipairs(old) do
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+return #old
+"""
+
+
+class DeliveryQueue:
+    def __init__(self, redis: Redis, keys: DeliveryKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._enqueue = redis.register_script(ENQUEUE)
+        self._claim = redis.register_script(CLAIM)
+        self._complete = redis.register_script(COMPLETE)
+        self._release = redis.register_script(RELEASE)
+        self._retry_dead = redis.register_script(RETRY_DEAD)
+        self._trim = redis.register_script(TRIM)
+
+    async def enqueue(
+        self,
+        pipe: Pipeline,
+        subscription: Subscription,
+        event: OutgoingEvent,
+        *,
+        now: float,
+        once: bool = True,
+        replay: bool = False,
+    ) -> None:
+        """Queue `event` for `subscription` on `pipe`; with `once`, a second call is a no-op."""
+        sid = subscription.id
+        delivery = Delivery(
+            id=new_delivery_id(),
+            subscription_id=sid,
+            event_id=event.event_id,
+            event_type=event.event_type,
+            school_id=event.school_id,
+            sequence=event.sequence,
+            event_timestamp=event.timestamp,
+            body=event.body,
+            created_at=now,
+            replay=replay,
+        )
+        await self._enqueue(
+            keys=[
+                self.keys.fanned(sid),
+                self.keys.deliveries(sid),
+                self.keys.due(sid),
+                self.keys.lane(sid, event.school_id),
+                self.keys.lanes(sid),
+            ],
+            args=[
+                event.event_id,
+                repr(event.timestamp),
+                delivery.id,
+                _msgpack.encode(delivery),
+                _flag(subscription.ordered),
+                repr(now),
+                str(event.school_id),
+                _flag(once),
+            ],
+            client=pipe,
+        )
+
+    async def claim(
+        self, subscription_id: str, *, now: float, lease_until: float, token: str, limit: int
+    ) -> list[Delivery]:
+        records = await self._claim(
+            keys=[
+                self.keys.due(subscription_id),
+                self.keys.leases(subscription_id),
+                self.keys.deliveries(subscription_id),
+            ],
+            args=[repr(now), repr(lease_until), token, str(limit)],
+        )
+        return [_delivery.decode(r) for r in records]
+
+    async def complete(
+        self,
+        subscription: Subscription,
+        delivery: Delivery,
+        *,
+        token: str,
+        outcome: Outcome,
+        now: float,
+        next_at: float,
+        attempt: Attempt,
+        log_cutoff: float,
+    ) -> tuple[bool, float | None]:
+        """Record the attempt and move the delivery on; returns (lease still held, failing since)."""
+        sid = subscription.id
+        result = await self._complete(
+            keys=[
+                self.keys.due(sid),
+                self.keys.leases(sid),
+                self.keys.deliveries(sid),
+                self.keys.lane(sid, delivery.school_id),
+                self.keys.attempts(sid),
+                self.keys.dead(sid),
+                self.keys.subscription(sid),
+            ],
+            args=[
+                delivery.id,
+                token,
+                outcome,
+                repr(now),
+                repr(next_at),
+                _msgpack.encode(delivery),
+                _attempt_encoder.encode(attempt),
+                _flag(subscription.ordered),
+                repr(log_cutoff),
+                str(MAX_ATTEMPT_LOG),
+            ],
+        )
+        if result == -1:
+            return False, None
+        text = result.decode() if isinstance(result, bytes) else str(result)
+        return True, float(text) if text else None
+
+    async def release(self, subscription_id: str, delivery_id: str, *, token: str, now: float) -> None:
+        await self._release(
+            keys=[self.keys.due(subscription_id), self.keys.leases(subscription_id)],
+            args=[delivery_id, token, repr(now)],
+        )
+
+    async def get(self, subscription_id: str, delivery_ids: list[str]) -> list[Delivery | None]:
+        if not delivery_ids:
+            return []
+        raw: Any = await self.redis.hmget(self.keys.deliveries(subscription_id), delivery_ids)
+        return [None if r is None else _delivery.decode(r) for r in raw]
+
+    async def dead_letters(
+        self, subscription_id: str, *, before: float | None, limit: int
+    ) -> list[tuple[float, Delivery]]:
+        """Newest first: (time of death, delivery)."""
+        top: Any = f"({before!r}" if before is not None else "+inf"
+        rows: Any = await self.redis.zrevrangebyscore(
+            self.keys.dead(subscription_id), top, "-inf", start=0, num=limit, withscores=True
+        )
+        if not rows:
+            return []
+        ids = [r[0].decode() for r in rows]
+        records = await self.get(subscription_id, ids)
+        return [(float(score), d) for (_, score), d in zip(rows, records, strict=True) if d is not None]
+
+    async def dead_ids(self, subscription_id: str) -> list[str]:
+        members: Any = await self.redis.zrange(self.keys.dead(subscription_id), 0, -1)
+        return [m.decode() for m in members]
+
+    async def retry_dead(
+        self, subscription: Subscription, delivery_ids: list[str], *, now: float
+    ) -> list[str]:
+        """Queue dead letters again with a fresh retry budget; returns the ids that were requeued."""
+        sid = subscription.id
+        requeued: list[str] = []
+        for delivery in await self.get(sid, delivery_ids):
+            if delivery is None or delivery.state != "dead":
+                continue
+            fresh = msgspec.structs.replace(
+                delivery, attempts=0, state="pending", dead_at=None, created_at=now, replay=True
+            )
+            done = await self._retry_dead(
+                keys=[
+                    self.keys.dead(sid),
+                    self.keys.deliveries(sid),
+                    self.keys.due(sid),
+                    self.keys.lane(sid, delivery.school_id),
+                    self.keys.lanes(sid),
+                ],
+                args=[
+                    delivery.id,
+                    _msgpack.encode(fresh),
+                    repr(now),
+                    _flag(subscription.ordered),
+                    str(delivery.school_id),
+                ],
+            )
+            if done:
+                requeued.append(delivery.id)
+        return requeued
+
+    async def attempts(self, subscription_id: str, *, before: float | None, limit: int) -> list[Attempt]:
+        """The attempt log, newest first, strictly older than `before`."""
+        top: Any = f"({before!r}" if before is not None else "+inf"
+        rows: Any = await self.redis.zrevrangebyscore(
+            self.keys.attempts(subscription_id), top, "-inf", 0, limit
+        )
+        return [_attempt.decode(r) for r in rows]
+
+    async def trim(self, subscription_id: str, *, cutoff: float) -> int:
+        sid = subscription_id
+        removed = await self._trim(
+            keys=[
+                self.keys.attempts(sid),
+                self.keys.fanned(sid),
+                self.keys.dead(sid),
+                self.keys.deliveries(sid),
+            ],
+            args=[repr(cutoff)],
+        )
+        return int(removed)
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"

@@ -1,0 +1,272 @@
+"""Subscriptions in Redis: one hash per subscription (one JSON value per field) plus an index set.
+
+Fields are written one by one (HSET of only what changed), so an admin's PATCH and the dispatcher's
+bookkeeping (`failing_since`, disabling) never overwrite each other. Every change bumps a counter
+that dispatchers watch to reload their cached copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from bridge.delivery.ids import new_subscription_id
+from bridge.delivery.keys import DeliveryKeys
+from bridge.delivery.models import (
+    SECRET_OVERLAP_SECONDS,
+    DeliveryError,
+    Subscription,
+    UnknownSubscription,
+    unknown_event_types,
+)
+from bridge.delivery.signing import new_secret
+from bridge.delivery.urls import UrlGuard, UrlRefused
+
+MAX_DESCRIPTION = 1000
+MAX_FILTER_ITEMS = 1000
+_json = msgspec.json.Encoder()
+
+# Set fields only if the subscription still exists, so a late write can't resurrect a deleted one.
+UPDATE_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# On re-enabling: everything waiting for a later retry becomes due now (work in flight is left alone).
+RESUME = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+for _, id in ipairs(ids) do
+  if redis.call('HEXISTS', KEYS[2], id) == 0 then redis.call('ZADD', KEYS[1], ARGV[1], id) end
+end
+return #ids
+"""
+
+
+class InvalidSubscription(DeliveryError):
+    """A field of a subscription request has a value we can't use."""
+
+    def __init__(self, field: str, problem: str, **extra: Any) -> None:
+        self.field = field
+        self.problem = problem
+        self.extra = {"field": field, **extra}
+        super().__init__(f"{field}: {problem}")
+
+
+def validate_event_types(event_types: list[str] | None) -> list[str] | None:
+    if event_types is None:
+        return None
+    if not event_types:
+        raise InvalidSubscription("event_types", "must not be empty; leave it out (or null) for every type")
+    if len(event_types) > MAX_FILTER_ITEMS:
+        raise InvalidSubscription("event_types", f"at most {MAX_FILTER_ITEMS} entries")
+    unknown = unknown_event_types(event_types)
+    if unknown:
+        raise InvalidSubscription(
+            "event_types",
+            f"unknown event types: {', '.join(unknown)} (use catalogue types like learner.updated, "
+            "or wildcards like debtor.*)",
+            unknown=unknown,
+        )
+    return sorted(set(event_types))
+
+
+def validate_school_ids(school_ids: list[int] | None) -> list[int] | None:
+    if school_ids is None:
+        return None
+    if not school_ids:
+        raise InvalidSubscription("school_ids", "must not be empty; leave it out (or null) for every school")
+    if len(school_ids) > MAX_FILTER_ITEMS * 10:
+        raise InvalidSubscription("school_ids", f"at most {MAX_FILTER_ITEMS * 10} entries")
+    bad = [s for s in school_ids if s <= 0]
+    if bad:
+        raise InvalidSubscription(
+            "school_ids", f"school ids must be positive; got {bad[:10]}", invalid=bad[:10]
+        )
+    return sorted(set(school_ids))
+
+
+def validate_description(description: str | None) -> str | None:
+    if description is not None and len(description) > MAX_DESCRIPTION:
+        raise InvalidSubscription("description", f"at most {MAX_DESCRIPTION} characters")
+    return description
+
+
+class SubscriptionStore:
+    def __init__(
+        self, redis: Redis, keys: DeliveryKeys, guard: UrlGuard, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.guard = guard
+        self._clock = clock
+        self._update = redis.register_script(UPDATE_IF_EXISTS)
+        self._resume = redis.register_script(RESUME)
+        self._cache: list[Subscription] | None = None
+        self._cache_version: bytes | None = None
+
+    async def _check_url(self, url: str) -> str:
+        try:
+            return await self.guard.check(url)
+        except UrlRefused as error:
+            raise InvalidSubscription("url", str(error)) from None
+
+    async def create(
+        self,
+        *,
+        url: str,
+        event_types: list[str] | None = None,
+        school_ids: list[int] | None = None,
+        description: str | None = None,
+        ordered: bool = True,
+    ) -> Subscription:
+        now = self._clock()
+        subscription = Subscription(
+            id=new_subscription_id(),
+            url=await self._check_url(url),
+            secret=new_secret(),
+            event_types=validate_event_types(event_types),
+            school_ids=validate_school_ids(school_ids),
+            description=validate_description(description),
+            ordered=ordered,
+            created_at=now,
+            updated_at=now,
+        )
+        fields = msgspec.structs.asdict(subscription)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.subscription(subscription.id), mapping=_encode_fields(fields))
+            pipe.sadd(self.keys.subscription_index(), subscription.id)
+            pipe.incr(self.keys.subscriptions_version())
+            await pipe.execute()
+        return subscription
+
+    async def find(self, subscription_id: str) -> Subscription | None:
+        raw = await self.redis.hgetall(self.keys.subscription(subscription_id))
+        return _decode(raw) if raw else None
+
+    async def get(self, subscription_id: str) -> Subscription:
+        subscription = await self.find(subscription_id)
+        if subscription is None:
+            raise UnknownSubscription(subscription_id)
+        return subscription
+
+    async def list_all(self) -> list[Subscription]:
+        ids = sorted(_text(m) for m in await self.redis.smembers(self.keys.subscription_index()))
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for subscription_id in ids:
+                pipe.hgetall(self.keys.subscription(subscription_id))
+            rows = await pipe.execute()
+        return [_decode(raw) for raw in rows if raw]
+
+    async def snapshot(self) -> list[Subscription]:
+        """Every subscription, from a per-process cache reloaded whenever anything changed."""
+        raw = await self.redis.get(self.keys.subscriptions_version())
+        version = None if raw is None else _text(raw).encode()
+        if self._cache is None or version != self._cache_version:
+            self._cache = await self.list_all()
+            self._cache_version = version
+        return self._cache
+
+    async def _set(self, subscription_id: str, fields: Mapping[str, Any]) -> None:
+        encoded = _encode_fields(fields)
+        args: list[str | bytes] = []
+        for name, value in encoded.items():
+            args.extend((name, value))
+        done = await self._update(keys=[self.keys.subscription(subscription_id)], args=args)
+        if not done:
+            raise UnknownSubscription(subscription_id)
+        await self.redis.incr(self.keys.subscriptions_version())
+
+    async def update(self, subscription_id: str, changes: Mapping[str, Any]) -> Subscription:
+        """Apply a PATCH: any of url, event_types, school_ids, description, enabled."""
+        current = await self.get(subscription_id)
+        fields: dict[str, Any] = {}
+        if "url" in changes:
+            fields["url"] = await self._check_url(changes["url"])
+        if "event_types" in changes:
+            fields["event_types"] = validate_event_types(changes["event_types"])
+        if "school_ids" in changes:
+            fields["school_ids"] = validate_school_ids(changes["school_ids"])
+        if "description" in changes:
+            fields["description"] = validate_description(changes["description"])
+        resume = False
+        if "enabled" in changes:
+            enabled = bool(changes["enabled"])
+            fields["enabled"] = enabled
+            if enabled and not current.enabled:
+                fields["disabled_reason"] = None
+                fields["failing_since"] = None
+                resume = True
+            elif not enabled and current.enabled:
+                fields["disabled_reason"] = "disabled by an administrator"
+        fields["updated_at"] = self._clock()
+        await self._set(subscription_id, fields)
+        if resume:
+            await self._resume(
+                keys=[self.keys.due(subscription_id), self.keys.leases(subscription_id)],
+                args=[repr(self._clock())],
+            )
+        return await self.get(subscription_id)
+
+    async def disable(self, subscription_id: str, reason: str) -> None:
+        """Stop deliveries (the queue is kept): after 410 Gone or continuous failure."""
+        try:
+            await self._set(
+                subscription_id, {"enabled": False, "disabled_reason": reason, "updated_at": self._clock()}
+            )
+        except UnknownSubscription:
+            return
+
+    async def rotate_secret(self, subscription_id: str) -> Subscription:
+        """A new secret; the one it replaces keeps signing alongside for 24 hours."""
+        current = await self.get(subscription_id)
+        now = self._clock()
+        await self._set(
+            subscription_id,
+            {
+                "secret": new_secret(),
+                "previous_secret": current.secret,
+                "previous_secret_expires_at": now + SECRET_OVERLAP_SECONDS,
+                "updated_at": now,
+            },
+        )
+        return await self.get(subscription_id)
+
+    async def delete(self, subscription_id: str) -> None:
+        """Remove the subscription with its queue, dead letters and attempt log."""
+        await self.get(subscription_id)
+        schools = await self.redis.smembers(self.keys.lanes(subscription_id))
+        keys = self.keys.all_of(subscription_id)
+        keys += [self.keys.lane(subscription_id, int(s)) for s in schools]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.srem(self.keys.subscription_index(), subscription_id)
+            pipe.delete(*keys)
+            pipe.incr(self.keys.subscriptions_version())
+            await pipe.execute()
+
+    async def counts(self, subscription_id: str) -> tuple[int, int]:
+        """(pending deliveries, dead letters)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hlen(self.keys.deliveries(subscription_id))
+            pipe.zcard(self.keys.dead(subscription_id))
+            stored, dead = await pipe.execute()
+        return int(stored) - int(dead), int(dead)
+
+
+def _encode_fields(fields: Mapping[str, Any]) -> dict[Any, Any]:
+    return {name: _json.encode(value) for name, value in fields.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(raw: Mapping[bytes | str, bytes | str]) -> Subscription:
+    fields = {_text(k): msgspec.json.decode(v) for k, v in raw.items()}
+    return msgspec.convert(fields, Subscription)

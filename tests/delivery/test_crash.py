@@ -1,0 +1,78 @@
+"""Several dispatchers on one Redis: no double delivery without a crash, nothing lost with one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+
+from bridge.delivery.dispatcher import Dispatcher
+from tests.delivery.conftest import fast_settings
+from tests.delivery.helpers import Answer, Receiver, make_events, wait_for
+
+Factory = Callable[..., Dispatcher]
+Receivers = Callable[..., tuple[Receiver, str]]
+
+
+async def test_two_dispatchers_deliver_each_event_once(
+    dispatcher_factory: Factory, receiver_factory: Receivers
+) -> None:
+    receiver, url = receiver_factory(lambda _r, _n: Answer(delay=0.005))
+    first, second = dispatcher_factory(), dispatcher_factory()
+    await first.store.create(url=url)
+    await first.store.create(url=url, ordered=False)
+    events = [e for school in range(1, 11) for e in make_events(school, 15)]
+    await first.start()
+    await second.start()
+    half = len(events) // 2
+    await asyncio.gather(first.fan_out(events[:half]), second.fan_out(events[half:]))
+    await wait_for(lambda: len(receiver.received) >= 2 * len(events), timeout=20, what="300 deliveries")
+    await asyncio.sleep(0.3)
+    counts = Counter(receiver.ids())
+    assert len(receiver.received) == 2 * len(events)
+    assert set(counts.values()) == {2}  # once per subscription
+    # Both processes took part.
+    assert first.queue is not second.queue
+
+
+async def test_killed_dispatcher_work_is_finished_by_another_after_the_lease(
+    dispatcher_factory: Factory, receiver_factory: Receivers
+) -> None:
+    receiver, url = receiver_factory(lambda _r, _n: Answer(delay=0.3))
+    settings = fast_settings(delivery_timeout_seconds=1.0)
+    victim = dispatcher_factory(settings, lease_seconds=1.5)
+    subscription = await victim.store.create(url=url)
+    events = [e for school in (1, 2, 3) for e in make_events(school, 4)]
+    await victim.fan_out(events)
+    await victim.start()
+    await wait_for(lambda: len(receiver.received) >= 3, what="deliveries in flight")
+    # kill -9: cancel everything, no release of leases, no bookkeeping.
+    assert victim._loop_task is not None
+    victim._loop_task.cancel()
+    for task in list(victim._inflight):
+        task.cancel()
+    await asyncio.sleep(0)
+    leased = await victim.redis.hlen(victim.keys.leases(subscription.id))
+    assert leased >= 1  # work was abandoned mid-flight
+
+    rescuer = dispatcher_factory(settings, lease_seconds=1.5)
+    await rescuer.start()
+    await asyncio.sleep(0.5)
+    before_expiry = set(receiver.ids())
+    await wait_for(
+        lambda: {e.event_id for e in events} <= set(receiver.ids()), timeout=15, what="every event"
+    )
+    # The abandoned ones were not retaken before their lease ended.
+    assert len(before_expiry) < len(events)
+    # Order per school still holds for first arrivals.
+    for school in (1, 2, 3):
+        firsts: list[int] = []
+        for body in receiver.bodies():
+            if body["school_id"] == school and body["sequence"] not in firsts:
+                firsts.append(body["sequence"])
+        assert firsts == [1, 2, 3, 4]
+
+    async def drained() -> bool:
+        return await rescuer.store.counts(subscription.id) == (0, 0)
+
+    await wait_for(drained, what="an empty queue")

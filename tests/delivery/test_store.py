@@ -1,0 +1,60 @@
+"""The subscription store and queue edges that the API tests don't reach."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.models import UnknownSubscription
+from bridge.delivery.store import SubscriptionStore
+from tests.delivery.helpers import Answer, Receiver, make_events, wait_for
+
+
+async def test_disable_after_delete_does_not_resurrect(
+    store: SubscriptionStore, redis: aioredis.Redis
+) -> None:
+    subscription = await store.create(url="http://127.0.0.1/x")
+    await store.delete(subscription.id)
+    await store.disable(subscription.id, "late 410")
+    assert await store.find(subscription.id) is None
+    with pytest.raises(UnknownSubscription):
+        await store.update(subscription.id, {"enabled": True})
+    assert await redis.keys("*sub_*") == []
+
+
+async def test_delete_removes_queue_and_keys(
+    dispatcher_factory: Callable[..., Dispatcher], redis: aioredis.Redis
+) -> None:
+    dispatcher = dispatcher_factory()
+    subscription = await dispatcher.store.create(url="http://127.0.0.1:9/x")
+    await dispatcher.fan_out(make_events(1, 3) + make_events(2, 2))
+    assert await dispatcher.store.counts(subscription.id) == (5, 0)
+    assert all(
+        b"{sub:" + subscription.id.encode() + b"}" in k for k in await redis.keys(f"*{subscription.id}*")
+    )
+    await dispatcher.store.delete(subscription.id)
+    assert await redis.keys(f"*{subscription.id}*") == []
+
+
+async def test_graceful_stop_hands_work_back_at_once(
+    dispatcher_factory: Callable[..., Dispatcher], receiver_factory: Callable[..., tuple[Receiver, str]]
+) -> None:
+    receiver, url = receiver_factory(lambda _r, n: Answer(delay=5.0) if n == 1 else Answer())
+    first = dispatcher_factory(lease_seconds=60)
+    subscription = await first.store.create(url=url)
+    events = make_events(1, 2)
+    await first.fan_out(events)
+    await first.start()
+    await wait_for(lambda: len(receiver.received) == 1)
+    await first.stop(grace=0.1)
+    assert not first.running
+    second = dispatcher_factory(lease_seconds=60)
+    await second.start()
+    # Without the hand-back this would wait for the 60 s lease.
+    await wait_for(lambda: len(receiver.received) == 3, timeout=5)
+    assert receiver.ids() == [events[0].event_id, events[0].event_id, events[1].event_id]
+    assert second.running
+    assert await second.store.counts(subscription.id) in ((0, 0), (1, 0))
