@@ -1,0 +1,157 @@
+"""Diff throughput: a 10,000-learner school polled after 1% of its learners changed, end to end.
+
+Timed, from the JSON pages d6 would send to the committed snapshot and events: decode and check each page
+and normalise its records (what `D6Client` does), load the snapshot, hash and compare (`plan_diff`), read
+the old records of the changed ids, build the events, and commit snapshot and events in one Lua script.
+
+Baseline, same run, same Redis: the straightforward way: `json.loads` of each page, then per record one
+HGET of its stored JSON, a compare by equality of the decoded dicts, and for a changed record one HSET and
+one XADD of its event. (It detects no removals and is not atomic, so it does less than the bridge.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+import msgspec
+import redis.asyncio as aioredis
+
+from bench.common import make_school, median_seconds, private_redis, quiet_logs, verdict, with_changes
+from bridge.d6.pagination import check_listing
+from bridge.d6.records import Record, normalise, record_id
+from bridge.events.build import record_events
+from bridge.store.keys import Keys
+from bridge.sync.diff import finish_diff, plan_diff
+from bridge.sync.lease import Lease
+from bridge.sync.snapshot import SnapshotStore
+
+SCHOOL = 1000
+LEARNERS = 10_000
+CHANGES = 100
+PAGE = 50
+REPEATS = 7
+TARGET_RATE = 100_000
+TARGET_RATIO = 5.0
+LABEL = "GET /v2/finplus/debtmanagement/learners"
+NAIVE_HASH = "naive:learners"
+NAIVE_EVENTS = "naive:events"
+_JSON = msgspec.json.Encoder()
+_DECODE = msgspec.json.Decoder()
+
+
+class Laps:
+    """Seconds per stage of each run, so the report can say where the time goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = defaultdict(list)
+        self._last = time.perf_counter()
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage].append(now - self._last)
+        self._last = now
+
+
+def as_pages(records: list[Record]) -> list[bytes]:
+    """The scan as d6 sends it: pages of 50 in JSON."""
+    meta = {"limit": PAGE, "max_allowed_limit": PAGE}
+    return [_JSON.encode({"data": records[i : i + PAGE], "meta": meta}) for i in range(0, len(records), PAGE)]
+
+
+def scan(pages: list[bytes]) -> list[Record]:
+    """What the client does with each page: decode, check the shape, normalise, check the id."""
+    records = []
+    for body in pages:
+        data, _ = check_listing(_DECODE.decode(body), endpoint=LABEL, school_id=SCHOOL)
+        for raw in data:
+            record = normalise(raw)
+            record_id("learners", record)
+            records.append(record)
+    return records
+
+
+async def bridge_poll(store: SnapshotStore, token: int, pages: list[bytes], lap: Laps) -> int:
+    """One poll as the school poller does it (bridge/sync/poller.py); returns the events committed."""
+    lap.start()
+    records = scan(pages)
+    lap("decode + normalise")
+    previous = await store.load(SCHOOL, "learner")
+    lap("load digests")
+    plan = plan_diff(previous, records, "learner_id")
+    lap("hash + compare")
+    result = finish_diff(plan, await store.records(SCHOOL, "learner", plan.need_old))
+    events = record_events(result, school_id=SCHOOL, resource="learner", emit_created=previous.baseline)
+    lap("old records + events")
+    committed = await store.commit(SCHOOL, "learner", result, events, token=token)
+    lap("commit")
+    return len(committed.events)
+
+
+async def naive_poll(redis: aioredis.Redis, pages: list[bytes]) -> int:
+    changed = 0
+    for body in pages:
+        for record in json.loads(body)["data"]:
+            rid = str(record["learner_id"])
+            old = await redis.hget(NAIVE_HASH, rid)
+            if old is None or json.loads(old) != record:
+                await redis.hset(NAIVE_HASH, rid, json.dumps(record))
+                await redis.xadd(NAIVE_EVENTS, {"type": "learner.updated", "body": json.dumps(record)})
+                changed += 1
+    return changed
+
+
+async def main() -> bool:
+    quiet_logs()
+    school = make_school(SCHOOL, learners=LEARNERS, debtors=LEARNERS * 4 // 5)
+    learners = list(school.learners.records.values())
+    before, after = as_pages(learners), as_pages(with_changes(learners, CHANGES))
+    laps = Laps()
+    async with private_redis() as redis:
+        keys = Keys("bench")
+        store, lease = SnapshotStore(redis, keys), Lease(redis, keys)
+        token = 0
+
+        async def bridge_before() -> None:
+            nonlocal token
+            await redis.flushdb()
+            token = await lease.acquire(SCHOOL, "bench", ttl=600) or 0
+            await bridge_poll(store, token, before, Laps())
+
+        async def bridge_after() -> None:
+            assert await bridge_poll(store, token, after, laps) == CHANGES
+
+        async def naive_before() -> None:
+            await redis.flushdb()
+            await redis.hset(NAIVE_HASH, mapping={str(r["learner_id"]): json.dumps(r) for r in learners})
+
+        async def naive_after() -> None:
+            assert await naive_poll(redis, after) == CHANGES
+
+        bridge = LEARNERS / await median_seconds(REPEATS, bridge_before, bridge_after)
+        naive = LEARNERS / await median_seconds(REPEATS, naive_before, naive_after)
+    ratio = bridge / naive
+    print(f"diff throughput, {LEARNERS:,} learners, {CHANGES} changed, median of {REPEATS}:")
+    print(f"  bridge   {bridge:>9,.0f} records/s")
+    print(f"  baseline {naive:>9,.0f} records/s (json.loads + HGET per record, HSET + XADD per change)")
+    print(f"  ratio    {ratio:>9.1f}x")
+    print(
+        "  bridge stages, median ms: "
+        + ", ".join(f"{stage} {statistics.median(times) * 1000:.0f}" for stage, times in laps.seconds.items())
+    )
+    return verdict(
+        "diff throughput",
+        bridge >= TARGET_RATE and ratio >= TARGET_RATIO,
+        f">= {TARGET_RATE:,} records/s and >= {TARGET_RATIO:g}x the baseline",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(0 if asyncio.run(main()) else 1)
