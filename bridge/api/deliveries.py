@@ -4,6 +4,8 @@
 `/v1/subscriptions/{id}/deliveries`, `/v1/subscriptions/{id}/replay`, `/v1/events/{id}/redeliver`,
 `/v1/dead-letters` and `/v1/dead-letters/retry`. Lists are newest first with an opaque `cursor`
 (pass `next_cursor` back; absent or null on the last page).
+
+`event_deliveries` gives the per-subscription delivery state that `GET /v1/events/{id}` shows.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from bridge.api.auth import admin_guard
 from bridge.api.subscriptions import EXCEPTION_HANDLERS, rfc3339
 from bridge.delivery import operations
+from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.store import InvalidSubscription
+from bridge.delivery.tracking import EventDeliveryStatus, delivery_states
 
 MAX_PAGE = 500
 
@@ -90,6 +94,39 @@ class RetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class RetryResult(msgspec.Struct, kw_only=True):
     requeued: list[str]
+
+
+class EventDeliveryView(msgspec.Struct, kw_only=True):
+    """An event's latest delivery to one subscription (`bridge.delivery.tracking` says what each
+    state means); times are RFC 3339, `next_attempt_at` null when none is scheduled."""
+
+    subscription_id: str
+    subscription_enabled: bool
+    delivery_id: str
+    state: EventDeliveryStatus
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    last_attempt_at: str | None
+    next_attempt_at: str | None
+
+
+async def event_deliveries(dispatcher: Dispatcher, event_id: str) -> list[EventDeliveryView]:
+    """For `GET /v1/events/{id}`: one entry per subscription that has or had a delivery of the event."""
+    return [
+        EventDeliveryView(
+            subscription_id=d.subscription_id,
+            subscription_enabled=d.subscription_enabled,
+            delivery_id=d.delivery_id,
+            state=d.state,
+            attempts=d.attempts,
+            last_status=d.last_status,
+            last_error=d.last_error,
+            last_attempt_at=rfc3339(d.last_attempt_at),
+            next_attempt_at=rfc3339(d.next_attempt_at),
+        )
+        for d in await delivery_states(dispatcher, event_id)
+    ]
 
 
 def _cursor(cursor: str | None) -> float | None:

@@ -75,6 +75,8 @@ class TestOutcome(msgspec.Struct, kw_only=True):
     error: str | None
     duration_ms: float
     response_body: str
+    subscription_disabled: bool = False
+    """True when the endpoint answered 410 Gone: the subscription is disabled, as for any delivery."""
 
 
 def rfc3339(moment: float | None) -> str | None:
@@ -217,4 +219,5 @@ class SubscriptionController(Controller):
             error=result.error,
             duration_ms=result.duration_ms,
             response_body=result.response_body,
+            subscription_disabled=result.status_code == 410,
         )

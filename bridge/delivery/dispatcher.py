@@ -5,6 +5,9 @@ Every serve process runs one. Its loop claims due deliveries of enabled subscrip
 each attempt as a task, and records the outcome. It wakes when an attempt finishes or an event is
 fanned out here, and otherwise polls every `poll_interval` seconds (one cheap script per enabled
 subscription per tick), so other processes' fan-outs and expiring retries are picked up quickly.
+
+It can be stopped and started again (its own HTTP clients are rebuilt on the next start). Every
+attempt moves the delivery metrics of `bridge.metrics`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bridge import metrics
 from bridge.delivery.keys import DeliveryKeys
 from bridge.delivery.models import (
     Attempt,
@@ -39,6 +43,7 @@ from bridge.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+GONE_REASON = "the endpoint answered 410 Gone"
 LEASE_MARGIN_SECONDS = 15.0
 MAINTENANCE_SECONDS = 60.0
 WAKE_DEBOUNCE_SECONDS = 0.005
@@ -88,10 +93,22 @@ class Dispatcher:
     def running(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done() and not self._stopping
 
+    @property
+    def in_flight(self) -> int:
+        """Attempts running in this process now."""
+        return len(self._inflight)
+
     async def start(self) -> None:
+        """Start the loop; also after `stop()` (a restart), with fresh HTTP clients if ours were closed."""
         if self._loop_task is not None and not self._loop_task.done():
             return
+        if self._own_clients and any(client.is_closed for client in self.clients):
+            self.clients = build_clients(
+                self.settings.delivery_timeout_seconds, self.settings.delivery_concurrency
+            )
+            self.sender.clients = self.clients
         self._stopping = False
+        self._wake = asyncio.Event()
         self._loop_task = asyncio.create_task(self._run(), name="delivery-dispatcher")
         log.info("dispatcher started", concurrency=self.settings.delivery_concurrency)
 
@@ -223,6 +240,7 @@ class Dispatcher:
         try:
             lane = f"{subscription.id}:{delivery.school_id}"
             result = await self.sender.send(subscription, delivery.event_id, delivery.body, lane=lane)
+            metrics.DELIVERY_ATTEMPT_DURATION.observe(result.duration_ms / 1000)
             await self._record(subscription, delivery, token, result, bound)
         except (RedisError, OSError) as error:
             # The lease runs out and the delivery is attempted again: at-least-once holds.
@@ -292,9 +310,13 @@ class Dispatcher:
             lease_lost=not held,
         )
         if not held:
+            metrics.DELIVERIES.labels(outcome="lease_lost").inc()
             return
+        metrics.DELIVERIES.labels(outcome="gone" if outcome == "hold" else outcome).inc()
+        if outcome == "ok" and not delivery.replay:
+            metrics.DELIVERY_LATENCY.observe(max(0.0, now - delivery.event_timestamp))
         if outcome == "hold":
-            await self.store.disable(subscription.id, "the endpoint answered 410 Gone")
+            await self.store.disable(subscription.id, GONE_REASON)
             bound.warning("subscription disabled: 410 Gone")
         elif outcome != "ok" and failing_since is not None:
             limit = self.settings.disable_after_hours * 3600
@@ -305,7 +327,10 @@ class Dispatcher:
                 bound.warning("subscription disabled: continuous failure")
 
     async def send_test(self, subscription: Subscription, event_id: str, body: bytes) -> AttemptResult:
-        """Send one event now, outside the queue (`POST .../test`), and log the attempt."""
+        """Send one event now, outside the queue (`POST .../test`), and log the attempt.
+
+        410 Gone disables the subscription, as it does for queued deliveries.
+        """
         result = await self.sender.send(subscription, event_id, body, lane=subscription.id)
         now = time.time()
         attempt = Attempt(
@@ -322,4 +347,7 @@ class Dispatcher:
             response_body=result.response_body,
         )
         await self.redis.zadd(self.keys.attempts(subscription.id), {msgspec.json.encode(attempt): now})
+        if result.status_code == 410:
+            await self.store.disable(subscription.id, GONE_REASON)
+            log.warning("subscription disabled: 410 Gone to a test event", subscription=subscription.id)
         return result

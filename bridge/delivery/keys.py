@@ -51,8 +51,12 @@ class DeliveryKeys(msgspec.Struct, frozen=True):
         return self._sub(subscription_id, "lanes")
 
     def fanned(self, subscription_id: str) -> str:
-        """Sorted set: event ids already fanned out to this subscription (idempotency), by event time."""
+        """Sorted set: event ids queued here (fan-out idempotency, retention), by event time."""
         return self._sub(subscription_id, "fanned")
+
+    def traces(self, subscription_id: str) -> str:
+        """Hash: event id -> msgpack `DeliveryTrace` of its latest delivery here (`GET /v1/events/{id}`)."""
+        return self._sub(subscription_id, "traces")
 
     def dead(self, subscription_id: str) -> str:
         """Sorted set: dead-lettered delivery ids by the time they died."""
@@ -71,6 +75,7 @@ class DeliveryKeys(msgspec.Struct, frozen=True):
             self.leases(subscription_id),
             self.lanes(subscription_id),
             self.fanned(subscription_id),
+            self.traces(subscription_id),
             self.dead(subscription_id),
             self.attempts(subscription_id),
         ]

@@ -133,6 +133,21 @@ class Delivery(msgspec.Struct, kw_only=True):
     replay: bool = False
 
 
+class DeliveryTrace(msgspec.Struct, array_like=True, omit_defaults=True):
+    """Which delivery of an event to a subscription is the latest, and how it ended if it succeeded.
+
+    While the delivery is queued (or dead) only `delivery_id` is set and its `Delivery` record tells
+    the rest; on success the record is removed and the trace keeps when, after how many attempts and
+    with which status. The encoding of a trace with only `delivery_id` is deterministic, so a script
+    can compare it byte for byte.
+    """
+
+    delivery_id: str
+    delivered_at: float | None = None
+    attempts: int = 0
+    status: int | None = None
+
+
 class AttemptResult(msgspec.Struct, kw_only=True):
     """What one HTTP attempt came to."""
 

@@ -2,7 +2,9 @@
 
 Per subscription (all keys share the `{sub:<id>}` hash tag, so each script touches one slot):
 `deliveries` holds every undelivered or dead delivery with its body; `due` holds what may be
-attempted and when. An ordered subscription keeps one list per school (its lane) and only the lane's
+attempted and when; `traces` names, per event, its latest delivery and keeps how it ended once it
+succeeded (the record itself is then removed), so an event's delivery state stays answerable until
+retention forgets the event. An ordered subscription keeps one list per school (its lane) and only the lane's
 head is ever in `due`, so one school's events go out one at a time, in order; an unordered one puts
 every delivery in `due` directly.
 
@@ -22,21 +24,23 @@ from redis.asyncio.client import Pipeline
 
 from bridge.delivery.ids import new_delivery_id
 from bridge.delivery.keys import DeliveryKeys
-from bridge.delivery.models import Attempt, Delivery, OutgoingEvent, Subscription
+from bridge.delivery.models import Attempt, Delivery, DeliveryTrace, OutgoingEvent, Subscription
 
 Outcome = Literal["ok", "retry", "dead", "hold"]
 MAX_ATTEMPT_LOG = 10_000
+TRIM_BATCH = 1000
 
 _msgpack = msgspec.msgpack.Encoder()
 _delivery = msgspec.msgpack.Decoder(Delivery)
 _attempt_encoder = msgspec.json.Encoder()
 _attempt = msgspec.json.Decoder(Attempt)
 
-# KEYS: fanned, deliveries, due, lane, lanes
-# ARGV: event_id, event_ts, delivery_id, record, ordered, now, school_id, check_fanned
+# KEYS: fanned, deliveries, due, lane, lanes, traces
+# ARGV: event_id, event_ts, delivery_id, record, ordered, now, school_id, check_fanned, trace
 ENQUEUE = """
-if ARGV[8] == '1' and redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 and ARGV[8] == '1' then return 0 end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[9])
 if ARGV[5] == '1' then
   redis.call('SADD', KEYS[5], ARGV[7])
   if redis.call('RPUSH', KEYS[4], ARGV[3]) == 1 then redis.call('ZADD', KEYS[3], 'NX', ARGV[6], ARGV[3]) end
@@ -64,9 +68,11 @@ end
 return out
 """
 
-# KEYS: due, leases, deliveries, lane, attempts, dead, subscription
-# ARGV: id, token, outcome, now, next_at, record, attempt, ordered, log_cutoff, log_max
+# KEYS: due, leases, deliveries, lane, attempts, dead, subscription, traces
+# ARGV: id, token, outcome, now, next_at, record, attempt, ordered, log_cutoff, log_max,
+#       event_id, queued_trace, delivered_trace
 # Returns -1 when the lease was lost, else the subscription's failing_since ('' when not failing).
+# On success the event's trace records it, unless a later delivery of the event has taken its place.
 COMPLETE = """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return -1 end
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -77,6 +83,9 @@ local outcome = ARGV[3]
 local exists = redis.call('EXISTS', KEYS[7]) == 1
 if outcome == 'ok' then
   redis.call('HDEL', KEYS[3], ARGV[1])
+  if redis.call('HGET', KEYS[8], ARGV[11]) == ARGV[12] then
+    redis.call('HSET', KEYS[8], ARGV[11], ARGV[13])
+  end
   if exists then redis.call('HSET', KEYS[7], 'failing_since', 'null') end
 elseif exists then
   local since = redis.call('HGET', KEYS[7], 'failing_since')
@@ -115,10 +124,12 @@ redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
 return 1
 """
 
-# KEYS: dead, deliveries, due, lane, lanes.  ARGV: id, record, now, ordered, school_id
+# KEYS: dead, deliveries, due, lane, lanes, traces
+# ARGV: id, record, now, ordered, school_id, event_id, trace
 RETRY_DEAD = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[6], ARGV[6], ARGV[7])
 if ARGV[4] == '1' then
   redis.call('SADD', KEYS[5], ARGV[5])
   if redis.call('RPUSH', KEYS[4], ARGV[1]) == 1 then redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[1]) end
@@ -128,16 +139,22 @@ end
 return 1
 """
 
-# KEYS: attempts, fanned, dead, deliveries.  ARGV: cutoff.  Retention: forget what is too old.
+# KEYS: attempts, fanned, dead, deliveries, traces.  ARGV: cutoff, batch.
+# Retention: forget what is too old, at most `batch` events and dead letters per call (Redis stays
+# responsive); returns {events forgotten, dead letters forgotten}.
 TRIM = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+local events = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(events) do
+  redis.call('HDEL', KEYS[5], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(old) do
   redis.call('HDEL', KEYS[4], id)
   redis.call('ZREM', KEYS[3], id)
 end
-return #old
+return {#events, #old}
 """
 
 
@@ -183,6 +200,7 @@ class DeliveryQueue:
                 self.keys.due(sid),
                 self.keys.lane(sid, event.school_id),
                 self.keys.lanes(sid),
+                self.keys.traces(sid),
             ],
             args=[
                 event.event_id,
@@ -193,6 +211,7 @@ class DeliveryQueue:
                 repr(now),
                 str(event.school_id),
                 _flag(once),
+                queued_trace(delivery.id),
             ],
             client=pipe,
         )
@@ -224,6 +243,9 @@ class DeliveryQueue:
     ) -> tuple[bool, float | None]:
         """Record the attempt and move the delivery on; returns (lease still held, failing since)."""
         sid = subscription.id
+        delivered = DeliveryTrace(
+            delivery_id=delivery.id, delivered_at=now, attempts=delivery.attempts, status=delivery.last_status
+        )
         result = await self._complete(
             keys=[
                 self.keys.due(sid),
@@ -233,6 +255,7 @@ class DeliveryQueue:
                 self.keys.attempts(sid),
                 self.keys.dead(sid),
                 self.keys.subscription(sid),
+                self.keys.traces(sid),
             ],
             args=[
                 delivery.id,
@@ -245,6 +268,9 @@ class DeliveryQueue:
                 _flag(subscription.ordered),
                 repr(log_cutoff),
                 str(MAX_ATTEMPT_LOG),
+                delivery.event_id,
+                queued_trace(delivery.id),
+                _msgpack.encode(delivered),
             ],
         )
         if result == -1:
@@ -301,6 +327,7 @@ class DeliveryQueue:
                     self.keys.due(sid),
                     self.keys.lane(sid, delivery.school_id),
                     self.keys.lanes(sid),
+                    self.keys.traces(sid),
                 ],
                 args=[
                     delivery.id,
@@ -308,6 +335,8 @@ class DeliveryQueue:
                     repr(now),
                     _flag(subscription.ordered),
                     str(delivery.school_id),
+                    delivery.event_id,
+                    queued_trace(delivery.id),
                 ],
             )
             if done:
@@ -322,18 +351,28 @@ class DeliveryQueue:
         )
         return [_attempt.decode(r) for r in rows]
 
-    async def trim(self, subscription_id: str, *, cutoff: float) -> int:
+    async def trim(self, subscription_id: str, *, cutoff: float, batch: int = TRIM_BATCH) -> int:
+        """Forget attempts, events and dead letters older than `cutoff`, in batches; returns how many
+        events and dead letters went."""
         sid = subscription_id
-        removed = await self._trim(
-            keys=[
-                self.keys.attempts(sid),
-                self.keys.fanned(sid),
-                self.keys.dead(sid),
-                self.keys.deliveries(sid),
-            ],
-            args=[repr(cutoff)],
-        )
-        return int(removed)
+        keys = [
+            self.keys.attempts(sid),
+            self.keys.fanned(sid),
+            self.keys.dead(sid),
+            self.keys.deliveries(sid),
+            self.keys.traces(sid),
+        ]
+        removed = 0
+        while True:
+            events, dead = (int(n) for n in await self._trim(keys=keys, args=[repr(cutoff), str(batch)]))
+            removed += events + dead
+            if events < batch and dead < batch:
+                return removed
+
+
+def queued_trace(delivery_id: str) -> bytes:
+    """The trace of a delivery that has not succeeded yet (its record tells the rest)."""
+    return _msgpack.encode(DeliveryTrace(delivery_id=delivery_id))
 
 
 def _flag(value: bool) -> str:

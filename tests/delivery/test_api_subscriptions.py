@@ -184,6 +184,23 @@ async def test_test_event_reports_a_failure(client: httpx.AsyncClient, receiver_
     result = (await client.post(f"/v1/subscriptions/{sid}/test")).json()
     assert result["success"] is False and result["status_code"] == 500
     assert result["response_body"] == "down for maintenance"
+    assert result["subscription_disabled"] is False
+    assert (await client.get(f"/v1/subscriptions/{sid}")).json()["enabled"] is True
+
+
+async def test_test_event_answered_410_disables_the_subscription(
+    client: httpx.AsyncClient, receiver_factory: Receivers
+) -> None:
+    _, url = receiver_factory(lambda _r, _n: Answer(status=410, body=b"gone"))
+    sid = (await client.post("/v1/subscriptions", json={"url": url})).json()["id"]
+    result = (await client.post(f"/v1/subscriptions/{sid}/test")).json()
+    assert result["success"] is False and result["status_code"] == 410
+    assert result["subscription_disabled"] is True
+    subscription = (await client.get(f"/v1/subscriptions/{sid}")).json()
+    assert subscription["enabled"] is False and "410" in subscription["disabled_reason"]
+
+    enabled = await client.patch(f"/v1/subscriptions/{sid}", json={"enabled": True})
+    assert enabled.json()["enabled"] is True and enabled.json()["disabled_reason"] is None
 
 
 async def test_openapi_schema_describes_the_routes(dispatcher_factory: Callable[..., Dispatcher]) -> None:

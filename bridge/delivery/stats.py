@@ -1,0 +1,55 @@
+"""Totals of the delivery side read from Redis, and the Prometheus gauges they feed.
+
+Counters move as deliveries happen (see the dispatcher); what is *in* the store (pending deliveries,
+dead letters, subscriptions by state) is read when someone asks: `GET /metrics` calls
+`refresh_delivery_gauges` before rendering. The cost is one pipelined round trip of two cheap
+commands (HLEN, ZCARD) per subscription; the subscription list comes from the store's cache.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from bridge import metrics
+from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.store import SubscriptionStore
+
+
+class DeliveryTotals(msgspec.Struct, kw_only=True, frozen=True):
+    """What the shared store holds now, over every subscription."""
+
+    enabled: int
+    disabled: int
+    pending: int
+    """Deliveries queued and not yet delivered or dead-lettered (disabled subscriptions included)."""
+    dead: int
+
+
+async def delivery_totals(store: SubscriptionStore) -> DeliveryTotals:
+    subscriptions = await store.snapshot()
+    pending = dead = 0
+    if subscriptions:
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for subscription in subscriptions:
+                pipe.hlen(store.keys.deliveries(subscription.id))
+                pipe.zcard(store.keys.dead(subscription.id))
+            counts = await pipe.execute()
+        for stored, dead_here in zip(counts[::2], counts[1::2], strict=True):
+            pending += max(0, int(stored) - int(dead_here))
+            dead += int(dead_here)
+    enabled = sum(1 for s in subscriptions if s.enabled)
+    return DeliveryTotals(enabled=enabled, disabled=len(subscriptions) - enabled, pending=pending, dead=dead)
+
+
+async def refresh_delivery_gauges(
+    store: SubscriptionStore, dispatcher: Dispatcher | None = None
+) -> DeliveryTotals:
+    """Set the store-backed delivery gauges (and this process's in-flight count); Redis errors propagate."""
+    if dispatcher is not None:
+        metrics.DELIVERIES_IN_FLIGHT.set(dispatcher.in_flight)
+    totals = await delivery_totals(store)
+    metrics.PENDING_DELIVERIES.set(totals.pending)
+    metrics.DEAD_LETTERS.set(totals.dead)
+    metrics.SUBSCRIPTIONS.labels(state="enabled").set(totals.enabled)
+    metrics.SUBSCRIPTIONS.labels(state="disabled").set(totals.disabled)
+    return totals
