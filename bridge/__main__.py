@@ -121,8 +121,11 @@ def _simulator(args: argparse.Namespace) -> None:
 
 def _check(_args: argparse.Namespace) -> None:
     from bridge.check import run_check
+    from bridge.logs import configure_logging
+    from bridge.serve import secrets_of
 
     settings = _settings()
+    configure_logging(level="warning", fmt=settings.log_format, secrets=secrets_of(settings))
     raise SystemExit(asyncio.run(run_check(settings, sys.stdout)))
 
 

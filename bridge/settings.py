@@ -33,6 +33,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     d6_timeout_seconds: float = 30.0
     redis_url: str = "redis://localhost:6379/0"
     redis_prefix: str = "d6b"
+    redis_cluster: bool = False
     admin_token: str | None = None
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
     port: int = 8080
@@ -80,6 +81,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, isatty: bool | No
         d6_timeout_seconds=env.number("BRIDGE_D6_TIMEOUT_SECONDS", 30.0, minimum=0.1),
         redis_url=env.url("BRIDGE_REDIS_URL", "redis://localhost:6379/0", REDIS_SCHEMES),
         redis_prefix=env.text("BRIDGE_REDIS_PREFIX", "d6b", forbid="{}: \t"),
+        redis_cluster=env.flag("BRIDGE_REDIS_CLUSTER", False),
         admin_token=env.optional("BRIDGE_ADMIN_TOKEN"),
         host=env.text("BRIDGE_HOST", "0.0.0.0"),  # noqa: S104
         port=int(env.number("BRIDGE_PORT", 8080, minimum=0, maximum=65535, integer=True)),

@@ -22,12 +22,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_server(*extra: str) -> Iterator[str]:
-    """Start a throwaway redis-server on a free port; yield its URL."""
+def redis_server(*extra: str, port: int | None = None) -> Iterator[str]:
+    """Start a throwaway redis-server (on a free port unless given); yield its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed: run `make test`, or set BRIDGE_TEST_REDIS_URL")
-    port = free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="bridge-redis-") as workdir:
         process = subprocess.Popen(
             [

@@ -10,10 +10,13 @@ from bridge.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _example() -> dict[str, str]:
+def _example(*, commented: bool = False) -> dict[str, str]:
+    """The settings the file sets; with `commented`, also those shown commented out (computed defaults)."""
     pairs = {}
     for line in (ROOT / ".env.example").read_text().splitlines():
-        if line and not line.startswith("#"):
+        if commented:
+            line = line.removeprefix("# ")
+        if line.startswith("BRIDGE_"):
             name, _, value = line.partition("=")
             pairs[name] = value
     return pairs
@@ -22,10 +25,11 @@ def _example() -> dict[str, str]:
 def test_every_setting_is_listed() -> None:
     source = (ROOT / "bridge" / "settings.py").read_text()
     used = set(re.findall(r'"(BRIDGE_[A-Z0-9_]+)"', source))
-    assert used == set(_example())
+    assert used == set(_example(commented=True))
 
 
 def test_the_listed_defaults_are_the_defaults() -> None:
     from_example = load_settings(_example(), isatty=False)
-    assert from_example == load_settings({}, isatty=False)
-    assert from_example == Settings(poll_jitter_seconds=30.0)
+    assert from_example == load_settings({}, isatty=False) == Settings()
+    shown = load_settings(_example(commented=True), isatty=False)
+    assert shown == Settings(poll_jitter_seconds=30.0, log_format="json")

@@ -7,6 +7,8 @@ from typing import Any
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.status_codes import HTTP_502_BAD_GATEWAY, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.types import ExceptionHandlersMap
+from redis.exceptions import RedisError
 
 from bridge.errors import BridgeError, D6Error, StoreError
 
@@ -31,4 +33,7 @@ def redis_error_handler(request: Request[Any, Any, Any], error: Exception) -> Re
     return bridge_error_handler(request, StoreError(f"{type(error).__name__}: {error}"))
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {BridgeError: bridge_error_handler}
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    BridgeError: bridge_error_handler,
+    RedisError: redis_error_handler,
+}

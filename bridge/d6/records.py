@@ -34,7 +34,17 @@ HASH_BYTES = 16
 
 def normalise(record: Record) -> Record:
     """A new record with ids as integers and zero dates as None; every other field as sent."""
-    return {key: _value(str(key), value) for key, value in record.items()}
+    out: Record = {}
+    for key, value in record.items():
+        kind = type(value)
+        # Fast paths for the common flat values; everything else takes the general route.
+        if kind is str and not key.endswith("_id"):
+            out[key] = None if value in ZERO_DATES else value
+        elif kind is int or value is None:
+            out[key] = value
+        else:
+            out[key] = _value(str(key), value)
+    return out
 
 
 def _value(key: str, value: Any) -> Any:

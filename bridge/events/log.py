@@ -25,6 +25,7 @@ _STREAM_PAGE: Final = 200
 Moment = datetime | float
 Page = tuple[list[Event], str | None]
 Events = list[Event]
+Bodies = list[bytes]
 Ids = list[str]
 
 
@@ -73,6 +74,10 @@ class EventLog:
         return found[0] if found else None
 
     async def _bodies(self, ids: Ids) -> Events:
+        return [decode_event(body) for body in await self.raw(ids)]
+
+    async def raw(self, ids: Ids) -> Bodies:
+        """The exact envelope bytes (as signed and sent) of the published events among `ids`, in order."""
         if not ids:
             return []
         locations = await self._redis.hmget(self._keys.event_locations(), ids)
@@ -81,12 +86,12 @@ class EventLog:
             for _eid, (school_id, seq, _type) in wanted:
                 pipe.xrange(self._keys.school_events(school_id), min=f"{seq}-0", max=f"{seq}-0")
             replies = await pipe.execute()
-        events: Events = []
+        bodies: list[bytes] = []
         for (eid, _loc), entries in zip(wanted, replies, strict=True):
             fields = entries[0][1] if entries else None
             if fields and as_text(fields[b"id"]) == eid:
-                events.append(decode_event(as_bytes(fields[b"body"])))
-        return events
+                bodies.append(as_bytes(fields[b"body"]))
+        return bodies
 
     async def trim(self, retention_days: float, *, now: float | None = None) -> int:
         """Remove events older than the retention from every structure; returns how many were listed.

@@ -23,7 +23,12 @@ Layout (prefix `d6b`, school 1000, resource `learner`):
     d6b:{events}:idx:s:<school>       the same, per school
     d6b:{events}:idx:s:<school>:t:<type>
     d6b:{events}:deliveries           stream: the hand-off to delivery workers (id, school_id, ...)
+    d6b:{events}:handoff              string: last delivery-stream entry id handed to the dispatcher
+    d6b:{events}:handoff:lock         string: which replica runs the hand-off now (with a TTL)
     d6b:{integrations}:baseline       string: set once the first integrations poll was recorded
+    d6b:{integrations}:lease          string: which replica polls the integrations list this interval
+    d6b:{integrations}:active         set: school ids with an activated integration (what gets polled)
+    d6b:{integrations}:polled         string: time of the last successful integrations poll
 """
 
 from __future__ import annotations
@@ -100,3 +105,15 @@ class Keys(msgspec.Struct, frozen=True):
 
     def integrations_lease(self) -> str:
         return f"{self.prefix}:{{integrations}}:lease"
+
+    def integrations_active(self) -> str:
+        return f"{self.prefix}:{{integrations}}:active"
+
+    def integrations_polled(self) -> str:
+        return f"{self.prefix}:{{integrations}}:polled"
+
+    def handoff_cursor(self) -> str:
+        return f"{self.prefix}:{{events}}:handoff"
+
+    def handoff_lock(self) -> str:
+        return f"{self.prefix}:{{events}}:handoff:lock"

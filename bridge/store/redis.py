@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis.asyncio as aioredis
 
 from bridge.settings import Settings
@@ -15,6 +17,18 @@ def connect(settings: Settings) -> aioredis.Redis:
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(decode_responses=False)
+    if settings.redis_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        cluster = RedisCluster.from_url(
+            settings.redis_url,
+            socket_timeout=SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+            decode_responses=False,
+        )
+        # The bridge speaks to it through the same commands: every multi-key script, transaction and
+        # read touches keys of one hash tag, hence one slot (see store/keys.py).
+        return cast(aioredis.Redis, cluster)
     return aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=SOCKET_TIMEOUT_SECONDS,

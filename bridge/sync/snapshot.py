@@ -1,9 +1,9 @@
 """The per (school, resource) snapshot in Redis, and the atomic commit of a diff with its events.
 
 A snapshot is two hashes in the school's slot: id -> 16-byte digest (all that a diff needs, read with one
-HGETALL) and id -> last known record as msgpack (read only for changed and removed ids). The school's
-`meta` hash holds the per-resource version, baseline flag, record count and last successful poll time,
-plus the school's event `seq` and `published` watermark.
+HGETALL) and id -> last known record, packed by store/records.py (read only for changed and removed ids).
+The school's `meta` hash holds the per-resource version, baseline flag, record count and last successful
+poll time, plus the school's event `seq` and `published` watermark.
 
 The commit is one Lua script (store/scripts.py COMMIT) in the school's slot. It checks the fencing token
 and the snapshot version, then writes the snapshot changes and appends the events to the school's event
@@ -35,13 +35,13 @@ from bridge.errors import LeaseLost, SnapshotConflict, StoreCorrupt
 from bridge.events.envelope import Event, split_for_sequence
 from bridge.store.codec import as_bytes, as_text
 from bridge.store.keys import Keys
+from bridge.store.records import pack_record, unpack_record
 from bridge.store.scripts import Scripts
 from bridge.sync.diff import DiffResult, PreviousSnapshot, Record
 
 RESOURCES: Final = ("learner", "debtor", "integration")
 _CHUNK: Final = 1000
 _PACK: Final = msgspec.msgpack.Encoder()
-_UNPACK: Final = msgspec.msgpack.Decoder(dict[str, Any])
 _UNPACK_IDS: Final = msgspec.msgpack.Decoder(list[str])
 
 
@@ -98,12 +98,12 @@ class SnapshotStore:
             chunk = list(ids[start : start + _CHUNK])
             for rid, raw in zip(chunk, await self._redis.hmget(key, chunk), strict=True):
                 if raw is not None:
-                    found[rid] = _UNPACK.decode(as_bytes(raw))
+                    found[rid] = unpack_record(as_bytes(raw))
         return found
 
     async def all_records(self, school_id: int, resource: str) -> dict[str, Record]:
         raw = await self._redis.hgetall(self._keys.snapshot_records(school_id, resource))
-        return {as_text(key): _UNPACK.decode(as_bytes(value)) for key, value in raw.items()}
+        return {as_text(key): unpack_record(as_bytes(value)) for key, value in raw.items()}
 
     async def commit(
         self,
@@ -137,7 +137,7 @@ class SnapshotStore:
             len(events),
         ]
         for rid, dig, record in result.upserts:
-            args += (rid, dig, _PACK.encode(record))
+            args += (rid, dig, pack_record(record))
         args += result.deletes
         for event in events:
             head, tail = split_for_sequence(event)

@@ -1,0 +1,78 @@
+"""The event log: `GET /v1/events` (newest first, cursor paginated, filtered) and `GET /v1/events/{id}`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from bridge.api.auth import admin_guard
+from bridge.api.deliveries import EventDeliveryView, event_deliveries
+from bridge.api.subscriptions import EXCEPTION_HANDLERS
+from bridge.events.envelope import EVENT_TYPES, Event
+from bridge.events.log import MAX_LIMIT
+
+
+class PageMeta(msgspec.Struct, kw_only=True):
+    limit: int
+    next_cursor: str | None
+    """Pass it back as `cursor` for the next (older) page; null on the last page."""
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    data: list[Event]
+    meta: PageMeta
+
+
+class EventDetail(msgspec.Struct, kw_only=True):
+    event: Event
+    deliveries: list[EventDeliveryView]
+    """One entry per subscription the event was queued for: its delivery state."""
+
+
+class EventsController(Controller):
+    path = "/v1/events"
+    tags = ["events"]
+    guards = [admin_guard]
+    exception_handlers = EXCEPTION_HANDLERS
+
+    @get("/", summary="The event log, newest first")
+    async def list_events(
+        self,
+        state: State,
+        type: Annotated[str | None, QueryParameter(description="an exact event type")] = None,
+        school_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        since: Annotated[dt.datetime | None, QueryParameter(description="RFC 3339, inclusive")] = None,
+        until: Annotated[dt.datetime | None, QueryParameter(description="RFC 3339, inclusive")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> EventPage:
+        if type is not None and type not in EVENT_TYPES:
+            raise ValidationException(
+                detail=f"type: unknown event type {type!r}; one of {', '.join(sorted(EVENT_TYPES))}"
+            )
+        for name, moment in (("since", since), ("until", until)):
+            if moment is not None and moment.tzinfo is None:
+                raise ValidationException(detail=f"{name}: give a time zone, e.g. 2026-11-22T10:00:00Z")
+        try:
+            events, next_cursor = await state.services.events.list(
+                type=type, school_id=school_id, since=since, until=until, limit=limit, cursor=cursor
+            )
+        except ValueError as error:
+            raise ValidationException(detail=f"cursor: {error}") from None
+        return EventPage(data=events, meta=PageMeta(limit=limit, next_cursor=next_cursor))
+
+    @get("/{event_id:str}", summary="One event, with its delivery state per subscription")
+    async def get_event(self, state: State, event_id: FromPath[str]) -> EventDetail:
+        event = await state.services.events.get(event_id)
+        if event is None:
+            raise NotFoundException(
+                detail=f"no event with id {event_id!r} (unknown, or older than retention)"
+            )
+        deliveries = await event_deliveries(state.services.dispatcher, event_id)
+        return EventDetail(event=event, deliveries=deliveries)

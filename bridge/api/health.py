@@ -1,0 +1,71 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import msgspec
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+
+REDIS_PING_TIMEOUT_SECONDS = 2.0
+
+
+class Component(msgspec.Struct, kw_only=True):
+    name: str
+    ok: bool
+    detail: str
+
+
+class Readiness(msgspec.Struct, kw_only=True):
+    status: str
+    components: list[Component]
+    last_integrations_poll_age_seconds: float | None
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["health"]
+
+    @get("/live", summary="200 while the process runs")
+    async def live(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/ready", summary="200 when Redis answers and the scheduler and workers run, else 503")
+    async def ready(self, state: State) -> Response[Readiness]:
+        services: Any = state.services
+        redis = await _redis(services)
+        components = [redis, _scheduler(services), _delivery(services)]
+        last = None
+        if redis.ok:
+            with contextlib.suppress(Exception):
+                last = await asyncio.wait_for(services.watcher.last_success(), REDIS_PING_TIMEOUT_SECONDS)
+        ok = all(c.ok for c in components)
+        body = Readiness(
+            status="ready" if ok else "not ready",
+            components=components,
+            last_integrations_poll_age_seconds=None if last is None else round(time.time() - last, 3),
+        )
+        return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def _redis(services: Any) -> Component:
+    try:
+        await asyncio.wait_for(services.redis.ping(), REDIS_PING_TIMEOUT_SECONDS)
+    except Exception as error:
+        return Component(name="redis", ok=False, detail=f"{type(error).__name__}: {error}")
+    return Component(name="redis", ok=True, detail="answers")
+
+
+def _scheduler(services: Any) -> Component:
+    running = services.scheduler.running
+    return Component(name="scheduler", ok=running, detail="running" if running else "stopped")
+
+
+def _delivery(services: Any) -> Component:
+    running = services.dispatcher.running and services.handoff.running
+    return Component(name="delivery", ok=running, detail="running" if running else "stopped")

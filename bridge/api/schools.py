@@ -1,0 +1,121 @@
+"""Schools: what the bridge knows of each (`GET /v1/schools`) and polling one now (`POST .../poll`).
+
+A school's `state`: `active` (polled), `inactive` (authorised, not activated), `revoked` (no pair left
+in the client integrations list, or d6 refused its data). `lag_seconds` is how long the school has been
+overdue: the time since its last due time plus one interval and the jitter (0 when on time). It is read
+from Redis, so it is the same whichever replica answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from bridge.api.auth import admin_guard
+from bridge.api.subscriptions import EXCEPTION_HANDLERS, rfc3339
+from bridge.sync.watcher import is_active
+
+
+class IntegrationView(msgspec.Struct, kw_only=True):
+    api_type_id: int | None
+    activated: bool
+    record: dict[str, Any]
+
+
+class SchoolView(msgspec.Struct, kw_only=True):
+    school_id: int
+    name: str | None
+    state: str
+    integrations: list[IntegrationView]
+    last_poll_started: str | None
+    last_successful_poll: str | None
+    last_error: str | None
+    last_error_at: str | None
+    consecutive_failures: int
+    lag_seconds: float
+    learners: int | None
+    debtors: int | None
+
+
+class SchoolList(msgspec.Struct, kw_only=True):
+    data: list[SchoolView]
+
+
+class PollAccepted(msgspec.Struct, kw_only=True):
+    school_id: int
+    status: str
+
+
+def lag_seconds(last_started: float | None, interval: float, jitter: float, now: float) -> float:
+    """How long a school has been overdue: 0 while its next poll is not yet due (jitter included)."""
+    if last_started is None:
+        return 0.0
+    return round(max(0.0, now - (last_started + interval + jitter)), 3)
+
+
+async def school_view(services: Any, school_id: int, active: set[int], now: float) -> SchoolView:
+    pairs = await services.watcher.integrations(school_id)
+    status = await services.status.get(school_id)
+    settings = services.settings
+    if school_id in active:
+        state = "active"
+    elif pairs:
+        state = "inactive"
+    else:
+        state = "revoked"
+    name = next((p.get("school_name") for p in pairs if isinstance(p.get("school_name"), str)), None)
+    return SchoolView(
+        school_id=school_id,
+        name=name,
+        state=state,
+        integrations=[
+            IntegrationView(api_type_id=p.get("api_type_id"), activated=is_active(p), record=p) for p in pairs
+        ],
+        last_poll_started=rfc3339(status.last_started),
+        last_successful_poll=rfc3339(status.last_success),
+        last_error=status.last_error,
+        last_error_at=rfc3339(status.last_error_at),
+        consecutive_failures=status.consecutive_failures,
+        lag_seconds=lag_seconds(
+            (status.last_due or status.last_started) if state == "active" else None,
+            settings.school_poll_seconds,
+            settings.poll_jitter_seconds,
+            now,
+        ),
+        learners=status.learners,
+        debtors=status.debtors,
+    )
+
+
+class SchoolsController(Controller):
+    path = "/v1/schools"
+    tags = ["schools"]
+    guards = [admin_guard]
+    exception_handlers = EXCEPTION_HANDLERS
+
+    @get("/", summary="Every school the bridge knows, with its integration and polling state")
+    async def list_schools(self, state: State) -> SchoolList:
+        services = state.services
+        active = await services.watcher.active_schools()
+        known = set(await services.snapshots.known_schools()) | active
+        now = time.time()
+        views = await asyncio.gather(*(school_view(services, s, active, now) for s in sorted(known)))
+        return SchoolList(data=list(views))
+
+    @post("/{school_id:int}/poll", summary="Poll this school now", status_code=HTTP_202_ACCEPTED)
+    async def poll_now(self, state: State, school_id: FromPath[int]) -> Response[PollAccepted]:
+        services = state.services
+        if school_id not in await services.watcher.active_schools():
+            raise NotFoundException(
+                detail=f"school {school_id} is not an active school (see GET /v1/schools for the known ones)"
+            )
+        services.scheduler.request_poll(school_id)
+        return Response(PollAccepted(school_id=school_id, status="queued"), status_code=HTTP_202_ACCEPTED)

@@ -1,0 +1,266 @@
+"""The serve process: the parts, how they are wired, and the Litestar app that starts and stops them.
+
+    integrations watcher --active schools--> poll scheduler --due schools--> school poller
+    school poller --commit snapshot + events (atomic)--> outbox --publish--> delivery stream
+    hand-off --fan out--> dispatcher --sign, send, retry--> subscribers
+
+Everything is built by `Services.build` from the settings, so the demo, the tests and `serve` run the same
+wiring. `create_app` adds the HTTP API and a lifespan that starts the background parts after the server
+is up and stops them, in reverse order and within a bounded time, on shutdown (SIGTERM included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Final
+
+import httpx
+import redis.asyncio as aioredis
+import structlog
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi.config import OpenAPIConfig
+from redis.exceptions import RedisError
+
+from bridge import __version__, metrics
+from bridge.api.deliveries import DeliveriesController
+from bridge.api.errors import EXCEPTION_HANDLERS
+from bridge.api.events import EventsController
+from bridge.api.health import HealthController
+from bridge.api.metrics import metrics_endpoint
+from bridge.api.middleware import request_id_middleware
+from bridge.api.schools import SchoolsController
+from bridge.api.subscriptions import SubscriptionController
+from bridge.d6.client import D6Client
+from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.keys import DeliveryKeys
+from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.urls import UrlGuard
+from bridge.events.handoff import Handoff
+from bridge.events.log import EventLog
+from bridge.events.outbox import Outbox
+from bridge.events.source import LogEventSource
+from bridge.settings import Settings
+from bridge.store.keys import Keys
+from bridge.store.redis import connect
+from bridge.store.scripts import Scripts
+from bridge.sync.lease import Lease
+from bridge.sync.poller import SchoolPoller
+from bridge.sync.scheduler import PollScheduler
+from bridge.sync.snapshot import SnapshotStore
+from bridge.sync.status import PollStatusStore
+from bridge.sync.watcher import IntegrationsWatcher
+
+log = structlog.get_logger(__name__)
+
+MAINTENANCE_SECONDS: Final = 30.0
+RETENTION_EVERY_SECONDS: Final = 3600.0
+SHUTDOWN_GRACE_SECONDS: Final = 10.0
+MAX_REQUEST_BODY_BYTES: Final = 1_000_000
+
+
+def new_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Services:
+    """Every long-lived part of one serve process."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    keys: Keys
+    d6: D6Client
+    snapshots: SnapshotStore
+    outbox: Outbox
+    events: EventLog
+    lease: Lease
+    status: PollStatusStore
+    watcher: IntegrationsWatcher
+    poller: SchoolPoller
+    scheduler: PollScheduler
+    subscriptions: SubscriptionStore
+    dispatcher: Dispatcher
+    handoff: Handoff
+    replica_id: str
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        redis: aioredis.Redis | None = None,
+        d6_transport: httpx.AsyncBaseTransport | None = None,
+        poll_workers: int | None = None,
+    ) -> Services:
+        """Wire every part. Poll workers default to one per request a second of the d6 budget (4 to 32):
+        a scan reads its pages one after another, so it takes that many to spend the budget when d6 is slow.
+        """
+        redis = redis if redis is not None else connect(settings)
+        keys = Keys(settings.redis_prefix)
+        scripts = Scripts(redis)
+        replica_id = new_replica_id()
+        d6 = D6Client(settings, redis=redis, transport=d6_transport, on_response=metrics.observe_d6_response)
+        snapshots = SnapshotStore(redis, keys, scripts)
+        outbox = Outbox(redis, keys, scripts)
+        events = EventLog(redis, keys)
+        lease = Lease(redis, keys, scripts)
+        status = PollStatusStore(redis, keys)
+        subscriptions = SubscriptionStore(
+            redis, DeliveryKeys(settings.redis_prefix), UrlGuard(allow_private=settings.allow_private_urls)
+        )
+        dispatcher = Dispatcher(redis, settings, subscriptions, events=LogEventSource(events))
+        handoff = Handoff(redis, keys, dispatcher)
+        watcher = IntegrationsWatcher(settings, redis, keys, d6, snapshots, outbox, replica_id=replica_id)
+        poller = SchoolPoller(
+            settings, d6, snapshots, lease, status, outbox, replica_id=replica_id, on_revoked=watcher.revoke
+        )
+
+        async def poll_school(school_id: int, due_at: float, force: bool) -> None:
+            metrics.POLL_LAG.set(scheduler.max_lag_seconds())
+            await poller.poll(school_id, force, due_at=due_at)
+            handoff.wake()
+
+        async def poll_integrations() -> None:
+            try:
+                await watcher.tick()
+            except (RedisError, OSError) as error:
+                log.warning(
+                    "integrations poll could not reach Redis", error=f"{type(error).__name__}: {error}"
+                )
+            handoff.wake()
+
+        scheduler = PollScheduler(
+            settings,
+            poll_school=poll_school,
+            poll_integrations=poll_integrations,
+            workers=poll_workers or min(32, max(4, math.ceil(settings.d6_max_rps))),
+        )
+        watcher.on_active = scheduler.sync_schools
+        return cls(
+            settings=settings,
+            redis=redis,
+            keys=keys,
+            d6=d6,
+            snapshots=snapshots,
+            outbox=outbox,
+            events=events,
+            lease=lease,
+            status=status,
+            watcher=watcher,
+            poller=poller,
+            scheduler=scheduler,
+            subscriptions=subscriptions,
+            dispatcher=dispatcher,
+            handoff=handoff,
+            replica_id=replica_id,
+        )
+
+    async def start(self) -> None:
+        """Start the background parts. Redis being down is not fatal: they retry, and /health/ready tells."""
+        log.info("bridge starting", replica=self.replica_id, version=__version__)
+        await self.dispatcher.start()
+        self.handoff.start()
+        self.scheduler.start()
+        self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop taking polls, let running polls and deliveries finish (bounded), hand back the rest."""
+        log.info("bridge stopping", grace_seconds=grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.scheduler.shutdown(grace)
+        await self.handoff.stop()
+        await self.dispatcher.stop(grace)
+        await self.d6.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.aclose()
+        log.info("bridge stopped")
+
+    async def refresh_metrics(self) -> None:
+        """The poll gauges (`GET /metrics` awaits this before rendering): lag, and schools by state.
+
+        States: active (polled), failing (active, its last poll failed), inactive, revoked.
+        """
+        metrics.POLL_LAG.set(self.scheduler.max_lag_seconds())
+        active = await self.watcher.active_schools()
+        known = sorted(set(await self.snapshots.known_schools()) | active)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for school_id in known:
+                pipe.hget(self.keys.poll_status(school_id), "consecutive_failures")
+                pipe.hlen(self.keys.snapshot_hashes(school_id, "integration"))
+            replies = await pipe.execute()
+        counts = dict.fromkeys(("active", "failing", "inactive", "revoked"), 0)
+        for n, school_id in enumerate(known):
+            failures, pairs = replies[2 * n], replies[2 * n + 1]
+            if school_id in active:
+                counts["failing" if failures and int(failures) > 0 else "active"] += 1
+            else:
+                counts["inactive" if pairs else "revoked"] += 1
+        for state, count in counts.items():
+            metrics.SCHOOLS.labels(state=state).set(count)
+
+    async def _maintenance(self) -> None:
+        """Publish what a crash left unpublished, trim old events, refresh gauges."""
+        next_trim = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if await self.outbox.publish_pending():
+                    self.handoff.wake()
+                await self.refresh_metrics()
+                if loop.time() >= next_trim:
+                    removed = await self.events.trim(self.settings.event_retention_days)
+                    if removed:
+                        log.info("old events removed", events=removed)
+                    next_trim = loop.time() + RETENTION_EVERY_SECONDS
+            except (RedisError, OSError) as error:
+                log.warning("maintenance failed; retrying", error=f"{type(error).__name__}: {error}")
+            except Exception:
+                log.exception("maintenance crashed; retrying")
+            await asyncio.sleep(MAINTENANCE_SECONDS)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Litestar:
+    services = services or Services.build(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            metrics_endpoint,
+            SubscriptionController,
+            DeliveriesController,
+            EventsController,
+            SchoolsController,
+        ],
+        state=State({"settings": settings, "services": services}),
+        lifespan=[lifespan],
+        middleware=[request_id_middleware],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(
+            title="d6 bridge",
+            version=__version__,
+            description="Signed webhooks for the d6 Integrate API. `/v1/*` needs `Authorization: Bearer`.",
+        ),
+        request_max_body_size=MAX_REQUEST_BODY_BYTES,
+        logging_config=None,  # logging is configured once, at start (bridge/logs.py)
+        debug=False,
+    )

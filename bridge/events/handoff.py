@@ -1,0 +1,126 @@
+"""The hand-off: from the delivery stream (published events, in order) to the dispatcher's queues.
+
+One replica at a time runs it (a lock with a TTL that the holder renews), so each school's events reach
+`Dispatcher.fan_out` in stream order, which is `sequence` order per school: ordered lanes depend on it.
+The holder reads entries after the shared cursor, fans them out, then moves the cursor and trims the
+stream behind it. A crash between the fan-out and the cursor move makes the next holder fan the same
+entries out again; `fan_out` queues an event for a subscription only once, so nothing is doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Mapping
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.models import OutgoingEvent
+from bridge.events.envelope import event_id_ms
+from bridge.store.codec import as_bytes, as_int, as_text
+from bridge.store.keys import Keys
+
+log = structlog.get_logger(__name__)
+
+BATCH: Final = 500
+LOCK_SECONDS: Final = 10.0
+IDLE_SECONDS: Final = 0.2
+
+# KEYS: cursor. ARGV: expected, new. Moves the cursor only forward from where this holder read it.
+_ADVANCE = """
+local current = redis.call('GET', KEYS[1]) or '0-0'
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def outgoing(fields: Mapping[Any, Any] | None) -> OutgoingEvent:
+    assert fields is not None
+    event_id = as_text(fields[b"id"])
+    return OutgoingEvent(
+        event_id=event_id,
+        school_id=as_int(fields[b"school_id"]),
+        event_type=as_text(fields[b"type"]),
+        sequence=as_int(fields[b"sequence"]),
+        timestamp=event_id_ms(event_id) / 1000,
+        body=as_bytes(fields[b"body"]),
+    )
+
+
+class Handoff:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, dispatcher: Dispatcher) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.dispatcher = dispatcher
+        self._owner = secrets.token_hex(8)
+        self._task: asyncio.Task[None] | None = None
+        self._advance = redis.register_script(_ADVANCE)
+        self._wake = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.create_task(self._run(), name="event-handoff")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(RedisError, OSError):
+            if await self.redis.get(self.keys.handoff_lock()) == self._owner.encode():
+                await self.redis.delete(self.keys.handoff_lock())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                moved = await self.step() if await self._hold() else 0
+            except (RedisError, OSError) as error:
+                log.warning("hand-off failed; retrying", error=f"{type(error).__name__}: {error}")
+                moved = 0
+                await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("hand-off crashed; retrying")
+                moved = 0
+                await asyncio.sleep(1.0)
+            if moved < BATCH:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+
+    async def _hold(self) -> bool:
+        """Take the lock, or extend it if this process holds it."""
+        key, ms = self.keys.handoff_lock(), int(LOCK_SECONDS * 1000)
+        if await self.redis.set(key, self._owner, nx=True, px=ms):
+            return True
+        if await self.redis.get(key) == self._owner.encode():
+            await self.redis.pexpire(key, ms)
+            return True
+        return False
+
+    async def step(self) -> int:
+        """Fan out the next batch after the cursor; returns how many entries moved."""
+        cursor_key, stream = self.keys.handoff_cursor(), self.keys.delivery_stream()
+        raw = await self.redis.get(cursor_key)
+        cursor = as_text(raw) if raw is not None else "0-0"
+        entries = await self.redis.xrange(stream, min=f"({cursor}", max="+", count=BATCH)
+        if not entries:
+            return 0
+        await self.dispatcher.fan_out([outgoing(fields) for _, fields in entries])
+        last = as_text(entries[-1][0])
+        if await self._advance(keys=[cursor_key], args=[cursor, last]):
+            await self.redis.xtrim(stream, minid=last, approximate=False)
+        return len(entries)

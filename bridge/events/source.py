@@ -1,0 +1,47 @@
+"""The event log as the dispatcher reads it for replays and redeliveries (`EventSource`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Final
+
+from bridge.delivery.models import OutgoingEvent
+from bridge.events.envelope import decode_event, event_id_ms
+from bridge.events.log import EventLog
+
+PAGE: Final = 500
+
+
+def to_outgoing(body: bytes) -> OutgoingEvent:
+    event = decode_event(body)
+    return OutgoingEvent(
+        event_id=event.id,
+        school_id=event.school_id,
+        event_type=event.type,
+        sequence=event.sequence,
+        timestamp=event_id_ms(event.id) / 1000,
+        body=body,
+    )
+
+
+class LogEventSource:
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+
+    async def get(self, event_id: str) -> OutgoingEvent | None:
+        bodies = await self.log.raw([event_id])
+        return to_outgoing(bodies[0]) if bodies else None
+
+    async def window(self, since: float, until: float | None) -> AsyncIterator[OutgoingEvent]:
+        """Every event of the window, oldest first (so each school's events come in sequence order)."""
+        ids: list[str] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.log.list(since=since, until=until, limit=PAGE, cursor=cursor)
+            ids.extend(event.id for event in page)
+            if cursor is None:
+                break
+        ids.reverse()
+        for start in range(0, len(ids), PAGE):
+            for body in await self.log.raw(ids[start : start + PAGE]):
+                yield to_outgoing(body)

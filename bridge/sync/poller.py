@@ -1,0 +1,201 @@
+"""One school's poll: lease, due check, complete scans of debtors and learners, diff, atomic commit.
+
+    token = lease.acquire(school)            # one replica at a time; renewed while the poll runs
+    due?  (last start by any replica + interval - tolerance has passed, or the poll was asked for)
+    for debtor, learner: scan every page -> diff against the snapshot -> commit snapshot + events
+    publish the school's new events; release the lease
+
+Each replica has a job for every active school, so "due" is decided from the poll status in Redis that
+every replica shares: a poll records the time its school became due (its job's fire time), and a school
+is due again one interval after that, less a tolerance. APScheduler's jitter only delays a job, by at
+most `BRIDGE_POLL_JITTER_SECONDS`, so a tolerance of that much (plus 5% of the interval, at most a
+second) keeps the replica that polled last on time while the others skip. Because the due time, not the
+start, is recorded, a school that waited in the queue (d6 budget short) is not pushed back an interval.
+
+A scan that fails part way raises before anything is diffed: the snapshot and the event log stay as they
+were. A 401 "Client has not authorised access" revokes the school's integrations instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
+
+import structlog
+
+from bridge import metrics
+from bridge.d6.client import D6Client
+from bridge.d6.pagination import Page
+from bridge.errors import D6Error, D6MalformedResponse, D6NotAuthorised, LeaseLost, SnapshotConflict
+from bridge.events.build import record_events
+from bridge.events.outbox import Outbox
+from bridge.settings import Settings
+from bridge.sync.diff import Record, finish_diff, plan_diff
+from bridge.sync.lease import Lease
+from bridge.sync.snapshot import SnapshotStore
+from bridge.sync.status import PollStatusStore
+
+log = structlog.get_logger(__name__)
+
+RESOURCES: Final = (("debtor", "accountable_person_id"), ("learner", "learner_id"))
+LEASE_SECONDS: Final = 60.0
+RENEW_EVERY_SECONDS: Final = 20.0
+
+
+class SchoolPoller:
+    def __init__(
+        self,
+        settings: Settings,
+        d6: D6Client,
+        snapshots: SnapshotStore,
+        lease: Lease,
+        status: PollStatusStore,
+        outbox: Outbox,
+        *,
+        replica_id: str,
+        on_revoked: Callable[[int], Awaitable[object]] | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        self.settings = settings
+        self.d6 = d6
+        self.snapshots = snapshots
+        self.lease = lease
+        self.status = status
+        self.outbox = outbox
+        self.replica_id = replica_id
+        self.on_revoked = on_revoked
+        self.lease_seconds = lease_seconds
+        self.tolerance = settings.poll_jitter_seconds + min(1.0, settings.school_poll_seconds / 20)
+
+    async def poll(self, school_id: int, force: bool = False, *, due_at: float | None = None) -> str:
+        """Poll one school if it is due (or `force`); returns the outcome, also counted in the metrics.
+
+        `due_at` is when the school's job marked it due (default: now).
+        """
+        token = await self.lease.acquire(school_id, self.replica_id, self.lease_seconds)
+        if token is None:
+            return self._count("busy")  # another replica polls it right now
+        try:
+            if not force and not await self._due(school_id):
+                return self._count("skipped")
+            await self.status.started(school_id, due_at=due_at)
+            async with self._renewing(school_id, token) as lost:
+                outcome = await self._poll(school_id, token, lost)
+            return self._count(outcome)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.lease.release(school_id, token)
+
+    async def _due(self, school_id: int) -> bool:
+        status = await self.status.get(school_id)
+        last = status.last_due if status.last_due is not None else status.last_started
+        return last is None or time.time() >= last + self.settings.school_poll_seconds - self.tolerance
+
+    async def _poll(self, school_id: int, token: int, lost: asyncio.Event) -> str:
+        started = time.perf_counter()
+        counts: dict[str, int] = {}
+        emitted = 0
+        bound = log.bind(school_id=school_id)
+        try:
+            for resource, id_field in RESOURCES:
+                t0 = time.perf_counter()
+                records = await self._scan(school_id, resource)
+                if lost.is_set():
+                    raise LeaseLost(f"school {school_id}: lease lost during the scan")
+                emitted += await self._commit(school_id, resource, id_field, records, token)
+                counts[resource] = len(records)
+                metrics.POLL_DURATION.labels(resource=resource).observe(time.perf_counter() - t0)
+        except D6NotAuthorised as error:
+            bound.warning("school no longer authorises access; revoking", error=str(error))
+            await self.status.failed(school_id, f"revoked: {error}")
+            if self.on_revoked is not None:
+                await self.on_revoked(school_id)
+            return "revoked"
+        except D6Error as error:
+            if isinstance(error, D6MalformedResponse):
+                metrics.D6_BAD_ANSWERS.labels(endpoint=error.endpoint or "unknown").inc()
+            bound.warning("poll failed; nothing diffed", error=str(error), error_type=type(error).__name__)
+            await self.status.failed(school_id, f"{type(error).__name__}: {error}")
+            return "failed"
+        except (LeaseLost, SnapshotConflict) as error:
+            bound.warning("poll lost its lease; another replica takes over", error=str(error))
+            return "lost_lease"
+        await self.status.succeeded(school_id, counts)
+        if emitted:
+            await self.outbox.publish(school_id)
+        bound.info(
+            "school polled",
+            seconds=round(time.perf_counter() - started, 3),
+            events=emitted,
+            **{f"{resource}s": count for resource, count in counts.items()},
+        )
+        return "ok"
+
+    def _pages(self, school_id: int, resource: str) -> AsyncIterator[Page]:
+        if resource == "debtor":
+            return self.d6.scan_accountable_persons(
+                school_id, all_accounts=self.settings.debtor_scope == "all"
+            )
+        return self.d6.scan_learners(school_id, all_accounts=True)
+
+    async def _scan(self, school_id: int, resource: str) -> list[Record]:
+        """Every record of every page, or an exception: never a partial list."""
+        records: list[Record] = []
+        async for page in self._pages(school_id, resource):
+            records.extend(page.records)
+        metrics.RECORDS_SCANNED.labels(resource=resource).inc(len(records))
+        return records
+
+    async def _commit(
+        self, school_id: int, resource: str, id_field: str, records: list[Record], token: int
+    ) -> int:
+        previous = await self.snapshots.load(school_id, resource)
+        plan = plan_diff(previous, records, id_field)
+        result = finish_diff(plan, await self.snapshots.records(school_id, resource, plan.need_old))
+        if result.held_back:
+            metrics.MASS_REMOVALS_HELD.labels(resource=resource).inc()
+            log.warning(
+                "mass removal held back until the next scan agrees",
+                school_id=school_id,
+                resource=resource,
+                held=result.held_back,
+                had=len(previous.hashes),
+            )
+        emit_created = previous.baseline or self.settings.emit_initial_snapshot
+        events = record_events(result, school_id=school_id, resource=resource, emit_created=emit_created)
+        committed = await self.snapshots.commit(school_id, resource, result, events, token=token)
+        for event in committed.events:
+            metrics.EVENTS_EMITTED.labels(type=event.type).inc()
+        return len(committed.events)
+
+    def _count(self, outcome: str) -> str:
+        metrics.POLLS.labels(resource="school", outcome=outcome).inc()
+        return outcome
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, school_id: int, token: int) -> AsyncIterator[asyncio.Event]:
+        """Renew the lease in the background; the event is set if it was lost."""
+        lost = asyncio.Event()
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(min(RENEW_EVERY_SECONDS, self.lease_seconds / 3))
+                try:
+                    still = await self.lease.renew(school_id, token, self.lease_seconds)
+                except Exception as error:
+                    log.warning("lease renewal failed", school_id=school_id, error=str(error))
+                    continue
+                if not still:
+                    lost.set()
+                    return
+
+        task = asyncio.create_task(renew(), name=f"lease-renew-{school_id}")
+        try:
+            yield lost
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,193 @@
+"""Change detection end to end: the simulator over HTTP, a real Redis, the bridge's own wiring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.app import Services
+from tests.conftest import SimulatorHandle
+from tests.e2e.helpers import api, bridge_settings, running_bridge, school_events, wait_for
+
+SCHOOLS = (1000, 1001, 1002)
+INACTIVE = 1002  # the simulator's last school starts authorised but not activated
+
+
+async def types(redis: aioredis.Redis, school_id: int) -> list[str]:
+    return [e.type for e in await school_events(redis, school_id)]
+
+
+async def polled(services: Services, school_id: int, after: float = 0.0) -> bool:
+    status = await services.status.get(school_id)
+    return status.last_success is not None and status.last_success > after
+
+
+async def test_first_run_is_silent_activates_and_then_reports_each_change(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any
+) -> None:
+    sim: SimulatorHandle = simulator_factory(schools=3, learners=120, debtors=90, seed=3, inactive_schools=1)
+    control = httpx.AsyncClient(base_url=sim.control_url)
+    async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services:
+        # The first integrations list is a silent baseline; the inactive school is activated, and told.
+        await wait_for(lambda: services.watcher.active_schools(), what="active schools")
+        activated = await wait_for(lambda: types(redis, INACTIVE), what="activation event")
+        assert activated == ["integration.activated"]
+        for school in SCHOOLS[:2]:
+            assert await types(redis, school) == []
+        assert await services.watcher.active_schools() == set(SCHOOLS)
+        d6_says = await httpx.AsyncClient().get(
+            f"{sim.base_url}/v2/settings/clientintegrations",
+            params={"school_id": INACTIVE},
+            headers={"HTTP-X-USERNAME": "sandbox", "HTTP-X-PASSWORD": "sandbox"},
+        )
+        assert [i["activated_by_integrator"] for i in d6_says.json()["data"]] == ["Yes"]
+
+        # Every school's first poll records a baseline without events.
+        for school in SCHOOLS:
+            await wait_for(lambda s=school: polled(services, s), what=f"first poll of {school}")
+        assert await types(redis, 1000) == []
+        status = await services.status.get(1000)
+        assert (status.learners, status.debtors) == (120, 90)
+
+        # Now each change in d6 is one event with the right content.
+        learner = (await control.get("/schools/1000/learners")).json()["data"][5]
+        old_grade = learner["grade"]
+        new_grade = "12" if old_grade != "12" else "11"
+        await control.patch(f"/schools/1000/learners/{learner['learner_id']}", json={"grade": new_grade})
+        removed = (await control.get("/schools/1000/learners")).json()["data"][7]
+        assert (await control.delete(f"/schools/1000/learners/{removed['learner_id']}")).status_code == 204
+        created = (
+            await control.post("/schools/1000/accountablepersons", json={"first_name": "Thandeka"})
+        ).json()
+
+        events = await wait_for(
+            lambda: _at_least(redis, 1000, 3), limit=15, what="three events of school 1000"
+        )
+        by_type = {e.type: e for e in events}
+        assert sorted(by_type) == ["debtor.created", "learner.removed", "learner.updated"]
+        updated = by_type["learner.updated"]
+        assert updated.resource_id == str(learner["learner_id"])
+        assert updated.changes is not None and set(updated.changes) == {"grade"}
+        assert (updated.changes["grade"].old, updated.changes["grade"].new) == (old_grade, new_grade)
+        assert updated.data["learner_id"] == learner["learner_id"] and updated.data["grade"] == new_grade
+        assert by_type["learner.removed"].data["learner_id"] == removed["learner_id"]
+        assert by_type["debtor.created"].data["first_name"] == "Thandeka"
+        assert by_type["debtor.created"].resource_id == str(created["accountable_person_id"])
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+
+        # Later polls with no change emit nothing more.
+        before = await services.status.get(1000)
+        assert before.last_success is not None
+        await wait_for(lambda: polled(services, 1000, before.last_success or 0), what="another poll")
+        assert len(await school_events(redis, 1000)) == 3
+
+        # The events are listed by the API, newest first, with filters and cursors.
+        async with api(services) as client:
+            await wait_for(lambda: _listed(client, 4), what="events listed")
+            page = (await client.get("/v1/events", params={"limit": 2})).json()
+            assert len(page["data"]) == 2 and page["meta"]["next_cursor"]
+            rest = (await client.get("/v1/events", params={"cursor": page["meta"]["next_cursor"]})).json()
+            listed = page["data"] + rest["data"]
+            assert len(listed) == 4 and rest["meta"]["next_cursor"] is None
+            assert [e["id"] for e in listed] == sorted((e["id"] for e in listed), reverse=True)
+            only = (await client.get("/v1/events", params={"type": "learner.updated"})).json()["data"]
+            assert [e["id"] for e in only] == [updated.id]
+            of_school = (await client.get("/v1/events", params={"school_id": INACTIVE})).json()["data"]
+            assert [e["type"] for e in of_school] == ["integration.activated"]
+            one = (await client.get(f"/v1/events/{updated.id}")).json()
+            assert one["event"]["changes"]["grade"] == {"old": old_grade, "new": new_grade}
+            assert (await client.get("/v1/events/evt_nope")).status_code == 404
+            bad = await client.get("/v1/events", params={"type": "learner.changed"})
+            assert bad.status_code == 400 and "learner.changed" in bad.json()["detail"]
+            assert (await client.get("/v1/events", params={"cursor": "garbage"})).status_code == 400
+
+            schools = (await client.get("/v1/schools")).json()["data"]
+            assert [s["school_id"] for s in schools] == list(SCHOOLS)
+            assert {s["state"] for s in schools} == {"active"}
+            first = schools[0]
+            assert first["learners"] == 119 and first["debtors"] == 91 and first["last_successful_poll"]
+            assert first["integrations"][0]["activated"] is True
+            assert (await client.post("/v1/schools/1000/poll")).status_code == 202
+            assert (await client.post("/v1/schools/4242/poll")).status_code == 404
+            anonymous = await client.get("/v1/schools", headers={"Authorization": "Bearer wrong"})
+            assert anonymous.status_code == 401
+
+            # The poll series move with each poll (the registry is per process, so compare, don't count).
+            before_scrape = await scrape(client)
+            await client.post("/v1/schools/1001/poll")
+            await wait_for(lambda: _moved(client, before_scrape), what="poll metrics to move")
+            after = await scrape(client)
+            assert after[("d6_bridge_schools", (("state", "active"),))] == 3
+            learner_requests = (
+                'd6_bridge_d6_requests_total{endpoint="GET /v2/finplus/debtmanagement/learners",status="200"}'
+            )
+            assert learner_requests in (await client.get("/metrics")).text
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = (await client.get("/metrics")).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def _moved(client: httpx.AsyncClient, before: dict[Any, float]) -> bool:
+    after = await scrape(client)
+    keys = [
+        ("d6_bridge_polls_total", (("outcome", "ok"), ("resource", "school"))),
+        ("d6_bridge_records_scanned_total", (("resource", "learner"),)),
+        ("d6_bridge_poll_duration_seconds_count", (("resource", "learner"),)),
+    ]
+    return all(after.get(key, 0) > before.get(key, 0) for key in keys)
+
+
+async def _at_least(redis: aioredis.Redis, school_id: int, count: int) -> Any:
+    events = await school_events(redis, school_id)
+    return events if len(events) >= count else None
+
+
+async def _listed(client: httpx.AsyncClient, count: int) -> bool:
+    return len((await client.get("/v1/events")).json()["data"]) >= count
+
+
+async def test_a_failed_scan_changes_nothing_and_a_revoked_school_is_told(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any
+) -> None:
+    sim: SimulatorHandle = simulator_factory(schools=2, learners=120, debtors=60, seed=5)
+    control = httpx.AsyncClient(base_url=sim.control_url)
+    async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services:
+        for school in (1000, 1001):
+            await wait_for(lambda s=school: polled(services, s), what=f"first poll of {school}")
+        # Every learner scan of school 1000 now fails on page 2, after many records: nothing may be removed.
+        await control.post("/faults", json={"fail_on_page": 2, "school_id": 1000, "endpoint": "learners"})
+        for learner in (await control.get("/schools/1000/learners")).json()["data"][:3]:
+            await control.delete(f"/schools/1000/learners/{learner['learner_id']}")
+        failed = await wait_for(lambda: _failed(services, 1000), what="a failed poll")
+        assert "500" in (failed.last_error or "")
+        assert await school_events(redis, 1000) == []
+        # Once d6 answers again, the three removals are reported, and only they.
+        await control.delete("/faults")
+        events = await wait_for(lambda: _at_least(redis, 1000, 3), what="removals after recovery")
+        assert [e.type for e in events] == ["learner.removed"] * 3
+
+        # The school revokes access: its pair disappears and its data answers 401.
+        await control.post("/schools/1001/revoke")
+        revoked = await wait_for(lambda: _at_least(redis, 1001, 1), what="revocation")
+        assert [e.type for e in revoked] == ["integration.revoked"]
+        assert revoked[0].resource_id == "1001:8"
+        await wait_for(lambda: _not_active(services, 1001), what="school 1001 dropped")
+        assert 1001 not in services.scheduler.schools
+
+
+async def _failed(services: Services, school_id: int) -> Any:
+    status = await services.status.get(school_id)
+    return status if status.consecutive_failures else None
+
+
+async def _not_active(services: Services, school_id: int) -> bool:
+    return school_id not in await services.watcher.active_schools()
