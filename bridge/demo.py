@@ -1,22 +1,150 @@
-"""`d6-bridge demo`: everything in one process on a fresh machine."""
+"""`d6-bridge demo`: the simulator, the bridge and a verifying subscriber in one process.
+
+Nothing else is needed: without `BRIDGE_REDIS_URL` the bridge uses the embedded `memory://` store
+(fakeredis: the same commands and Lua scripts as Redis, in this process, not durable). The simulator
+seeds a few schools, one authorised but not activated (the bridge activates it), and changes records
+steadily. Polling is fast (seconds, not minutes) so events show up at once. Ctrl-C stops it all cleanly.
+"""
 
 from __future__ import annotations
 
-from bridge.settings import Settings
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Generator, Mapping
+from typing import Any, Final, Literal
+
+import uvicorn
+
+from bridge.app import Services, create_app
+from bridge.demo_subscriber import DemoSubscriber
+from bridge.logs import configure_logging
+from bridge.settings import Settings, load_settings, or_exit
+from bridge.simulator.app import SimulatorConfig, create_simulator_app
+
+HOST: Final = "127.0.0.1"
+SIMULATOR_PORT: Final = 8081
+SUBSCRIBER_PORT: Final = 8082
+
+DEMO_DEFAULTS: Final = {
+    "BRIDGE_REDIS_URL": "memory://",
+    "BRIDGE_HOST": HOST,
+    "BRIDGE_INTEGRATIONS_POLL_SECONDS": "5",
+    "BRIDGE_SCHOOL_POLL_SECONDS": "5",
+    "BRIDGE_POLL_JITTER_SECONDS": "1",
+    "BRIDGE_ALLOW_PRIVATE_URLS": "true",
+    "BRIDGE_RETRY_SCHEDULE": "1,5,30",
+    "BRIDGE_LOG_LEVEL": "warning",
+}
 
 
-def run_demo(settings: Settings) -> None:
-    """Until the bridge itself is built, the demo runs the d6 simulator with a few seeded schools."""
-    del settings
-    from bridge.simulator.app import SimulatorConfig, run_simulator
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to the demo, so one Ctrl-C stops all three servers."""
 
-    print(
-        "d6-bridge demo: the bridge is not built yet, so the demo runs only the d6 simulator.\n"
-        "  d6 simulator: http://127.0.0.1:8081/api  (try: curl -H 'HTTP-X-USERNAME: sandbox' "
-        "-H 'HTTP-X-PASSWORD: sandbox' http://127.0.0.1:8081/api/v2/settings/clientintegrations)\n"
-        "  Ctrl-C stops it.",
-        flush=True,
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def port_or_free(preferred: int) -> int:
+    """`preferred` when it is free on the loopback, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port on the loopback")
+
+
+def demo_settings(environ: Mapping[str, str], simulator_url: str) -> Settings:
+    env = {**DEMO_DEFAULTS, **environ}
+    env.setdefault("BRIDGE_ADMIN_TOKEN", secrets.token_urlsafe(24))
+    env["BRIDGE_D6_BASE_URL"] = f"{simulator_url}/api"
+    env["BRIDGE_D6_USERNAME"] = env["BRIDGE_D6_PASSWORD"] = "sandbox"  # noqa: S105 - the simulator's
+    return or_exit(lambda: load_settings(env, isatty=sys.stdout.isatty()))
+
+
+def run_demo(settings: Settings, *, environ: Mapping[str, str] | None = None, churn: float = 0.5) -> None:
+    """Run until SIGINT or SIGTERM. `settings` (the environment's) decide only the store and the port."""
+    environ = dict(os.environ if environ is None else environ)
+    if "BRIDGE_PORT" not in environ:
+        environ["BRIDGE_PORT"] = str(port_or_free(settings.port))
+    simulator_port = port_or_free(SIMULATOR_PORT)
+    demo = demo_settings(environ, f"http://{HOST}:{simulator_port}")
+    configure_logging(level=demo.log_level, fmt=demo.log_format, secrets=[demo.admin_token])
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(demo, simulator_port, churn))
+    print("demo stopped", flush=True)
+
+
+async def _main(settings: Settings, simulator_port: int, churn: float) -> None:
+    subscriber = DemoSubscriber()
+    subscriber_port = port_or_free(SUBSCRIBER_PORT)
+    simulator = create_simulator_app(
+        SimulatorConfig(schools=3, learners=60, debtors=40, churn=churn, inactive_schools=1, seed=7)
     )
-    run_simulator(
-        SimulatorConfig(schools=3, learners=50, debtors=40, churn=0.5, inactive_schools=1), "127.0.0.1", 8081
+    services = Services.build(settings)
+    servers = [
+        _server(simulator, simulator_port),
+        _server(subscriber, subscriber_port, lifespan="off"),
+        _server(create_app(settings, services), settings.port),
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    try:
+        while not all(server.started for server in servers):
+            if any(task.done() for task in tasks):
+                raise SystemExit("demo: a server could not start (is its port taken?)")
+            await asyncio.sleep(0.05)
+        subscription = await services.subscriptions.create(
+            url=f"http://{HOST}:{subscriber_port}/webhooks/d6", description="demo subscriber"
+        )
+        subscriber.secret = subscription.secret
+        _banner(settings, simulator_port, subscriber_port)
+        await stop.wait()
+    finally:
+        for server in reversed(servers):
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        print(
+            f"\nverified {subscriber.verified} webhooks, rejected {subscriber.rejected}",
+            flush=True,
+        )
+
+
+def _server(app: Any, port: int, lifespan: Literal["on", "off"] = "on") -> _Server:
+    config = uvicorn.Config(
+        app, host=HOST, port=port, lifespan=lifespan, log_config=None, access_log=False, log_level="warning"
+    )
+    return _Server(config)
+
+
+def _banner(settings: Settings, simulator_port: int, subscriber_port: int) -> None:
+    base = f"http://{HOST}:{settings.port}"
+    store = (
+        "memory:// (embedded in this process, NOT durable)"
+        if settings.uses_memory_store
+        else settings.redis_url
+    )
+    print(
+        "d6 bridge demo\n"
+        f"  API docs      {base}/schema/swagger\n"
+        f"  health        {base}/health/ready\n"
+        f"  metrics       {base}/metrics\n"
+        f"  admin token   {settings.admin_token}\n"
+        f"                curl -H 'Authorization: Bearer {settings.admin_token}' {base}/v1/events\n"
+        f"  d6 simulator  http://{HOST}:{simulator_port}/api  (controls: http://{HOST}:{simulator_port}/_sim/)\n"
+        f"  subscriber    http://{HOST}:{subscriber_port}/webhooks/d6  (verifies every signature)\n"
+        f"  store         {store}\n"
+        "Schools are activated and baselined first; then every change shows up below. Ctrl-C stops.\n",
+        flush=True,
     )
