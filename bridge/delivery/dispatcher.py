@@ -18,11 +18,13 @@ import random
 import secrets
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import msgspec
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from bridge import metrics
@@ -150,15 +152,13 @@ class Dispatcher:
         if not events:
             return 0
         subscriptions = await self.store.snapshot()
-        now = time.time()
-        queued = 0
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                for subscription in subscriptions:
-                    if subscription.matches(event.event_type, event.school_id):
-                        await self.queue.enqueue(pipe, subscription, event, now=now)
-                        queued += 1
-            results = await pipe.execute() if queued else []
+        work = [
+            (subscription, event)
+            for event in events
+            for subscription in subscriptions
+            if subscription.matches(event.event_type, event.school_id)
+        ]
+        results = await self._enqueue_all(work, now=time.time())
         self._wake.set()
         return sum(int(r) for r in results)
 
@@ -166,13 +166,32 @@ class Dispatcher:
         """Queue events again for one subscription (replay, redeliver): always a new delivery."""
         if not events:
             return 0
-        now = time.time()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                await self.queue.enqueue(pipe, subscription, event, now=now, once=False, replay=True)
-            await pipe.execute()
+        work = [(subscription, event) for event in events]
+        await self._enqueue_all(work, now=time.time(), once=False, replay=True)
         self._wake.set()
         return len(events)
+
+    async def _enqueue_all(self, work: list[tuple[Subscription, OutgoingEvent]], **options: Any) -> list[Any]:
+        """Run the enqueue script for each (subscription, event), in order; one pipeline on plain Redis.
+
+        Redis Cluster refuses scripts inside pipelines, so there each subscription's items run one after
+        another (its lanes keep their order) while subscriptions proceed side by side.
+        """
+        if not work:
+            return []
+        if not isinstance(self.redis, RedisCluster):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for subscription, event in work:
+                    await self.queue.enqueue(pipe, subscription, event, **options)
+                return list(await pipe.execute())
+        per_subscription: dict[str, list[tuple[Subscription, OutgoingEvent]]] = {}
+        for item in work:
+            per_subscription.setdefault(item[0].id, []).append(item)
+
+        async def run(items: list[tuple[Subscription, OutgoingEvent]]) -> list[Any]:
+            return [await self.queue.enqueue(self.redis, s, e, **options) for s, e in items]
+
+        return [r for results in await asyncio.gather(*map(run, per_subscription.values())) for r in results]
 
     # -- the loop -----------------------------------------------------------------------------------
 

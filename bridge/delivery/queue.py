@@ -171,15 +171,16 @@ class DeliveryQueue:
 
     async def enqueue(
         self,
-        pipe: Pipeline,
+        pipe: Pipeline | Redis,
         subscription: Subscription,
         event: OutgoingEvent,
         *,
         now: float,
         once: bool = True,
         replay: bool = False,
-    ) -> None:
-        """Queue `event` for `subscription` on `pipe`; with `once`, a second call is a no-op."""
+    ) -> Any:
+        """Queue `event` for `subscription` on `pipe` (or run it now on a client: then 1 if it was queued,
+        0 if `once` found it queued already); with `once`, a second call is a no-op."""
         sid = subscription.id
         delivery = Delivery(
             id=new_delivery_id(),
@@ -193,7 +194,7 @@ class DeliveryQueue:
             created_at=now,
             replay=replay,
         )
-        await self._enqueue(
+        return await self._enqueue(
             keys=[
                 self.keys.fanned(sid),
                 self.keys.deliveries(sid),

@@ -1,0 +1,47 @@
+"""The bridge on a real Redis Cluster (three masters): detection, the event log and delivery all work,
+because every multi-key script and transaction stays within one hash tag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from tests.conftest import SimulatorHandle
+from tests.delivery.helpers import Receiver
+from tests.e2e.helpers import api, bridge_settings, running_bridge, wait_for
+from tests.servers import ThreadedServer, redis_cluster
+
+
+async def test_detects_and_delivers_on_a_redis_cluster(simulator_factory: Any) -> None:
+    sim: SimulatorHandle = simulator_factory(schools=3, learners=60, debtors=40, seed=6, inactive_schools=1)
+    control = httpx.AsyncClient(base_url=sim.control_url)
+    receiver = Receiver()
+    with redis_cluster() as url, ThreadedServer(receiver) as hook:
+        settings = bridge_settings(url, sim.base_url, BRIDGE_REDIS_CLUSTER="true")
+        async with running_bridge(settings) as services, api(services) as client:
+            created = await client.post("/v1/subscriptions", json={"url": f"{hook.url}/d6"})
+            assert created.status_code == 201, created.text
+            for school in (1000, 1001, 1002):
+                await wait_for(lambda s=school: _polled(services, s), what=f"baseline of {school}")
+            learner = (await control.get("/schools/1001/learners")).json()["data"][0]
+            grade = "R" if learner["grade"] != "R" else "1"
+            await control.patch(f"/schools/1001/learners/{learner['learner_id']}", json={"grade": grade})
+            await wait_for(lambda: _got(receiver, "learner.updated"), what="the update delivered")
+            bodies = [Webhook(created.json()["secret"]).verify(r.body, r.headers) for r in receiver.received]
+            update = next(b for b in bodies if b["type"] == "learner.updated")
+            assert update["school_id"] == 1001 and update["changes"]["grade"]["new"] == grade
+            listed = (await client.get("/v1/events")).json()["data"]
+            assert update["id"] in [e["id"] for e in listed]
+            assert {e["type"] for e in listed} >= {"integration.activated", "learner.updated"}
+            ready = await client.get("/health/ready")
+            assert ready.status_code == 200, ready.text
+
+
+async def _polled(services: Any, school_id: int) -> bool:
+    return (await services.status.get(school_id)).last_success is not None
+
+
+async def _got(receiver: Receiver, event_type: str) -> bool:
+    return any(r.json["type"] == event_type for r in receiver.received)
