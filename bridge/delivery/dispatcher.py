@@ -46,7 +46,7 @@ from bridge.settings import Settings
 log = structlog.get_logger(__name__)
 
 GONE_REASON = "the endpoint answered 410 Gone"
-LEASE_MARGIN_SECONDS = 15.0
+LEASE_MARGIN_SECONDS = 5.0  # the attempt is bounded by the timeout; this covers recording its outcome
 MAINTENANCE_SECONDS = 60.0
 WAKE_DEBOUNCE_SECONDS = 0.005
 

@@ -1,0 +1,72 @@
+"""kill -9 of a `serve` process amid many deliveries: after a restart, every event still arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bridge.delivery.keys import DeliveryKeys
+from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.urls import UrlGuard
+from tests.conftest import SimulatorHandle
+from tests.delivery.helpers import Answer, Receiver
+from tests.e2e.helpers import school_events, wait_for
+from tests.e2e.test_replicas import start_replica
+from tests.servers import ThreadedServer
+
+SCHOOLS = (1000, 1001, 1002)
+
+
+async def test_every_event_arrives_after_a_delivering_process_is_killed(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any, tmp_path: Path
+) -> None:
+    sim: SimulatorHandle = simulator_factory(schools=len(SCHOOLS), learners=40, debtors=30, seed=8)
+    receiver = Receiver(lambda _r, _n: Answer(delay=0.05))  # a slow subscriber: work piles up in flight
+    overrides = {
+        "BRIDGE_EMIT_INITIAL_SNAPSHOT": "true",
+        "BRIDGE_DELIVERY_TIMEOUT_SECONDS": "1",
+        "BRIDGE_ALLOW_PRIVATE_URLS": "true",
+    }
+    with ThreadedServer(receiver) as hook:
+        # Subscribed before the bridge starts, so it is owed every event from the first poll on.
+        store = SubscriptionStore(redis, DeliveryKeys("d6b"), UrlGuard(allow_private=True))
+        await store.create(url=f"{hook.url}/d6")
+        victim, _port = start_replica(redis_url, sim.base_url, tmp_path, **overrides)
+        survivor = None
+        try:
+            await wait_for(lambda: _received(receiver, 20), what="deliveries under way")
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+            got_before = len(receiver.received)
+            survivor, _port = start_replica(redis_url, sim.base_url, tmp_path, **overrides)
+
+            expected: set[str] = set()
+            for school in SCHOOLS:
+                expected |= {e.id for e in await school_events(redis, school)}
+            assert len(expected) >= len(SCHOOLS) * 70  # every record of every school was created
+            assert got_before < len(expected)  # the kill landed mid-delivery
+            await wait_for(lambda: _all_ids(receiver, expected), limit=60, what="every event delivered")
+            ids = receiver.ids()
+            duplicates = len(ids) - len(set(ids))
+            assert duplicates <= 64, duplicates  # only what was in flight at the kill may come twice
+            for school in SCHOOLS:
+                sequences = [r.json["sequence"] for r in receiver.received if r.json["school_id"] == school]
+                first_seen = list(dict.fromkeys(sequences))
+                assert first_seen == sorted(first_seen), f"school {school} out of order"
+        finally:
+            for process in (victim, survivor):
+                if process is not None and process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+                    await asyncio.to_thread(process.wait, 30)
+
+
+async def _received(receiver: Receiver, count: int) -> bool:
+    return len(receiver.received) >= count
+
+
+async def _all_ids(receiver: Receiver, expected: set[str]) -> bool:
+    return expected <= set(receiver.ids())
