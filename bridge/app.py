@@ -38,6 +38,7 @@ from bridge.api.metrics import metrics_endpoint
 from bridge.api.middleware import request_id_middleware
 from bridge.api.schools import SchoolsController
 from bridge.api.subscriptions import SubscriptionController
+from bridge.console import console_routes
 from bridge.d6.client import D6Client
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.keys import DeliveryKeys
@@ -250,6 +251,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             DeliveriesController,
             EventsController,
             SchoolsController,
+            console_routes,
         ],
         state=State({"settings": settings, "services": services}),
         lifespan=[lifespan],

@@ -137,6 +137,7 @@ def _banner(settings: Settings, simulator_port: int, subscriber_port: int) -> No
     )
     print(
         "d6 bridge demo\n"
+        f"  console       {base}/console  (sign in with the admin token)\n"
         f"  API docs      {base}/schema/swagger\n"
         f"  health        {base}/health/ready\n"
         f"  metrics       {base}/metrics\n"

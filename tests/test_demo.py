@@ -36,7 +36,7 @@ def test_demo_prints_verified_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
             process.kill()
     text = (tmp_path / "demo.out").read_text()
     assert "integration.activated" in text  # the demo's inactive school was activated by the bridge
-    assert "/schema/swagger" in text and "/health/ready" in text and "/metrics" in text
+    assert "/schema/swagger" in text and "/health/ready" in text and "/metrics" in text and "/console" in text
     assert "admin token" in text and "NOT durable" in text
     assert "REJECTED" not in text and "Traceback" not in text
     assert text.rstrip().endswith("demo stopped")

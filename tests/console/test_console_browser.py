@@ -1,0 +1,368 @@
+"""The console in a real browser (Debian's chromium, headless, driven by Playwright) against a real bridge.
+
+One bridge for the module, wired as the demo wires it: the d6 simulator over HTTP, the test Redis, two
+webhook receivers on loopback (one answers 200; one answers 500 until told otherwise, which makes dead
+letters), and a school named `<script>alert(1)</script>` whose learner is named like an `<img onerror>`.
+Each test signs in on a fresh page and fails if the page raised a dialog, a script error or a CSP
+violation. Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.simulator.app import SimulatorConfig, create_simulator_app
+from tests.console.helpers import console_app
+from tests.delivery.helpers import Answer, Receiver
+from tests.e2e.helpers import TOKEN, bridge_settings
+from tests.servers import ThreadedServer
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
+SCRIPT_SCHOOL = "<script>alert(1)</script>"
+SCRIPT_SCHOOL_ID = 1100
+SCRIPT_LEARNER = "<img src=x onerror=alert(2)>"
+WAIT_MS = 15_000
+
+
+def chromium_path() -> str:
+    """Debian's chromium, installed here when missing and allowed (root with apt-get); else skip."""
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            env=env,
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            f"no browser: {CHROMIUM} is missing and could not be installed (apt-get install chromium)"
+        )
+    return CHROMIUM
+
+
+@dataclass
+class Stack:
+    bridge: str
+    simulator: str
+    ok: Receiver
+    flaky: Receiver
+    flaky_url: str
+    ok_url: str
+    script_learner: int
+    failing: dict[str, bool] = field(default_factory=lambda: {"on": True})
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        answer = httpx.request(
+            method, self.bridge + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10, **kwargs
+        )
+        answer.raise_for_status()
+        return answer.json()
+
+    def settled(self) -> bool:
+        """No subscription has a delivery waiting or in flight."""
+        ids = [s["id"] for s in self.api("GET", "/v1/subscriptions")]
+        return all(self.api("GET", f"/v1/subscriptions/{i}")["pending_deliveries"] == 0 for i in ids)
+
+
+def wait_until(check: Callable[[], Any], what: str, limit: float = 20.0) -> Any:
+    deadline = time.monotonic() + limit
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit} s waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url: str) -> Iterator[Stack]:
+    failing = {"on": True}
+    flaky = Receiver(
+        lambda _r, _n: Answer(status=500, body=b"down for the test") if failing["on"] else Answer()
+    )
+    ok = Receiver()
+    sim_app = create_simulator_app(SimulatorConfig(schools=2, learners=24, debtors=4, seed=11))
+    with (
+        ThreadedServer(sim_app) as sim,
+        ThreadedServer(ok) as ok_server,
+        ThreadedServer(flaky) as flaky_server,
+    ):
+        settings = bridge_settings(
+            redis_url,
+            f"{sim.url}/api",
+            BRIDGE_REDIS_PREFIX=f"console{os.getpid()}x{time.monotonic_ns()}",
+            BRIDGE_RETRY_SCHEDULE="0.1,0.1",
+            BRIDGE_EMIT_INITIAL_SNAPSHOT="true",
+        )
+        with ThreadedServer(console_app(settings)) as bridge:
+            stack = Stack(
+                bridge=bridge.url,
+                simulator=sim.url,
+                ok=ok,
+                flaky=flaky,
+                ok_url=f"{ok_server.url}/hooks/ok",
+                flaky_url=f"{flaky_server.url}/hooks/flaky",
+                script_learner=0,
+                failing=failing,
+            )
+            stack.api(
+                "POST",
+                "/v1/subscriptions",
+                json={
+                    "url": stack.flaky_url,
+                    "event_types": ["learner.created"],
+                    "school_ids": [SCRIPT_SCHOOL_ID],
+                    "description": "answers 500",
+                },
+            )
+            # The school joins after the subscription exists, so its learners' events dead-letter there.
+            school = {"school_id": SCRIPT_SCHOOL_ID, "name": SCRIPT_SCHOOL, "learners": 2, "debtors": 2}
+            httpx.post(
+                f"{sim.url}/_sim/schools", json={**school, "activated": True}, timeout=10
+            ).raise_for_status()
+            learner = httpx.post(
+                f"{sim.url}/_sim/schools/{SCRIPT_SCHOOL_ID}/learners",
+                json={"first_name": SCRIPT_LEARNER},
+                timeout=10,
+            ).json()
+            stack.script_learner = learner["learner_id"]
+            wait_until(
+                lambda: len(stack.api("GET", "/v1/dead-letters")["items"]) == 3,
+                "three dead letters",
+                limit=30,
+            )
+            yield stack
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = chromium_path()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, stack: Stack) -> Iterator[Any]:
+    """A fresh tab on the console; afterwards: no dialog, no script error, no CSP violation.
+
+    The browser logs each refused API call (401) as an error; those are the sign-in tests' business.
+    """
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    trouble: list[str] = []
+    page.on("dialog", lambda dialog: (trouble.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    page.on("pageerror", lambda error: trouble.append(f"page error: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            trouble.append(f"console {message.type}: {message.text}")
+            if message.type == "error" and "status of 401" not in message.text
+            else None
+        ),
+    )
+    page.goto(f"{stack.bridge}/console")
+    yield page
+    context.close()
+    assert trouble == []
+
+
+def sign_in(page: Any) -> None:
+    page.fill("#token", TOKEN)
+    page.click("#login button[type=submit]")
+    page.wait_for_selector("#page:not([hidden])")
+
+
+def go(page: Any, name: str, ready: str) -> None:
+    page.click(f"nav a[href='#{name}']")
+    page.wait_for_selector(f"#page[data-page='{name}'] {ready}")
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_nothing_shows_without_the_token_and_a_wrong_one_is_refused(page: Any, stack: Stack) -> None:
+    expect = sync_api.expect
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#page")).to_be_hidden()
+    expect(page.locator("nav")).to_be_hidden()
+    page.fill("#token", "not-the-token")
+    page.click("#login button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text(
+        "The bridge refused this token; enter the admin token again."
+    )
+    assert page.evaluate("sessionStorage.length") == 0
+    expect(page.locator("#page")).to_be_empty()
+    shot(page, "login")
+    sign_in(page)
+    expect(page.locator("#login")).to_be_hidden()
+    assert page.evaluate("Object.keys(sessionStorage)") == ["d6b.admin-token"]
+    assert page.evaluate("localStorage.length + document.cookie.length") == 0
+    page.click("#sign-out")
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#page")).to_be_empty()
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_overview_counts_schools_events_and_deliveries(page: Any, stack: Stack) -> None:
+    expect = sync_api.expect
+    sign_in(page)
+    page.wait_for_selector("#page[data-page='overview'] svg.chart")
+    tiles = page.locator(".tile")
+    value = {t.locator(".label").inner_text(): t.locator(".value").inner_text() for t in tiles.all()}
+    assert value["Active"] == "3" and value["Failing"] == "0"
+    assert value["Inactive"] == "0" and value["Revoked"] == "0"
+    assert int(value["Dead letters"]) >= 3
+    assert int(value["Failed attempts"]) >= 9  # three attempts for each dead letter
+    events_heading = page.locator("h2", has_text="Events per minute")
+    expect(events_heading).to_contain_text("last hour")
+    total = int(events_heading.inner_text().rsplit("(", 1)[1].rstrip(")+"))
+    assert total >= 3 * 2 + 3  # at least every learner created (the initial snapshot is emitted)
+    assert page.locator("svg.chart rect.bar[height]:not([height='0'])").count() >= 1
+    shot(page, "overview")
+
+
+def test_schools_show_names_as_text_and_poll_now(page: Any, stack: Stack) -> None:
+    expect = sync_api.expect
+    sign_in(page)
+    go(page, "schools", "table")
+    row = page.locator("tr", has=page.locator("td.school-name", has_text=SCRIPT_SCHOOL))
+    expect(row).to_have_count(1)
+    expect(row.locator("td.school-name")).to_have_text(SCRIPT_SCHOOL)
+    expect(row.locator(".badge").first).to_have_text("active")
+    expect(row.locator("td").nth(6)).to_have_text("3")  # learners: two seeded and the one added
+    expect(page.locator("tr", has_text="1000").locator("td").nth(6)).to_have_text("24")
+    assert page.locator("main script").count() == 0
+    row.get_by_role("button", name="Poll now").click()
+    expect(page.locator("#flash")).to_have_text(f"Poll of school {SCRIPT_SCHOOL_ID} queued.")
+    shot(page, "schools")
+
+
+def test_subscriptions_create_test_rotate_and_disable(page: Any, stack: Stack) -> None:
+    expect = sync_api.expect
+    sign_in(page)
+    go(page, "subscriptions", "table")
+    flaky_row = page.locator("tr", has_text=stack.flaky_url)
+    expect(flaky_row.locator("td").nth(3)).to_have_text("HTTP 500")  # its last error
+    page.click("summary")
+    page.fill("#create-subscription input[name=url]", stack.ok_url)
+    page.fill("#create-subscription input[name=event_types]", "learner.*, debtor.updated")
+    page.fill("#create-subscription input[name=description]", "console <b>test</b>")
+    page.click("#create-subscription button[type=submit]")
+    secret = page.locator("#secret-value")
+    expect(secret).to_have_text(re.compile(r"^whsec_[A-Za-z0-9+/=]{44}$"))
+    first_secret = secret.inner_text()
+    row = page.locator("tr", has_text=stack.ok_url)
+    expect(row).to_contain_text("events: debtor.updated, learner.*")  # the bridge sorts them
+    expect(row).to_contain_text("console <b>test</b>")
+    expect(row.locator(".badge").first).to_have_text("enabled")
+
+    row.get_by_role("button", name="Send test").click()
+    expect(page.locator("#flash")).to_contain_text("Test delivered: HTTP 200")
+    assert [b["type"] for b in stack.ok.bodies()] == ["webhook.test"]
+    expect(row.locator(".badge.ok", has_text="200")).to_have_count(1)  # the list shows the attempt
+    expect(secret).to_have_text(first_secret)  # still there: it is shown until dismissed
+
+    row.get_by_role("button", name="Rotate secret").click()
+    expect(secret).not_to_have_text(first_secret)
+    expect(secret).to_have_text(re.compile(r"^whsec_"))
+    page.get_by_role("button", name="Done").click()
+    expect(page.locator("#secret")).to_be_hidden()
+
+    row.get_by_role("button", name="Attempts").click()
+    expect(page.locator("#subscription-detail")).to_contain_text("webhook.test")
+    shot(page, "subscriptions")
+
+    row.get_by_role("button", name="Disable").click()
+    row = page.locator("tr", has_text=stack.ok_url)
+    expect(row.locator(".badge").first).to_have_text("disabled")
+    ok_id = next(s["id"] for s in stack.api("GET", "/v1/subscriptions") if s["url"] == stack.ok_url)
+    assert stack.api("GET", f"/v1/subscriptions/{ok_id}")["enabled"] is False
+    row.get_by_role("button", name="Enable").click()
+    expect(page.locator("tr", has_text=stack.ok_url).locator(".badge").first).to_have_text("enabled")
+
+
+def test_events_filter_open_and_redeliver(page: Any, stack: Stack) -> None:
+    expect = sync_api.expect
+    sign_in(page)
+    go(page, "events", "#events-table")
+    rows = page.locator("#events-table tbody tr")
+    expect(rows).to_have_count(50)  # one page; the initial snapshots made more
+    page.get_by_role("button", name="Older").click()
+    total = len(stack.api("GET", "/v1/events?limit=500")["data"])
+    assert total > 50
+    expect(rows).to_have_count(total)
+    expect(page.get_by_role("button", name="Older")).to_have_count(0)
+    page.select_option("#event-filters select[name=type]", "learner.created")
+    page.fill("#event-filters input[name=school_id]", str(SCRIPT_SCHOOL_ID))
+    page.click("#event-filters button[type=submit]")
+    expect(rows).to_have_count(3)
+    for text in rows.all_inner_texts():
+        assert "learner.created" in text and str(SCRIPT_SCHOOL_ID) in text
+    named = rows.filter(has=page.locator("td", has_text=re.compile(rf"\s{stack.script_learner}$")))
+    named.get_by_role("button").click()
+    body = page.locator("#event-detail pre.body")
+    expect(body).to_contain_text(SCRIPT_LEARNER)
+    expect(page.locator("#event-detail img")).to_have_count(0)
+    expect(page.locator("#event-detail h3").first).to_have_text("Deliveries")
+    flaky_id = next(s["id"] for s in stack.api("GET", "/v1/subscriptions") if s["url"] == stack.flaky_url)
+    delivery = page.locator("#event-detail tr", has_text=flaky_id)
+    expect(delivery.locator(".badge")).to_have_text("dead")
+    expect(delivery).to_contain_text("HTTP 500")
+    page.get_by_role("button", name="Redeliver").click()
+    expect(page.locator("#flash")).to_have_text(re.compile(r"queued again for [1-9]\d* subscription"))
+    shot(page, "events")
+
+
+def test_dead_letters_retry_selected_then_all(page: Any, stack: Stack) -> None:
+    expect = sync_api.expect
+    wait_until(stack.settled, "the redelivery to settle")
+    sign_in(page)
+    go(page, "dead-letters", "h1")
+    dead = stack.api("GET", "/v1/dead-letters")["items"]
+    heading = page.locator("#page h1")
+    expect(heading).to_have_text(f"Dead letters ({len(dead)})")
+    first = page.locator("tbody tr").first
+    expect(first).to_contain_text("learner.created")
+    expect(first).to_contain_text("HTTP 500")
+    shot(page, "dead-letters")
+
+    stack.failing["on"] = False  # the receiver is mended
+    mended_at = time.time()
+    first.locator("input[type=checkbox]").check()
+    page.get_by_role("button", name="Retry selected").click()
+    expect(page.locator("#flash")).to_have_text("Requeued 1 dead letter.")
+    page.get_by_role("button", name="Retry all").click()
+    expect(page.locator("#flash")).to_have_text(re.compile(r"^Requeued \d+ dead letters?\.$"))
+    wait_until(lambda: not stack.api("GET", "/v1/dead-letters")["items"], "the dead letters delivered")
+    page.click("nav a[href='#overview']")
+    go(page, "dead-letters", "h1")
+    expect(heading).to_have_text("Dead letters (0)")
+    expect(page.locator("#page")).to_contain_text("No dead letters.")
+    delivered = {r.event_id for r in stack.flaky.received if r.at >= mended_at}
+    assert {d["event_id"] for d in dead} <= delivered
