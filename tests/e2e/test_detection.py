@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -191,3 +193,109 @@ async def _failed(services: Services, school_id: int) -> Any:
 
 async def _not_active(services: Services, school_id: int) -> bool:
     return school_id not in await services.watcher.active_schools()
+
+
+D6_AUTH = {"HTTP-X-USERNAME": "sandbox", "HTTP-X-PASSWORD": "sandbox"}
+
+
+async def test_every_catalogue_type_with_normalised_ids(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any
+) -> None:
+    sim: SimulatorHandle = simulator_factory(schools=2, learners=60, debtors=40, seed=12, inactive_schools=1)
+    control = httpx.AsyncClient(base_url=sim.control_url)
+    d6 = httpx.AsyncClient(base_url=sim.base_url, headers=D6_AUTH)
+    settings = bridge_settings(redis_url, sim.base_url, BRIDGE_AUTO_ACTIVATE="false")
+    async with running_bridge(settings) as services:
+        await wait_for(lambda: polled(services, 1000), what="baseline of 1000")
+        assert await services.watcher.active_schools() == {1000}  # 1001 waits: auto-activation is off
+
+        # A new school authorises; 1001 is activated by hand, then deactivated again.
+        await control.post("/schools", json={"school_id": 2000, "learners": 5, "debtors": 5})
+        await d6.post(
+            "/v2/settings/clientintegrations", json={"school_id": 1001, "api_type_id": 8, "state": True}
+        )
+        await wait_for(lambda: _at_least(redis, 1001, 1), what="1001 activated")
+        await d6.post(
+            "/v2/settings/clientintegrations", json={"school_id": 1001, "api_type_id": 8, "state": False}
+        )
+
+        # Records of school 1000: a learner appears, a debtor changes, another goes.
+        await control.post("/schools/1000/learners", json={"first_name": "Nomsa"})
+        debtors = (await control.get("/schools/1000/accountablepersons")).json()["data"]
+        assert isinstance(debtors[0]["accountable_person_id"], str)  # d6 sends this id as a string
+        await control.patch(
+            f"/schools/1000/accountablepersons/{debtors[0]['accountable_person_id']}",
+            json={"mobile_number": "0820000000"},
+        )
+        await control.delete(f"/schools/1000/accountablepersons/{debtors[1]['accountable_person_id']}")
+
+        events_1000 = await wait_for(lambda: _at_least(redis, 1000, 3), what="record events of 1000")
+        events_1001 = await wait_for(lambda: _at_least(redis, 1001, 2), what="1001 deactivated")
+        events_2000 = await wait_for(lambda: _at_least(redis, 2000, 1), what="2000 authorised")
+    assert sorted(e.type for e in events_1000) == ["debtor.removed", "debtor.updated", "learner.created"]
+    assert [e.type for e in events_1001] == ["integration.activated", "integration.deactivated"]
+    assert [e.type for e in events_2000] == ["integration.authorised"]
+    assert events_2000[0].resource_id == "2000:8" and events_2000[0].data["activated_by_integrator"] == "No"
+    updated = next(e for e in events_1000 if e.type == "debtor.updated")
+    assert updated.changes is not None and set(updated.changes) == {"mobile_number"}
+    assert updated.resource_id == str(debtors[0]["accountable_person_id"])
+    assert updated.data["accountable_person_id"] == int(debtors[0]["accountable_person_id"])  # normalised
+    removed = next(e for e in events_1000 if e.type == "debtor.removed")
+    assert removed.data["accountable_person_id"] == int(debtors[1]["accountable_person_id"])
+    created = next(e for e in events_1000 if e.type == "learner.created")
+    assert created.data["first_name"] == "Nomsa" and isinstance(created.data["learner_id"], int)
+
+
+BROKEN = {
+    "500 on page 3": ({"fail_on_page": 3}, {}),
+    "garbled JSON": ({"garble_on_page": 2}, {}),
+    "timeout": ({"latency_ms": 800}, {"BRIDGE_D6_TIMEOUT_SECONDS": "0.3"}),
+}
+
+
+@pytest.mark.parametrize("fault", list(BROKEN))
+async def test_a_broken_scan_emits_nothing_over_several_intervals(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any, fault: str
+) -> None:
+    faults, overrides = BROKEN[fault]
+    sim: SimulatorHandle = simulator_factory(schools=1, learners=140, debtors=30, seed=13)
+    control = httpx.AsyncClient(base_url=sim.control_url)
+    async with running_bridge(bridge_settings(redis_url, sim.base_url, **overrides)) as services:
+        await wait_for(lambda: polled(services, 1000), what="baseline")
+        await control.post("/faults", json={**faults, "school_id": 1000, "endpoint": "learners"})
+        for learner in (await control.get("/schools/1000/learners")).json()["data"][:5]:
+            await control.delete(f"/schools/1000/learners/{learner['learner_id']}")
+        await wait_for(lambda: _failures(services, 1000, 3), limit=60, what="three failed polls")
+        assert await school_events(redis, 1000) == []
+        await control.delete("/faults")
+        events = await wait_for(lambda: _at_least(redis, 1000, 5), limit=30, what="the removals")
+    assert [e.type for e in events] == ["learner.removed"] * 5
+
+
+async def _failures(services: Services, school_id: int, count: int) -> bool:
+    return (await services.status.get(school_id)).consecutive_failures >= count
+
+
+async def test_a_mass_removal_is_held_back_until_the_next_scan_agrees(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any
+) -> None:
+    sim: SimulatorHandle = simulator_factory(schools=1, learners=60, debtors=30, seed=14)
+    control = httpx.AsyncClient(base_url=sim.control_url)
+    async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services:
+        await wait_for(lambda: polled(services, 1000), what="baseline")
+        for learner in (await control.get("/schools/1000/learners")).json()["data"][:40]:
+            await control.delete(f"/schools/1000/learners/{learner['learner_id']}")
+        # The first scan that misses 40 of 60 holds them back: it emits nothing.
+        deleted = time.time()
+        await wait_for(lambda: _scanned_after(services, 1000, deleted), what="the scan that sees the removal")
+        assert await school_events(redis, 1000) == []
+        assert (await services.status.get(1000)).learners == 20
+        # The next complete scan agrees, so the 40 removals go out.
+        events = await wait_for(lambda: _at_least(redis, 1000, 40), what="the confirmed removals")
+    assert [e.type for e in events] == ["learner.removed"] * 40
+
+
+async def _scanned_after(services: Services, school_id: int, moment: float) -> bool:
+    """A poll that started after `moment` has finished successfully."""
+    status = await services.status.get(school_id)
+    return (status.last_started or 0) > moment and (status.last_success or 0) > (status.last_started or 0)

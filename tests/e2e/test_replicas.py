@@ -74,7 +74,9 @@ async def ready(port: int) -> bool:
 async def test_three_replicas_poll_each_school_once_per_interval_and_never_emit_twice(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any, tmp_path: Path
 ) -> None:
-    sim: SimulatorHandle = simulator_factory(schools=len(SCHOOLS), learners=60, debtors=40, seed=11)
+    sim: SimulatorHandle = simulator_factory(
+        schools=len(SCHOOLS), learners=60, debtors=40, seed=11, inactive_schools=1
+    )
     control = httpx.AsyncClient(base_url=sim.control_url)
     replicas = [start_replica(redis_url, sim.base_url, tmp_path) for _ in range(3)]
     try:
@@ -82,6 +84,14 @@ async def test_three_replicas_poll_each_school_once_per_interval_and_never_emit_
             await wait_for(lambda p=port: ready(p), limit=30, what=f"replica on {port}")
         await control.post("/churn", json={"rate": 3})
         await asyncio.sleep(4)
+        # Three replicas, one school awaiting activation: it is activated once, and that is told once.
+        early = (await control.get("/requests")).json()["requests"]
+        activations = [r for r in early if r["method"] != "GET" and r["path"].endswith("/clientintegrations")]
+        assert len(activations) == 1, activations
+        for school in SCHOOLS:  # BRIDGE_EMIT_INITIAL_SNAPSHOT: the first list is told too
+            told = [e.type for e in await school_events(redis, school) if e.resource == "integration"]
+            activated = ["integration.activated"] if school == SCHOOLS[-1] else []
+            assert told == ["integration.authorised", *activated], (school, told)
         await control.post("/stats/reset")
         window_start = time.time()
         await asyncio.sleep(4)
