@@ -38,13 +38,26 @@ def normalise(record: Record) -> Record:
     for key, value in record.items():
         kind = type(value)
         # Fast paths for the common flat values; everything else takes the general route.
-        if kind is str and not key.endswith("_id"):
-            out[key] = None if value in ZERO_DATES else value
-        elif kind is int or value is None:
+        if kind is int or value is None:
             out[key] = value
+        elif kind is str and not _is_id_field(key):
+            out[key] = None if value in ZERO_DATES else value
         else:
             out[key] = _value(str(key), value)
     return out
+
+
+_ID_FIELDS: dict[str, bool] = {}
+"""Field name -> whether it is an `*_id`: d6 sends the same few dozen names over and over."""
+
+
+def _is_id_field(key: str) -> bool:
+    known = _ID_FIELDS.get(key)
+    if known is None:
+        known = key.endswith("_id")
+        if len(_ID_FIELDS) < 10_000:  # bounded, whatever a misbehaving d6 sends
+            _ID_FIELDS[key] = known
+    return known
 
 
 def _value(key: str, value: Any) -> Any:

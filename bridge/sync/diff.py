@@ -105,12 +105,13 @@ def plan_diff(
     scanned: dict[str, Record] = {}
     digests: dict[str, bytes] = {}
     duplicates = 0
+    encode, blake2b = _CANONICAL.encode, hashlib.blake2b  # the hot loop: tens of thousands of records
     for record in records:
         rid = key(record)
         if rid in scanned:
             duplicates += 1  # the same record on two pages: the last one wins
         scanned[rid] = record
-        digests[rid] = digest(record)
+        digests[rid] = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
     old = previous.hashes
     created = [rid for rid in scanned if rid not in old]
     changed = [rid for rid in scanned if rid in old and old[rid] != digests[rid]]
@@ -202,6 +203,8 @@ def _key_function(id_of: str | Callable[[Record], str]) -> Callable[[Record], st
 
     def key(record: Record) -> str:
         value = record.get(field)
+        if type(value) is int:  # the usual case, after normalisation
+            return str(value)
         if value is None or isinstance(value, bool | dict | list):
             raise D6MalformedResponse(f"record without a usable {field}: {value!r}")
         return str(value)
