@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from bench.common import make_school, median_seconds, private_redis, quiet_logs, verdict, with_changes
 from bridge.d6.pagination import check_listing
-from bridge.d6.records import Record, normalise, record_id
+from bridge.d6.records import Record, normalise_in_place, record_id
 from bridge.events.build import record_events
 from bridge.store.keys import Keys
 from bridge.sync.diff import finish_diff, plan_diff
@@ -72,7 +72,7 @@ def scan(pages: list[bytes]) -> list[Record]:
     for body in pages:
         data, _ = check_listing(_DECODE.decode(body), endpoint=LABEL, school_id=SCHOOL)
         for raw in data:
-            record = normalise(raw)
+            record = normalise_in_place(raw)
             record_id("learners", record)
             records.append(record)
     return records

@@ -24,7 +24,7 @@ from bridge.d6.endpoints import (
 )
 from bridge.d6.http import D6Http, ResponseHook, RetryPolicy, error_for, parse_error
 from bridge.d6.pagination import Page, paginate
-from bridge.d6.records import Record, integration_key, normalise, record_id
+from bridge.d6.records import Record, integration_key, normalise, normalise_in_place, record_id
 from bridge.errors import D6MalformedResponse
 from bridge.store.keys import Keys
 
@@ -306,7 +306,7 @@ class D6Client:
     @staticmethod
     def _checked(endpoint: Endpoint, record: Record, school_id: int | None) -> Record:
         """Normalised, and carrying its identity (or the answer is malformed)."""
-        record = normalise(record)
+        record = normalise_in_place(record)
         try:
             if endpoint.id_field is not None:
                 record_id(endpoint.name, record)

@@ -34,17 +34,26 @@ HASH_BYTES = 16
 
 def normalise(record: Record) -> Record:
     """A new record with ids as integers and zero dates as None; every other field as sent."""
-    out: Record = {}
+    return normalise_in_place(dict(record))
+
+
+def normalise_in_place(record: Record) -> Record:
+    """`normalise`, changing `record` itself and returning it.
+
+    The client uses it on records fresh from decoding a page, so that a poll of a large school does not
+    allocate every record twice. Nested objects and lists are rebuilt, top-level fields assigned.
+    """
     for key, value in record.items():
         kind = type(value)
         # Fast paths for the common flat values; everything else takes the general route.
         if kind is int or value is None:
-            out[key] = value
-        elif kind is str and not _is_id_field(key):
-            out[key] = None if value in ZERO_DATES else value
+            continue
+        if kind is str and not _is_id_field(key):
+            if value in ZERO_DATES:
+                record[key] = None
         else:
-            out[key] = _value(str(key), value)
-    return out
+            record[key] = _value(str(key), value)
+    return record
 
 
 _ID_FIELDS: dict[str, bool] = {}
