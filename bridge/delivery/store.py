@@ -140,8 +140,10 @@ class SubscriptionStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(self.keys.subscription(subscription.id), mapping=_encode_fields(fields))
             pipe.sadd(self.keys.subscription_index(), subscription.id)
-            pipe.incr(self.keys.subscriptions_version())
             await pipe.execute()
+        # Only after the write: on a Redis Cluster a pipeline's commands on different nodes may land in
+        # any order, and a cache reloaded at the new version must already see the subscription.
+        await self.redis.incr(self.keys.subscriptions_version())
         return subscription
 
     async def find(self, subscription_id: str) -> Subscription | None:
@@ -247,8 +249,8 @@ class SubscriptionStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.srem(self.keys.subscription_index(), subscription_id)
             pipe.delete(*keys)
-            pipe.incr(self.keys.subscriptions_version())
             await pipe.execute()
+        await self.redis.incr(self.keys.subscriptions_version())  # after the write, as in `create`
 
     async def counts(self, subscription_id: str) -> tuple[int, int]:
         """(pending deliveries, dead letters)."""
