@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SUITES_STAMP := $(VENV)/.installed-suites
 
-.PHONY: demo test lint typecheck pytest redis-server browser bench clean
+.PHONY: demo test lint typecheck pytest redis-server browser bench chaos faults scale soak suites clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +15,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(SUITES_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,suites]'
+	touch $(SUITES_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/d6-bridge demo
 
 test: $(STAMP) redis-server browser lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check bridge tests bench
-	$(BIN)/ruff format --check bridge tests bench
+	$(BIN)/ruff check bridge tests bench suites
+	$(BIN)/ruff format --check bridge tests bench suites
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -50,9 +55,26 @@ browser:
 	  fi; }
 
 # Benchmarks (bench/RESULTS.md): each starts its own redis-server; all run, and any missed target fails.
-bench: $(STAMP) redis-server
-	@status=0; for name in diff_throughput memory d6_requests; do \
+bench: $(SUITES_STAMP) redis-server
+	@status=0; for name in diff_throughput memory d6_requests delivery; do \
 	  $(BIN)/python -m bench.$$name || status=1; echo; done; exit $$status
+
+# Proof under fire (bench/RESULTS.md, README "Guarantees"): each prints its figures and PASS or FAIL.
+# Short defaults; the long runs: `make chaos CHAOS_ARGS="--iterations 200"`, `make soak SOAK_ARGS="--minutes 60"`.
+chaos: $(SUITES_STAMP) redis-server
+	$(BIN)/python -m suites.chaos $(CHAOS_ARGS)
+
+faults: $(SUITES_STAMP) redis-server
+	@status=0; for name in redis_faults d6_faults api_fuzz; do \
+	  $(BIN)/python -m suites.$$name || status=1; echo; done; exit $$status
+
+scale: $(SUITES_STAMP) redis-server
+	$(BIN)/python -m suites.scale $(SCALE_ARGS)
+
+soak: $(SUITES_STAMP) redis-server
+	$(BIN)/python -m suites.soak $(SOAK_ARGS)
+
+suites: chaos faults scale soak
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

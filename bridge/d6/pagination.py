@@ -8,11 +8,13 @@ small extra page on the first scan; asking the remembered maximum costs the floo
 If the guess is refused (400 naming `limit`, meaning d6 lowered its maximum), the page is asked again
 without `limit` once, the real maximum is learned from its meta, and the scan goes on.
 
-Stop rules: no `meta.next_cursor`; a short page (fewer records than the page size in effect, which is
-the limit asked or the smaller `meta.limit` d6 says it used); never `meta.cursor` (some doc examples
-show it: it is where this page started, and following it would loop). A `next_cursor` already used in
-this scan means d6 is looping and the scan cannot be trusted to be complete, so it raises
-`D6MalformedResponse` rather than ending quietly: no snapshot may be diffed from it.
+Stop rules: no `meta.next_cursor` (the last page, short or not); never `meta.cursor` (some doc examples
+show it: it is where this page started, and following it would loop). A short page (fewer records than
+the page size in effect: the limit asked, or the smaller `meta.limit` d6 says it used) that still
+carries a `next_cursor` is followed, with a warning: ending the scan there would turn every later
+record into a false `removed`, so the contradiction costs one request instead of an event.
+A `next_cursor` already used in this scan means d6 is looping and the scan cannot be trusted to be
+complete, so it raises `D6MalformedResponse` rather than ending quietly: no snapshot may be diffed from it.
 
 A body of the wrong shape (not an object, `data` not a list, `meta` missing or not an object, a record
 not an object, a `next_cursor` that is not text) raises `D6MalformedResponse`, never an empty page.
@@ -125,8 +127,10 @@ async def paginate(
             return
         in_effect = _page_size(limit, meta)
         if in_effect is not None and len(data) < in_effect:
+            # d6 says both "that was all" (a short page) and "there is more". Stopping here would make
+            # every record after this page look removed; following costs one request and the loop
+            # guard below still ends a cursor that comes back.
             bound.warning("d6_short_page_with_next_cursor", page=number, records=len(data), limit=in_effect)
-            return
         if next_cursor in used:
             bound.warning("d6_cursor_repeated", page=number)
             raise D6MalformedResponse(

@@ -85,17 +85,26 @@ async def test_meta_cursor_is_never_followed() -> None:
     assert len(pages) == 1 and len(pages[0].records) == 50 and pages[0].number == 1
 
 
-async def test_short_page_ends_the_scan_even_with_a_next_cursor() -> None:
-    calls = 0
+async def test_short_page_with_a_next_cursor_is_followed_so_later_records_are_not_lost() -> None:
+    """A short page that says "more" is followed: ending there would make later records look removed."""
+    pages = {None: ("a", [1, 2]), "a": ("b", [3, 4, 5]), "b": (None, [6])}
 
     def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        return listing([learner(1), learner(2)], next_cursor=f"c{calls}")
+        nxt, ids = pages[request.url.params.get("cursor")]
+        return listing([learner(i) for i in ids], next_cursor=nxt)
 
     async with mock_client(handler) as d6:
         records = await d6.learners(1000)
-    assert calls == 1 and len(records) == 2
+    assert [r["learner_id"] for r in records] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_short_pages_that_keep_repeating_a_cursor_fail_the_scan() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return listing([learner(1), learner(2)], next_cursor="again")
+
+    async with mock_client(handler) as d6:
+        with pytest.raises(D6MalformedResponse, match="repeated a cursor"):
+            await d6.learners(1000)
 
 
 async def test_short_page_is_measured_against_the_limit_d6_says_it_used() -> None:

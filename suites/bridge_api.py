@@ -1,0 +1,70 @@
+"""The bridge's admin API as a suite uses it: any live replica will do, so a killed one is skipped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+
+from suites.processes import TOKEN
+
+
+class BridgeApi:
+    def __init__(self, urls: Callable[[], Sequence[str]], token: str = TOKEN) -> None:
+        """`urls` gives the base URLs of the replicas now (they change as replicas die and return)."""
+        self._urls = urls
+        self._client = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    def call(self, method: str, path: str, *, attempts: int = 60, **kwargs: Any) -> Any:
+        """One request to the first replica that answers; retried while none does (or Redis is away)."""
+        last: Exception | None = None
+        for _ in range(attempts):
+            for base in self._urls():
+                try:
+                    answer = self._client.request(method, base + path, **kwargs)
+                except httpx.HTTPError as error:
+                    last = error
+                    continue
+                if answer.status_code == 503:
+                    last = RuntimeError(f"{path}: 503 {answer.text[:200]}")
+                    continue
+                answer.raise_for_status()
+                return answer.json() if answer.content else None
+            time.sleep(0.5)
+        raise RuntimeError(f"no replica answered {method} {path}: {last}")
+
+    def create_subscription(self, url: str, **fields: Any) -> dict[str, Any]:
+        return dict(self.call("POST", "/v1/subscriptions", json={"url": url, **fields}))
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+            page = self.call("GET", "/v1/dead-letters", params=params)
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+
+    def retry_dead_letters(self) -> int:
+        """Send every dead letter again; returns how many were requeued."""
+        requeued = self.call("POST", "/v1/dead-letters/retry", json={})["requeued"]
+        return len(requeued) if isinstance(requeued, list) else int(requeued)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The whole event log through `GET /v1/events`, every page."""
+        events: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = self.call("GET", "/v1/events", params=params)
+            events += page["data"]
+            cursor = page["meta"].get("next_cursor")
+            if not cursor:
+                return events
+
+    def schools(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/v1/schools")["data"])
