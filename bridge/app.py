@@ -211,6 +211,11 @@ class Services:
         for state, count in counts.items():
             metrics.SCHOOLS.labels(state=state).set(count)
 
+    def _trim_every(self) -> float:
+        """Seconds between retention trims: hourly, or a tenth of a retention shorter than ten hours."""
+        retention = self.settings.event_retention_days * 86400
+        return max(MAINTENANCE_SECONDS, min(RETENTION_EVERY_SECONDS, retention / 10))
+
     async def _maintenance(self) -> None:
         """Publish what a crash left unpublished, trim old events, refresh gauges."""
         next_trim = 0.0
@@ -224,7 +229,7 @@ class Services:
                     removed = await self.events.trim(self.settings.event_retention_days)
                     if removed:
                         log.info("old events removed", events=removed)
-                    next_trim = loop.time() + RETENTION_EVERY_SECONDS
+                    next_trim = loop.time() + self._trim_every()
             except (RedisError, OSError) as error:
                 log.warning("maintenance failed; retrying", error=f"{type(error).__name__}: {error}")
             except Exception:

@@ -195,8 +195,14 @@ def _check_failed(
     problems = []
     if outcome != "failed":
         problems.append(f"a bad answer ended the poll {outcome!r}, not 'failed'")
-    if after["meta"] != before["meta"]:
-        problems.append("a failed poll committed (ver/polled moved)")
+    # The other resource's scan may have been complete and committed on its own; this one must not.
+    moved = [
+        f
+        for f in (f"ver:{fault.resource}", f"polled:{fault.resource}")
+        if after["meta"].get(f) != before["meta"].get(f)
+    ]
+    if moved:
+        problems.append(f"the failed {fault.resource} scan committed ({', '.join(moved)} moved)")
     if counter("d6_bridge_polls_total", resource="school", outcome="failed") != failed + 1:
         problems.append("polls_total{outcome=failed} did not move by one")
     if fault.malformed and counter("d6_bridge_d6_bad_answers_total") <= bad:

@@ -168,6 +168,11 @@ class D6Http:
                     school_id=school_id,
                 )
                 delay = policy.backoff(attempt - 1)
+            except httpx.InvalidURL as error:
+                # Only d6's own values go into our URLs (a cursor, an id): it gave one we cannot send.
+                raise D6MalformedResponse(
+                    f"cannot send the request: {error}", status_code=0, endpoint=endpoint, school_id=school_id
+                ) from error
             except httpx.TransportError as error:
                 kind = "connect_error" if isinstance(error, httpx.ConnectError) else "transport_error"
                 self._count(endpoint, kind, started)

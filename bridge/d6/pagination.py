@@ -39,6 +39,10 @@ GUESS_LIMIT = 50
 """The documented `max_allowed_limit`; the first page of the first scan asks for this many."""
 
 
+MAX_CURSOR_LENGTH = 2048
+"""d6's cursors are short base64 text; a longer one could not even be sent back in a URL."""
+
+
 class Page(msgspec.Struct, kw_only=True):
     """One page of a scan: its records (normalised), d6's `meta` as sent, its number (from 1)."""
 
@@ -69,6 +73,8 @@ def check_listing(body: Any, *, endpoint: str, school_id: int | None) -> tuple[l
     next_cursor = meta.get("next_cursor")
     if next_cursor is not None and not isinstance(next_cursor, str):
         raise malformed(f"`meta.next_cursor` is not text (got {type(next_cursor).__name__})")
+    if isinstance(next_cursor, str) and len(next_cursor) > MAX_CURSOR_LENGTH:
+        raise malformed(f"`meta.next_cursor` is {len(next_cursor)} characters (at most {MAX_CURSOR_LENGTH})")
     return data, meta
 
 

@@ -402,3 +402,12 @@ async def test_credentials_never_reach_the_logs() -> None:
     assert logs, "retries are logged"
     assert "pw-secret-1" not in repr(logs)
     assert any(entry["event"] == "d6_retry" for entry in logs)
+
+
+async def test_a_cursor_too_long_to_send_back_fails_the_scan_as_malformed() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return listing([learner(i) for i in range(50)], next_cursor="z" * 70_000)
+
+    async with mock_client(handler) as d6:
+        with pytest.raises(D6MalformedResponse, match="next_cursor` is 70000 characters"):
+            await d6.learners(1000)
