@@ -27,9 +27,11 @@ import structlog
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components
 from redis.exceptions import RedisError
 
 from bridge import __version__, metrics
+from bridge.api.contract import SECURITY_SCHEMES, StrictStructSchemaPlugin
 from bridge.api.deliveries import DeliveriesController
 from bridge.api.errors import EXCEPTION_HANDLERS
 from bridge.api.events import EventsController
@@ -266,8 +268,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             title="d6 bridge",
             version=__version__,
             description="Signed webhooks for the d6 Integrate API. `/v1/*` needs `Authorization: Bearer`.",
+            components=Components(security_schemes=SECURITY_SCHEMES),
         ),
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
+        plugins=[StrictStructSchemaPlugin()],
         logging_config=None,  # logging is configured once, at start (bridge/logs.py)
         debug=False,
     )

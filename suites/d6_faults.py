@@ -1,6 +1,6 @@
 """d6 faults: hypothesis-generated d6 answers against the real d6 client and school poller.
 
-    python -m suites.d6_faults                       # 60 examples per family, about 2 minutes
+    python -m suites.d6_faults                       # 100 examples per family, about 1 minute
     python -m suites.d6_faults --examples 500        # the long run
 
 The poller is wired exactly as `serve` wires it (`Services.build`) on a redis-server of our own; only
@@ -281,7 +281,7 @@ def run_family(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m suites.d6_faults", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--examples", type=int, default=60, help="hypothesis examples per family (default 60)"
+        "--examples", type=int, default=100, help="hypothesis examples per family (default 100)"
     )
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma list (default: all)")
     parser.add_argument("--seed", type=int, default=1)

@@ -120,7 +120,12 @@ def run_policy(policy: str, args: argparse.Namespace, report: Report, rng: rando
         report.note(f"{policy}: outage over ({kind}); replicas ready after {outage_recovery:.1f} s")
         for serve in deployment.serves:
             flipped, ready_at = probe.saw_recovery(serve.name, outage_at)
-            report.check(flipped, f"{policy}: {serve.name} did not go 503 then 200 around the outage")
+            seen = [(round(at - outage_at, 1), status) for at, status in probe.changes[serve.name]]
+            report.check(
+                flipped,
+                f"{policy}: {serve.name} did not go 503 then 200 around the outage "
+                f"(readiness changes, seconds from the outage: {seen[-8:]})",
+            )
             report.check(
                 serve.alive and serve.pid == pids[serve.name],
                 f"{policy}: {serve.name} died or was restarted (it must recover by itself)",

@@ -20,6 +20,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from bridge.api.auth import admin_guard
+from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
 from bridge.api.subscriptions import EXCEPTION_HANDLERS, rfc3339
 from bridge.delivery import operations
 from bridge.delivery.dispatcher import Dispatcher
@@ -153,9 +154,15 @@ class DeliveriesController(Controller):
     path = "/v1"
     tags = ["deliveries"]
     guards = [admin_guard]
+    security = SECURITY
+    before_request = staticmethod(json_body)
     exception_handlers = EXCEPTION_HANDLERS
 
-    @get("/subscriptions/{subscription_id:str}/deliveries", summary="Delivery attempts, newest first")
+    @get(
+        "/subscriptions/{subscription_id:str}/deliveries",
+        summary="Delivery attempts, newest first",
+        responses=error_responses(404),
+    )
     async def attempts(
         self,
         state: State,
@@ -190,6 +197,7 @@ class DeliveriesController(Controller):
         "/subscriptions/{subscription_id:str}/replay",
         summary="Send every matching event of a time window again",
         status_code=HTTP_202_ACCEPTED,
+        responses=error_responses(404, *BODY_ERRORS),
     )
     async def replay(
         self, state: State, subscription_id: FromPath[str], data: JSONBody[ReplayRequest]
@@ -208,6 +216,7 @@ class DeliveriesController(Controller):
         "/events/{event_id:str}/redeliver",
         summary="Send one event again to every subscription it matches, or to one",
         status_code=HTTP_202_ACCEPTED,
+        responses=error_responses(404, *BODY_ERRORS),
     )
     async def redeliver(
         self, state: State, event_id: FromPath[str], data: JSONBody[RedeliverRequest | None] = None
@@ -216,7 +225,11 @@ class DeliveriesController(Controller):
         targets = await operations.redeliver(state.services.dispatcher, event_id, subscription_id)
         return RedeliverResult(event_id=event_id, subscription_ids=targets)
 
-    @get("/dead-letters", summary="Deliveries that exhausted their retries, newest first")
+    @get(
+        "/dead-letters",
+        summary="Deliveries that exhausted their retries, newest first",
+        responses=error_responses(404),
+    )
     async def dead_letters(
         self,
         state: State,
@@ -250,6 +263,7 @@ class DeliveriesController(Controller):
         "/dead-letters/retry",
         summary="Send dead letters again (the ids given, one subscription's, or all)",
         status_code=HTTP_202_ACCEPTED,
+        responses=error_responses(404, *BODY_ERRORS),
     )
     async def retry_dead_letters(
         self, state: State, data: JSONBody[RetryRequest | None] = None

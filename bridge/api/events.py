@@ -12,6 +12,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from bridge.api.auth import admin_guard
+from bridge.api.contract import SECURITY, error_responses
 from bridge.api.deliveries import EventDeliveryView, event_deliveries
 from bridge.api.subscriptions import EXCEPTION_HANDLERS
 from bridge.events.envelope import EVENT_TYPES, Event
@@ -39,9 +40,10 @@ class EventsController(Controller):
     path = "/v1/events"
     tags = ["events"]
     guards = [admin_guard]
+    security = SECURITY
     exception_handlers = EXCEPTION_HANDLERS
 
-    @get("/", summary="The event log, newest first")
+    @get("/", summary="The event log, newest first", responses=error_responses())
     async def list_events(
         self,
         state: State,
@@ -67,7 +69,11 @@ class EventsController(Controller):
             raise ValidationException(detail=f"cursor: {error}") from None
         return EventPage(data=events, meta=PageMeta(limit=limit, next_cursor=next_cursor))
 
-    @get("/{event_id:str}", summary="One event, with its delivery state per subscription")
+    @get(
+        "/{event_id:str}",
+        summary="One event, with its delivery state per subscription",
+        responses=error_responses(404),
+    )
     async def get_event(self, state: State, event_id: FromPath[str]) -> EventDetail:
         event = await state.services.events.get(event_id)
         if event is None:

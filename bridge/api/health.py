@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 REDIS_PING_TIMEOUT_SECONDS = 2.0
@@ -35,7 +36,11 @@ class HealthController(Controller):
     async def live(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="200 when Redis answers and the scheduler and workers run, else 503")
+    @get(
+        "/ready",
+        summary="200 when Redis answers and the scheduler and workers run, else 503",
+        responses={503: ResponseSpec(data_container=Readiness, description="Not ready: a component is down")},
+    )
     async def ready(self, state: State) -> Response[Readiness]:
         services: Any = state.services
         redis = await _redis(services)

@@ -20,6 +20,7 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from bridge.api.auth import admin_guard
+from bridge.api.contract import SECURITY, error_responses
 from bridge.api.subscriptions import EXCEPTION_HANDLERS, rfc3339
 from bridge.sync.watcher import is_active
 
@@ -99,9 +100,14 @@ class SchoolsController(Controller):
     path = "/v1/schools"
     tags = ["schools"]
     guards = [admin_guard]
+    security = SECURITY
     exception_handlers = EXCEPTION_HANDLERS
 
-    @get("/", summary="Every school the bridge knows, with its integration and polling state")
+    @get(
+        "/",
+        summary="Every school the bridge knows, with its integration and polling state",
+        responses=error_responses(),
+    )
     async def list_schools(self, state: State) -> SchoolList:
         services = state.services
         active = await services.watcher.active_schools()
@@ -110,7 +116,12 @@ class SchoolsController(Controller):
         views = await asyncio.gather(*(school_view(services, s, active, now) for s in sorted(known)))
         return SchoolList(data=list(views))
 
-    @post("/{school_id:int}/poll", summary="Poll this school now", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/{school_id:int}/poll",
+        summary="Poll this school now",
+        status_code=HTTP_202_ACCEPTED,
+        responses=error_responses(404),
+    )
     async def poll_now(self, state: State, school_id: FromPath[int]) -> Response[PollAccepted]:
         services = state.services
         if school_id not in await services.watcher.active_schools():

@@ -24,6 +24,7 @@ from litestar.status_codes import (
 from litestar.types import ExceptionHandlersMap
 
 from bridge.api.auth import admin_guard
+from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
 from bridge.delivery import operations
 from bridge.delivery.models import DeliveryError, Subscription, UnknownSubscription
 from bridge.delivery.store import InvalidSubscription
@@ -163,9 +164,15 @@ class SubscriptionController(Controller):
     path = "/v1/subscriptions"
     tags = ["subscriptions"]
     guards = [admin_guard]
+    security = SECURITY
+    before_request = staticmethod(json_body)
     exception_handlers = EXCEPTION_HANDLERS
 
-    @post("/", summary="Register a webhook endpoint; the answer holds its signing secret")
+    @post(
+        "/",
+        summary="Register a webhook endpoint; the answer holds its signing secret",
+        responses=error_responses(*BODY_ERRORS),
+    )
     async def create(self, state: State, data: JSONBody[SubscriptionCreate]) -> SubscriptionWithSecret:
         subscription = await state.services.subscriptions.create(
             url=data.url,
@@ -176,17 +183,25 @@ class SubscriptionController(Controller):
         )
         return view_with_secret(subscription)
 
-    @get("/", summary="Every subscription (secrets not shown)")
+    @get("/", summary="Every subscription (secrets not shown)", responses=error_responses())
     async def list_subscriptions(self, state: State) -> list[SubscriptionView]:
         return [view(s) for s in await state.services.subscriptions.list_all()]
 
-    @get("/{subscription_id:str}", summary="One subscription, with its queue counts")
+    @get(
+        "/{subscription_id:str}",
+        summary="One subscription, with its queue counts",
+        responses=error_responses(404),
+    )
     async def read(self, state: State, subscription_id: FromPath[str]) -> SubscriptionView:
         store = state.services.subscriptions
         subscription = await store.get(subscription_id)
         return view(subscription, await store.counts(subscription_id))
 
-    @patch("/{subscription_id:str}", summary="Change url, filters, description or enabled")
+    @patch(
+        "/{subscription_id:str}",
+        summary="Change url, filters, description or enabled",
+        responses=error_responses(404, *BODY_ERRORS),
+    )
     async def change(
         self, state: State, subscription_id: FromPath[str], data: JSONBody[SubscriptionPatch]
     ) -> SubscriptionView:
@@ -196,7 +211,11 @@ class SubscriptionController(Controller):
         subscription = await state.services.subscriptions.update(subscription_id, changes)
         return view(subscription)
 
-    @delete("/{subscription_id:str}", summary="Remove it, with its queue and logs")
+    @delete(
+        "/{subscription_id:str}",
+        summary="Remove it, with its queue and logs",
+        responses=error_responses(404),
+    )
     async def remove(self, state: State, subscription_id: FromPath[str]) -> None:
         await state.services.subscriptions.delete(subscription_id)
 
@@ -204,11 +223,17 @@ class SubscriptionController(Controller):
         "/{subscription_id:str}/rotate-secret",
         summary="New secret; the old one keeps signing alongside for 24 hours",
         status_code=HTTP_200_OK,
+        responses=error_responses(404),
     )
     async def rotate_secret(self, state: State, subscription_id: FromPath[str]) -> SubscriptionWithSecret:
         return view_with_secret(await state.services.subscriptions.rotate_secret(subscription_id))
 
-    @post("/{subscription_id:str}/test", summary="Send a webhook.test event now", status_code=HTTP_200_OK)
+    @post(
+        "/{subscription_id:str}/test",
+        summary="Send a webhook.test event now",
+        status_code=HTTP_200_OK,
+        responses=error_responses(404),
+    )
     async def test(self, state: State, subscription_id: FromPath[str]) -> TestOutcome:
         subscription = await state.services.subscriptions.get(subscription_id)
         event_id, result = await operations.send_test(state.services.dispatcher, subscription)

@@ -219,3 +219,57 @@ async def test_openapi_schema_describes_the_routes(dispatcher_factory: Callable[
     ):
         assert path in paths, path
     assert "url" in schema["components"]["schemas"]["SubscriptionCreate"]["properties"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "words"),
+    [
+        (b'{"url": "http://127.0.0.1:9/hook"}', "text/plain", 415, ["Content-Type: application/json"]),
+        (b"url=http%3A%2F%2F127.0.0.1%3A9%2F", "application/x-www-form-urlencoded", 415, ["JSON"]),
+        (b'{"url": "http://127.0.0.1:9/hook"}', "", 415, ["none given"]),
+        (b'{"url": "\xff\xfe"}', "application/json", 400, ["UTF-8"]),
+        (b'{"url": ' + b"[" * 5000 + b"]" * 5000 + b"}", "application/json", 400, ["nested"]),
+        (b'{"url": "http://127.0.0.1:9/hook",', "application/json", 400, ["not valid JSON"]),
+    ],
+)
+async def test_bodies_that_are_not_json_get_a_4xx_with_a_detail(
+    client: httpx.AsyncClient, body: bytes, content_type: str, status: int, words: list[str]
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = await client.post("/v1/subscriptions", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    answer = response.json()
+    assert answer["status_code"] == status
+    for word in words:
+        assert word in answer["detail"], answer
+
+
+async def test_a_json_suffix_type_is_json(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/subscriptions",
+        content=b'{"url": "http://127.0.0.1:9/hook"}',
+        headers={"content-type": "application/vnd.bridge+json; charset=utf-8"},
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_openapi_schema_documents_errors_auth_and_closed_bodies() -> None:
+    from bridge.app import create_app
+    from bridge.settings import load_settings
+
+    settings = load_settings(
+        {"BRIDGE_ADMIN_TOKEN": "t", "BRIDGE_D6_USERNAME": "u", "BRIDGE_D6_PASSWORD": "p"}
+    )
+    schema = create_app(settings).openapi_schema.to_schema()
+    assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
+    create = schema["paths"]["/v1/subscriptions"]["post"]
+    assert create["security"] == [{"BearerToken": []}]
+    assert {"401", "413", "415", "503"} <= set(create["responses"])
+    assert "404" in schema["paths"]["/v1/subscriptions/{subscription_id}"]["get"]["responses"]
+    assert "404" in schema["paths"]["/v1/schools/{school_id}/poll"]["post"]["responses"]
+    assert "security" not in schema["paths"]["/health/ready"]["get"]
+    assert "503" in schema["paths"]["/health/ready"]["get"]["responses"]
+    components = schema["components"]["schemas"]
+    for name in ("SubscriptionCreate", "SubscriptionPatch", "ReplayRequest", "RetryRequest"):
+        assert components[name]["additionalProperties"] is False, name
+    assert "additionalProperties" not in components["SubscriptionView"]

@@ -1,0 +1,119 @@
+"""What `/v1` promises beyond each handler's own answer: documented errors, bearer auth and JSON bodies.
+
+- `error_responses(...)`: the error answers an operation can give, for the OpenAPI schema, so that every
+  status a client can meet is documented with the error body (`{"status_code", "detail", "extra"}`).
+  401 (no or wrong token) and 503 (Redis unavailable) are always there.
+- `SECURITY` / `SECURITY_SCHEMES`: the bearer token, declared in the schema.
+- `StrictStructSchemaPlugin`: a body struct declared `forbid_unknown_fields` gets
+  `additionalProperties: false` in the schema, as the server does refuse unknown fields (400).
+- `json_body`: a `before_request` hook. A body must be JSON (`Content-Type: application/json` or
+  `*/*+json`, else 415), valid UTF-8 and not absurdly nested (else 400); the decoded body is cached on
+  the request, so the handler's own parsing does not decode it again. Over `request_max_body_size`
+  reading it raises 413, as before.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+from litestar import Request
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin  # litestar is pinned
+from litestar.exceptions import ClientException, HTTPException, SerializationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Reference, Schema, SecurityScheme
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+from litestar.typing import FieldDefinition
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+
+BEARER: Final = "BearerToken"
+SECURITY: Final[list[dict[str, list[str]]]] = [{BEARER: []}]
+SECURITY_SCHEMES: Final[dict[str, SecurityScheme | Reference]] = {
+    BEARER: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="`Authorization: Bearer <BRIDGE_ADMIN_TOKEN>`; every `/v1` path needs it",
+    )
+}
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """Every error answer: the status again, what went wrong and what to do, and details."""
+
+    status_code: int
+    detail: str
+    extra: dict[str, Any] | list[Any] | None = None
+
+
+DESCRIPTIONS: Final = {
+    400: "The request is not valid; `detail` names the field and the problem",
+    401: "No admin token, or a wrong one",
+    404: "No such subscription, event or school",
+    413: "The body is larger than the limit (1 MB)",
+    415: "The body is not JSON; send it with `Content-Type: application/json`",
+    503: "The store (Redis) is unavailable; try again",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """The documented error answers of an operation: 401 and 503, and `codes`."""
+    return {
+        code: ResponseSpec(data_container=ErrorBody, description=DESCRIPTIONS[code], generate_examples=False)
+        for code in sorted({401, 503, *codes})
+    }
+
+
+class StrictStructSchemaPlugin(StructSchemaPlugin):
+    """Litestar's own schema for msgspec structs, plus `additionalProperties: false` when the struct
+    refuses unknown fields (Litestar leaves it out, so the schema allowed what the server refused)."""
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return super().is_plugin_supported_field(field_definition) and bool(
+            getattr(field_definition.type_, "__struct_config__", None)
+            and field_definition.type_.__struct_config__.forbid_unknown_fields
+        )
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        schema.additional_properties = False
+        return schema
+
+
+BODY_ERRORS: Final = (400, 413, 415)
+"""What any operation that takes a JSON body can answer besides its own errors."""
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    kind, _, subtype = media_type.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def json_body(request: Request[Any, Any, Any]) -> None:
+    """Refuse a body that is not JSON (415), not UTF-8 or nested too deeply (400), with a `detail`."""
+    if "data" not in request.route_handler.parsed_fn_signature.parameters:
+        return
+    body = await request.body()
+    if not body:
+        return
+    content_type = request.headers.get("content-type", "")
+    if not _is_json(content_type):
+        raise HTTPException(
+            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"the body must be JSON: send it with 'Content-Type: application/json' "
+            f"(got {content_type[:100]!r})"
+            if content_type
+            else "the body must be JSON: send it with 'Content-Type: application/json' (none given)",
+        )
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ClientException(detail=f"the body is not valid UTF-8 (byte {error.start})") from None
+    try:
+        await request.json()
+    except SerializationException as error:
+        raise ClientException(detail=f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ClientException(detail="the JSON body is nested too deeply") from None
