@@ -6,7 +6,11 @@ from typing import Any
 
 import structlog
 from litestar import MediaType, Request, Response
-from litestar.status_codes import HTTP_502_BAD_GATEWAY, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_502_BAD_GATEWAY,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 from litestar.types import ExceptionHandlersMap
 from redis.exceptions import RedisError
 
@@ -33,7 +37,18 @@ def redis_error_handler(request: Request[Any, Any, Any], error: Exception) -> Re
     return bridge_error_handler(request, StoreError(f"{type(error).__name__}: {error}"))
 
 
+def unexpected_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """A bug: logged with its traceback (secrets redacted by the processors), never shown to the caller."""
+    log.error("request crashed", path=request.url.path, method=request.method, exc_info=error)
+    status = HTTP_500_INTERNAL_SERVER_ERROR
+    detail = "internal error; the bridge logged it as 'request crashed'"
+    return Response(
+        {"status_code": status, "detail": detail, "extra": {}}, status_code=status, media_type=MediaType.JSON
+    )
+
+
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     BridgeError: bridge_error_handler,
     RedisError: redis_error_handler,
+    HTTP_500_INTERNAL_SERVER_ERROR: unexpected_error_handler,
 }
