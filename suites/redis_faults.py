@@ -65,6 +65,15 @@ class ReadinessProbe:
                     history.append((time.time(), status))
             self._stop.wait(self.every)
 
+    def wait_recovery(self, name: str, since: float, timeout: float) -> tuple[bool, float | None]:
+        """`saw_recovery`, given the probe time to take its next samples (it may be mid-round)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            flipped, ready_at = self.saw_recovery(name, since)
+            if flipped or time.monotonic() > deadline:
+                return flipped, ready_at
+            time.sleep(self.every)
+
     def saw_recovery(self, name: str, since: float) -> tuple[bool, float | None]:
         """Did `name` answer 503 after `since` and 200 after that? And when it was 200 again."""
         unready_at = None
@@ -119,7 +128,7 @@ def run_policy(policy: str, args: argparse.Namespace, report: Report, rng: rando
         outage_recovery = wait_all_ready(deployment.serves, 120)
         report.note(f"{policy}: outage over ({kind}); replicas ready after {outage_recovery:.1f} s")
         for serve in deployment.serves:
-            flipped, ready_at = probe.saw_recovery(serve.name, outage_at)
+            flipped, ready_at = probe.wait_recovery(serve.name, outage_at, timeout=15)
             seen = [(round(at - outage_at, 1), status) for at, status in probe.changes[serve.name]]
             report.check(
                 flipped,
