@@ -55,7 +55,16 @@ browser:
 	  fi; }
 
 # Benchmarks (bench/RESULTS.md): each starts its own redis-server; all run, and any missed target fails.
-bench: $(SUITES_STAMP) redis-server
+# The delivery benchmark's arq baseline runs in a virtualenv of its own: arq 0.28 needs redis<6.
+ARQ_VENV := .venv-arq
+ARQ_STAMP := $(ARQ_VENV)/.installed
+
+$(ARQ_STAMP): bench/arq/requirements.txt
+	$(PYTHON) -m venv $(ARQ_VENV)
+	$(ARQ_VENV)/bin/pip install -q -r bench/arq/requirements.txt
+	touch $(ARQ_STAMP)
+
+bench: $(SUITES_STAMP) $(ARQ_STAMP) redis-server
 	@status=0; for name in diff_throughput memory d6_requests delivery; do \
 	  $(BIN)/python -m bench.$$name || status=1; echo; done; exit $$status
 
@@ -77,4 +86,4 @@ soak: $(SUITES_STAMP) redis-server
 suites: chaos faults scale soak
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(ARQ_VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -257,7 +257,7 @@ class Dispatcher:
     async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> None:
         bound = log.bind(subscription=subscription.id, event_id=delivery.event_id, school=delivery.school_id)
         try:
-            lane = f"{subscription.id}:{delivery.school_id}"
+            lane = f"{subscription.id}:{delivery.school_id}" if subscription.ordered else ""
             result = await self.sender.send(subscription, delivery.event_id, delivery.body, lane=lane)
             metrics.DELIVERY_ATTEMPT_DURATION.observe(result.duration_ms / 1000)
             await self._record(subscription, delivery, token, result, bound)

