@@ -1,22 +1,31 @@
 """When to poll: APScheduler jobs feed a fair queue that a few poll workers drain.
 
 One interval job per active school (with jitter, `max_instances=1`, coalescing, misfire grace) marks the
-school due. Due schools wait in a queue that hands out the longest-waiting school first, so when the d6
-budget cannot cover every school in an interval, schools are served fairly and nothing piles up: a
-school is in the queue at most once, however many intervals it misses. Its lag is how long it has waited.
+school due. Each school's job fires at a fixed phase of the interval derived from its id, the same in
+every replica whenever it learned of the school, so the replicas' jobs for a school fire together (give
+or take the jitter) and whichever is first polls it: the work spreads over the replicas, and the
+schools spread evenly over the interval instead of arriving at d6 in bursts. A newly active school is
+also marked due at once, so its first poll does not wait for its phase.
+
+Due schools wait in a queue that hands out the school that has waited longest since this process last
+handed it out, so when the d6 budget cannot cover every school in an interval, schools take turns and
+each is polled about once per real cycle; nothing piles up: a school is in the queue at most once,
+however many intervals it misses. Its lag is how long it has waited beyond its due time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from redis.exceptions import RedisError
 
 from bridge.settings import Settings
@@ -30,11 +39,48 @@ PollFn = Callable[[int, float, bool], Awaitable[None]]
 """poll_school(school_id, due_at, force): due_at is when the school became due (Unix time)."""
 
 
-class DueQueue:
-    """Schools waiting for a poll, keyed by the time they became due; the oldest comes out first."""
+def phase_seconds(school_id: int, interval: float) -> float:
+    """Where in each interval the school's job fires: the same for every replica, spread evenly."""
+    return ((school_id * 2654435761) % 2**32) / 2**32 * interval
 
-    def __init__(self) -> None:
+
+def last_phase(school_id: int, interval: float, now: float) -> float:
+    """The latest time at or before `now` at the school's phase of the interval."""
+    phase = phase_seconds(school_id, interval)
+    return now - ((now - phase) % interval)
+
+
+class PhaseTrigger(BaseTrigger):  # type: ignore[misc]
+    """Every `interval` seconds at a fixed phase, plus up to `jitter` seconds drawn anew each time.
+
+    APScheduler's own interval trigger adds each fire's jitter to the next fire, so its schedule drifts
+    later by half the jitter an interval, differently in each replica; this one never drifts.
+    """
+
+    def __init__(self, interval: float, phase: float, jitter: float = 0.0) -> None:
+        self.interval = interval
+        self.phase = phase
+        self.jitter = jitter
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
+        after = now.timestamp()
+        if previous_fire_time is not None:
+            after = max(after, previous_fire_time.timestamp())
+        slot = math.floor((after - self.phase) / self.interval) + 1
+        jitter = random.uniform(0, self.jitter) if self.jitter else 0.0
+        return datetime.fromtimestamp(self.phase + slot * self.interval + jitter, UTC)
+
+
+class DueQueue:
+    """Schools waiting for a poll. Forced polls come out first; then the school handed out longest ago
+    (never handed out counts as longest), so under a short budget every school gets its turn before any
+    gets a second one. A fire that arrives while the school waits keeps its earlier due time."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._due: dict[int, tuple[float, bool]] = {}
+        self._served: dict[int, float] = {}
+        self._polling: set[int] = set()
+        self._clock = clock
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
@@ -49,19 +95,38 @@ class DueQueue:
 
     def discard(self, school_id: int) -> None:
         self._due.pop(school_id, None)
+        self._served.pop(school_id, None)
 
     def waiting_since(self, school_id: int) -> float | None:
         entry = self._due.get(school_id)
         return entry[0] if entry else None
 
+    def take(self) -> tuple[int, float, bool] | None:
+        """The next school (see the class), its due time and whether it was forced; None when none is
+        ready. A school being polled here stays waiting until `done`: a fire that arrives during its poll
+        is kept for after it, not spent on a worker that would find the school busy."""
+        ready = [s for s in self._due if s not in self._polling]
+        if not ready:
+            return None
+        school_id = min(
+            ready, key=lambda s: (not self._due[s][1], self._served.get(s, float("-inf")), self._due[s][0])
+        )
+        due_at, force = self._due.pop(school_id)
+        self._served[school_id] = self._clock()
+        self._polling.add(school_id)
+        return school_id, due_at, force
+
+    def done(self, school_id: int) -> None:
+        """The poll `take` handed out has ended."""
+        self._polling.discard(school_id)
+        self._changed.set()
+
     async def get(self) -> tuple[int, float, bool]:
-        """The longest-waiting school, its due time and whether the poll was forced."""
-        while not self._due:
+        """`take`, waiting until a school is ready."""
+        while (taken := self.take()) is None:
             self._changed.clear()
             await self._changed.wait()
-        school_id = min(self._due, key=lambda s: self._due[s][0])
-        due_at, force = self._due.pop(school_id)
-        return school_id, due_at, force
+        return taken
 
 
 class PollScheduler:
@@ -117,19 +182,16 @@ class PollScheduler:
     def sync_schools(self, active: set[int]) -> None:
         """Add a job for every newly active school and remove the jobs of schools no longer active."""
         interval = self.settings.school_poll_seconds
+        now = time.time()
         for school_id in sorted(active - self.schools):
-            # New schools start soon, spread over the jitter window so a restart does not stampede d6.
-            first = datetime.now(UTC) + timedelta(
-                seconds=random.uniform(0, self.settings.poll_jitter_seconds)
-            )
+            # Due now (a replica that polled it less than an interval ago makes the others skip), and
+            # from then on at the school's own phase, like every other replica.
+            self.queue.put(school_id, last_phase(school_id, interval, now))
             self.scheduler.add_job(
                 self._mark_due,
-                "interval",
+                PhaseTrigger(interval, phase_seconds(school_id, interval), self.settings.poll_jitter_seconds),
                 args=(school_id,),
-                seconds=interval,
-                jitter=self.settings.poll_jitter_seconds or None,
                 id=SCHOOL_JOB.format(school_id),
-                next_run_time=first,
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=max(1, int(interval)),
@@ -178,3 +240,5 @@ class PollScheduler:
                 )
             except Exception:
                 log.exception("poll crashed", school_id=school_id, worker=number)
+            finally:
+                self.queue.done(school_id)

@@ -1,0 +1,89 @@
+"""The poll schedule: fair turns under a short budget, and replicas whose jobs fire together."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime
+
+from bridge.settings import Settings
+from bridge.sync.scheduler import DueQueue, PhaseTrigger, PollScheduler, last_phase, phase_seconds
+
+
+def test_under_a_short_budget_every_school_gets_its_turn() -> None:
+    """30 schools due every 10 s; 4 workers whose polls take 2.5 s can do 16 per 10 s. Each school must
+    be polled about once per real cycle, in turns: a fire that comes while the school is being polled
+    must not be lost (a worker taking it would find the school busy and drop it)."""
+    now = 0.0
+    queue = DueQueue(clock=lambda: now)
+    interval, schools, workers, duration = 10.0, 30, 4, 2.5
+    phases = {s: phase_seconds(s, interval) for s in range(schools)}
+    polls: Counter[int] = Counter()
+    busy: list[tuple[float, int]] = []  # (ends at, school) per worker at work
+    dropped = 0
+    while now < 300 * interval:
+        for school, phase in phases.items():
+            if (now - phase) % interval < 0.01:  # this school's job fires
+                queue.put(school, now)
+        for ends, school in [b for b in busy if b[0] <= now]:
+            busy.remove((ends, school))
+            queue.done(school)
+        while len(busy) < workers and (taken := queue.take()) is not None:
+            if any(school == taken[0] for _, school in busy):
+                dropped += 1  # "busy": the school is being polled
+                queue.done(taken[0])
+                continue
+            polls[taken[0]] += 1
+            busy.append((now + duration, taken[0]))
+        now = round(now + 0.01, 2)
+    counts = [polls[s] for s in range(schools)]
+    assert dropped == 0
+    assert sum(counts) >= 300 * workers * interval / duration * 0.95
+    assert max(counts) - min(counts) <= 1, sorted(Counter(counts).items())
+
+
+def test_a_forced_poll_goes_before_schools_that_waited_longer() -> None:
+    queue = DueQueue(clock=lambda: 100.0)
+    queue.put(1, 10.0)
+    queue.put(2, 50.0, force=True)
+    assert queue.take() == (2, 50.0, True)
+    assert queue.take() == (1, 10.0, False)
+    assert queue.take() is None
+
+
+def test_replicas_that_learn_a_school_at_different_times_fire_it_together_without_drift() -> None:
+    interval, jitter = 300.0, 30.0
+    school = 1234
+    phase = phase_seconds(school, interval)
+    early = datetime.fromtimestamp(1_000_000.0, UTC)
+    late = datetime.fromtimestamp(1_000_000.0 + 37.0, UTC)  # learned an integrations poll later
+    exact = PhaseTrigger(interval, phase)
+    assert exact.get_next_fire_time(None, early) == exact.get_next_fire_time(None, late)
+
+    random.seed(7)
+    trigger = PhaseTrigger(interval, phase, jitter)
+    fire = trigger.get_next_fire_time(None, early)
+    for _ in range(1000):  # each fire lands in its own slot's jitter window: no drift
+        offset = (fire.timestamp() - phase) % interval
+        assert 0 <= offset <= jitter
+        following = trigger.get_next_fire_time(fire, fire)
+        assert interval - jitter <= (following - fire).total_seconds() <= interval + jitter
+        fire = following
+
+
+def test_a_newly_active_school_is_due_at_once_from_its_last_phase() -> None:
+    settings = Settings(school_poll_seconds=300.0, poll_jitter_seconds=30.0)
+
+    async def poll(school_id: int, due_at: float, force: bool) -> None:
+        raise AssertionError("no worker runs in this test")
+
+    async def integrations() -> None:
+        raise AssertionError("no job runs in this test")
+
+    scheduler = PollScheduler(settings, poll_school=poll, poll_integrations=integrations)
+    scheduler.sync_schools({1000, 1001})
+    due = {scheduler.queue.take()[0] for _ in range(2)}  # type: ignore[index]
+    assert due == {1000, 1001}
+    job = scheduler.scheduler.get_job("school:1000")
+    assert isinstance(job.trigger, PhaseTrigger) and job.trigger.phase == phase_seconds(1000, 300.0)
+    assert last_phase(1000, 300.0, 1_000_000.0) <= 1_000_000.0 < last_phase(1000, 300.0, 1_000_000.0) + 300
