@@ -44,12 +44,6 @@ def phase_seconds(school_id: int, interval: float) -> float:
     return ((school_id * 2654435761) % 2**32) / 2**32 * interval
 
 
-def last_phase(school_id: int, interval: float, now: float) -> float:
-    """The latest time at or before `now` at the school's phase of the interval."""
-    phase = phase_seconds(school_id, interval)
-    return now - ((now - phase) % interval)
-
-
 class PhaseTrigger(BaseTrigger):  # type: ignore[misc]
     """Every `interval` seconds at a fixed phase, plus up to `jitter` seconds drawn anew each time.
 
@@ -185,8 +179,10 @@ class PollScheduler:
         now = time.time()
         for school_id in sorted(active - self.schools):
             # Due now (a replica that polled it less than an interval ago makes the others skip), and
-            # from then on at the school's own phase, like every other replica.
-            self.queue.put(school_id, last_phase(school_id, interval, now))
+            # from then on at the school's own phase, like every other replica. The poll records `now`
+            # as its due time, so a phase that comes sooner than an interval later is skipped: the school
+            # falls into its phase within two intervals, never polled twice in one.
+            self.queue.put(school_id, now)
             self.scheduler.add_job(
                 self._mark_due,
                 PhaseTrigger(interval, phase_seconds(school_id, interval), self.settings.poll_jitter_seconds),
