@@ -31,7 +31,6 @@ and health paths stay public.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -490,10 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         sim.stop()
         redis_server.stop()
     report.check(clean_exit, "serve did not exit 0 on SIGTERM at the end")
-    if report.problems or args.keep_logs:
-        print(f"logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    report.keep_or_remove(workdir, keep=args.keep_logs)
     return report.finish()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -149,10 +148,7 @@ class Deployment:
             server.stop()
         self.sim.stop()
         self.redis.stop()
-        if failed or self.layout.keep_logs:
-            print(f"logs kept in {self.workdir}")
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.report.keep_or_remove(self.workdir, keep=failed or self.layout.keep_logs)
 
     def client(self) -> redis.Redis:
         return self.redis.client()

@@ -21,26 +21,11 @@ from typing import Any, Final
 import httpx
 import redis
 
+from tests.servers import free_port, wait_for_port
+
 ROOT: Final = Path(__file__).resolve().parents[1]
 TOKEN: Final = "suite-admin-token-0123456789abcdef"
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the process for port {port} exited with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -136,7 +121,7 @@ class RedisServer(Child):
 
     def start(self) -> None:
         super().start()
-        wait_for_port(self.port, self.process)
+        wait_for_port(self.port, self.process, timeout=20)
         client = self.client()
         deadline = time.monotonic() + 30
         while True:  # after a restart Redis answers LOADING until the AOF is read back

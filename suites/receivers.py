@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import uvicorn
 from standardwebhooks.webhooks import Webhook
 
-from suites.processes import free_port
+from tests.servers import ThreadedServer, answer_lifespan, read_body
 
 
 @dataclass(frozen=True)
@@ -89,24 +88,13 @@ class Receiver:
         return ""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                with self._lock:
-                    self.receipts.append(Receipt("", "aborted", 0, 0, time.time(), 0, False, False, True))
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        if await answer_lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
+        if body is None:
+            with self._lock:
+                self.receipts.append(Receipt("", "aborted", 0, 0, time.time(), 0, False, False, True))
+            return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         with self._lock:
             roll = self._rng.random()
@@ -146,25 +134,15 @@ class ReceiverServer:
 
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
-        self.port = free_port()
-        config = uvicorn.Config(
-            receiver, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"receiver-{receiver.name}")
+        self._server = ThreadedServer(receiver)
+        self.port = self._server.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{self.receiver.name}"
+        return f"{self._server.url}/hooks/{self.receiver.name}"
 
     def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"receiver {self.receiver.name} did not start")
-            time.sleep(0.01)
+        self._server.__enter__()
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self._server.__exit__()

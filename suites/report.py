@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 MAX_PROBLEMS_SHOWN = 25
@@ -30,6 +32,13 @@ class Report:
 
     def note(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:7.1f}s] {text}", flush=True)
+
+    def keep_or_remove(self, workdir: Path, *, keep: bool = False) -> None:
+        """Remove the run's work directory, or keep it and say where when asked or when it found problems."""
+        if keep or self.problems:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def finish(self) -> int:
         """Print the problems and the verdict; the exit code (0 on PASS)."""

@@ -59,7 +59,6 @@ import itertools
 import math
 import os
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -89,6 +88,7 @@ from suites.processes import (
 )
 from suites.receivers import ReceiverServer
 from suites.report import Report
+from tests.servers import answer_lifespan, read_body
 
 PAGE_LIMIT = 50
 SAMPLE_SECONDS = 2.0
@@ -118,22 +118,11 @@ class FastReceiver:
             return list(self.arrivals)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        if await answer_lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
+        if body is None:
+            return
         arrived = time.time()
         try:
             envelope = msgspec.json.decode(body)
@@ -830,10 +819,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
         sim.stop()
-        if report.problems or args.keep_logs:
-            print(f"logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        report.keep_or_remove(workdir, keep=args.keep_logs)
     return report.finish()
 
 

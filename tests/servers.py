@@ -50,14 +50,14 @@ def redis_server(*extra: str, port: int | None = None) -> Iterator[str]:
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_for_port(port, process)
+            wait_for_port(port, process)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             process.terminate()
             process.wait(timeout=10)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 10.0) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -66,6 +66,31 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, ti
             return
         time.sleep(0.02)
     raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+async def answer_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> bool:
+    """For a raw ASGI receiver: if this is uvicorn's lifespan scope, answer it and say True."""
+    if scope["type"] != "lifespan":
+        return False
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return True
+
+
+async def read_body(receive: Any) -> bytes | None:
+    """The whole request body of a raw ASGI request; None when the client went away before its end."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
 
 
 class ThreadedServer:
@@ -132,7 +157,7 @@ def redis_cluster(masters: int = 3) -> Iterator[str]:
                     )
                 )
             for port, process in zip(ports, processes, strict=True):
-                _wait_for_port(port, process)
+                wait_for_port(port, process)
             subprocess.run(
                 [
                     cli,

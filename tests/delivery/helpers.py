@@ -13,6 +13,7 @@ import msgspec
 
 from bridge.delivery.ids import new_event_id
 from bridge.delivery.models import OutgoingEvent
+from tests.servers import answer_lifespan, read_body
 
 
 @dataclass
@@ -50,20 +51,11 @@ class Receiver:
         self._lock = threading.Lock()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        if await answer_lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
+        if body is None:
+            return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         request = Received(headers=headers, body=body, at=time.time())
         with self._lock:
