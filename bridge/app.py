@@ -52,6 +52,7 @@ from bridge.events.outbox import Outbox
 from bridge.events.source import LogEventSource
 from bridge.settings import Settings
 from bridge.store.keys import Keys
+from bridge.store.marker import StoreMarker
 from bridge.store.redis import connect
 from bridge.store.scripts import Scripts
 from bridge.sync.lease import Lease
@@ -86,6 +87,7 @@ class Services:
     events: EventLog
     lease: Lease
     status: PollStatusStore
+    marker: StoreMarker
     watcher: IntegrationsWatcher
     poller: SchoolPoller
     scheduler: PollScheduler
@@ -122,9 +124,21 @@ class Services:
         )
         dispatcher = Dispatcher(redis, settings, subscriptions, events=LogEventSource(events))
         handoff = Handoff(redis, keys, dispatcher)
-        watcher = IntegrationsWatcher(settings, redis, keys, d6, snapshots, outbox, replica_id=replica_id)
+        marker = StoreMarker(redis, keys)
+        watcher = IntegrationsWatcher(
+            settings, redis, keys, d6, snapshots, outbox, replica_id=replica_id, marker=marker
+        )
         poller = SchoolPoller(
-            settings, d6, snapshots, lease, status, outbox, replica_id=replica_id, on_revoked=watcher.revoke
+            settings,
+            d6,
+            snapshots,
+            lease,
+            status,
+            outbox,
+            replica_id=replica_id,
+            on_denied=watcher.deny,
+            on_restored=watcher.restore,
+            recent_reset=marker.recent_reset,
         )
 
         async def poll_school(school_id: int, due_at: float, force: bool) -> None:
@@ -148,6 +162,7 @@ class Services:
             workers=poll_workers or min(32, max(4, math.ceil(settings.d6_max_rps))),
         )
         watcher.on_active = scheduler.sync_schools
+        watcher.on_denied = scheduler.request_polls
         return cls(
             settings=settings,
             redis=redis,
@@ -158,6 +173,7 @@ class Services:
             events=events,
             lease=lease,
             status=status,
+            marker=marker,
             watcher=watcher,
             poller=poller,
             scheduler=scheduler,
@@ -185,6 +201,7 @@ class Services:
         await self.scheduler.shutdown(grace)
         await self.handoff.stop()
         await self.dispatcher.stop(grace)
+        await self.poller.aclose()
         await self.d6.aclose()
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
@@ -193,7 +210,7 @@ class Services:
     async def refresh_metrics(self) -> None:
         """The poll gauges (`GET /metrics` awaits this before rendering): lag, and schools by state.
 
-        States: active (polled), failing (active, its last poll failed), inactive, revoked.
+        States: active (polled), failing (active, its last poll failed), inactive, denied, revoked.
         """
         metrics.POLL_LAG.set(self.scheduler.max_lag_seconds())
         active = await self.watcher.active_schools()
@@ -203,13 +220,16 @@ class Services:
                 pipe.hget(self.keys.poll_status(school_id), "consecutive_failures")
                 pipe.hlen(self.keys.snapshot_hashes(school_id, "integration"))
             replies = await pipe.execute()
-        counts = dict.fromkeys(("active", "failing", "inactive", "revoked"), 0)
+        flags = await self.snapshots.flags_of(known)
+        counts = dict.fromkeys(("active", "failing", "inactive", "denied", "revoked"), 0)
         for n, school_id in enumerate(known):
             failures, pairs = replies[2 * n], replies[2 * n + 1]
             if school_id in active:
                 counts["failing" if failures and int(failures) > 0 else "active"] += 1
+            elif not pairs:
+                counts["revoked"] += 1
             else:
-                counts["inactive" if pairs else "revoked"] += 1
+                counts["denied" if flags[school_id].denied is not None else "inactive"] += 1
         for state, count in counts.items():
             metrics.SCHOOLS.labels(state=state).set(count)
 

@@ -125,6 +125,23 @@ MASS_REMOVALS_HELD: Final = Counter(
     ["resource"],
     registry=REGISTRY,
 )
+INTEGRATIONS_HELD: Final = Counter(
+    f"{PREFIX}_integrations_held",
+    "Integrations lists that changed nothing until the next poll agrees: empty while pairs are known, "
+    "or without more than half of at least 20 known (school, API type) pairs.",
+    registry=REGISTRY,
+)
+STORE_RESETS: Final = Counter(
+    f"{PREFIX}_store_resets",
+    "Times this process found that Redis had lost the bridge's data (its store marker was gone); every "
+    "school then took a silent new baseline and its sequence started again at 1.",
+    registry=REGISTRY,
+)
+SNAPSHOTS_PURGED: Final = Counter(
+    f"{PREFIX}_snapshots_purged",
+    "Schools whose record snapshots were deleted after BRIDGE_REVOKED_PURGE_DAYS without authorisation.",
+    registry=REGISTRY,
+)
 ACTIVATIONS: Final = Counter(
     f"{PREFIX}_activations",
     "Automatic activations of newly authorised integrations, by outcome (ok, failed).",
@@ -133,7 +150,8 @@ ACTIVATIONS: Final = Counter(
 )
 SCHOOLS: Final = Gauge(
     f"{PREFIX}_schools",
-    "Schools the bridge knows, by state (e.g. polling, failing, revoked, inactive).",
+    "Schools the bridge knows, by state: active (polled), failing (active, last poll failed), "
+    "inactive (authorised, not activated), denied (listed, but d6 refuses its data), revoked (not listed).",
     ["state"],
     registry=REGISTRY,
 )

@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     disable_after_hours: float = 120.0
     allow_private_urls: bool = False
     event_retention_days: float = 30.0
+    revoked_purge_days: float = 7.0
     log_format: Literal["json", "console"] = "json"
     log_level: str = "info"
 
@@ -102,6 +103,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, isatty: bool | No
         disable_after_hours=env.number("BRIDGE_DISABLE_AFTER_HOURS", 120.0, minimum=0.01),
         allow_private_urls=env.flag("BRIDGE_ALLOW_PRIVATE_URLS", False),
         event_retention_days=env.number("BRIDGE_EVENT_RETENTION_DAYS", 30.0, minimum=0.001),
+        revoked_purge_days=env.number("BRIDGE_REVOKED_PURGE_DAYS", 7.0, minimum=0.0),
         log_format=env.choice(  # type: ignore[arg-type]
             "BRIDGE_LOG_FORMAT", "console" if isatty else "json", ("json", "console")
         ),

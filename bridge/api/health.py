@@ -13,6 +13,9 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
+from bridge.api.subscriptions import rfc3339
+from bridge.store.marker import SHOW_RESET_SECONDS
+
 REDIS_PING_TIMEOUT_SECONDS = 2.0
 
 
@@ -26,6 +29,8 @@ class Readiness(msgspec.Struct, kw_only=True):
     status: str
     components: list[Component]
     last_integrations_poll_age_seconds: float | None
+    store_reset: str | None = None
+    """When Redis was last found to have lost the bridge's data, shown for an hour (readiness stays 200)."""
 
 
 class HealthController(Controller):
@@ -45,15 +50,19 @@ class HealthController(Controller):
         services: Any = state.services
         redis = await _redis(services)
         components = [redis, _scheduler(services), _delivery(services)]
-        last = None
+        last = reset = None
         if redis.ok:
             with contextlib.suppress(Exception):
                 last = await asyncio.wait_for(services.watcher.last_success(), REDIS_PING_TIMEOUT_SECONDS)
+            with contextlib.suppress(Exception):
+                reset = await asyncio.wait_for(services.marker.last_reset(), REDIS_PING_TIMEOUT_SECONDS)
         ok = all(c.ok for c in components)
+        now = time.time()
         body = Readiness(
             status="ready" if ok else "not ready",
             components=components,
-            last_integrations_poll_age_seconds=None if last is None else round(time.time() - last, 3),
+            last_integrations_poll_age_seconds=None if last is None else round(now - last, 3),
+            store_reset=rfc3339(reset) if reset is not None and now - reset < SHOW_RESET_SECONDS else None,
         )
         return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 

@@ -1,9 +1,11 @@
 """Schools: what the bridge knows of each (`GET /v1/schools`) and polling one now (`POST .../poll`).
 
-A school's `state`: `active` (polled), `inactive` (authorised, not activated), `revoked` (no pair left
-in the client integrations list, or d6 refused its data). `lag_seconds` is how long the school has been
-overdue: the time since its last due time plus one interval and the jitter (0 when on time). It is read
-from Redis, so it is the same whichever replica answers.
+A school's `state`: `active` (polled), `inactive` (authorised, not activated), `denied` (still in the
+client integrations list, but d6 refuses its data: retried at the integrations interval; `denied_since`),
+`revoked` (no pair left in the list; `revoked_since`). `snapshots_purged_at` is set once a school without
+authorisation for `BRIDGE_REVOKED_PURGE_DAYS` had its record snapshots deleted. `lag_seconds` is how
+long the school has been overdue: the time since its last due time plus one interval and the jitter (0
+when on time). It is read from Redis, so it is the same whichever replica answers.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class SchoolView(msgspec.Struct, kw_only=True):
     school_id: int
     name: str | None
     state: str
+    denied_since: str | None = None
+    revoked_since: str | None = None
+    snapshots_purged_at: str | None = None
     integrations: list[IntegrationView]
     last_poll_started: str | None
     last_successful_poll: str | None
@@ -65,18 +70,24 @@ def lag_seconds(last_started: float | None, interval: float, jitter: float, now:
 async def school_view(services: Any, school_id: int, active: set[int], now: float) -> SchoolView:
     pairs = await services.watcher.integrations(school_id)
     status = await services.status.get(school_id)
+    flags = await services.snapshots.flags(school_id)
     settings = services.settings
     if school_id in active:
         state = "active"
-    elif pairs:
-        state = "inactive"
-    else:
+    elif not pairs:
         state = "revoked"
+    elif flags.denied is not None:
+        state = "denied"
+    else:
+        state = "inactive"
     name = next((p.get("school_name") for p in pairs if isinstance(p.get("school_name"), str)), None)
     return SchoolView(
         school_id=school_id,
         name=name,
         state=state,
+        denied_since=rfc3339(flags.denied),
+        revoked_since=rfc3339(flags.revoked) if state == "revoked" else None,
+        snapshots_purged_at=rfc3339(flags.purged),
         integrations=[
             IntegrationView(api_type_id=p.get("api_type_id"), activated=is_active(p), record=p) for p in pairs
         ],

@@ -177,6 +177,9 @@ class D6Api:
         garble = plan.garble
         repeated = False
         if reply.status == 200 and reply.page is not None:
+            if spec.empty_list:
+                meta = {k: v for k, v in reply.body["meta"].items() if k not in ("next_cursor", "cursor")}
+                return Reply(200, {"data": [], "meta": meta}), True
             kind = plan.page_fault(reply.page)
             if kind == "fail":
                 return Reply(spec.error_status, error_body(spec.error_status, spec.error_body)), True

@@ -61,6 +61,10 @@ class ApiTypeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     api_type_id: int | None = None
 
 
+class AccessBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    denied: bool
+
+
 class ChurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate: Annotated[float, msgspec.Meta(ge=0.0)]
 
@@ -156,6 +160,15 @@ def revoke_school(sim: Sim, school_id: FromPath[int], data: JSONBody[ApiTypeBody
     return sim.world.revoke(school_id, data.api_type_id if data is not None else None).summary()
 
 
+@post("/_sim/schools/{school_id:int}/access", status_code=200, sync_to_thread=False)
+def set_access(sim: Sim, school_id: FromPath[int], data: JSONBody[AccessBody]) -> Record:
+    """`{"denied": true}`: the school stays in the integrations list, but its data calls answer 401
+    "Client has not authorised access" (as d6 does when its two views disagree); `false` lifts it."""
+    school: School = sim.world.school(school_id)
+    school.denied = data.denied
+    return school.summary()
+
+
 @get("/_sim/schools/{school_id:int}/{resource:str}", sync_to_thread=False)
 def list_records(sim: Sim, school_id: FromPath[int], resource: FromPath[str]) -> dict[str, Any]:
     """Every record, as the API sends it with `all_accounts=1`: the ground truth a test compares with."""
@@ -207,6 +220,7 @@ CONTROL_HANDLERS = [
     add_school,
     authorise_school,
     revoke_school,
+    set_access,
     list_records,
     create_record,
     update_record,

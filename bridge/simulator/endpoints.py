@@ -152,7 +152,7 @@ class Endpoints:
         if school_id is None:
             return invalid(checks.errors)
         school = self.world.schools.get(school_id)
-        if school is None or not school.authorised:
+        if school is None or not school.authorised or school.denied:
             return failure(401, NOT_AUTHORISED_MESSAGE)
         return school
 

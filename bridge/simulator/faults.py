@@ -33,6 +33,8 @@ class FaultSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate_limit_rps: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
     retry_after: str | int | None = None
     repeat_cursor: bool = False
+    empty_list: bool = False
+    """A listing answers 200 with no records and no next cursor (d6 does this when something is wrong)."""
     school_id: int | None = None
     endpoint: str | None = None
     times: Annotated[int, msgspec.Meta(ge=0)] | None = None

@@ -31,6 +31,8 @@ class School:
         self.email = email
         self.telephone = telephone
         self.integrations: dict[int, bool] = {}
+        self.denied = False
+        """Listed, but its data calls answer 401 "Client has not authorised access" (a d6 inconsistency)."""
         self.debtors = Table()
         self.learners = Table()
         self.parents: dict[int, Record] = {}
@@ -69,6 +71,7 @@ class School:
         return {
             **self.profile(),
             "integrations": [self.integration(api_type) for api_type in sorted(self.integrations)],
+            "denied": self.denied,
             "learners": len(self.learners),
             "debtors": len(self.debtors),
         }

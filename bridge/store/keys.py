@@ -7,7 +7,8 @@ few named slots: `{events}` (the event listing and the delivery hand-off, writte
 
 Layout (prefix `d6b`, school 1000, resource `learner`):
 
-    d6b:{s:1000}:meta                 hash: seq, published, ver:<r>, baseline:<r>, count:<r>, polled:<r>
+    d6b:{s:1000}:meta                 hash: seq, published, ver:<r>, baseline:<r>, count:<r>, polled:<r>,
+                                      and the flags denied, revoked, purged (times; sync/snapshot.py)
     d6b:{s:1000}:snap:learner:hash    hash: record id -> 16-byte BLAKE2b digest of the canonical record
     d6b:{s:1000}:snap:learner:rec     hash: record id -> last known normalised record (msgpack)
     d6b:{s:1000}:snap:learner:hold    string: held-back removal id set (msgpack list), absent when none
@@ -29,6 +30,8 @@ Layout (prefix `d6b`, school 1000, resource `learner`):
     d6b:{integrations}:lease          string: which replica polls the integrations list this interval
     d6b:{integrations}:active         set: school ids with an activated integration (what gets polled)
     d6b:{integrations}:polled         string: time of the last successful integrations poll
+    d6b:{integrations}:hold           string: pair ids a suspicious list would remove (msgpack list)
+    d6b:{store}:marker                string: the store's identity; its loss is a store reset (JSON)
 """
 
 from __future__ import annotations
@@ -111,6 +114,12 @@ class Keys(msgspec.Struct, frozen=True):
 
     def integrations_polled(self) -> str:
         return f"{self.prefix}:{{integrations}}:polled"
+
+    def integrations_hold(self) -> str:
+        return f"{self.prefix}:{{integrations}}:hold"
+
+    def store_marker(self) -> str:
+        return f"{self.prefix}:{{store}}:marker"
 
     def handoff_cursor(self) -> str:
         return f"{self.prefix}:{{events}}:handoff"

@@ -17,7 +17,8 @@ from redis.commands.core import AsyncScript
 
 # KEYS: 1 lease, 2 meta, 3 hashes, 4 records, 5 hold, 6 events stream
 # ARGV: 1 token ("" = no lease check), 2 resource, 3 expected version, 4 now, 5 hold marker ("" = none),
-#       6 upserts n, 7 deletes n, 8 events n, then n*(id, digest, record), n*(id), n*(id, type, head, tail)
+#       6 upserts n, 7 deletes n, 8 events n, 9 school flags n, then n*(id, digest, record), n*(id),
+#       n*(id, type, head, tail), n*(flag field, value; "" deletes the field)
 # Returns {"ok", first_seq, last_seq, new_version} | {"lost_lease", holder} | {"conflict", version}
 #       | {"corrupt", detail}
 COMMIT: Final = """
@@ -36,7 +37,8 @@ if last[1] then
   if last_seq ~= seq then return {'corrupt', 'stream ends at ' .. last[1][1] .. ', seq is ' .. seq} end
 end
 local n_up, n_del, n_ev = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local i = 9
+local n_flags = tonumber(ARGV[9])
+local i = 10
 for _ = 1, n_up do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
@@ -54,6 +56,14 @@ for _ = 1, n_ev do
   redis.call('XADD', KEYS[6], seq .. '-0',
     'id', ARGV[i], 'type', ARGV[i + 1], 'body', ARGV[i + 2] .. seq .. ARGV[i + 3])
   i = i + 4
+end
+for _ = 1, n_flags do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  else
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+  i = i + 2
 end
 redis.call('HSET', KEYS[2], 'seq', seq, 'ver:' .. r, version + 1, 'baseline:' .. r, 1,
   'count:' .. r, redis.call('HLEN', KEYS[3]), 'polled:' .. r, ARGV[4])
@@ -116,6 +126,28 @@ return 1
 """
 
 
+# KEYS: 1 meta, then 3 per resource: hashes, records, hold; ARGV: 1 cutoff (Unix time), 2 now, then the
+# resource names. Purges the record snapshots of a school whose authorisation has been gone (`revoked` or
+# `denied` flag) since before the cutoff; the sequence and the event log stay. Returns 1 when it purged.
+PURGE_SNAPSHOTS: Final = """
+if redis.call('HEXISTS', KEYS[1], 'purged') == 1 then return 0 end
+local since = nil
+for _, flag in ipairs({'revoked', 'denied'}) do
+  local value = tonumber(redis.call('HGET', KEYS[1], flag) or '')
+  if value and (since == nil or value < since) then since = value end
+end
+if since == nil or since > tonumber(ARGV[1]) then return 0 end
+for n = 3, #ARGV do
+  local r = ARGV[n]
+  local k = 2 + (n - 3) * 3
+  redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2])
+  redis.call('HDEL', KEYS[1], 'ver:' .. r, 'baseline:' .. r, 'count:' .. r, 'polled:' .. r)
+end
+redis.call('HSET', KEYS[1], 'purged', ARGV[2])
+return 1
+"""
+
+
 class Scripts:
     """Every script registered once on one client."""
 
@@ -126,3 +158,4 @@ class Scripts:
         self.lease_acquire: AsyncScript = redis.register_script(LEASE_ACQUIRE)
         self.lease_renew: AsyncScript = redis.register_script(LEASE_RENEW)
         self.lease_release: AsyncScript = redis.register_script(LEASE_RELEASE)
+        self.purge_snapshots: AsyncScript = redis.register_script(PURGE_SNAPSHOTS)

@@ -13,7 +13,12 @@ second) keeps the replica that polled last on time while the others skip. Becaus
 start, is recorded, a school that waited in the queue (d6 budget short) is not pushed back an interval.
 
 A scan that fails part way raises before anything is diffed: the snapshot and the event log stay as they
-were. A 401 "Client has not authorised access" revokes the school's integrations instead.
+were. A 401 "Client has not authorised access" hands the school to `on_denied` (the watcher revokes it
+once); the first scan of a denied school that reads again hands it to `on_restored` before anything is
+committed, so `integration.authorised` precedes the changes made while access was denied.
+
+A lease that cannot be released (Redis frozen or unreachable when the poll ends) is released in the
+background as soon as Redis answers again, so the school is not locked out for the rest of the TTL.
 """
 
 from __future__ import annotations
@@ -56,7 +61,9 @@ class SchoolPoller:
         outbox: Outbox,
         *,
         replica_id: str,
-        on_revoked: Callable[[int], Awaitable[object]] | None = None,
+        on_denied: Callable[[int], Awaitable[object]] | None = None,
+        on_restored: Callable[[int], Awaitable[object]] | None = None,
+        recent_reset: Callable[[], bool] | None = None,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.settings = settings
@@ -66,8 +73,12 @@ class SchoolPoller:
         self.status = status
         self.outbox = outbox
         self.replica_id = replica_id
-        self.on_revoked = on_revoked
+        self.on_denied = on_denied
+        self.on_restored = on_restored
+        self.recent_reset = recent_reset
+        """True shortly after a store reset: first scans stay silent, even with EMIT_INITIAL_SNAPSHOT."""
         self.lease_seconds = lease_seconds
+        self._releasing: set[asyncio.Task[None]] = set()
         self.tolerance = settings.poll_jitter_seconds + min(1.0, settings.school_poll_seconds / 20)
 
     async def poll(self, school_id: int, force: bool = False, *, due_at: float | None = None) -> str:
@@ -86,8 +97,40 @@ class SchoolPoller:
                 outcome = await self._poll(school_id, token, lost)
             return self._count(outcome)
         finally:
-            with contextlib.suppress(Exception):
+            await self._release(school_id, token)
+
+    async def _release(self, school_id: int, token: int) -> None:
+        try:
+            await self.lease.release(school_id, token)
+        except Exception as error:
+            log.warning(
+                "lease release failed; retrying in the background", school_id=school_id, error=str(error)
+            )
+            task = asyncio.create_task(
+                self._release_later(school_id, token), name=f"lease-release-{school_id}"
+            )
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _release_later(self, school_id: int, token: int) -> None:
+        """Retry the release until Redis answers or the lease would have expired anyway."""
+        give_up = time.monotonic() + self.lease_seconds
+        delay = 0.1
+        while time.monotonic() < give_up:
+            await asyncio.sleep(delay)
+            try:
                 await self.lease.release(school_id, token)
+            except Exception:  # still unreachable: try again shortly
+                delay = min(1.0, delay * 2)
+                continue
+            log.info("lease released after Redis answered again", school_id=school_id)
+            return
+
+    async def aclose(self) -> None:
+        """Stop the background lease releases (at shutdown)."""
+        for task in list(self._releasing):
+            task.cancel()
+        await asyncio.gather(*self._releasing, return_exceptions=True)
 
     async def _due(self, school_id: int) -> bool:
         status = await self.status.get(school_id)
@@ -100,20 +143,26 @@ class SchoolPoller:
         emitted = 0
         bound = log.bind(school_id=school_id)
         try:
+            denied = (
+                self.on_restored is not None and (await self.snapshots.flags(school_id)).denied is not None
+            )
             for resource, id_field in RESOURCES:
                 t0 = time.perf_counter()
                 records = await self._scan(school_id, resource)
                 if lost.is_set():
                     raise LeaseLost(f"school {school_id}: lease lost during the scan")
+                if denied and self.on_restored is not None:
+                    await self.on_restored(school_id)
+                    denied = False
                 emitted += await self._commit(school_id, resource, id_field, records, token)
                 counts[resource] = len(records)
                 metrics.POLL_DURATION.labels(resource=resource).observe(time.perf_counter() - t0)
         except D6NotAuthorised as error:
-            bound.warning("school no longer authorises access; revoking", error=str(error))
-            await self.status.failed(school_id, f"revoked: {error}")
-            if self.on_revoked is not None:
-                await self.on_revoked(school_id)
-            return "revoked"
+            bound.warning("school denies access to its data", error=str(error))
+            await self.status.failed(school_id, f"access denied: {error}")
+            if self.on_denied is not None:
+                await self.on_denied(school_id)
+            return "denied"
         except D6Error as error:
             if isinstance(error, D6MalformedResponse):
                 metrics.D6_BAD_ANSWERS.labels(endpoint=error.endpoint or "unknown").inc()
@@ -164,7 +213,9 @@ class SchoolPoller:
                 held=result.held_back,
                 had=len(previous.hashes),
             )
-        emit_created = previous.baseline or self.settings.emit_initial_snapshot
+        emit_created = previous.baseline or (
+            self.settings.emit_initial_snapshot and not (self.recent_reset and self.recent_reset())
+        )
         events = record_events(result, school_id=school_id, resource=resource, emit_created=emit_created)
         committed = await self.snapshots.commit(school_id, resource, result, events, token=token)
         for event in committed.events:

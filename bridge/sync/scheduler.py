@@ -210,6 +210,11 @@ class PollScheduler:
         """Poll this school as soon as a worker is free, even if it is not due."""
         self.queue.put(school_id, time.time(), force=True)
 
+    def request_polls(self, school_ids: set[int]) -> None:
+        """One poll of each of these schools, as soon as a worker is free (denied schools' retries)."""
+        for school_id in sorted(school_ids):
+            self.request_poll(school_id)
+
     def lag_seconds(self, school_id: int) -> float:
         """How long the school has been waiting beyond its due time (0 when it is not waiting)."""
         since = self.queue.waiting_since(school_id)

@@ -25,7 +25,7 @@ a duplicate or lost event when two writers race.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -57,6 +57,20 @@ class SchoolMeta(msgspec.Struct, kw_only=True, frozen=True):
     seq: int = 0
     published: int = 0
     resources: dict[str, ResourceMeta] = {}
+
+
+class SchoolFlags(msgspec.Struct, kw_only=True, frozen=True):
+    """Integration state kept in the school's `meta` hash, written atomically with the events it causes."""
+
+    denied: float | None = None
+    """Since when d6 has refused the school's data while the integrations list still shows it."""
+    revoked: float | None = None
+    """Since when the school has had no pair in the integrations list."""
+    purged: float | None = None
+    """When its record snapshots were purged (`BRIDGE_REVOKED_PURGE_DAYS`)."""
+
+
+FLAG_FIELDS: Final = ("denied", "revoked", "purged")
 
 
 class CommitResult(msgspec.Struct, kw_only=True, frozen=True):
@@ -115,11 +129,12 @@ class SnapshotStore:
         token: int | None,
         lease: str = "poll",
         now: float | None = None,
+        flags: Mapping[str, float | None] | None = None,
     ) -> CommitResult:
         """Apply `result` and append `events` atomically; raise LeaseLost or SnapshotConflict on refusal.
 
         Commit after every complete scan, even one without changes: it records the poll time, the baseline
-        flag and the hold-back marker.
+        flag and the hold-back marker. `flags` sets (a time) or clears (None) school flags in the same step.
         """
         _check(resource)
         for event in events:
@@ -135,6 +150,7 @@ class SnapshotStore:
             len(result.upserts),
             len(result.deletes),
             len(events),
+            len(flags or {}),
         ]
         for rid, dig, record in result.upserts:
             args += (rid, dig, pack_record(record))
@@ -142,6 +158,10 @@ class SnapshotStore:
         for event in events:
             head, tail = split_for_sequence(event)
             args += (event.id, event.type, head, tail)
+        for name, value in (flags or {}).items():
+            if name not in FLAG_FIELDS:
+                raise ValueError(f"unknown school flag {name!r}")
+            args += (name, "" if value is None else repr(value))
         keys = [
             k.lease(school_id, lease),
             k.school_meta(school_id),
@@ -186,6 +206,45 @@ class SnapshotStore:
             published=int(fields.get("published", 0)),
             resources=resources,
         )
+
+    async def flags(self, school_id: int) -> SchoolFlags:
+        values = await self._redis.hmget(self._keys.school_meta(school_id), list(FLAG_FIELDS))
+        return SchoolFlags(**{n: float(as_text(v)) for n, v in zip(FLAG_FIELDS, values, strict=True) if v})
+
+    async def flags_of(self, school_ids: Sequence[int]) -> dict[int, SchoolFlags]:
+        """The flags of many schools in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for school_id in school_ids:
+                pipe.hmget(self._keys.school_meta(school_id), list(FLAG_FIELDS))
+            replies = await pipe.execute()
+        return {
+            school_id: SchoolFlags(
+                **{n: float(as_text(v)) for n, v in zip(FLAG_FIELDS, values, strict=True) if v}
+            )
+            for school_id, values in zip(school_ids, replies, strict=True)
+        }
+
+    async def pair_ids(self, school_ids: Sequence[int]) -> set[str]:
+        """Every (school, API type) pair the integration snapshots of these schools hold."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for school_id in school_ids:
+                pipe.hkeys(self._keys.snapshot_hashes(school_id, "integration"))
+            replies = await pipe.execute()
+        return {as_text(pair) for pairs in replies for pair in pairs}
+
+    async def purge(self, school_id: int, cutoff: float, resources: Sequence[str]) -> bool:
+        """Delete the record snapshots of a school revoked or denied since before `cutoff` (atomic, once)."""
+        k = self._keys
+        keys = [k.school_meta(school_id)]
+        for resource in resources:
+            _check(resource)
+            keys += [
+                k.snapshot_hashes(school_id, resource),
+                k.snapshot_records(school_id, resource),
+                k.snapshot_hold(school_id, resource),
+            ]
+        args = [repr(cutoff), repr(time.time()), *resources]
+        return bool(await self._scripts.purge_snapshots(keys=keys, args=args))
 
     async def known_schools(self) -> list[int]:
         members = await self._redis.smembers(self._keys.known_schools())

@@ -11,6 +11,18 @@ reads it back and schedules its polling jobs from it.
 
 The very first list of a deployment is a silent baseline (unless `BRIDGE_EMIT_INITIAL_SNAPSHOT`);
 activations that follow it are still emitted.
+
+Integration state is guarded against d6's bad days (SPEC 5):
+- a list that would remove more than half of at least 20 known pairs, or comes back empty while pairs are
+  known, is held: nothing changes until the next poll agrees (`_held`);
+- a school whose data calls answer 401 "Client has not authorised access" while it is still listed is
+  *denied*: `integration.revoked` once, a `denied` flag in its meta (atomically with the events), out of
+  the active set; the winner of each integrations interval asks for one poll of it, and the first poll
+  that reads its data again calls `restore`: `integration.authorised` once, back in the active set, and
+  the poll diffs against the snapshot the school had;
+- a school revoked or denied for `BRIDGE_REVOKED_PURGE_DAYS` has its record snapshots purged, so a later
+  re-authorisation starts a fresh silent baseline;
+- every tick checks the store marker (store/marker.py), so a Redis that lost its data is noticed.
 """
 
 from __future__ import annotations
@@ -21,24 +33,29 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import structlog
 
 from bridge import metrics
 from bridge.d6.client import D6Client
 from bridge.errors import D6Error, LeaseLost, SnapshotConflict
-from bridge.events.build import ACTIVATED_FIELD, integration_events, integration_id
+from bridge.events.build import ACTIVATED_FIELD, RECORD_RESOURCES, integration_events, integration_id
+from bridge.events.envelope import Event, new_event
 from bridge.events.outbox import Outbox
 from bridge.settings import Settings
-from bridge.store.codec import as_text
+from bridge.store.codec import as_bytes, as_text
 from bridge.store.keys import Keys
-from bridge.sync.diff import Record, finish_diff, plan_diff
+from bridge.store.marker import StoreMarker
+from bridge.sync.diff import DiffResult, Record, finish_diff, is_mass_removal, plan_diff
 from bridge.sync.snapshot import SnapshotStore
 
 log = structlog.get_logger(__name__)
 
 RESOURCE = "integration"
 CONCURRENCY = 32
+_PACK_IDS = msgspec.msgpack.Encoder()
+_UNPACK_IDS = msgspec.msgpack.Decoder(list[str])
 
 
 def is_active(record: Record) -> bool:
@@ -58,6 +75,8 @@ class IntegrationsWatcher:
         *,
         replica_id: str,
         on_active: Callable[[set[int]], None] | None = None,
+        on_denied: Callable[[set[int]], None] | None = None,
+        marker: StoreMarker | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -67,12 +86,17 @@ class IntegrationsWatcher:
         self.outbox = outbox
         self.replica_id = replica_id
         self.on_active = on_active
+        self.on_denied = on_denied
+        """Called by the interval's winner with the denied schools to retry (one poll each)."""
+        self.marker = marker
         self._lock = asyncio.Lock()  # the watcher and a revocation from a poll never commit at once here
 
     # -- the job ------------------------------------------------------------------------------------
 
     async def tick(self) -> None:
         """The scheduled job: poll d6 if this replica won the interval, then apply the active set."""
+        if self.marker is not None:
+            await self.marker.check()
         ttl_ms = max(1000, int(self.settings.integrations_poll_seconds * 1000) - 500)
         won = await self.redis.set(self.keys.integrations_lease(), self.replica_id, nx=True, px=ttl_ms)
         if won:
@@ -87,17 +111,25 @@ class IntegrationsWatcher:
         try:
             async with self._lock:
                 records = await self._read()
-                await self._commit_all(records)
+                if await self._held(records):
+                    metrics.POLLS.labels(resource=RESOURCE, outcome="held").inc()
+                    return False
+                denied = await self._commit_all(records)
                 pending = [r for r in records if not is_active(r)] if self.settings.auto_activate else []
                 if pending and await self._activate(pending):
-                    await self._commit_all(await self._read())
+                    again = await self._read()
+                    if not await self._held(again):
+                        denied = await self._commit_all(again)
                 await self.redis.set(self.keys.integrations_polled(), repr(time.time()))
+                await self._purge_revoked()
         except D6Error as error:
             metrics.POLLS.labels(resource=RESOURCE, outcome="failed").inc()
             log.warning("integrations poll failed", error=str(error), error_type=type(error).__name__)
             return False
         metrics.POLLS.labels(resource=RESOURCE, outcome="ok").inc()
         metrics.POLL_DURATION.labels(resource=RESOURCE).observe(time.perf_counter() - started)
+        if denied and self.on_denied is not None:
+            self.on_denied(denied)
         return True
 
     # -- reading --------------------------------------------------------------------------------------
@@ -116,15 +148,50 @@ class IntegrationsWatcher:
         raw = await self.redis.get(self.keys.integrations_polled())
         return None if raw is None else float(as_text(raw))
 
+    async def _held(self, records: list[Record]) -> bool:
+        """The integrations-list hold-back (SPEC 5): True when this list must change nothing yet.
+
+        Suspicious: it comes back empty while pairs are known, or lacks more than half of at least 20 known
+        pairs. The first such list is held (its missing pairs stored as a marker); the next poll agrees when
+        it again lacks every held pair, and is then applied. A normal list clears the marker.
+        """
+        known = await self.snapshots.pair_ids(await self.snapshots.known_schools())
+        listed = {integration_id(r) for r in records}  # raises on a pair without ids: nothing is diffed
+        gone = known - listed
+        suspicious = bool(gone) and (not listed or is_mass_removal(len(gone), len(known)))
+        key = self.keys.integrations_hold()
+        raw = await self.redis.get(key)
+        if not suspicious:
+            if raw is not None:
+                await self.redis.delete(key)
+            return False
+        held = frozenset(_UNPACK_IDS.decode(as_bytes(raw))) if raw else None
+        if held is not None and held <= gone:
+            await self.redis.delete(key)
+            log.warning("integrations list confirmed by a second poll; applying it", gone=len(gone))
+            return False
+        await self.redis.set(key, _PACK_IDS.encode(sorted(gone)))
+        metrics.INTEGRATIONS_HELD.inc()
+        log.warning(
+            "integrations list held back until the next poll agrees",
+            known=len(known),
+            listed=len(listed),
+            gone=len(gone),
+        )
+        return True
+
     # -- committing -----------------------------------------------------------------------------------
 
-    async def _commit_all(self, records: list[Record]) -> None:
+    async def _commit_all(self, records: list[Record]) -> set[int]:
+        """Commit every school's pairs and store the active set; returns the denied schools to retry."""
         by_school: dict[int, list[Record]] = defaultdict(list)
         for record in records:
             integration_id(record)  # raises D6MalformedResponse on a pair without ids: nothing is diffed
             by_school[int(record["school_id"])].append(record)
         known = set(await self.snapshots.known_schools())
-        emit = self.settings.emit_initial_snapshot or await self.snapshots.integrations_baselined()
+        emit = await self.snapshots.integrations_baselined() or (
+            self.settings.emit_initial_snapshot and not self._after_reset()
+        )
         semaphore = asyncio.Semaphore(CONCURRENCY)
 
         async def one(school_id: int) -> None:
@@ -133,8 +200,11 @@ class IntegrationsWatcher:
 
         await asyncio.gather(*(one(s) for s in sorted(known | set(by_school))))
         await self.snapshots.mark_integrations_baselined()
-        active = {s for s, pairs in by_school.items() if any(is_active(p) for p in pairs)}
-        await self._store_active(active)
+        listed = sorted(s for s, pairs in by_school.items() if any(is_active(p) for p in pairs))
+        flags = await self.snapshots.flags_of(listed)
+        denied = {s for s in listed if flags[s].denied is not None}
+        await self._store_active(set(listed) - denied)
+        return denied
 
     async def _commit_school(self, school_id: int, records: list[Record], *, emit_created: bool) -> int:
         """Diff and commit one school's pairs; returns how many events it emitted."""
@@ -145,21 +215,41 @@ class IntegrationsWatcher:
             plan = plan_diff(previous, records, integration_id)
             if not (plan.created or plan.changed or plan.missing) and previous.version:
                 return 0
+            flags = await self.snapshots.flags(school_id)  # read after the version: a race conflicts
             result = finish_diff(plan, await self.snapshots.records(school_id, RESOURCE, plan.need_old))
             events = integration_events(result, school_id=school_id, emit_created=emit_created)
+            remaining = len(previous.hashes) + len(result.created) - len(result.deletes)
+            changed_flags: dict[str, float | None] = {}
+            if flags.denied is not None:
+                # The denial already said `revoked`; a pair that now leaves the list is not revoked twice.
+                events = [e for e in events if e.type != "integration.revoked"]
+                if remaining == 0:
+                    changed_flags["denied"] = None
+            if remaining == 0 and flags.revoked is None:
+                changed_flags["revoked"] = time.time()
+            elif remaining > 0 and flags.revoked is not None:
+                changed_flags.update(revoked=None, purged=None)
             try:
-                committed = await self.snapshots.commit(school_id, RESOURCE, result, events, token=None)
+                committed = await self.snapshots.commit(
+                    school_id, RESOURCE, result, events, token=None, flags=changed_flags
+                )
             except (SnapshotConflict, LeaseLost):
                 log.info("integration commit raced, diffing again", school_id=school_id, attempt=attempt)
                 continue
-            for event in committed.events:
-                metrics.EVENTS_EMITTED.labels(type=event.type).inc()
-                log.info("integration changed", school_id=school_id, type=event.type, pair=event.resource_id)
+            self._emitted(school_id, committed.events)
             if committed.events:
                 await self.outbox.publish(school_id)
             return len(committed.events)
         log.warning("integration commit kept racing; next poll will catch up", school_id=school_id)
         return 0
+
+    def _emitted(self, school_id: int, events: list[Event]) -> None:
+        for event in events:
+            metrics.EVENTS_EMITTED.labels(type=event.type).inc()
+            log.info("integration changed", school_id=school_id, type=event.type, pair=event.resource_id)
+
+    def _after_reset(self) -> bool:
+        return self.marker is not None and self.marker.recent_reset()
 
     async def _store_active(self, active: Iterable[int]) -> None:
         key = self.keys.integrations_active()
@@ -190,15 +280,94 @@ class IntegrationsWatcher:
             done += 1
         return done
 
-    async def revoke(self, school_id: int) -> int:
-        """d6 answered 401 "Client has not authorised access" for this school: all its pairs are revoked."""
+    async def deny(self, school_id: int) -> int:
+        """d6 answered 401 "Client has not authorised access" to a data call of a listed school:
+        `integration.revoked` for each of its pairs, once; it leaves the active set until `restore`."""
         async with self._lock:
-            emitted = await self._commit_school(school_id, [], emit_created=True)
+            emitted = await self._set_access(school_id, denied=True)
             await self.redis.srem(self.keys.integrations_active(), str(school_id))
+        await self._apply_active()
+        return emitted
+
+    async def restore(self, school_id: int) -> int:
+        """A denied school's data calls succeed again: `integration.authorised` for each pair, once."""
+        async with self._lock:
+            emitted = await self._set_access(school_id, denied=False)
+            pairs = await self.snapshots.all_records(school_id, RESOURCE)
+            if any(is_active(p) for p in pairs.values()):
+                await self.redis.sadd(self.keys.integrations_active(), str(school_id))
+        await self._apply_active()
+        return emitted
+
+    async def _set_access(self, school_id: int, *, denied: bool) -> int:
+        """Flip the school's `denied` flag and emit the matching event for each pair, in one commit."""
+        kind = "integration.revoked" if denied else "integration.authorised"
+        for attempt in range(3):
+            previous = await self.snapshots.load(school_id, RESOURCE)
+            flags = await self.snapshots.flags(school_id)  # read after the version: a race conflicts
+            if not previous.hashes or (flags.denied is not None) == denied:
+                return 0
+            pairs = await self.snapshots.records(school_id, RESOURCE, sorted(previous.hashes))
+            now = time.time()
+            events = [
+                new_event(
+                    kind, school_id=school_id, resource=RESOURCE, resource_id=pid, data=pairs[pid], now=now
+                )
+                for pid in sorted(pairs)
+            ]
+            unchanged = DiffResult(
+                created=[],
+                updated=[],
+                removed=[],
+                held_back=0,
+                hold=previous.hold,
+                upserts=[],
+                deletes=[],
+                version=previous.version,
+            )
+            changed_flags: dict[str, float | None] = {"denied": now} if denied else {"denied": None}
+            if not denied:
+                changed_flags["purged"] = None
+            try:
+                committed = await self.snapshots.commit(
+                    school_id, RESOURCE, unchanged, events, token=None, flags=changed_flags
+                )
+            except (SnapshotConflict, LeaseLost):
+                log.info("access change raced, trying again", school_id=school_id, attempt=attempt)
+                continue
+            log.warning(
+                "school denies access to its data; revoked until it reads again"
+                if denied
+                else "school reads again; authorised",
+                school_id=school_id,
+            )
+            self._emitted(school_id, committed.events)
+            if committed.events:
+                await self.outbox.publish(school_id)
+            return len(committed.events)
+        return 0
+
+    async def _apply_active(self) -> None:
         active = await self.active_schools()
         if self.on_active is not None:
             self.on_active(active)
-        return emitted
+
+    async def _purge_revoked(self) -> None:
+        """Delete the record snapshots of schools revoked or denied longer than BRIDGE_REVOKED_PURGE_DAYS."""
+        now = time.time()
+        cutoff = now - self.settings.revoked_purge_days * 86400
+        schools = await self.snapshots.known_schools()
+        for school_id, flags in (await self.snapshots.flags_of(schools)).items():
+            since = min((t for t in (flags.denied, flags.revoked) if t is not None), default=None)
+            if since is None or flags.purged is not None or since > cutoff:
+                continue
+            if await self.snapshots.purge(school_id, cutoff, RECORD_RESOURCES):
+                metrics.SNAPSHOTS_PURGED.inc()
+                log.info(
+                    "snapshots of a school without authorisation purged",
+                    school_id=school_id,
+                    days=round((now - since) / 86400, 2),
+                )
 
     async def integrations(self, school_id: int) -> list[dict[str, Any]]:
         """The school's pairs as last seen, for `/v1/schools`."""

@@ -130,7 +130,7 @@ async function metrics() {
 async function overview() {
   const since = Date.now() - HOUR_MS;
   const [schools, recent, m] = await Promise.all([api("/v1/schools"), eventsSince(since), metrics()]);
-  const states = { active: 0, failing: 0, inactive: 0, revoked: 0 };
+  const states = { active: 0, failing: 0, inactive: 0, denied: 0, revoked: 0 };
   for (const s of schools.data) {
     const state = s.state === "active" && s.consecutive_failures > 0 ? "failing" : s.state;
     states[state] = (states[state] ?? 0) + 1;
@@ -144,7 +144,8 @@ async function overview() {
     el("h2", {}, "Schools"),
     el("div", { class: "tiles" },
       tile("Active", states.active, "active"), tile("Failing", states.failing, states.failing ? "failing" : ""),
-      tile("Inactive", states.inactive), tile("Revoked", states.revoked),
+      tile("Inactive", states.inactive), tile("Denied", states.denied, states.denied ? "failing" : ""),
+      tile("Revoked", states.revoked),
       tile("Max lag", `${maxLag.toFixed(0)} s`, maxLag > 0 ? "failing" : "")),
     el("h2", {}, `Events per minute, last hour (${recent.events.length}${recent.complete ? "" : "+"})`),
     chart(recent.events, since),
@@ -203,7 +204,9 @@ async function schools() {
   const rows = data.map((s) => el("tr", {},
     el("td", {}, String(s.school_id)),
     el("td", { class: "school-name" }, s.name ?? "—"),
-    el("td", {}, badge(s.state === "active" && s.consecutive_failures > 0 ? "failing" : s.state)),
+    el("td", {}, badge(s.state === "active" && s.consecutive_failures > 0 ? "failing" : s.state),
+      s.denied_since ? el("div", { class: "hint" }, "since ", ago(s.denied_since)) : "",
+      s.state === "revoked" && s.revoked_since ? el("div", { class: "hint" }, "since ", ago(s.revoked_since)) : ""),
     el("td", {}, s.integrations.map((i) => el("div", {},
       `type ${i.api_type_id ?? "?"}: `, badge(i.activated ? "activated" : "authorised")))),
     el("td", {}, ago(s.last_successful_poll)),
