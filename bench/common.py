@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from bridge.logs import configure_logging
 from bridge.simulator.data import learner_update
 from bridge.simulator.state import School, World
-from tests.servers import redis_server
+from bridge.testing.redis import redis_server
 
 Record = dict[str, Any]
 SEED = 7

@@ -19,8 +19,7 @@ from bench.common import quiet_logs, verdict
 from bridge.d6.client import D6Client
 from bridge.d6.pagination import Page
 from bridge.settings import load_settings
-from bridge.simulator.app import SimulatorConfig, create_simulator_app
-from tests.servers import ThreadedServer
+from bridge.testing.servers import SimulatorServer
 
 SCHOOL = 1000
 COUNTS = {"learners": 1_234, "accountablepersons": 1_001}
@@ -75,9 +74,10 @@ def show(label: str, requests: dict[str, int]) -> float:
 
 async def main() -> bool:
     quiet_logs()
-    config = SimulatorConfig(schools=1, learners=COUNTS["learners"], debtors=COUNTS["accountablepersons"])
-    with ThreadedServer(create_simulator_app(config)) as server:
-        base_url = f"{server.url}/api"
+    with SimulatorServer(
+        schools=1, learners=COUNTS["learners"], debtors=COUNTS["accountablepersons"]
+    ) as server:
+        base_url = server.base_url
         env = {
             "BRIDGE_D6_BASE_URL": base_url,
             "BRIDGE_D6_USERNAME": "sandbox",

@@ -4,8 +4,8 @@ The bridge is wired by `Services.build` on a redis-server of our own; only its h
 run (no d6 polling). Subscriptions are made through `SubscriptionStore.create`. Events are appended the
 way the school poller appends them: a complete scan of a school's learners is diffed against its
 snapshot (`plan_diff`, `finish_diff`, `record_events`), committed with the events in one script
-(`SnapshotStore.commit`) and published (`Outbox.publish`). The receiver (bench/receiver.py) is a bare
-asyncio HTTP/1.1 server in a process of its own that answers 200 at once and counts.
+(`SnapshotStore.commit`) and published (`Outbox.publish`). The receiver (bridge/testing/receiver_process.py)
+is a bare asyncio HTTP/1.1 server in a process of its own that answers 200 at once and counts.
 
 1. Unordered: 20,000 `learner.updated` events, 200 in each of 100 schools, are appended and published
    before the clock starts. Timed: from starting the hand-off and the dispatcher until every delivery is
@@ -38,14 +38,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis.asyncio as aioredis
-from standardwebhooks.webhooks import Webhook
 
 from bench.common import make_school, quiet_logs, verdict, with_changes
 from bridge.app import Services
@@ -58,7 +56,9 @@ from bridge.events.envelope import Event
 from bridge.settings import Settings, load_settings
 from bridge.store.redis import connect
 from bridge.sync.diff import finish_diff, plan_diff
-from tests.servers import free_port, redis_server
+from bridge.testing.receiver_process import ReceiverProcess, receiver_process
+from bridge.testing.receivers import verify_signature
+from bridge.testing.redis import redis_server
 
 SCHOOLS = 100
 EVENTS_PER_SCHOOL = 200
@@ -86,47 +86,6 @@ class Sent:
     school_id: int
     sequence: int
     body: bytes
-
-
-class Receiver:
-    """The receiver process (bench/receiver.py) and a small client for its counters."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}/hook"
-        self._control = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30.0, trust_env=False)
-
-    async def reset(self) -> None:
-        (await self._control.get("/_reset")).raise_for_status()
-
-    async def stats(self, *, ids: bool = False) -> dict[str, Any]:
-        response = await self._control.get("/_stats", params={"ids": "1"} if ids else None)
-        response.raise_for_status()
-        stats: dict[str, Any] = response.json()
-        return stats
-
-    async def aclose(self) -> None:
-        await self._control.aclose()
-
-
-@contextlib.asynccontextmanager
-async def receiver_process() -> AsyncIterator[Receiver]:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.receiver", str(port))
-    receiver = Receiver(port)
-    try:
-        for _ in range(500):
-            with contextlib.suppress(httpx.TransportError):
-                await receiver.reset()
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise RuntimeError("the receiver did not start")
-        yield receiver
-    finally:
-        await receiver.aclose()
-        process.terminate()
-        await process.wait()
 
 
 class SchoolFeed:
@@ -191,14 +150,15 @@ async def stop(services: Services) -> None:
 
 def verify_samples(stats: dict[str, Any], secret: str) -> int:
     """Check the receiver's sample requests with the `standardwebhooks` package; returns how many."""
-    verifier = Webhook(secret)
     for sample in stats["samples"]:
-        verifier.verify(sample["body"], sample["headers"])
+        problem = verify_signature(secret, sample["headers"], sample["body"].encode())
+        if problem:
+            raise RuntimeError(f"a delivery does not verify: {problem}")
     return len(stats["samples"])
 
 
 async def throughput(
-    redis: aioredis.Redis, settings: Settings, receiver: Receiver, *, ordered: bool
+    redis: aioredis.Redis, settings: Settings, receiver: ReceiverProcess, *, ordered: bool
 ) -> tuple[float, float, list[Sent]]:
     """Deliveries per second of 20,000 pre-appended events, the bench process's CPU µs per delivery,
     and the envelopes that went out."""
@@ -240,7 +200,7 @@ def check_order(events: list[Event], received: list[tuple[str, float]]) -> None:
         last[school] = seq
 
 
-async def latency(redis: aioredis.Redis, settings: Settings, receiver: Receiver) -> dict[str, Any]:
+async def latency(redis: aioredis.Redis, settings: Settings, receiver: ReceiverProcess) -> dict[str, Any]:
     """Append -> response latencies (ms) at a steady rate; the dispatcher runs while events come in."""
     await redis.flushdb()
     services = Services.build(settings, redis=redis)
@@ -283,7 +243,7 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
     return cuts[49], cuts[98]
 
 
-async def raw_ceiling(settings: Settings, receiver: Receiver, sent: list[Sent]) -> tuple[float, float]:
+async def raw_ceiling(settings: Settings, receiver: ReceiverProcess, sent: list[Sent]) -> tuple[float, float]:
     """Requests per second of pre-signed envelopes through the bridge's clients, nothing else, and the
     CPU µs per request."""
     clients = build_clients(settings.delivery_timeout_seconds, settings.delivery_concurrency)
@@ -312,7 +272,7 @@ async def raw_ceiling(settings: Settings, receiver: Receiver, sent: list[Sent]) 
     return len(sent) / elapsed, cpu / len(sent) * 1e6
 
 
-async def arq_baseline(settings: Settings, receiver: Receiver, sent: list[Sent]) -> float:
+async def arq_baseline(settings: Settings, receiver: ReceiverProcess, sent: list[Sent]) -> float:
     """Deliveries per second of arq jobs."""
     secret = new_secret()
     with redis_server() as url, tempfile.TemporaryDirectory(prefix="bench-arq-") as workdir:
