@@ -12,7 +12,9 @@ non-zero on FAIL. None of them is part of `make test`: `make chaos`, `make fault
     scale         many schools, one serve then three replicas: cycle time, requests, memory, CPU
     soak          churn and flaky receivers for a long time: memory slope and latency over time
 
-Shared parts: `processes` (redis-server, simulator and serve as child processes), `receivers`
-(webhook endpoints that fail on purpose and verify signatures), `bridge_api` (the admin API),
-`checks` (what must hold of the event log and the deliveries) and `report` (figures and verdicts).
+Shared parts: `processes` (the simulator and serve as child processes, CPU and RSS from /proc),
+`deployment` (Redis, simulator, replicas, receivers and subscriptions as one), `bridge_api` (the admin
+API), `checks` (what must hold of the event log and the deliveries) and `report` (figures and verdicts).
+Redis, Redis Cluster and the webhook receivers that fail on purpose and verify signatures come from the
+test harness, `bridge.testing`, which the tests and benchmarks use too.
 """

@@ -55,9 +55,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bridge.app import MAX_REQUEST_BODY_BYTES
+from bridge.testing.receivers import Behaviour, Receiver, ReceiverServer
+from bridge.testing.redis import RedisServer
+from bridge.testing.settings import TOKEN, serve_env
 from suites.bridge_api import BridgeApi
-from suites.processes import TOKEN, RedisServer, Serve, Simulator, serve_env
-from suites.receivers import Behaviour, Receiver, ReceiverServer
+from suites.processes import Serve, Simulator
 from suites.report import Report
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -364,7 +366,7 @@ def prepare(
     serve.wait_ready(timeout=120)
     subscription_ids = []
     for server in receivers:
-        created = api.create_subscription(server.url, description=server.receiver.name)
+        created = api.create_subscription(server.hook_url, description=server.receiver.name)
         server.receiver.secret = created["secret"]
         subscription_ids.append(created["id"])
     deadline = time.monotonic() + 120
@@ -408,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     env = serve_env(redis_server.url, sim.base_url, BRIDGE_DELIVERY_TIMEOUT_SECONDS="2")
     serve = Serve("serve", workdir, env)
-    receivers = [ReceiverServer(Receiver(f"receiver-{n}", Behaviour(), seed=n)) for n in (1, 2)]
+    receivers = [
+        ReceiverServer(Receiver(Behaviour().script(seed=n), name=f"receiver-{n}", verify=True))
+        for n in (1, 2)
+    ]
     clean_exit = False
     try:
         redis_server.start()
@@ -427,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         client = httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
         oversize = oversized(client, serve.url, fixture, report)
         bad_bodies = malformed(client, serve.url, report)
-        deleted = deletion(client, serve.url, receivers[0].url, report)
+        deleted = deletion(client, serve.url, receivers[0].hook_url, report)
         public = public_paths(serve.url, report)
         report.check(serve.alive, "the serve process died during the run")
 

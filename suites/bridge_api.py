@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from suites.processes import TOKEN
+from bridge.testing.settings import TOKEN
 
 
 class BridgeApi:

@@ -25,7 +25,7 @@ import redis
 
 from bridge.d6.records import normalise
 from bridge.store.keys import Keys
-from suites.receivers import Receipt
+from bridge.testing.receivers import Received
 
 RESOURCES = {"learner": ("learners", "learner_id"), "debtor": ("accountablepersons", "accountable_person_id")}
 
@@ -154,7 +154,7 @@ class DeliveryFigures:
 def check_deliveries(
     spec: SubscriptionSpec,
     events: list[dict[str, Any]],
-    receipts: list[Receipt],
+    receipts: list[Received],
     dead: set[str],
 ) -> DeliveryFigures:
     """At least once, nothing unmatched, and (for ordered subscriptions) sequence order per school.
@@ -198,7 +198,7 @@ def check_deliveries(
 def _order_violations(
     spec: SubscriptionSpec,
     expected: dict[str, dict[str, Any]],
-    receipts: list[Receipt],
+    receipts: list[Received],
     dead: set[str],
     problems: list[str],
 ) -> int:

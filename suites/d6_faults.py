@@ -57,8 +57,8 @@ from bridge.logs import configure_logging
 from bridge.settings import load_settings
 from bridge.simulator.state import World
 from bridge.store.keys import Keys
+from bridge.testing.redis import RedisServer
 from suites.d6_answers import FAMILIES, SLOW_FAMILIES, TIMEOUT, FakeD6, Fault
-from suites.processes import RedisServer
 from suites.report import Report
 
 RESOURCES = ("debtor", "learner")

@@ -11,7 +11,6 @@ every event in the log was emitted after every subscription existed and must rea
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 import time
@@ -23,10 +22,12 @@ from types import TracebackType
 import redis
 
 from bridge.store.keys import Keys
+from bridge.testing.receivers import Behaviour, Receiver, ReceiverServer
+from bridge.testing.redis import RedisServer
+from bridge.testing.settings import serve_env
 from suites.bridge_api import BridgeApi
 from suites.checks import RESOURCES, SubscriptionSpec, check_deliveries, check_log, read_log
-from suites.processes import RedisServer, Serve, Simulator, serve_env
-from suites.receivers import Behaviour, Receiver, ReceiverServer
+from suites.processes import Serve, Simulator, start_serves, stop_serves
 from suites.report import Report
 
 
@@ -94,10 +95,10 @@ class Deployment:
         self.serves = [Serve(f"serve-{n + 1}", self.workdir, env) for n in range(layout.serves)]
         self.api = BridgeApi(lambda: [s.url for s in self.serves if s.alive])
         endpoints = endpoints or default_endpoints(self.sim.school_ids, layout.delivery_timeout + 1.0)
-        self.endpoints = {
-            e.spec.name: (e.spec, ReceiverServer(Receiver(e.spec.name, e.behaviour, seed=layout.seed + n)))
-            for n, e in enumerate(endpoints)
-        }
+        self.endpoints: dict[str, tuple[SubscriptionSpec, ReceiverServer]] = {}
+        for n, e in enumerate(endpoints):
+            receiver = Receiver(e.behaviour.script(seed=layout.seed + n), name=e.spec.name, verify=True)
+            self.endpoints[e.spec.name] = (e.spec, ReceiverServer(receiver))
         self.subscription_ids: dict[str, str] = {}
         self.dead: dict[str, set[str]] = defaultdict(set)  # subscription name -> event ids ever dead
         self.dead_retried = 0
@@ -125,12 +126,9 @@ class Deployment:
         self.sim.faults(error_rate=1.0, error_status=503)  # d6 "down" until the subscriptions exist
         for _spec, server in self.endpoints.values():
             server.start()
-        for serve in self.serves:
-            serve.start()
-        for serve in self.serves:
-            serve.wait_ready()
+        start_serves(self.serves)
         for name, (spec, server) in self.endpoints.items():
-            created = self.api.create_subscription(server.url, **spec.fields())
+            created = self.api.create_subscription(server.hook_url, **spec.fields())
             server.receiver.secret = created["secret"]
             self.subscription_ids[name] = created["id"]
         self.sim.clear_faults()
@@ -142,8 +140,8 @@ class Deployment:
         )
 
     def close(self, failed: bool = False) -> None:
-        codes = {serve.name: serve.stop(timeout=45) for serve in self.serves}
-        self.clean_exits = all(code == 0 for code in codes.values())
+        stopped = stop_serves(self.serves, timeout=45)
+        self.clean_exits = all(code == 0 for code, _seconds in stopped.values())
         for _spec, server in self.endpoints.values():
             server.stop()
         self.sim.stop()
@@ -167,14 +165,10 @@ class Deployment:
 
     def revive(self) -> None:
         """Start any replica that is down and wait until every one is ready."""
-        for serve in self.serves:
-            if not serve.alive:
-                serve.start()
-        for serve in self.serves:
-            serve.wait_ready(timeout=120)
+        start_serves(self.serves, timeout=120)
 
     def total_receipts(self) -> int:
-        return sum(len(server.receiver.receipts) for _spec, server in self.endpoints.values())
+        return sum(len(server.receiver.snapshot()) for _spec, server in self.endpoints.values())
 
     # -- the end --------------------------------------------------------------------------------------
 
@@ -239,7 +233,7 @@ class Deployment:
         for name, (spec, server) in self.endpoints.items():
             receipts = server.receiver.snapshot()
             with (self.workdir / f"receipts-{name}.jsonl").open("w") as out:
-                out.writelines(json.dumps(dataclasses.asdict(r)) + "\n" for r in receipts)
+                out.writelines(json.dumps(r.summary()) + "\n" for r in receipts)
             figures = check_deliveries(spec, events, receipts, self.dead[name])
             report.extend(figures.problems)
             order = f", out of order {figures.out_of_order}" if spec.ordered else ""

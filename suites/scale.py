@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
 import dataclasses
 import itertools
 import math
@@ -62,7 +61,6 @@ import re
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -73,22 +71,22 @@ from typing import Any
 
 import httpx
 import msgspec
-import redis
 
 from bridge.store.keys import Keys
+from bridge.testing.receivers import Receiver, ReceiverServer
+from bridge.testing.redis import RedisCluster, RedisServer
+from bridge.testing.settings import serve_env
 from suites.bridge_api import BridgeApi
 from suites.processes import (
-    RedisCluster,
-    RedisServer,
+    Processes,
     Serve,
     Simulator,
     cpu_seconds,
     rss_bytes,
-    serve_env,
+    start_serves,
+    stop_serves,
 )
-from suites.receivers import ReceiverServer
 from suites.report import Report
-from tests.servers import answer_lifespan, read_body
 
 PAGE_LIMIT = 50
 SAMPLE_SECONDS = 2.0
@@ -100,39 +98,16 @@ INTEGRATIONS_PATH = "/clientintegrations"
 # -- the webhook receiver ------------------------------------------------------------------------------
 
 
-class FastReceiver:
-    """Answers 200 at once and remembers (arrival, event id, envelope timestamp): nothing else to slow it."""
-
-    name = "scale"
-
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[float, str, str]] = []
-        self._lock = threading.Lock()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.arrivals = []
-
-    def snapshot(self) -> list[tuple[float, str, str]]:
-        with self._lock:
-            return list(self.arrivals)
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if await answer_lifespan(scope, receive, send):
-            return
-        body = await read_body(receive)
-        if body is None:
-            return
-        arrived = time.time()
+def arrivals(receiver: Receiver) -> list[tuple[float, str, str]]:
+    """(arrival, event id, envelope timestamp) of every webhook the receiver answered."""
+    entries = []
+    for request in receiver.received:
         try:
-            envelope = msgspec.json.decode(body)
-            entry = (arrived, str(envelope["id"]), str(envelope["timestamp"]))
+            envelope = request.json
+            entries.append((request.at, str(envelope["id"]), str(envelope["timestamp"])))
         except (msgspec.DecodeError, KeyError, TypeError):
-            entry = (arrived, "", "")
-        with self._lock:
-            self.arrivals.append(entry)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+            entries.append((request.at, "", ""))
+    return entries
 
 
 def rfc3339(text: str) -> float:
@@ -156,26 +131,6 @@ class Poll:
         if self.learners is None or self.debtors is None:
             return None
         return math.ceil(self.learners / PAGE_LIMIT) + math.ceil(self.debtors / PAGE_LIMIT)
-
-
-@dataclass
-class Processes:
-    """pid by label, and CPU seconds / peak RSS sampled from /proc."""
-
-    pids: dict[str, int]
-    peak_rss: dict[str, int] = field(default_factory=dict)
-
-    def cpu(self) -> dict[str, float]:
-        values = {}
-        for label, pid in self.pids.items():
-            with contextlib.suppress(OSError):
-                values[label] = cpu_seconds(pid)
-        return values
-
-    def sample_rss(self) -> None:
-        for label, pid in self.pids.items():
-            with contextlib.suppress(OSError):
-                self.peak_rss[label] = max(self.peak_rss.get(label, 0), rss_bytes(pid))
 
 
 class RequestLog:
@@ -259,61 +214,6 @@ class Watcher:
         return [self.polls[school_id][k] for k in sorted(self.polls[school_id])]
 
 
-# -- the stores ---------------------------------------------------------------------------------------
-
-
-class SingleStore:
-    def __init__(self, workdir: Path) -> None:
-        self.server = RedisServer(workdir)
-        self.cluster = False
-
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def pids(self) -> dict[str, int]:
-        return {"redis": self.server.pid}
-
-    def used_memory(self) -> int:
-        return self.server.used_memory()
-
-    def client(self) -> Any:
-        return redis.Redis.from_url(self.server.url, socket_timeout=30)
-
-
-class ClusterStore:
-    def __init__(self, workdir: Path) -> None:
-        self.redis = RedisCluster(workdir, masters=3)
-        self.cluster = True
-
-    def start(self) -> None:
-        self.redis.start()
-
-    def stop(self) -> None:
-        self.redis.stop()
-
-    @property
-    def url(self) -> str:
-        return self.redis.url
-
-    @property
-    def pids(self) -> dict[str, int]:
-        return {f"redis-{n + 1}": pid for n, pid in enumerate(self.redis.pids)}
-
-    def used_memory(self) -> int:
-        return self.redis.used_memory()
-
-    def client(self) -> Any:
-        return self.redis.client()
-
-
 # -- one phase ----------------------------------------------------------------------------------------
 
 
@@ -378,10 +278,9 @@ def run_phase(
     name: str,
     *,
     replicas: int,
-    store: SingleStore | ClusterStore,
+    store: RedisServer | RedisCluster,
     sim: Simulator,
-    receiver: FastReceiver,
-    receiver_url: str,
+    receiver: ReceiverServer,
     workdir: Path,
     args: argparse.Namespace,
     report: Report,
@@ -394,7 +293,7 @@ def run_phase(
     memory_empty = store.used_memory()
     sim.churn(0)
     sim.reset_stats()
-    receiver.reset()
+    receiver.receiver.reset()
     env = serve_env(
         store.url,
         sim.base_url,
@@ -404,20 +303,17 @@ def run_phase(
         BRIDGE_INTEGRATIONS_POLL_SECONDS=str(args.integrations_interval),
         BRIDGE_EMIT_INITIAL_SNAPSHOT="false",
         BRIDGE_DELIVERY_TIMEOUT_SECONDS="10",
-        BRIDGE_REDIS_CLUSTER="true" if store.cluster else "false",
+        BRIDGE_REDIS_CLUSTER="true" if isinstance(store, RedisCluster) else "false",
         BRIDGE_LOG_LEVEL="info",
     )
     phase_dir = workdir / name
     phase_dir.mkdir()
     serves = [Serve(f"serve-{n + 1}", phase_dir, env) for n in range(replicas)]
-    client = store.client()
+    client = store.client(socket_timeout=30)
     try:
-        for serve in serves:
-            serve.start()
-        for serve in serves:
-            serve.wait_ready(timeout=120)
+        start_serves(serves, timeout=120)
         api = BridgeApi(lambda: [s.url for s in serves if s.alive])
-        api.create_subscription(receiver_url, ordered=True)
+        api.create_subscription(receiver.hook_url, ordered=True)
         processes = Processes(
             {"simulator": sim.pid, **store.pids, **{s.name: s.pid for s in serves}, "suite": os.getpid()}
         )
@@ -464,21 +360,21 @@ def run_phase(
         while time.monotonic() < drain_deadline:
             metrics_text = {s.name: httpx.get(f"{s.url}/metrics", timeout=30).text for s in serves}
             events = int(sum(metric_sum(t, "d6_bridge_events_emitted_total") for t in metrics_text.values()))
-            if len({a[1] for a in receiver.snapshot()}) >= events:
+            if len(set(receiver.receiver.ids())) >= events:
                 break
             time.sleep(1)
         log = requests.all()
-        analyse(result, watcher, log, receiver.snapshot(), report, name=name, args=args, tolerance=tolerance)
+        analyse(result, watcher, log, report, name=name, args=args, tolerance=tolerance)
         result.events = events
         busy_seconds = sum(result.steady_cycles)
         result.detection_per_second = events / busy_seconds if busy_seconds else 0.0
-        arrivals = receiver.snapshot()
-        delivered = {a[1] for a in arrivals}
+        arrived = arrivals(receiver.receiver)
+        delivered = {a[1] for a in arrived}
         report.check(len(delivered) >= events, f"{name}: {events - len(delivered)} events not delivered")
-        result.deliveries = len(arrivals)
+        result.deliveries = len(arrived)
         window = window_t1 - window_t0
         result.events_per_second = events / window if window > 0 else 0.0
-        busy = [a for a in arrivals if a[2]]
+        busy = [a for a in arrived if a[2]]
         if busy:
             span = max(a[0] for a in busy) - min(a[0] for a in busy)
             result.deliveries_per_second = len(busy) / span if span > 0 else 0.0
@@ -499,7 +395,7 @@ def run_phase(
         dump = {
             "polls": {s: [dataclasses.asdict(p) for p in watcher.ordered(s)] for s in sim.school_ids},
             "requests": log,
-            "arrivals": receiver.snapshot(),
+            "arrivals": arrived,
         }
         (phase_dir / "observed.json").write_bytes(msgspec.json.encode(dump))
         steady_polls = sum(result.polls_by_replica.values()) - len(sim.school_ids)
@@ -524,11 +420,9 @@ def run_phase(
             )
     finally:
         client.close()
-        codes = {}
-        for serve in serves:
-            stopping = time.monotonic()
-            codes[serve.name] = serve.stop(timeout=60)
-            result.stop_seconds[serve.name] = round(time.monotonic() - stopping, 1)
+        stopped = stop_serves(serves, timeout=60)
+        codes = {name: code for name, (code, _seconds) in stopped.items()}
+        result.stop_seconds = {name: round(seconds, 1) for name, (_code, seconds) in stopped.items()}
         store.stop()
     report.check(all(c == 0 for c in codes.values()), f"{name}: exit codes on SIGTERM {codes}")
     report.note(f"phase {name}: done")
@@ -539,7 +433,6 @@ def analyse(
     result: PhaseResult,
     watcher: Watcher,
     log: list[dict[str, Any]],
-    arrivals: list[tuple[float, str, str]],
     report: Report,
     *,
     name: str,
@@ -778,8 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulator(
         workdir, schools=args.schools, learners=args.learners, debtors=args.debtors, seed=args.seed
     )
-    receiver = FastReceiver()
-    server = ReceiverServer(receiver)  # type: ignore[arg-type]
+    server = ReceiverServer(Receiver(name="scale"))
     results: list[PhaseResult] = []
     started = time.monotonic()
     try:
@@ -792,9 +684,9 @@ def main(argv: list[str] | None = None) -> int:
         report.figure("simulator generation", f"{generated:.1f} s, RSS {mib(rss_bytes(sim.pid))}")
         server.start()
         plan = {
-            "single": (1, SingleStore),
-            "replicas": (3, SingleStore),
-            "cluster": (3, ClusterStore),
+            "single": (1, RedisServer),
+            "replicas": (3, RedisServer),
+            "cluster": (3, RedisCluster),
         }
         for phase in [p.strip() for p in args.phases.split(",") if p.strip()]:
             replicas, kind = plan[phase]
@@ -805,8 +697,7 @@ def main(argv: list[str] | None = None) -> int:
                     replicas=replicas,
                     store=store,
                     sim=sim,
-                    receiver=receiver,
-                    receiver_url=server.url,
+                    receiver=server,
                     workdir=workdir,
                     args=args,
                     report=report,
