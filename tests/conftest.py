@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Redis, the d6 simulator over real HTTP."""
+"""Shared fixtures: a real Redis, the d6 simulator over real HTTP, webhook receivers, dispatchers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from tests.servers import ThreadedServer, redis_server
+from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.keys import DeliveryKeys
+from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.urls import UrlGuard
+from bridge.settings import Settings
+from bridge.testing.receivers import Receiver, ReceiverServer, Script
+from bridge.testing.redis import redis_server
+from bridge.testing.servers import SimulatorServer
+from bridge.testing.settings import fast_settings
 
 
 @pytest.fixture(scope="session")
@@ -34,35 +42,67 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-class SimulatorHandle:
-    """A running simulator: `base_url` is what the bridge points at, `url` the server root."""
-
-    def __init__(self, server: ThreadedServer) -> None:
-        self.server = server
-        self.url = server.url
-        self.base_url = f"{server.url}/api"
-        self.control_url = f"{server.url}/_sim"
-
-
 @pytest.fixture
-def simulator_factory() -> Iterator[Callable[..., SimulatorHandle]]:
+def simulator_factory() -> Iterator[Callable[..., SimulatorServer]]:
     """Start simulators with any `SimulatorConfig` fields; each is stopped after the test."""
-    from bridge.simulator.app import SimulatorConfig, create_simulator_app
+    servers: list[SimulatorServer] = []
 
-    servers: list[ThreadedServer] = []
-
-    def start(**config: Any) -> SimulatorHandle:
-        server = ThreadedServer(create_simulator_app(SimulatorConfig(**config)))
-        server.__enter__()
+    def start(**config: Any) -> SimulatorServer:
+        server = SimulatorServer(**config)
+        server.start()
         servers.append(server)
-        return SimulatorHandle(server)
+        return server
 
     yield start
     for server in servers:
-        server.__exit__(None, None, None)
+        server.stop()
 
 
 @pytest.fixture
-def simulator(simulator_factory: Callable[..., SimulatorHandle]) -> SimulatorHandle:
+def simulator(simulator_factory: Callable[..., SimulatorServer]) -> SimulatorServer:
     """A simulator with 3 schools of 120 learners and 90 debtors, seed 1, no churn."""
     return simulator_factory(schools=3, learners=120, debtors=90, seed=1)
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator[Callable[..., tuple[Receiver, str]]]:
+    """Start recording receivers on loopback: returns (receiver, url)."""
+    servers: list[ReceiverServer] = []
+
+    def start(script: Script | None = None) -> tuple[Receiver, str]:
+        server = ReceiverServer(Receiver(script))
+        server.start()
+        servers.append(server)
+        return server.receiver, server.hook_url
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def store_factory(redis: aioredis.Redis) -> Callable[[Settings], SubscriptionStore]:
+    def build(settings: Settings) -> SubscriptionStore:
+        guard = UrlGuard(allow_private=settings.allow_private_urls)
+        return SubscriptionStore(redis, DeliveryKeys(settings.redis_prefix), guard)
+
+    return build
+
+
+@pytest.fixture
+async def dispatcher_factory(
+    redis: aioredis.Redis, store_factory: Callable[[Settings], SubscriptionStore]
+) -> AsyncIterator[Callable[..., Dispatcher]]:
+    """Build dispatchers (not started); every one is stopped after the test."""
+    built: list[Dispatcher] = []
+
+    def build(settings: Settings | None = None, **kwargs: Any) -> Dispatcher:
+        settings = settings or fast_settings()
+        kwargs.setdefault("poll_interval", 0.05)
+        dispatcher = Dispatcher(redis, settings, store_factory(settings), **kwargs)
+        built.append(dispatcher)
+        return dispatcher
+
+    yield build
+    for dispatcher in built:
+        await dispatcher.stop(grace=1.0)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.servers import free_port
+from bridge.testing.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

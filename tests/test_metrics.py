@@ -5,26 +5,26 @@ The registry is process-wide, so the tests compare scrapes taken before and afte
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 from litestar import Litestar
-from litestar.datastructures import State
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import metrics
-from bridge.api.metrics import metrics_endpoint
+from bridge.api.metrics import Gauges, metrics_endpoint
+from bridge.api.wiring import build_api, parts
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.keys import DeliveryKeys
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
-from tests.delivery.conftest import fast_settings
-from tests.delivery.helpers import Answer, Receiver, make_events, wait_for
-from tests.servers import ThreadedServer, free_port
+from bridge.testing.events import make_events
+from bridge.testing.receivers import Answer, Receiver
+from bridge.testing.servers import free_port
+from bridge.testing.settings import fast_settings
+from bridge.testing.waiting import wait_for
 
 SPEC_SERIES = {
     "d6_bridge_d6_requests_total",
@@ -46,12 +46,6 @@ SPEC_SERIES = {
 }
 
 
-@dataclass
-class Services:
-    subscriptions: SubscriptionStore
-    dispatcher: Dispatcher
-
-
 class Scrape:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -71,9 +65,10 @@ class Scrape:
         }
 
 
-def build_app(services: Any = None) -> Litestar:
-    state = State({} if services is None else {"services": services})
-    return Litestar([metrics_endpoint], state=state)
+def build_app(dispatcher: Dispatcher) -> Litestar:
+    """`GET /metrics` refreshing the gauges of the dispatcher's store, built as `create_app` builds it."""
+    gauges = Gauges(subscriptions=dispatcher.store, dispatcher=dispatcher)
+    return build_api(dispatcher.settings, [metrics_endpoint], parts(gauges=gauges))
 
 
 async def scrape(app: Litestar) -> Scrape:
@@ -86,32 +81,12 @@ async def scrape(app: Litestar) -> Scrape:
 
 
 @pytest.fixture
-def receiver_factory() -> Iterator[Callable[..., tuple[Receiver, str]]]:
-    servers: list[ThreadedServer] = []
-
-    def start(script: Any = None) -> tuple[Receiver, str]:
-        receiver = Receiver(script)
-        server = ThreadedServer(receiver)
-        server.__enter__()
-        servers.append(server)
-        return receiver, f"{server.url}/hook"
-
-    yield start
-    for server in servers:
-        server.__exit__(None, None, None)
+def dispatcher(dispatcher_factory: Callable[..., Dispatcher]) -> Dispatcher:
+    return dispatcher_factory()
 
 
-@pytest.fixture
-async def dispatcher(redis: aioredis.Redis) -> AsyncIterator[Dispatcher]:
-    settings = fast_settings()
-    store = SubscriptionStore(redis, DeliveryKeys(settings.redis_prefix), UrlGuard(allow_private=True))
-    built = Dispatcher(redis, settings, store, poll_interval=0.05)
-    yield built
-    await built.stop(grace=1.0)
-
-
-async def test_every_series_of_the_spec_is_exposed_with_the_prefix() -> None:
-    page = await scrape(build_app())
+async def test_every_series_of_the_spec_is_exposed_with_the_prefix(dispatcher: Dispatcher) -> None:
+    page = await scrape(build_app(dispatcher))
     names = page.sample_names()
     assert names >= SPEC_SERIES, SPEC_SERIES - names
     assert all(f.name.startswith("d6_bridge_") for f in page.families)
@@ -121,7 +96,7 @@ async def test_every_series_of_the_spec_is_exposed_with_the_prefix() -> None:
 async def test_delivery_series_move_after_deliveries(
     dispatcher: Dispatcher, receiver_factory: Callable[..., tuple[Receiver, str]]
 ) -> None:
-    app = build_app(Services(subscriptions=dispatcher.store, dispatcher=dispatcher))
+    app = build_app(dispatcher)
     ok_receiver, ok_url = receiver_factory()
     _, failing_url = receiver_factory(lambda _r, _n: Answer(status=500))
     ok = await dispatcher.store.create(url=ok_url)
@@ -168,7 +143,7 @@ async def test_delivery_series_move_after_deliveries(
 async def test_a_410_counts_as_gone(
     dispatcher: Dispatcher, receiver_factory: Callable[..., tuple[Receiver, str]]
 ) -> None:
-    app = build_app(Services(subscriptions=dispatcher.store, dispatcher=dispatcher))
+    app = build_app(dispatcher)
     _, url = receiver_factory(lambda _r, _n: Answer(status=410))
     subscription = await dispatcher.store.create(url=url)
     before = await scrape(app)
@@ -186,9 +161,9 @@ async def test_a_410_counts_as_gone(
     assert after.value("d6_bridge_pending_deliveries") == 1  # kept for when it is enabled again
 
 
-async def test_d6_responses_are_counted_by_endpoint_and_status() -> None:
+async def test_d6_responses_are_counted_by_endpoint_and_status(dispatcher: Dispatcher) -> None:
     endpoint = "GET /v2/finplus/debtmanagement/learners"
-    app = build_app()
+    app = build_app(dispatcher)
     before = await scrape(app)
     metrics.observe_d6_response(endpoint, 200, 0.2)
     metrics.observe_d6_response(endpoint, 200, 0.3)
@@ -212,7 +187,7 @@ async def test_metrics_render_when_redis_is_down() -> None:
     try:
         store = SubscriptionStore(down, DeliveryKeys(settings.redis_prefix), UrlGuard(allow_private=True))
         dispatcher = Dispatcher(down, settings, store)
-        app = build_app(Services(subscriptions=store, dispatcher=dispatcher))
+        app = build_app(dispatcher)
         failures = "d6_bridge_gauge_refresh_failures_total"
         before = await scrape(app)
         after = await scrape(app)

@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.simulator.app import SimulatorConfig, create_simulator_app
+from bridge.testing.receivers import Answer, Receiver
+from bridge.testing.servers import SimulatorServer, ThreadedServer
+from bridge.testing.settings import TOKEN, bridge_settings
+from bridge.testing.waiting import wait_until
 from tests.console.helpers import console_app
-from tests.delivery.helpers import Answer, Receiver
-from tests.e2e.helpers import TOKEN, bridge_settings
-from tests.servers import ThreadedServer
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
@@ -86,15 +86,6 @@ class Stack:
         return all(self.api("GET", f"/v1/subscriptions/{i}")["pending_deliveries"] == 0 for i in ids)
 
 
-def wait_until(check: Callable[[], Any], what: str, limit: float = 20.0) -> Any:
-    deadline = time.monotonic() + limit
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit} s waiting for {what}")
-        time.sleep(0.1)
-    return value
-
-
 @pytest.fixture(scope="module")
 def stack(redis_url: str) -> Iterator[Stack]:
     failing = {"on": True}
@@ -102,9 +93,8 @@ def stack(redis_url: str) -> Iterator[Stack]:
         lambda _r, _n: Answer(status=500, body=b"down for the test") if failing["on"] else Answer()
     )
     ok = Receiver()
-    sim_app = create_simulator_app(SimulatorConfig(schools=2, learners=24, debtors=4, seed=11))
     with (
-        ThreadedServer(sim_app) as sim,
+        SimulatorServer(schools=2, learners=24, debtors=4, seed=11) as sim,
         ThreadedServer(ok) as ok_server,
         ThreadedServer(flaky) as flaky_server,
     ):
@@ -149,8 +139,8 @@ def stack(redis_url: str) -> Iterator[Stack]:
             stack.script_learner = learner["learner_id"]
             wait_until(
                 lambda: len(stack.api("GET", "/v1/dead-letters")["items"]) == 3,
-                "three dead letters",
-                limit=30,
+                timeout=30,
+                what="three dead letters",
             )
             yield stack
 
@@ -341,7 +331,7 @@ def test_events_filter_open_and_redeliver(page: Any, stack: Stack) -> None:
 
 def test_dead_letters_retry_selected_then_all(page: Any, stack: Stack) -> None:
     expect = sync_api.expect
-    wait_until(stack.settled, "the redelivery to settle")
+    wait_until(stack.settled, what="the redelivery to settle")
     sign_in(page)
     go(page, "dead-letters", "h1")
     dead = stack.api("GET", "/v1/dead-letters")["items"]
@@ -359,7 +349,7 @@ def test_dead_letters_retry_selected_then_all(page: Any, stack: Stack) -> None:
     expect(page.locator("#flash")).to_have_text("Requeued 1 dead letter.")
     page.get_by_role("button", name="Retry all").click()
     expect(page.locator("#flash")).to_have_text(re.compile(r"^Requeued \d+ dead letters?\.$"))
-    wait_until(lambda: not stack.api("GET", "/v1/dead-letters")["items"], "the dead letters delivered")
+    wait_until(lambda: not stack.api("GET", "/v1/dead-letters")["items"], what="the dead letters delivered")
     page.click("nav a[href='#overview']")
     go(page, "dead-letters", "h1")
     expect(heading).to_have_text("Dead letters (0)")

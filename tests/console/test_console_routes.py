@@ -11,8 +11,8 @@ import pytest
 
 from bridge.app import Services
 from bridge.console import STATIC_DIR
+from bridge.testing.settings import TOKEN, bridge_settings
 from tests.console.helpers import console_app
-from tests.e2e.helpers import TOKEN, bridge_settings
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "

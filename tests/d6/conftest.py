@@ -1,90 +1,25 @@
-"""Fixtures for the d6 client tests: settings pointed at a simulator, control calls, mock d6 answers."""
+"""Fixtures for the d6 client tests: the simulator's controls and a client on it (see helpers.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
-from bridge.d6 import D6Client, NoBudget
-from bridge.settings import Settings
-from tests.conftest import SimulatorHandle
-
-DEBTORS = "/api/v2/finplus/debtmanagement/accountablepersons"
-LEARNERS = "/api/v2/finplus/debtmanagement/learners"
-INTEGRATIONS = "/api/v2/settings/clientintegrations"
-FAST = {"backoff_base": 0.01, "backoff_cap": 0.05}
-"""Retry timing that keeps tests fast while still going through the backoff path."""
-
-
-def sim_settings(sim: SimulatorHandle, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "d6_base_url": sim.base_url,
-        "d6_username": "sandbox",
-        "d6_password": "sandbox",
-        "d6_max_rps": 1000.0,
-        "d6_timeout_seconds": 5.0,
-        **overrides,
-    }
-    return Settings(**values)
-
-
-class Control:
-    """The simulator's `/_sim/` controls (no credentials)."""
-
-    def __init__(self, sim: SimulatorHandle) -> None:
-        self.url = sim.control_url
-        self._http = httpx.AsyncClient(timeout=10)
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        response = await self._http.request(method, f"{self.url}{path}", json=body)
-        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
-        return response.json() if response.content else None
-
-    async def faults(self, **spec: Any) -> None:
-        await self.call("POST", "/faults", spec)
-
-    async def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = await self.call("GET", "/stats")
-        return stats
-
-    async def requests(self) -> list[dict[str, Any]]:
-        body = await self.call("GET", "/requests")
-        requests: list[dict[str, Any]] = body["requests"]
-        return requests
-
-    async def reset(self) -> None:
-        await self.call("POST", "/stats/reset")
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+from bridge.d6 import D6Client
+from bridge.testing.servers import SimulatorServer
+from tests.d6.helpers import FAST, Control, sim_settings
 
 
 @pytest.fixture
-async def control(simulator: SimulatorHandle) -> AsyncIterator[Control]:
+async def control(simulator: SimulatorServer) -> AsyncIterator[Control]:
     ctl = Control(simulator)
     yield ctl
     await ctl.aclose()
 
 
 @pytest.fixture
-async def client(simulator: SimulatorHandle) -> AsyncIterator[D6Client]:
+async def client(simulator: SimulatorServer) -> AsyncIterator[D6Client]:
     """A client on the default simulator, with fast retries and a budget that does not slow tests."""
     async with D6Client(sim_settings(simulator), **FAST) as d6:
         yield d6
-
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-def mock_client(handler: Handler, **kwargs: Any) -> D6Client:
-    """A client whose network is `handler` (httpx.MockTransport): for branches a real peer can't produce."""
-    settings = Settings(d6_base_url="https://d6.test/api", d6_username="user", d6_password="pw-secret-1")
-    options: dict[str, Any] = {"budget": NoBudget(), **FAST, **kwargs}
-    return D6Client(settings, transport=httpx.MockTransport(handler), **options)
-
-
-def listing(records: list[dict[str, Any]], **meta: Any) -> httpx.Response:
-    return httpx.Response(200, json={"data": records, "meta": {"limit": 50, "max_allowed_limit": 50, **meta}})

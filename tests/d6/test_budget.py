@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from bridge.d6 import D6Client, LocalBudget, RedisBudget
 from bridge.errors import D6ServerError, StoreError
 from bridge.store.keys import Keys
-from tests.conftest import SimulatorHandle
-from tests.d6.conftest import FAST, Control, mock_client, sim_settings
+from bridge.testing.servers import SimulatorServer
+from tests.d6.helpers import FAST, Control, mock_client, sim_settings
 
 
 def max_in_window(times: list[float], window: float = 1.0) -> int:
@@ -113,7 +113,7 @@ async def test_every_attempt_takes_a_token() -> None:
 
 
 async def test_two_clients_on_one_redis_never_exceed_the_rate(
-    redis: aioredis.Redis, simulator_factory: Callable[..., SimulatorHandle]
+    redis: aioredis.Redis, simulator_factory: Callable[..., SimulatorServer]
 ) -> None:
     """Two clients (as two replicas would) hammer d6 for 3 s; d6's own arrival clock is the judge."""
     rps = 20.0

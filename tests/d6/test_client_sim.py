@@ -18,15 +18,15 @@ from bridge.errors import (
     D6TransportError,
     D6ValidationError,
 )
-from tests.conftest import SimulatorHandle
-from tests.d6.conftest import FAST, Control, sim_settings
+from bridge.testing.servers import SimulatorServer
+from tests.d6.helpers import FAST, Control, sim_settings
 
 LEARNERS_GET = "GET /v2/finplus/debtmanagement/learners"
 DEBTORS_GET = "GET /v2/finplus/debtmanagement/accountablepersons"
 CHANGE = "/v2/settings/clientintegrations"
 
 
-async def test_pagination_costs_exactly_the_floor(simulator_factory: Callable[..., SimulatorHandle]) -> None:
+async def test_pagination_costs_exactly_the_floor(simulator_factory: Callable[..., SimulatorServer]) -> None:
     sim = simulator_factory(schools=1, learners=1234, debtors=1001, seed=3)
     control = Control(sim)
     async with D6Client(sim_settings(sim), **FAST) as d6:
@@ -83,7 +83,7 @@ async def test_loop_guard_on_a_repeated_cursor(client: D6Client, control: Contro
     assert stats["total"] == 2  # page 1, then page 2 pointing at itself: stop, don't loop
 
 
-async def test_bad_credentials_v1_shape(simulator: SimulatorHandle) -> None:
+async def test_bad_credentials_v1_shape(simulator: SimulatorServer) -> None:
     async with D6Client(sim_settings(simulator, d6_password="wrong"), **FAST) as d6:
         with pytest.raises(D6AuthError) as raised:
             await d6.client_integrations()
@@ -182,7 +182,7 @@ async def test_wrong_shape_is_malformed(client: D6Client, control: Control) -> N
         await client.learners(1000)
 
 
-async def test_timeouts_are_retried_then_surface(simulator: SimulatorHandle, control: Control) -> None:
+async def test_timeouts_are_retried_then_surface(simulator: SimulatorServer, control: Control) -> None:
     settings = sim_settings(simulator, d6_timeout_seconds=0.2)
     async with D6Client(settings, max_attempts=3, **FAST) as d6:
         # The simulator counts `times` when its slow answer ends (0.25 s), so the retry at ~0.2 s is
@@ -195,7 +195,7 @@ async def test_timeouts_are_retried_then_surface(simulator: SimulatorHandle, con
 
 
 async def test_change_state_activate_already_and_deactivate(
-    simulator_factory: Callable[..., SimulatorHandle],
+    simulator_factory: Callable[..., SimulatorServer],
 ) -> None:
     sim = simulator_factory(schools=2, learners=1, debtors=1, inactive_schools=1)
     async with D6Client(sim_settings(sim), **FAST) as d6:
@@ -218,7 +218,7 @@ async def test_change_state_activate_already_and_deactivate(
 
 
 async def test_change_state_falls_back_to_patch_on_405(
-    simulator_factory: Callable[..., SimulatorHandle],
+    simulator_factory: Callable[..., SimulatorServer],
 ) -> None:
     sim = simulator_factory(schools=1, learners=1, debtors=1, inactive_schools=1, patch_only=True)
     control = Control(sim)

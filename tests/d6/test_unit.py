@@ -23,7 +23,7 @@ from bridge.errors import (
     D6TransportError,
     D6ValidationError,
 )
-from tests.d6.conftest import listing, mock_client
+from tests.d6.helpers import listing, mock_client
 
 LEARNERS = "/api/v2/finplus/debtmanagement/learners"
 

@@ -1,35 +1,24 @@
-"""A minimal app around the delivery controllers, wired as the real app will be."""
+"""The delivery controllers on a test dispatcher and its store, built by `build_api` as `create_app` does."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import httpx
 from litestar import Litestar
-from litestar.datastructures import State
 
 from bridge.api.deliveries import DeliveriesController
 from bridge.api.subscriptions import SubscriptionController
+from bridge.api.wiring import build_api, parts
 from bridge.delivery.dispatcher import Dispatcher
-from bridge.delivery.store import SubscriptionStore
-from bridge.settings import Settings
+from bridge.testing.settings import TOKEN
 
-TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@dataclass
-class Services:
-    settings: Settings
-    subscriptions: SubscriptionStore
-    dispatcher: Dispatcher
-
-
 def build_app(dispatcher: Dispatcher) -> Litestar:
-    services = Services(settings=dispatcher.settings, subscriptions=dispatcher.store, dispatcher=dispatcher)
-    return Litestar(
+    return build_api(
+        dispatcher.settings,
         [SubscriptionController, DeliveriesController],
-        state=State({"settings": dispatcher.settings, "services": services}),
+        parts(subscriptions=dispatcher.store, dispatcher=dispatcher),
     )
 
 

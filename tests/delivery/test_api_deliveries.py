@@ -9,9 +9,11 @@ import httpx
 import pytest
 
 from bridge.delivery.dispatcher import Dispatcher
+from bridge.testing.events import MemoryEventSource, make_event
+from bridge.testing.receivers import Answer, Received, Receiver
+from bridge.testing.settings import fast_settings
+from bridge.testing.waiting import wait_for
 from tests.delivery.api_app import api_client, build_app
-from tests.delivery.conftest import fast_settings
-from tests.delivery.helpers import Answer, MemoryEventSource, Received, Receiver, make_event, wait_for
 
 Receivers = Callable[..., tuple[Receiver, str]]
 

@@ -10,9 +10,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from bridge.delivery.dispatcher import Dispatcher
+from bridge.testing.receivers import Answer, Receiver
+from bridge.testing.settings import fast_settings
 from tests.delivery.api_app import api_client, build_app
-from tests.delivery.conftest import fast_settings
-from tests.delivery.helpers import Answer, Receiver
 
 Receivers = Callable[..., tuple[Receiver, str]]
 

@@ -7,8 +7,10 @@ from collections import Counter
 from collections.abc import Callable
 
 from bridge.delivery.dispatcher import Dispatcher
-from tests.delivery.conftest import fast_settings
-from tests.delivery.helpers import Answer, Receiver, make_events, wait_for
+from bridge.testing.events import make_events
+from bridge.testing.receivers import Answer, Receiver
+from bridge.testing.settings import fast_settings
+from bridge.testing.waiting import wait_for
 
 Factory = Callable[..., Dispatcher]
 Receivers = Callable[..., tuple[Receiver, str]]

@@ -13,8 +13,10 @@ from bridge import __version__
 from bridge.delivery import operations
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.store import SubscriptionStore
-from tests.delivery.conftest import fast_settings
-from tests.delivery.helpers import Answer, Received, Receiver, make_event, make_events, wait_for
+from bridge.testing.events import make_event, make_events
+from bridge.testing.receivers import Answer, Received, Receiver
+from bridge.testing.settings import fast_settings
+from bridge.testing.waiting import wait_for
 
 Factory = Callable[..., Dispatcher]
 Receivers = Callable[..., tuple[Receiver, str]]

@@ -10,7 +10,9 @@ import redis.asyncio as aioredis
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import UnknownSubscription
 from bridge.delivery.store import SubscriptionStore
-from tests.delivery.helpers import Answer, Receiver, make_events, wait_for
+from bridge.testing.events import make_events
+from bridge.testing.receivers import Answer, Receiver
+from bridge.testing.waiting import wait_for
 
 
 async def test_disable_after_delete_does_not_resurrect(

@@ -13,8 +13,10 @@ from bridge.delivery import operations
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Attempt
 from bridge.delivery.tracking import EventDeliveryState, delivery_states
-from tests.delivery.conftest import fast_settings
-from tests.delivery.helpers import Answer, MemoryEventSource, Receiver, make_event, make_events, wait_for
+from bridge.testing.events import MemoryEventSource, make_event, make_events
+from bridge.testing.receivers import Answer, Receiver
+from bridge.testing.settings import fast_settings
+from bridge.testing.waiting import wait_for
 
 Factory = Callable[..., Dispatcher]
 Receivers = Callable[..., tuple[Receiver, str]]

@@ -1,41 +1,25 @@
-"""A bridge (`Services`) wired to a real Redis and the simulator over HTTP, as `serve` wires it."""
+"""A bridge (`Services`) wired to a real Redis and the simulator over HTTP, as `serve` wires it; or
+`d6-bridge serve` itself in a process of its own."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import sys
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
 
 import httpx
 import redis.asyncio as aioredis
 
 from bridge.app import Services, create_app
 from bridge.events.envelope import Event, decode_event
-from bridge.settings import Settings, load_settings
+from bridge.settings import Settings
 from bridge.store.keys import Keys
+from bridge.testing.servers import free_port
+from bridge.testing.settings import TOKEN, serve_env
 
-TOKEN = "e2e-admin-token-0123456789"
-
-
-def bridge_settings(redis_url: str, d6_base_url: str, **overrides: str) -> Settings:
-    env = {
-        "BRIDGE_REDIS_URL": redis_url,
-        "BRIDGE_D6_BASE_URL": d6_base_url,
-        "BRIDGE_D6_USERNAME": "sandbox",
-        "BRIDGE_D6_PASSWORD": "sandbox",
-        "BRIDGE_ADMIN_TOKEN": TOKEN,
-        "BRIDGE_D6_MAX_RPS": "200",
-        "BRIDGE_INTEGRATIONS_POLL_SECONDS": "1",
-        "BRIDGE_SCHOOL_POLL_SECONDS": "2",
-        "BRIDGE_POLL_JITTER_SECONDS": "0.2",
-        "BRIDGE_ALLOW_PRIVATE_URLS": "true",
-        "BRIDGE_RETRY_SCHEDULE": "0.2,0.5,1",
-        "BRIDGE_LOG_LEVEL": "warning",
-        **overrides,
-    }
-    return load_settings(env, isatty=False)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @asynccontextmanager
@@ -64,14 +48,22 @@ async def school_events(redis: aioredis.Redis, school_id: int, prefix: str = "d6
     return [decode_event(fields[b"body"]) for _, fields in entries]
 
 
-async def wait_for(
-    check: Callable[[], Awaitable[Any]], limit: float = 20.0, interval: float = 0.1, what: str = ""
-) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit} s waiting for {what or check}")
-        await asyncio.sleep(interval)
+def start_replica(
+    redis_url: str, d6_base_url: str, logs: Path, **overrides: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`d6-bridge serve` in a process of its own, its stderr in `logs/replica-<port>.log`."""
+    port = free_port()
+    env = serve_env(redis_url, d6_base_url, BRIDGE_PORT=str(port), **overrides)
+    with (logs / f"replica-{port}.log").open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve"], cwd=ROOT, env=env, stderr=log_file
+        )
+    return process, port
+
+
+async def ready(port: int) -> bool:
+    try:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(f"http://127.0.0.1:{port}/health/ready")).status_code == 200
+    except httpx.HTTPError:
+        return False

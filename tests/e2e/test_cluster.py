@@ -8,14 +8,16 @@ from typing import Any
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import SimulatorHandle
-from tests.delivery.helpers import Receiver
-from tests.e2e.helpers import api, bridge_settings, running_bridge, wait_for
-from tests.servers import ThreadedServer, redis_cluster
+from bridge.testing.receivers import Receiver
+from bridge.testing.redis import redis_cluster
+from bridge.testing.servers import SimulatorServer, ThreadedServer
+from bridge.testing.settings import bridge_settings
+from bridge.testing.waiting import wait_for
+from tests.e2e.helpers import api, running_bridge
 
 
 async def test_detects_and_delivers_on_a_redis_cluster(simulator_factory: Any) -> None:
-    sim: SimulatorHandle = simulator_factory(schools=3, learners=60, debtors=40, seed=6, inactive_schools=1)
+    sim: SimulatorServer = simulator_factory(schools=3, learners=60, debtors=40, seed=6, inactive_schools=1)
     control = httpx.AsyncClient(base_url=sim.control_url)
     receiver = Receiver()
     with redis_cluster() as url, ThreadedServer(receiver) as hook:

@@ -8,16 +8,17 @@ import httpx
 import redis.asyncio as aioredis
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import SimulatorHandle
-from tests.delivery.helpers import Receiver
-from tests.e2e.helpers import api, bridge_settings, running_bridge, wait_for
-from tests.servers import ThreadedServer
+from bridge.testing.receivers import Receiver
+from bridge.testing.servers import SimulatorServer, ThreadedServer
+from bridge.testing.settings import bridge_settings
+from bridge.testing.waiting import wait_for
+from tests.e2e.helpers import api, running_bridge
 
 
 async def test_changes_arrive_signed_in_order_and_their_delivery_state_is_shown(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any
 ) -> None:
-    sim: SimulatorHandle = simulator_factory(schools=2, learners=40, debtors=30, seed=9)
+    sim: SimulatorServer = simulator_factory(schools=2, learners=40, debtors=30, seed=9)
     control = httpx.AsyncClient(base_url=sim.control_url)
     receiver = Receiver()
     with ThreadedServer(receiver) as hook:

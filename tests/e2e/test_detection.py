@@ -11,8 +11,10 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import Services
-from tests.conftest import SimulatorHandle
-from tests.e2e.helpers import api, bridge_settings, running_bridge, school_events, wait_for
+from bridge.testing.servers import SimulatorServer
+from bridge.testing.settings import bridge_settings
+from bridge.testing.waiting import wait_for
+from tests.e2e.helpers import api, running_bridge, school_events
 
 SCHOOLS = (1000, 1001, 1002)
 INACTIVE = 1002  # the simulator's last school starts authorised but not activated
@@ -30,7 +32,7 @@ async def polled(services: Services, school_id: int, after: float = 0.0) -> bool
 async def test_first_run_is_silent_activates_and_then_reports_each_change(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any
 ) -> None:
-    sim: SimulatorHandle = simulator_factory(schools=3, learners=120, debtors=90, seed=3, inactive_schools=1)
+    sim: SimulatorServer = simulator_factory(schools=3, learners=120, debtors=90, seed=3, inactive_schools=1)
     control = httpx.AsyncClient(base_url=sim.control_url)
     async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services:
         # The first integrations list is a silent baseline; the inactive school is activated, and told.
@@ -66,7 +68,7 @@ async def test_first_run_is_silent_activates_and_then_reports_each_change(
         ).json()
 
         events = await wait_for(
-            lambda: _at_least(redis, 1000, 3), limit=15, what="three events of school 1000"
+            lambda: _at_least(redis, 1000, 3), timeout=15, what="three events of school 1000"
         )
         by_type = {e.type: e for e in events}
         assert sorted(by_type) == ["debtor.created", "learner.removed", "learner.updated"]
@@ -160,7 +162,7 @@ async def _listed(client: httpx.AsyncClient, count: int) -> bool:
 async def test_a_failed_scan_changes_nothing_and_a_revoked_school_is_told(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any
 ) -> None:
-    sim: SimulatorHandle = simulator_factory(schools=2, learners=120, debtors=60, seed=5)
+    sim: SimulatorServer = simulator_factory(schools=2, learners=120, debtors=60, seed=5)
     control = httpx.AsyncClient(base_url=sim.control_url)
     async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services:
         for school in (1000, 1001):
@@ -201,7 +203,7 @@ D6_AUTH = {"HTTP-X-USERNAME": "sandbox", "HTTP-X-PASSWORD": "sandbox"}
 async def test_every_catalogue_type_with_normalised_ids(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any
 ) -> None:
-    sim: SimulatorHandle = simulator_factory(schools=2, learners=60, debtors=40, seed=12, inactive_schools=1)
+    sim: SimulatorServer = simulator_factory(schools=2, learners=60, debtors=40, seed=12, inactive_schools=1)
     control = httpx.AsyncClient(base_url=sim.control_url)
     d6 = httpx.AsyncClient(base_url=sim.base_url, headers=D6_AUTH)
     settings = bridge_settings(redis_url, sim.base_url, BRIDGE_AUTO_ACTIVATE="false")
@@ -258,17 +260,17 @@ async def test_a_broken_scan_emits_nothing_over_several_intervals(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any, fault: str
 ) -> None:
     faults, overrides = BROKEN[fault]
-    sim: SimulatorHandle = simulator_factory(schools=1, learners=140, debtors=30, seed=13)
+    sim: SimulatorServer = simulator_factory(schools=1, learners=140, debtors=30, seed=13)
     control = httpx.AsyncClient(base_url=sim.control_url)
     async with running_bridge(bridge_settings(redis_url, sim.base_url, **overrides)) as services:
         await wait_for(lambda: polled(services, 1000), what="baseline")
         await control.post("/faults", json={**faults, "school_id": 1000, "endpoint": "learners"})
         for learner in (await control.get("/schools/1000/learners")).json()["data"][:5]:
             await control.delete(f"/schools/1000/learners/{learner['learner_id']}")
-        await wait_for(lambda: _failures(services, 1000, 3), limit=60, what="three failed polls")
+        await wait_for(lambda: _failures(services, 1000, 3), timeout=60, what="three failed polls")
         assert await school_events(redis, 1000) == []
         await control.delete("/faults")
-        events = await wait_for(lambda: _at_least(redis, 1000, 5), limit=30, what="the removals")
+        events = await wait_for(lambda: _at_least(redis, 1000, 5), timeout=30, what="the removals")
     assert [e.type for e in events] == ["learner.removed"] * 5
 
 
@@ -279,7 +281,7 @@ async def _failures(services: Services, school_id: int, count: int) -> bool:
 async def test_a_mass_removal_is_held_back_until_the_next_scan_agrees(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any
 ) -> None:
-    sim: SimulatorHandle = simulator_factory(schools=1, learners=60, debtors=30, seed=14)
+    sim: SimulatorServer = simulator_factory(schools=1, learners=60, debtors=30, seed=14)
     control = httpx.AsyncClient(base_url=sim.control_url)
     async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services:
         await wait_for(lambda: polled(services, 1000), what="baseline")

@@ -13,11 +13,10 @@ import redis.asyncio as aioredis
 from bridge.delivery.keys import DeliveryKeys
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
-from tests.conftest import SimulatorHandle
-from tests.delivery.helpers import Answer, Receiver
-from tests.e2e.helpers import school_events, wait_for
-from tests.e2e.test_replicas import start_replica
-from tests.servers import ThreadedServer
+from bridge.testing.receivers import Answer, Receiver
+from bridge.testing.servers import SimulatorServer, ThreadedServer
+from bridge.testing.waiting import wait_for
+from tests.e2e.helpers import school_events, start_replica
 
 SCHOOLS = (1000, 1001, 1002)
 
@@ -27,7 +26,7 @@ async def test_every_event_arrives_after_a_delivering_process_is_stopped(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any, tmp_path: Path, stop: signal.Signals
 ) -> None:
     """SIGKILL: duplicates only of what was in flight. SIGTERM: a clean exit 0, and no duplicate at all."""
-    sim: SimulatorHandle = simulator_factory(schools=len(SCHOOLS), learners=40, debtors=30, seed=8)
+    sim: SimulatorServer = simulator_factory(schools=len(SCHOOLS), learners=40, debtors=30, seed=8)
     receiver = Receiver(lambda _r, _n: Answer(delay=0.05))  # a slow subscriber: work piles up in flight
     overrides = {
         "BRIDGE_EMIT_INITIAL_SNAPSHOT": "true",
@@ -53,7 +52,7 @@ async def test_every_event_arrives_after_a_delivering_process_is_stopped(
                 expected |= {e.id for e in await school_events(redis, school)}
             assert len(expected) >= len(SCHOOLS) * 70  # every record of every school was created
             assert got_before < len(expected)  # the kill landed mid-delivery
-            await wait_for(lambda: _all_ids(receiver, expected), limit=60, what="every event delivered")
+            await wait_for(lambda: _all_ids(receiver, expected), timeout=60, what="every event delivered")
             ids = receiver.ids()
             duplicates = len(ids) - len(set(ids))
             # Only what was in flight at a kill may come twice; a graceful stop finishes or hands it back.

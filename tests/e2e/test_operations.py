@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import SimulatorHandle
-from tests.delivery.helpers import Receiver
-from tests.e2e.helpers import wait_for
-from tests.e2e.test_replicas import start_replica
-from tests.servers import ThreadedServer, free_port, redis_server
+from bridge.testing.receivers import Receiver
+from bridge.testing.redis import redis_server
+from bridge.testing.servers import SimulatorServer, ThreadedServer, free_port
+from bridge.testing.waiting import wait_for
+from tests.e2e.helpers import start_replica
 
 
 async def readiness(port: int) -> tuple[int, dict[str, Any]]:
@@ -24,12 +24,12 @@ async def readiness(port: int) -> tuple[int, dict[str, Any]]:
 async def test_ready_goes_503_without_redis_and_recovers_by_itself(
     simulator_factory: Any, tmp_path: Path
 ) -> None:
-    sim: SimulatorHandle = simulator_factory(schools=2, learners=30, debtors=20, seed=2)
+    sim: SimulatorServer = simulator_factory(schools=2, learners=30, debtors=20, seed=2)
     redis_port = free_port()
     with redis_server(port=redis_port) as url:
         process, port = start_replica(url, sim.base_url, tmp_path)
         try:
-            await wait_for(lambda: _status(port, 200), limit=30, what="ready")
+            await wait_for(lambda: _status(port, 200), timeout=30, what="ready")
             _code, body = await readiness(port)
             assert {c["name"]: c["ok"] for c in body["components"]} == {
                 "redis": True,
@@ -43,13 +43,13 @@ async def test_ready_goes_503_without_redis_and_recovers_by_itself(
             raise
     # Redis is gone now: its context manager stopped it.
     try:
-        _status_code, body = await wait_for(lambda: _status(port, 503), limit=20, what="not ready")
+        _status_code, body = await wait_for(lambda: _status(port, 503), timeout=20, what="not ready")
         redis_component = next(c for c in body["components"] if c["name"] == "redis")
         assert redis_component["ok"] is False and redis_component["detail"]
         assert body["status"] == "not ready"
         assert process.poll() is None, "the process must survive losing Redis"
         with redis_server(port=redis_port):
-            await wait_for(lambda: _status(port, 200), limit=30, what="ready again")
+            await wait_for(lambda: _status(port, 200), timeout=30, what="ready again")
             assert process.poll() is None
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=30) == 0
@@ -72,7 +72,7 @@ async def test_no_secret_reaches_the_logs_of_a_full_run(
     simulator_factory: Any, redis_url: str, tmp_path: Path
 ) -> None:
     password, token = "pw-Secr3t-9f8e7d6c", "admin-T0ken-abcdef012345"
-    sim: SimulatorHandle = simulator_factory(
+    sim: SimulatorServer = simulator_factory(
         schools=2,
         learners=30,
         debtors=20,
@@ -95,7 +95,7 @@ async def test_no_secret_reaches_the_logs_of_a_full_run(
             BRIDGE_EMIT_INITIAL_SNAPSHOT="false",
         )
         try:
-            await wait_for(lambda: _status(port, 200), limit=30, what="ready")
+            await wait_for(lambda: _status(port, 200), timeout=30, what="ready")
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}
             ) as client:
@@ -109,7 +109,7 @@ async def test_no_secret_reaches_the_logs_of_a_full_run(
                 control = httpx.AsyncClient(base_url=sim.control_url)
                 await control.post("/faults", json={"error_rate": 1.0, "times": 3})
                 await control.post("/schools/1000/revoke")
-                await wait_for(lambda: _received(receiver, 2), limit=30, what="deliveries")
+                await wait_for(lambda: _received(receiver, 2), timeout=30, what="deliveries")
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=30) == 0
         finally:

@@ -9,10 +9,8 @@ an event emitted twice, or a false `removed`, would break the replay.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,66 +20,28 @@ import httpx
 import redis.asyncio as aioredis
 
 from bridge.d6.records import normalise
-from tests.conftest import SimulatorHandle
-from tests.e2e.helpers import TOKEN, school_events, wait_for
-from tests.servers import free_port
+from bridge.testing.servers import SimulatorServer
+from bridge.testing.waiting import wait_for
+from tests.e2e.helpers import ready, school_events, start_replica
 
-ROOT = Path(__file__).resolve().parents[2]
 SCHOOLS = tuple(range(1000, 1006))
 POLL_SECONDS = 2.0
 JITTER_SECONDS = 0.2
 RESOURCES = {"learner": ("learners", "learner_id"), "debtor": ("accountablepersons", "accountable_person_id")}
-
-
-def start_replica(
-    redis_url: str, d6_base_url: str, logs: Path, **overrides: str
-) -> tuple[subprocess.Popen[bytes], int]:
-    """`d6-bridge serve` in a process of its own, its stderr in `logs/replica-<port>.log`."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "BRIDGE_REDIS_URL": redis_url,
-        "BRIDGE_D6_BASE_URL": d6_base_url,
-        "BRIDGE_D6_USERNAME": "sandbox",
-        "BRIDGE_D6_PASSWORD": "sandbox",
-        "BRIDGE_ADMIN_TOKEN": TOKEN,
-        "BRIDGE_HOST": "127.0.0.1",
-        "BRIDGE_PORT": str(port),
-        "BRIDGE_D6_MAX_RPS": "200",
-        "BRIDGE_INTEGRATIONS_POLL_SECONDS": "1",
-        "BRIDGE_SCHOOL_POLL_SECONDS": str(POLL_SECONDS),
-        "BRIDGE_POLL_JITTER_SECONDS": str(JITTER_SECONDS),
-        "BRIDGE_EMIT_INITIAL_SNAPSHOT": "true",
-        "BRIDGE_LOG_LEVEL": "warning",
-        "BRIDGE_LOG_FORMAT": "json",
-        **overrides,
-    }
-    with (logs / f"replica-{port}.log").open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve"], cwd=ROOT, env=env, stderr=log_file
-        )
-    return process, port
-
-
-async def ready(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient() as client:
-            return (await client.get(f"http://127.0.0.1:{port}/health/ready")).status_code == 200
-    except httpx.HTTPError:
-        return False
+TIMING = {"BRIDGE_SCHOOL_POLL_SECONDS": str(POLL_SECONDS), "BRIDGE_POLL_JITTER_SECONDS": str(JITTER_SECONDS)}
 
 
 async def test_three_replicas_poll_each_school_once_per_interval_and_never_emit_twice(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any, tmp_path: Path
 ) -> None:
-    sim: SimulatorHandle = simulator_factory(
+    sim: SimulatorServer = simulator_factory(
         schools=len(SCHOOLS), learners=60, debtors=40, seed=11, inactive_schools=1
     )
     control = httpx.AsyncClient(base_url=sim.control_url)
-    replicas = [start_replica(redis_url, sim.base_url, tmp_path) for _ in range(3)]
+    replicas = [start_replica(redis_url, sim.base_url, tmp_path, **TIMING) for _ in range(3)]
     try:
         for _process, port in replicas:
-            await wait_for(lambda p=port: ready(p), limit=30, what=f"replica on {port}")
+            await wait_for(lambda p=port: ready(p), timeout=30, what=f"replica on {port}")
         await control.post("/churn", json={"rate": 3})
         await asyncio.sleep(4)
         # Three replicas, one school awaiting activation: it is activated once, and that is told once.
@@ -98,7 +58,7 @@ async def test_three_replicas_poll_each_school_once_per_interval_and_never_emit_
         victim, _port = replicas.pop(0)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        replicas.append(start_replica(redis_url, sim.base_url, tmp_path))
+        replicas.append(start_replica(redis_url, sim.base_url, tmp_path, **TIMING))
         await asyncio.sleep(6)
         window = time.time() - window_start
         requests = (await control.get("/requests")).json()["requests"]
@@ -119,7 +79,7 @@ async def test_three_replicas_poll_each_school_once_per_interval_and_never_emit_
         settled = time.time()
         for school in SCHOOLS:
             await wait_for(
-                lambda s=school: _polled_since(redis, s, settled), limit=20, what=f"poll of {school}"
+                lambda s=school: _polled_since(redis, s, settled), timeout=20, what=f"poll of {school}"
             )
         for school in SCHOOLS:
             events = await school_events(redis, school)

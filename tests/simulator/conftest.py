@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import SimulatorHandle
-
-CREDENTIALS = {"HTTP-X-USERNAME": "sandbox", "HTTP-X-PASSWORD": "sandbox"}
+from bridge.testing.servers import SimulatorServer
+from tests.simulator.helpers import CREDENTIALS
 
 
 @pytest.fixture
@@ -20,7 +19,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def d6(simulator: SimulatorHandle) -> AsyncIterator[httpx.AsyncClient]:
+async def d6(simulator: SimulatorServer) -> AsyncIterator[httpx.AsyncClient]:
     """A client on the default simulator's `/api` with the sandbox credentials and school 1000."""
     headers = {**CREDENTIALS, "HTTP-X-SCHOOLID": "1000"}
     async with httpx.AsyncClient(base_url=simulator.base_url, headers=headers, timeout=10) as client:

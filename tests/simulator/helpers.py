@@ -1,4 +1,4 @@
-"""Small helpers the simulator tests share: paths, a full cursor scan, the control calls."""
+"""Small helpers the simulator tests share: paths, credentials, a full cursor scan, the control calls."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ DEBTORS = "/v2/finplus/debtmanagement/accountablepersons"
 LEARNERS = "/v2/finplus/debtmanagement/learners"
 SCHOOLS = "/v2/finplus/debtmanagement/schools"
 INTEGRATIONS = "/v2/settings/clientintegrations"
+CREDENTIALS = {"HTTP-X-USERNAME": "sandbox", "HTTP-X-PASSWORD": "sandbox"}
 
 
 async def scan(

@@ -7,14 +7,13 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.conftest import SimulatorHandle
-from tests.simulator.conftest import CREDENTIALS
-from tests.simulator.helpers import DEBTORS, INTEGRATIONS, LEARNERS, SCHOOLS, control
+from bridge.testing.servers import SimulatorServer
+from tests.simulator.helpers import CREDENTIALS, DEBTORS, INTEGRATIONS, LEARNERS, SCHOOLS, control
 
 
 @pytest.mark.parametrize("path", [DEBTORS, LEARNERS, SCHOOLS, INTEGRATIONS])
 async def test_wrong_or_missing_credentials_get_the_v1_error_shape(
-    simulator: SimulatorHandle, http: httpx.AsyncClient, path: str
+    simulator: SimulatorServer, http: httpx.AsyncClient, path: str
 ) -> None:
     url = simulator.base_url + path
     wrong = await http.get(url, headers={**CREDENTIALS, "HTTP-X-PASSWORD": "nope", "HTTP-X-SCHOOLID": "1000"})
@@ -25,7 +24,7 @@ async def test_wrong_or_missing_credentials_get_the_v1_error_shape(
     assert missing.json()["error"] == "Unauthorized"
 
 
-async def test_credentials_can_be_configured(simulator_factory: Callable[..., SimulatorHandle]) -> None:
+async def test_credentials_can_be_configured(simulator_factory: Callable[..., SimulatorServer]) -> None:
     sim = simulator_factory(schools=1, learners=1, debtors=1, username="acme", password="s3cret")
     async with httpx.AsyncClient(base_url=sim.base_url) as client:
         good = await client.get(SCHOOLS, headers={"HTTP-X-USERNAME": "acme", "HTTP-X-PASSWORD": "s3cret"})
@@ -39,7 +38,7 @@ async def test_credentials_can_be_configured(simulator_factory: Callable[..., Si
     [(None, "The School id field is required"), ("abc", "The School id must be integer")],
 )
 async def test_school_header_is_validated(
-    simulator: SimulatorHandle, http: httpx.AsyncClient, header: str | None, message: str
+    simulator: SimulatorServer, http: httpx.AsyncClient, header: str | None, message: str
 ) -> None:
     headers = dict(CREDENTIALS)
     if header is not None:
@@ -54,7 +53,7 @@ async def test_school_header_is_validated(
 
 
 async def test_unknown_and_revoked_schools_are_not_authorised(
-    simulator: SimulatorHandle, http: httpx.AsyncClient
+    simulator: SimulatorServer, http: httpx.AsyncClient
 ) -> None:
     not_authorised = {"success": False, "message": "Client has not authorised access"}
     unknown = await http.get(simulator.base_url + DEBTORS, headers={**CREDENTIALS, "HTTP-X-SCHOOLID": "4242"})

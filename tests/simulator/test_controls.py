@@ -8,13 +8,12 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.conftest import SimulatorHandle
-from tests.simulator.conftest import CREDENTIALS
-from tests.simulator.helpers import DEBTORS, INTEGRATIONS, LEARNERS, control, scan
+from bridge.testing.servers import SimulatorServer
+from tests.simulator.helpers import CREDENTIALS, DEBTORS, INTEGRATIONS, LEARNERS, control, scan
 
 
 async def test_stats_count_api_requests_only(
-    simulator: SimulatorHandle, d6: httpx.AsyncClient, http: httpx.AsyncClient
+    simulator: SimulatorServer, d6: httpx.AsyncClient, http: httpx.AsyncClient
 ) -> None:
     before = time.time()
     await scan(d6, LEARNERS, {"limit": 50, "all_accounts": 1})
@@ -51,7 +50,7 @@ async def test_stats_count_api_requests_only(
     assert (await control(http, "GET", f"{simulator.control_url}/requests"))["requests"] == []
 
 
-async def test_add_authorise_and_revoke_a_school(simulator: SimulatorHandle, http: httpx.AsyncClient) -> None:
+async def test_add_authorise_and_revoke_a_school(simulator: SimulatorServer, http: httpx.AsyncClient) -> None:
     created = await http.post(
         f"{simulator.control_url}/schools", json={"name": "Laerskool Oos", "learners": 5, "debtors": 4}
     )
@@ -93,7 +92,7 @@ async def test_add_authorise_and_revoke_a_school(simulator: SimulatorHandle, htt
 
 
 async def test_records_can_be_read_added_changed_and_removed(
-    simulator: SimulatorHandle, d6: httpx.AsyncClient, http: httpx.AsyncClient
+    simulator: SimulatorServer, d6: httpx.AsyncClient, http: httpx.AsyncClient
 ) -> None:
     base = f"{simulator.control_url}/schools/1000"
     truth = (await control(http, "GET", f"{base}/accountablepersons"))["data"]
@@ -135,7 +134,7 @@ async def test_records_can_be_read_added_changed_and_removed(
 
 
 async def test_churn_changes_records_in_the_background(
-    simulator_factory: Callable[..., SimulatorHandle], http: httpx.AsyncClient
+    simulator_factory: Callable[..., SimulatorServer], http: httpx.AsyncClient
 ) -> None:
     sim = simulator_factory(schools=2, learners=50, debtors=40, churn=0.0)
     url = f"{sim.control_url}/schools/1000/learners"
@@ -153,7 +152,7 @@ async def test_churn_changes_records_in_the_background(
 
 
 async def test_churn_from_config_starts_with_the_app(
-    simulator_factory: Callable[..., SimulatorHandle], http: httpx.AsyncClient
+    simulator_factory: Callable[..., SimulatorServer], http: httpx.AsyncClient
 ) -> None:
     sim = simulator_factory(schools=1, learners=20, debtors=20, churn=200.0)
     await asyncio.sleep(0.4)

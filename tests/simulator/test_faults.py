@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import SimulatorHandle
+from bridge.testing.servers import SimulatorServer
 from tests.simulator.helpers import DEBTORS, INTEGRATIONS, LEARNERS, control, scan
 
 
 @pytest.fixture
-async def faults(simulator: SimulatorHandle, http: httpx.AsyncClient) -> Any:
+async def faults(simulator: SimulatorServer, http: httpx.AsyncClient) -> Any:
     """Set a fault set: `await faults(error_rate=1.0)`."""
 
     async def apply(**spec: Any) -> dict[str, Any]:
@@ -46,7 +46,7 @@ async def pages(d6: httpx.AsyncClient, count: int) -> list[httpx.Response]:
 
 
 async def test_faults_can_be_shown_and_cleared(
-    simulator: SimulatorHandle, http: httpx.AsyncClient, d6: httpx.AsyncClient, faults: Any
+    simulator: SimulatorServer, http: httpx.AsyncClient, d6: httpx.AsyncClient, faults: Any
 ) -> None:
     shown = await faults(error_rate=1.0, error_status=503)
     assert shown["faults"]["error_status"] == 503
@@ -159,7 +159,7 @@ async def test_repeat_cursor_sends_the_same_next_cursor_forever(d6: httpx.AsyncC
 
 
 async def test_faults_can_be_limited_to_a_school_and_an_endpoint(
-    simulator: SimulatorHandle, d6: httpx.AsyncClient, faults: Any
+    simulator: SimulatorServer, d6: httpx.AsyncClient, faults: Any
 ) -> None:
     await faults(error_rate=1.0, school_id=1001, endpoint="accountablepersons")
     assert (await d6.get(DEBTORS)).status_code == 200
@@ -170,7 +170,7 @@ async def test_faults_can_be_limited_to_a_school_and_an_endpoint(
 
 
 async def test_a_failed_scan_is_visible_in_the_request_log(
-    simulator: SimulatorHandle, d6: httpx.AsyncClient, http: httpx.AsyncClient, faults: Any
+    simulator: SimulatorServer, d6: httpx.AsyncClient, http: httpx.AsyncClient, faults: Any
 ) -> None:
     await faults(fail_on_page=3, times=1)
     with pytest.raises(AssertionError):

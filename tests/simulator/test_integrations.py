@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from tests.conftest import SimulatorHandle
-from tests.simulator.conftest import CREDENTIALS
-from tests.simulator.helpers import INTEGRATIONS, scan
+from bridge.testing.servers import SimulatorServer
+from tests.simulator.helpers import CREDENTIALS, INTEGRATIONS, scan
 
 INTEGRATION_FIELDS = [
     "school_id", "school_name", "admin_email_address", "telephone_calling_code", "telephone_number",
@@ -18,13 +17,13 @@ INTEGRATION_FIELDS = [
 
 
 @pytest.fixture
-def sim(simulator_factory: Callable[..., SimulatorHandle]) -> SimulatorHandle:
+def sim(simulator_factory: Callable[..., SimulatorServer]) -> SimulatorServer:
     """Four schools, two API types each; the last school authorised but not yet activated."""
     return simulator_factory(schools=4, learners=2, debtors=2, inactive_schools=1, api_type_ids=(8, 9))
 
 
 @pytest.fixture
-async def client(sim: SimulatorHandle) -> AsyncIterator[httpx.AsyncClient]:
+async def client(sim: SimulatorServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=sim.base_url, headers=CREDENTIALS) as client:
         yield client
 
@@ -77,7 +76,7 @@ async def test_activate_then_already_activated_then_deactivate(client: httpx.Asy
 
 
 async def test_change_state_for_a_school_that_has_not_authorised(
-    client: httpx.AsyncClient, sim: SimulatorHandle
+    client: httpx.AsyncClient, sim: SimulatorServer
 ) -> None:
     async with httpx.AsyncClient() as http:
         await http.post(f"{sim.control_url}/schools/1002/revoke", json={"api_type_id": 9})
@@ -104,7 +103,7 @@ async def test_change_state_validation(client: httpx.AsyncClient) -> None:
     assert set(empty.json()["validation_errors"]) == {"school_id", "api_type_id", "state"}
 
 
-async def test_patch_only_answers_405_to_post(simulator_factory: Callable[..., SimulatorHandle]) -> None:
+async def test_patch_only_answers_405_to_post(simulator_factory: Callable[..., SimulatorServer]) -> None:
     sim = simulator_factory(schools=1, learners=1, debtors=1, inactive_schools=1, patch_only=True)
     async with httpx.AsyncClient(base_url=sim.base_url, headers=CREDENTIALS) as client:
         body = {"school_id": 1000, "api_type_id": 8, "state": 1}

@@ -8,9 +8,8 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.conftest import SimulatorHandle
-from tests.simulator.conftest import CREDENTIALS
-from tests.simulator.helpers import DEBTORS, LEARNERS, control, scan
+from bridge.testing.servers import SimulatorServer
+from tests.simulator.helpers import CREDENTIALS, DEBTORS, LEARNERS, control, scan
 
 
 async def test_scan_follows_cursors_to_every_learner(d6: httpx.AsyncClient) -> None:
@@ -24,7 +23,7 @@ async def test_scan_follows_cursors_to_every_learner(d6: httpx.AsyncClient) -> N
     assert "next_cursor" not in pages[-1]["meta"]
 
 
-async def test_a_full_last_page_has_no_next_cursor(simulator_factory: Callable[..., SimulatorHandle]) -> None:
+async def test_a_full_last_page_has_no_next_cursor(simulator_factory: Callable[..., SimulatorServer]) -> None:
     sim = simulator_factory(schools=1, learners=100, debtors=100)
     headers = {**CREDENTIALS, "HTTP-X-SCHOOLID": "1000"}
     async with httpx.AsyncClient(base_url=sim.base_url, headers=headers) as client:
@@ -67,7 +66,7 @@ async def test_reverse_order_scans_from_the_newest(d6: httpx.AsyncClient) -> Non
 
 
 async def test_cursor_is_stable_while_records_are_deleted_and_added(
-    simulator: SimulatorHandle, d6: httpx.AsyncClient, http: httpx.AsyncClient
+    simulator: SimulatorServer, d6: httpx.AsyncClient, http: httpx.AsyncClient
 ) -> None:
     """Records that existed throughout are each seen exactly once, whatever changes mid-scan."""
     params: dict[str, object] = {"limit": 20, "all_accounts": 1}

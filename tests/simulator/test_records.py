@@ -7,9 +7,8 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.conftest import SimulatorHandle
-from tests.simulator.conftest import CREDENTIALS
-from tests.simulator.helpers import DEBTORS, LEARNERS, SCHOOLS, scan
+from bridge.testing.servers import SimulatorServer
+from tests.simulator.helpers import CREDENTIALS, DEBTORS, LEARNERS, SCHOOLS, scan
 
 DEBTOR_FIELDS = [
     "accountable_person_id", "title", "first_name", "full_names", "last_name", "debtor_code",
@@ -137,8 +136,8 @@ async def test_schools_lists_the_authorised_schools(d6: httpx.AsyncClient) -> No
     assert {"school_id", "school_name", "admin_email_address"} <= set(schools[0])
 
 
-async def test_the_same_seed_gives_the_same_data(simulator_factory: Callable[..., SimulatorHandle]) -> None:
-    async def everything(sim: SimulatorHandle) -> list[object]:
+async def test_the_same_seed_gives_the_same_data(simulator_factory: Callable[..., SimulatorServer]) -> None:
+    async def everything(sim: SimulatorServer) -> list[object]:
         found: list[object] = []
         async with httpx.AsyncClient(base_url=sim.base_url, headers=CREDENTIALS) as client:
             for school_id in ("1000", "1001"):

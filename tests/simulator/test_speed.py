@@ -7,12 +7,11 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.conftest import SimulatorHandle
-from tests.simulator.conftest import CREDENTIALS
-from tests.simulator.helpers import LEARNERS, scan
+from bridge.testing.servers import SimulatorServer
+from tests.simulator.helpers import CREDENTIALS, LEARNERS, scan
 
 
-async def test_scan_of_10000_learners(simulator_factory: Callable[..., SimulatorHandle]) -> None:
+async def test_scan_of_10000_learners(simulator_factory: Callable[..., SimulatorServer]) -> None:
     sim = simulator_factory(schools=1, learners=10_000, debtors=8_000)
     headers = {**CREDENTIALS, "HTTP-X-SCHOOLID": "1000"}
     async with httpx.AsyncClient(base_url=sim.base_url, headers=headers) as client:
