@@ -24,9 +24,9 @@ import redis.asyncio as aioredis
 from bench.common import make_school, median_seconds, private_redis, quiet_logs, verdict, with_changes
 from bridge.d6.pagination import check_listing
 from bridge.d6.records import Record, normalise_in_place, record_id
-from bridge.events.build import record_events
 from bridge.store.keys import Keys
 from bridge.sync.diff import finish_diff, plan_diff
+from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
 from bridge.sync.snapshot import SnapshotStore
 

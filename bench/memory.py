@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 
 from bench.common import Record, make_school, private_redis, quiet_logs, verdict
 from bridge.d6.records import normalise
-from bridge.events.build import record_events
 from bridge.store.keys import Keys
 from bridge.sync.diff import finish_diff, plan_diff
+from bridge.sync.events import record_events
 from bridge.sync.snapshot import SnapshotStore
 
 SCHOOLS = 100

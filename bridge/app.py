@@ -43,13 +43,13 @@ from bridge.api.subscriptions import SubscriptionController
 from bridge.console import console_routes
 from bridge.d6.client import D6Client
 from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.handoff import Handoff
 from bridge.delivery.keys import DeliveryKeys
+from bridge.delivery.source import LogEventSource
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
-from bridge.events.handoff import Handoff
 from bridge.events.log import EventLog
 from bridge.events.outbox import Outbox
-from bridge.events.source import LogEventSource
 from bridge.settings import Settings
 from bridge.store.keys import Keys
 from bridge.store.marker import StoreMarker

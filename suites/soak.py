@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from bridge.events.envelope import event_id_ms
+from bridge.events.ids import event_id_ms
 from suites.checks import check_deliveries, read_log
 from suites.deployment import Deployment, Layout
 from suites.processes import rss_bytes

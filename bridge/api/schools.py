@@ -24,7 +24,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from bridge.api.auth import admin_guard
 from bridge.api.contract import SECURITY, error_responses
 from bridge.api.subscriptions import EXCEPTION_HANDLERS, rfc3339
-from bridge.sync.watcher import is_active
+from bridge.sync.events import is_active
 
 
 class IntegrationView(msgspec.Struct, kw_only=True):

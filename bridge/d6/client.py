@@ -310,8 +310,9 @@ class D6Client:
         try:
             if endpoint.id_field is not None:
                 record_id(endpoint.name, record)
-            else:
+            elif endpoint is CLIENT_INTEGRATIONS:
                 integration_key(record)
+            # else: identified by the catalogue's identity function when it is diffed
         except D6MalformedResponse as error:
             error.school_id = school_id
             raise

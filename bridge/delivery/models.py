@@ -7,22 +7,10 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from bridge.catalogue import EVENT_FAMILIES, EVENT_TYPES
 from bridge.errors import BridgeError
+from bridge.events.ids import event_id_ms
 
-EVENT_TYPES = (
-    "integration.authorised",
-    "integration.activated",
-    "integration.deactivated",
-    "integration.revoked",
-    "debtor.created",
-    "debtor.updated",
-    "debtor.removed",
-    "learner.created",
-    "learner.updated",
-    "learner.removed",
-    "webhook.test",
-)
-EVENT_FAMILIES = tuple(sorted({t.split(".")[0] for t in EVENT_TYPES}))
 SECRET_OVERLAP_SECONDS = 24 * 3600
 
 
@@ -45,6 +33,18 @@ class OutgoingEvent(msgspec.Struct, kw_only=True, frozen=True):
     sequence: int
     timestamp: float
     body: bytes
+
+    @classmethod
+    def of(cls, event_id: str, school_id: int, event_type: str, sequence: int, body: bytes) -> OutgoingEvent:
+        """The one way to build it: `timestamp` (when it was detected) is read from the ULID id."""
+        return cls(
+            event_id=event_id,
+            school_id=school_id,
+            event_type=event_type,
+            sequence=sequence,
+            timestamp=event_id_ms(event_id) / 1000,
+            body=body,
+        )
 
 
 class EventSource(Protocol):

@@ -9,7 +9,6 @@ from typing import Any
 import msgspec
 
 from bridge.delivery.dispatcher import Dispatcher
-from bridge.delivery.ids import new_event_id
 from bridge.delivery.models import (
     AttemptResult,
     Delivery,
@@ -19,6 +18,8 @@ from bridge.delivery.models import (
     Subscription,
     UnknownSubscription,
 )
+from bridge.events.envelope import format_timestamp
+from bridge.events.ids import new_event_id
 
 
 class UnknownEvent(DeliveryError):
@@ -44,14 +45,6 @@ class TestEnvelope(msgspec.Struct, kw_only=True):
     data: dict[str, Any]
 
 
-def _rfc3339(moment: float) -> str:
-    seconds = int(moment)
-    micros = round((moment - seconds) * 1_000_000)
-    if micros == 1_000_000:
-        seconds, micros = seconds + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
-
-
 async def send_test(dispatcher: Dispatcher, subscription: Subscription) -> tuple[str, AttemptResult]:
     now = time.time()
     event_id = new_event_id(now)
@@ -59,7 +52,7 @@ async def send_test(dispatcher: Dispatcher, subscription: Subscription) -> tuple
         TestEnvelope(
             id=event_id,
             type="webhook.test",
-            timestamp=_rfc3339(now),
+            timestamp=format_timestamp(now),
             school_id=0,
             sequence=0,
             resource="subscription",

@@ -15,7 +15,8 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
-from bridge.events.envelope import Event, decode_event, event_id_bound, event_id_ms, is_event_id
+from bridge.events.envelope import Event, decode_event
+from bridge.events.ids import event_id_bound, event_id_ms, is_event_id
 from bridge.store.codec import as_bytes, as_int, as_text, entry_seq
 from bridge.store.keys import Keys
 

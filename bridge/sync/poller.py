@@ -32,20 +32,20 @@ from typing import Final
 import structlog
 
 from bridge import metrics
+from bridge.catalogue import RESOURCES, Resource
 from bridge.d6.client import D6Client
 from bridge.d6.pagination import Page
 from bridge.errors import D6Error, D6MalformedResponse, D6NotAuthorised, LeaseLost, SnapshotConflict
-from bridge.events.build import record_events
 from bridge.events.outbox import Outbox
 from bridge.settings import Settings
 from bridge.sync.diff import Record, finish_diff, plan_diff
+from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
 from bridge.sync.snapshot import SnapshotStore
 from bridge.sync.status import PollStatusStore
 
 log = structlog.get_logger(__name__)
 
-RESOURCES: Final = (("debtor", "accountable_person_id"), ("learner", "learner_id"))
 LEASE_SECONDS: Final = 60.0
 RENEW_EVERY_SECONDS: Final = 20.0
 
@@ -146,7 +146,7 @@ class SchoolPoller:
             denied = (
                 self.on_restored is not None and (await self.snapshots.flags(school_id)).denied is not None
             )
-            for resource, id_field in RESOURCES:
+            for resource in RESOURCES:
                 t0 = time.perf_counter()
                 records = await self._scan(school_id, resource)
                 if lost.is_set():
@@ -154,9 +154,9 @@ class SchoolPoller:
                 if denied and self.on_restored is not None:
                     await self.on_restored(school_id)
                     denied = False
-                emitted += await self._commit(school_id, resource, id_field, records, token)
-                counts[resource] = len(records)
-                metrics.POLL_DURATION.labels(resource=resource).observe(time.perf_counter() - t0)
+                emitted += await self._commit(school_id, resource, records, token)
+                counts[resource.name] = len(records)
+                metrics.POLL_DURATION.labels(resource=resource.prefix).observe(time.perf_counter() - t0)
         except D6NotAuthorised as error:
             bound.warning("school denies access to its data", error=str(error))
             await self.status.failed(school_id, f"access denied: {error}")
@@ -179,30 +179,27 @@ class SchoolPoller:
             "school polled",
             seconds=round(time.perf_counter() - started, 3),
             events=emitted,
-            **{f"{resource}s": count for resource, count in counts.items()},
+            **counts,
         )
         return "ok"
 
-    def _pages(self, school_id: int, resource: str) -> AsyncIterator[Page]:
-        if resource == "debtor":
-            return self.d6.scan_accountable_persons(
-                school_id, all_accounts=self.settings.debtor_scope == "all"
-            )
-        return self.d6.scan_learners(school_id, all_accounts=True)
-
-    async def _scan(self, school_id: int, resource: str) -> list[Record]:
+    async def _scan(self, school_id: int, resource: Resource) -> list[Record]:
         """Every record of every page, or an exception: never a partial list."""
         records: list[Record] = []
-        async for page in self._pages(school_id, resource):
+        pages: AsyncIterator[Page] = self.d6.scan(
+            resource.endpoint.name, school_id, **resource.query(self.settings)
+        )
+        async for page in pages:
             records.extend(page.records)
-        metrics.RECORDS_SCANNED.labels(resource=resource).inc(len(records))
+        if resource.prepare is not None:
+            records = resource.prepare(records)
+        metrics.RECORDS_SCANNED.labels(resource=resource.prefix).inc(len(records))
         return records
 
-    async def _commit(
-        self, school_id: int, resource: str, id_field: str, records: list[Record], token: int
-    ) -> int:
+    async def _commit(self, school_id: int, feed: Resource, records: list[Record], token: int) -> int:
+        resource = feed.prefix
         previous = await self.snapshots.load(school_id, resource)
-        plan = plan_diff(previous, records, id_field)
+        plan = plan_diff(previous, records, feed.identity)
         result = finish_diff(plan, await self.snapshots.records(school_id, resource, plan.need_old))
         if result.held_back:
             metrics.MASS_REMOVALS_HELD.labels(resource=resource).inc()

@@ -12,7 +12,8 @@ script (`split_for_sequence`), so commits of different resources of one school n
 numbers. A process killed at any instant leaves either the old snapshot and no events, or the new
 snapshot and all of them.
 
-Resources: "learner", "debtor" and "integration". The client-integrations list is global, but its events
+Resources: every catalogue prefix (bridge/catalogue.py: "debtor", "learner", ...) and "integration".
+The client-integrations list is global, but its events
 need per-school sequences, so it is committed per school: the pairs of school N ("N:api_type_id") are the
 `integration` snapshot of school N, in N's slot, one commit per school whose pairs changed. Every school
 that ever committed is in the global set `{schools}:known` (added before the commit, so a crash right after
@@ -31,6 +32,7 @@ from typing import Any, Final
 import msgspec
 import redis.asyncio as aioredis
 
+from bridge.catalogue import INTEGRATION, SNAPSHOT_RESOURCES
 from bridge.errors import LeaseLost, SnapshotConflict, StoreCorrupt
 from bridge.events.envelope import Event, split_for_sequence
 from bridge.store.codec import as_bytes, as_text
@@ -39,7 +41,6 @@ from bridge.store.records import pack_record, unpack_record
 from bridge.store.scripts import Scripts
 from bridge.sync.diff import DiffResult, PreviousSnapshot, Record
 
-RESOURCES: Final = ("learner", "debtor", "integration")
 _CHUNK: Final = 1000
 _PACK: Final = msgspec.msgpack.Encoder()
 _UNPACK_IDS: Final = msgspec.msgpack.Decoder(list[str])
@@ -190,7 +191,7 @@ class SnapshotStore:
         raw = await self._redis.hgetall(self._keys.school_meta(school_id))
         fields = {as_text(key): as_text(value) for key, value in raw.items()}
         resources = {}
-        for resource in RESOURCES:
+        for resource in SNAPSHOT_RESOURCES:
             if f"ver:{resource}" not in fields:
                 continue
             polled = fields.get(f"polled:{resource}")
@@ -228,7 +229,7 @@ class SnapshotStore:
         """Every (school, API type) pair the integration snapshots of these schools hold."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for school_id in school_ids:
-                pipe.hkeys(self._keys.snapshot_hashes(school_id, "integration"))
+                pipe.hkeys(self._keys.snapshot_hashes(school_id, INTEGRATION))
             replies = await pipe.execute()
         return {as_text(pair) for pairs in replies for pair in pairs}
 
@@ -259,5 +260,5 @@ class SnapshotStore:
 
 
 def _check(resource: str) -> None:
-    if resource not in RESOURCES:
-        raise ValueError(f"unknown resource {resource!r}; one of {', '.join(RESOURCES)}")
+    if resource not in SNAPSHOT_RESOURCES:
+        raise ValueError(f"unknown resource {resource!r}; one of {', '.join(SNAPSHOT_RESOURCES)}")

@@ -57,7 +57,7 @@ class PollStatusStore:
 
     async def succeeded(self, school_id: int, counts: dict[str, int]) -> None:
         mapping: dict[str, str] = {"last_success": repr(time.time()), "consecutive_failures": "0"}
-        mapping.update({f"{resource}s": str(count) for resource, count in counts.items()})
+        mapping.update({name: str(count) for name, count in counts.items()})  # "debtors": 40, ...
         await self._redis.hset(self._keys.poll_status(school_id), mapping=mapping)  # type: ignore[arg-type]
 
     async def failed(self, school_id: int, error: str) -> None:

@@ -38,9 +38,9 @@ import redis.asyncio as aioredis
 import structlog
 
 from bridge import metrics
+from bridge.catalogue import INTEGRATION, RESOURCES
 from bridge.d6.client import D6Client
 from bridge.errors import D6Error, LeaseLost, SnapshotConflict
-from bridge.events.build import ACTIVATED_FIELD, RECORD_RESOURCES, integration_events, integration_id
 from bridge.events.envelope import Event, new_event
 from bridge.events.outbox import Outbox
 from bridge.settings import Settings
@@ -48,19 +48,15 @@ from bridge.store.codec import as_bytes, as_text
 from bridge.store.keys import Keys
 from bridge.store.marker import StoreMarker
 from bridge.sync.diff import DiffResult, Record, finish_diff, is_mass_removal, plan_diff
+from bridge.sync.events import integration_events, integration_id, is_active
 from bridge.sync.snapshot import SnapshotStore
 
 log = structlog.get_logger(__name__)
 
-RESOURCE = "integration"
+RESOURCE = INTEGRATION
 CONCURRENCY = 32
 _PACK_IDS = msgspec.msgpack.Encoder()
 _UNPACK_IDS = msgspec.msgpack.Decoder(list[str])
-
-
-def is_active(record: Record) -> bool:
-    value = record.get(ACTIVATED_FIELD)
-    return isinstance(value, str) and value.strip().lower() == "yes"
 
 
 class IntegrationsWatcher:
@@ -361,7 +357,7 @@ class IntegrationsWatcher:
             since = min((t for t in (flags.denied, flags.revoked) if t is not None), default=None)
             if since is None or flags.purged is not None or since > cutoff:
                 continue
-            if await self.snapshots.purge(school_id, cutoff, RECORD_RESOURCES):
+            if await self.snapshots.purge(school_id, cutoff, [r.prefix for r in RESOURCES]):
                 metrics.SNAPSHOTS_PURGED.inc()
                 log.info(
                     "snapshots of a school without authorisation purged",

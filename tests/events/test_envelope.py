@@ -10,17 +10,19 @@ from bridge.events.envelope import (
     EVENT_TYPES,
     Event,
     FieldChange,
-    UlidGenerator,
     decode_event,
     encode_event,
+    new_event,
+    split_for_sequence,
+)
+from bridge.events.ids import (
+    UlidGenerator,
     event_id_at,
     event_id_bound,
     event_id_ms,
     event_id_time,
     is_event_id,
-    new_event,
     new_event_id,
-    split_for_sequence,
 )
 
 

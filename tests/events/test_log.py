@@ -8,7 +8,8 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.events.envelope import Event, event_id_at, new_event
+from bridge.events.envelope import Event, new_event
+from bridge.events.ids import event_id_at
 from bridge.events.log import EventLog
 from bridge.events.outbox import Outbox
 from bridge.store.keys import Keys

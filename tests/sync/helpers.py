@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.events.build import record_events
 from bridge.sync.diff import finish_diff, plan_diff
+from bridge.sync.events import record_events
 from bridge.sync.snapshot import CommitResult, SnapshotStore
 
 

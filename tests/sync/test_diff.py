@@ -5,9 +5,9 @@ from typing import Any
 import pytest
 
 from bridge.errors import D6MalformedResponse
-from bridge.events.build import integration_events, integration_id, record_events
 from bridge.events.envelope import FieldChange
 from bridge.sync.diff import DiffResult, PreviousSnapshot, diff, digest
+from bridge.sync.events import integration_events, integration_id, record_events
 
 Record = dict[str, Any]
 

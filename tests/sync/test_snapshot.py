@@ -8,10 +8,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.errors import LeaseLost, SnapshotConflict
-from bridge.events.build import record_events
 from bridge.events.envelope import decode_event
 from bridge.store.keys import Keys
 from bridge.sync.diff import diff, digest
+from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
 from bridge.sync.snapshot import SnapshotStore
 from tests.sync.helpers import poll

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from bridge.delivery.models import OutgoingEvent
-from bridge.events.envelope import decode_event, event_id_ms
+from bridge.events.envelope import decode_event
 from bridge.events.log import EventLog
 
 PAGE: Final = 500
@@ -14,14 +14,7 @@ PAGE: Final = 500
 
 def to_outgoing(body: bytes) -> OutgoingEvent:
     event = decode_event(body)
-    return OutgoingEvent(
-        event_id=event.id,
-        school_id=event.school_id,
-        event_type=event.type,
-        sequence=event.sequence,
-        timestamp=event_id_ms(event.id) / 1000,
-        body=body,
-    )
+    return OutgoingEvent.of(event.id, event.school_id, event.type, event.sequence, body)
 
 
 class LogEventSource:

@@ -21,7 +21,6 @@ from redis.exceptions import RedisError
 
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import OutgoingEvent
-from bridge.events.envelope import event_id_ms
 from bridge.store.codec import as_bytes, as_int, as_text
 from bridge.store.keys import Keys
 
@@ -42,14 +41,12 @@ return 1
 
 def outgoing(fields: Mapping[Any, Any] | None) -> OutgoingEvent:
     assert fields is not None
-    event_id = as_text(fields[b"id"])
-    return OutgoingEvent(
-        event_id=event_id,
-        school_id=as_int(fields[b"school_id"]),
-        event_type=as_text(fields[b"type"]),
-        sequence=as_int(fields[b"sequence"]),
-        timestamp=event_id_ms(event_id) / 1000,
-        body=as_bytes(fields[b"body"]),
+    return OutgoingEvent.of(
+        as_text(fields[b"id"]),
+        as_int(fields[b"school_id"]),
+        as_text(fields[b"type"]),
+        as_int(fields[b"sequence"]),
+        as_bytes(fields[b"body"]),
     )
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
-from bridge.errors import D6MalformedResponse
+from bridge.catalogue import BY_PREFIX, INTEGRATION
+from bridge.d6.records import integration_key
 from bridge.events.envelope import Event, new_event
 from bridge.sync.diff import DiffResult
 
-RECORD_RESOURCES: Final = ("learner", "debtor")
 ACTIVATED_FIELD: Final = "activated_by_integrator"
 
 
@@ -31,8 +31,8 @@ def record_events(
 
     `emit_created=False` is the silent baseline of a school's first poll (BRIDGE_EMIT_INITIAL_SNAPSHOT).
     """
-    if resource not in RECORD_RESOURCES:
-        raise ValueError(f"record events are for {RECORD_RESOURCES}, not {resource!r}")
+    if resource not in BY_PREFIX:
+        raise ValueError(f"record events are for {', '.join(BY_PREFIX)}, not {resource!r}")
     at = time.time() if now is None else now
     common: dict[str, Any] = {"school_id": school_id, "resource": resource, "now": at}
     events = []
@@ -41,10 +41,11 @@ def record_events(
             new_event(f"{resource}.created", resource_id=c.id, data=c.record, **common)
             for c in result.created
         ]
-    events += [
-        new_event(f"{resource}.updated", resource_id=c.id, data=c.record, changes=c.changes, **common)
-        for c in result.updated
-    ]
+    if "updated" in BY_PREFIX[resource].kinds:  # else a change of data only updates the snapshot
+        events += [
+            new_event(f"{resource}.updated", resource_id=c.id, data=c.record, changes=c.changes, **common)
+            for c in result.updated
+        ]
     events += [
         new_event(f"{resource}.removed", resource_id=c.id, data=c.record, **common) for c in result.removed
     ]
@@ -56,7 +57,7 @@ def integration_events(
 ) -> list[Event]:
     """Events for one school's client-integration pairs (resource ids "school:api_type")."""
     at = time.time() if now is None else now
-    common: dict[str, Any] = {"school_id": school_id, "resource": "integration", "now": at}
+    common: dict[str, Any] = {"school_id": school_id, "resource": INTEGRATION, "now": at}
     events = []
     if emit_created:
         events += [
@@ -67,7 +68,7 @@ def integration_events(
         activation = (change.changes or {}).get(ACTIVATED_FIELD)
         if activation is None:
             continue
-        was, now_on = _is_yes(activation.old), _is_yes(activation.new)
+        was, now_on = is_yes(activation.old), is_yes(activation.new)
         if now_on and not was:
             events.append(
                 new_event("integration.activated", resource_id=change.id, data=change.record, **common)
@@ -84,11 +85,15 @@ def integration_events(
 
 def integration_id(record: dict[str, Any]) -> str:
     """The resource id of a client integration: "school_id:api_type_id" (a key function for diffs)."""
-    school, api_type = record.get("school_id"), record.get("api_type_id")
-    if not isinstance(school, int) or not isinstance(api_type, int) or isinstance(school, bool):
-        raise D6MalformedResponse(f"client integration without school_id/api_type_id: {record!r}")
+    school, api_type = integration_key(record)  # raises D6MalformedResponse on a pair without ids
     return f"{school}:{api_type}"
 
 
-def _is_yes(value: Any) -> bool:
+def is_yes(value: Any) -> bool:
+    """d6's "Yes"/"No" flags (`activated_by_integrator`), read leniently."""
     return isinstance(value, str) and value.strip().lower() == "yes"
+
+
+def is_active(record: dict[str, Any]) -> bool:
+    """Whether a client integration is activated by the integrator."""
+    return is_yes(record.get(ACTIVATED_FIELD))

@@ -1,0 +1,107 @@
+"""The watched resources (SPEC section 10): each d6 collection the bridge polls per school, declared once.
+
+An entry says everything the rest of the bridge needs: the d6 endpoint and the query it is scanned
+with, how a record is identified, the event prefix (`debtor` -> `debtor.created` ...), which event kinds
+it has, and its default interval. The poller scans it, the snapshot stores it under its prefix, the
+event builder names its events, and delivery's filters accept its event types, all from here: adding a
+resource is one entry below (plus the simulator's data for it).
+
+A (school, resource) pair is a *feed*. The client integrations list is not a feed (it is one list for
+every school), but its event types live here too, so that the one list of event types is built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from bridge.d6.endpoints import ACCOUNTABLE_PERSONS, LEARNERS, Endpoint
+
+if TYPE_CHECKING:
+    from bridge.settings import Settings
+
+Record = dict[str, Any]
+RECORD_KINDS: Final = ("created", "updated", "removed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resource:
+    """One watched d6 collection."""
+
+    name: str
+    """The name in `BRIDGE_RESOURCES` and `/v1/schools`, e.g. `debtors`."""
+    prefix: str
+    """The event prefix and the `resource` of its events, e.g. `debtor`; also its snapshot's name."""
+    endpoint: Endpoint
+    identity: str | Callable[[Record], str]
+    """The id field of a record, or a function of the record (raises D6MalformedResponse if unusable)."""
+    query: Callable[[Settings], Mapping[str, Any]] = field(default=lambda _settings: {})
+    """The d6 query parameters of a scan (booleans as bools; None leaves a parameter out)."""
+    kinds: tuple[str, ...] = RECORD_KINDS
+    default_interval: float | None = None
+    """Target seconds between polls; None means `BRIDGE_SCHOOL_POLL_SECONDS`."""
+    prepare: Callable[[list[Record]], list[Record]] | None = None
+    """Turns a complete scan into the records to diff (flattening, synthetic ids); None keeps it."""
+    description: str = ""
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return tuple(f"{self.prefix}.{kind}" for kind in self.kinds)
+
+
+def _debtor_query(settings: Settings) -> Mapping[str, Any]:
+    return {"all_accounts": settings.debtor_scope == "all"}
+
+
+RESOURCES: Final = (
+    Resource(
+        name="debtors",
+        prefix="debtor",
+        endpoint=ACCOUNTABLE_PERSONS,
+        identity="accountable_person_id",
+        query=_debtor_query,
+        description="an accountable person (debtor)",
+    ),
+    Resource(
+        name="learners",
+        prefix="learner",
+        endpoint=LEARNERS,
+        identity="learner_id",
+        query=lambda _settings: {"all_accounts": True},
+        description="a learner",
+    ),
+)
+"""Every watched resource, in the order a school's poll scans them."""
+
+BY_NAME: Final = {resource.name: resource for resource in RESOURCES}
+BY_PREFIX: Final = {resource.prefix: resource for resource in RESOURCES}
+DEFAULT_RESOURCES: Final = ("debtors", "learners")
+
+INTEGRATION: Final = "integration"
+"""The `resource` of client-integration events (and the snapshot of a school's pairs)."""
+INTEGRATION_EVENT_TYPES: Final = (
+    "integration.authorised",
+    "integration.activated",
+    "integration.deactivated",
+    "integration.revoked",
+)
+TEST_EVENT_TYPE: Final = "webhook.test"
+
+EVENT_TYPES: Final = (
+    *INTEGRATION_EVENT_TYPES,
+    *(event_type for resource in RESOURCES for event_type in resource.event_types),
+    TEST_EVENT_TYPE,
+)
+"""Every event type of the catalogue (SPEC 5), in the order the docs list them."""
+EVENT_FAMILIES: Final = tuple(sorted({t.split(".")[0] for t in EVENT_TYPES}))
+SNAPSHOT_RESOURCES: Final = (*(resource.prefix for resource in RESOURCES), INTEGRATION)
+"""Every snapshot a school can have."""
+
+
+def resource(prefix_or_name: str) -> Resource:
+    """The entry for `debtor` or `debtors`; ValueError naming the known ones otherwise."""
+    found = BY_PREFIX.get(prefix_or_name) or BY_NAME.get(prefix_or_name)
+    if found is None:
+        raise ValueError(f"unknown resource {prefix_or_name!r}; one of {', '.join(BY_NAME)}")
+    return found
