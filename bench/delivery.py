@@ -51,11 +51,11 @@ from bridge.d6.records import Record, normalise_in_place
 from bridge.delivery.sender import build_clients
 from bridge.delivery.signing import headers as signature_headers
 from bridge.delivery.signing import new_secret
-from bridge.events.build import record_events
 from bridge.events.envelope import Event
 from bridge.settings import Settings, load_settings
 from bridge.store.redis import connect
 from bridge.sync.diff import finish_diff, plan_diff
+from bridge.sync.events import record_events
 from bridge.testing.receiver_process import ReceiverProcess, receiver_process
 from bridge.testing.receivers import verify_signature
 from bridge.testing.redis import redis_server

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
-from bridge.delivery.ids import new_event_id
 from bridge.delivery.models import OutgoingEvent
+from bridge.events.ids import new_event_id
 
 
 def make_event(
