@@ -345,6 +345,10 @@ class Dispatcher:
                 )
                 bound.warning("subscription disabled: continuous failure")
 
+    async def attempts(self, subscription_id: str, *, before: float | None, limit: int) -> list[Attempt]:
+        """One subscription's attempt log, newest first, strictly older than `before` (a time) when given."""
+        return await self.queue.attempts(subscription_id, before=before, limit=limit)
+
     async def send_test(self, subscription: Subscription, event_id: str, body: bytes) -> AttemptResult:
         """Send one event now, outside the queue (`POST .../test`), and log the attempt.
 
