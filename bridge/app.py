@@ -25,21 +25,14 @@ import httpx
 import redis.asyncio as aioredis
 import structlog
 from litestar import Litestar
-from litestar.datastructures import State
-from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.spec import Components
 from redis.exceptions import RedisError
 
 from bridge import __version__, metrics
-from bridge.api.contract import SECURITY_SCHEMES, StrictStructSchemaPlugin
-from bridge.api.deliveries import DeliveriesController
-from bridge.api.errors import EXCEPTION_HANDLERS
-from bridge.api.events import EventsController
-from bridge.api.health import HealthController
-from bridge.api.metrics import metrics_endpoint
-from bridge.api.middleware import request_id_middleware
-from bridge.api.schools import SchoolsController
-from bridge.api.subscriptions import SubscriptionController
+from bridge.api.health import Health
+from bridge.api.metrics import Gauges
+from bridge.api.schools import Schools
+from bridge.api.wiring import API_ROUTES, build_api, parts
+from bridge.api.wiring import MAX_REQUEST_BODY_BYTES as MAX_REQUEST_BODY_BYTES  # suites read it here
 from bridge.console import console_routes
 from bridge.d6.client import D6Client
 from bridge.delivery.dispatcher import Dispatcher
@@ -67,7 +60,6 @@ log = structlog.get_logger(__name__)
 MAINTENANCE_SECONDS: Final = 30.0
 RETENTION_EVERY_SECONDS: Final = 3600.0
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
-MAX_REQUEST_BODY_BYTES: Final = 1_000_000
 
 
 def new_replica_id() -> str:
@@ -270,28 +262,29 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         finally:
             await services.stop()
 
-    return Litestar(
-        route_handlers=[
-            HealthController,
-            metrics_endpoint,
-            SubscriptionController,
-            DeliveriesController,
-            EventsController,
-            SchoolsController,
-            console_routes,
-        ],
-        state=State({"settings": settings, "services": services}),
-        lifespan=[lifespan],
-        middleware=[request_id_middleware],
-        exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=OpenAPIConfig(
-            title="d6 bridge",
-            version=__version__,
-            description="Signed webhooks for the d6 Integrate API. `/v1/*` needs `Authorization: Bearer`.",
-            components=Components(security_schemes=SECURITY_SCHEMES),
+    api = parts(
+        subscriptions=services.subscriptions,
+        dispatcher=services.dispatcher,
+        events=services.events,
+        schools=Schools(
+            settings=settings,
+            watcher=services.watcher,
+            status=services.status,
+            snapshots=services.snapshots,
+            scheduler=services.scheduler,
         ),
-        request_max_body_size=MAX_REQUEST_BODY_BYTES,
-        plugins=[StrictStructSchemaPlugin()],
-        logging_config=None,  # logging is configured once, at start (bridge/logs.py)
-        debug=False,
+        health=Health(
+            redis=services.redis,
+            scheduler=services.scheduler,
+            dispatcher=services.dispatcher,
+            handoff=services.handoff,
+            watcher=services.watcher,
+            marker=services.marker,
+        ),
+        gauges=Gauges(
+            subscriptions=services.subscriptions,
+            dispatcher=services.dispatcher,
+            more=services.refresh_metrics,
+        ),
     )
+    return build_api(settings, [*API_ROUTES, console_routes], api, lifespan=[lifespan])

@@ -3,7 +3,8 @@
 `DeliveriesController` is mounted at `/v1` next to `SubscriptionController`; it serves
 `/v1/subscriptions/{id}/deliveries`, `/v1/subscriptions/{id}/replay`, `/v1/events/{id}/redeliver`,
 `/v1/dead-letters` and `/v1/dead-letters/retry`. Lists are newest first with an opaque `cursor`
-(pass `next_cursor` back; absent or null on the last page).
+(pass `next_cursor` back; absent or null on the last page). Handlers receive `subscriptions` (the
+`SubscriptionStore`) and `dispatcher` (the `Dispatcher`), and call their methods or `delivery.operations`.
 
 `event_deliveries` gives the per-subscription delivery state that `GET /v1/events/{id}` shows.
 """
@@ -15,19 +16,16 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from bridge.api.auth import admin_guard
+from bridge.api.common import MAX_PAGE, Injected, next_score_cursor, rfc3339, score_cursor
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
-from bridge.api.subscriptions import EXCEPTION_HANDLERS, rfc3339
 from bridge.delivery import operations
 from bridge.delivery.dispatcher import Dispatcher
-from bridge.delivery.store import InvalidSubscription
+from bridge.delivery.store import InvalidSubscription, SubscriptionStore
 from bridge.delivery.tracking import EventDeliveryStatus, delivery_states
-
-MAX_PAGE = 500
 
 
 class AttemptView(msgspec.Struct, kw_only=True):
@@ -130,20 +128,6 @@ async def event_deliveries(dispatcher: Dispatcher, event_id: str) -> list[EventD
     ]
 
 
-def _cursor(cursor: str | None) -> float | None:
-    if cursor is None or cursor == "":
-        return None
-    try:
-        value = float(cursor)
-    except ValueError:
-        raise InvalidSubscription(
-            "cursor", "is not a cursor this API gave out; pass next_cursor back"
-        ) from None
-    if value != value:
-        raise InvalidSubscription("cursor", "is not a cursor this API gave out; pass next_cursor back")
-    return value
-
-
 def _timestamp(moment: dt.datetime) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
@@ -156,7 +140,6 @@ class DeliveriesController(Controller):
     guards = [admin_guard]
     security = SECURITY
     before_request = staticmethod(json_body)
-    exception_handlers = EXCEPTION_HANDLERS
 
     @get(
         "/subscriptions/{subscription_id:str}/deliveries",
@@ -165,15 +148,14 @@ class DeliveriesController(Controller):
     )
     async def attempts(
         self,
-        state: State,
+        subscriptions: Injected[SubscriptionStore],
+        dispatcher: Injected[Dispatcher],
         subscription_id: FromPath[str],
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
         cursor: FromQuery[str | None] = None,
     ) -> AttemptPage:
-        await state.services.subscriptions.get(subscription_id)
-        rows = await state.services.dispatcher.queue.attempts(
-            subscription_id, before=_cursor(cursor), limit=limit
-        )
+        await subscriptions.get(subscription_id)
+        rows = await dispatcher.attempts(subscription_id, before=score_cursor(cursor), limit=limit)
         items = [
             AttemptView(
                 time=rfc3339(a.at) or "",
@@ -190,8 +172,7 @@ class DeliveriesController(Controller):
             )
             for a in rows
         ]
-        next_cursor = repr(rows[-1].at) if len(rows) == limit else None
-        return AttemptPage(items=items, next_cursor=next_cursor)
+        return AttemptPage(items=items, next_cursor=next_score_cursor([a.at for a in rows], limit))
 
     @post(
         "/subscriptions/{subscription_id:str}/replay",
@@ -200,15 +181,19 @@ class DeliveriesController(Controller):
         responses=error_responses(404, *BODY_ERRORS),
     )
     async def replay(
-        self, state: State, subscription_id: FromPath[str], data: JSONBody[ReplayRequest]
+        self,
+        subscriptions: Injected[SubscriptionStore],
+        dispatcher: Injected[Dispatcher],
+        subscription_id: FromPath[str],
+        data: JSONBody[ReplayRequest],
     ) -> ReplayResult:
-        subscription = await state.services.subscriptions.get(subscription_id)
+        subscription = await subscriptions.get(subscription_id)
         since = _timestamp(data.since)
         until = None if data.until is None else _timestamp(data.until)
         if until is not None and until < since:
             raise InvalidSubscription("until", "must not be before since")
         queued = await operations.replay(
-            state.services.dispatcher, subscription, since=since, until=until, only_failed=data.only_failed
+            dispatcher, subscription, since=since, until=until, only_failed=data.only_failed
         )
         return ReplayResult(subscription_id=subscription_id, queued=queued)
 
@@ -219,10 +204,13 @@ class DeliveriesController(Controller):
         responses=error_responses(404, *BODY_ERRORS),
     )
     async def redeliver(
-        self, state: State, event_id: FromPath[str], data: JSONBody[RedeliverRequest | None] = None
+        self,
+        dispatcher: Injected[Dispatcher],
+        event_id: FromPath[str],
+        data: JSONBody[RedeliverRequest | None] = None,
     ) -> RedeliverResult:
         subscription_id = None if data is None else data.subscription_id
-        targets = await operations.redeliver(state.services.dispatcher, event_id, subscription_id)
+        targets = await operations.redeliver(dispatcher, event_id, subscription_id)
         return RedeliverResult(event_id=event_id, subscription_ids=targets)
 
     @get(
@@ -232,13 +220,13 @@ class DeliveriesController(Controller):
     )
     async def dead_letters(
         self,
-        state: State,
+        dispatcher: Injected[Dispatcher],
         subscription_id: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
         cursor: FromQuery[str | None] = None,
     ) -> DeadLetterPage:
         rows = await operations.dead_letters(
-            state.services.dispatcher, subscription_id=subscription_id, before=_cursor(cursor), limit=limit
+            dispatcher, subscription_id=subscription_id, before=score_cursor(cursor), limit=limit
         )
         items = [
             DeadLetterView(
@@ -256,8 +244,7 @@ class DeliveriesController(Controller):
             )
             for score, d in rows
         ]
-        next_cursor = repr(rows[-1][0]) if len(rows) == limit else None
-        return DeadLetterPage(items=items, next_cursor=next_cursor)
+        return DeadLetterPage(items=items, next_cursor=next_score_cursor([score for score, _ in rows], limit))
 
     @post(
         "/dead-letters/retry",
@@ -266,10 +253,10 @@ class DeliveriesController(Controller):
         responses=error_responses(404, *BODY_ERRORS),
     )
     async def retry_dead_letters(
-        self, state: State, data: JSONBody[RetryRequest | None] = None
+        self, dispatcher: Injected[Dispatcher], data: JSONBody[RetryRequest | None] = None
     ) -> RetryResult:
         request = data or RetryRequest()
         requeued = await operations.retry_dead_letters(
-            state.services.dispatcher, ids=request.ids, subscription_id=request.subscription_id
+            dispatcher, ids=request.ids, subscription_id=request.subscription_id
         )
         return RetryResult(requeued=requeued)

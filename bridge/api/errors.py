@@ -1,12 +1,22 @@
-"""Maps the bridge's own errors to HTTP answers, in one place."""
+"""Every error the API answers, mapped in one place (`EXCEPTION_HANDLERS`, set on the app).
+
+- Delivery-side requests that cannot be done as asked: 400 (bad field), 404 (unknown subscription or
+  event), 503 (no event log), each with a detail a person can act on.
+- Litestar's own validation errors are rewritten to name each bad field and the problem.
+- d6 trouble is a 502 and store trouble (Redis) a 503: both name what failed, neither is a 500.
+- A bug is a 500 with a plain detail; its traceback goes to the log, never to the caller.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import structlog
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
+from litestar.exceptions import ValidationException
 from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_404_NOT_FOUND,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_502_BAD_GATEWAY,
     HTTP_503_SERVICE_UNAVAILABLE,
@@ -14,9 +24,45 @@ from litestar.status_codes import (
 from litestar.types import ExceptionHandlersMap
 from redis.exceptions import RedisError
 
+from bridge.api.common import error_response
+from bridge.delivery import operations
+from bridge.delivery.models import DeliveryError, UnknownSubscription
+from bridge.delivery.store import InvalidSubscription
 from bridge.errors import BridgeError, D6Error, StoreError
 
 log = structlog.get_logger(__name__)
+
+
+def delivery_error_handler(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    if isinstance(error, InvalidSubscription):
+        return error_response(HTTP_400_BAD_REQUEST, str(error), error.extra)
+    if isinstance(error, UnknownSubscription):
+        return error_response(HTTP_404_NOT_FOUND, str(error), {"subscription_id": error.subscription_id})
+    if isinstance(error, operations.UnknownEvent):
+        return error_response(HTTP_404_NOT_FOUND, str(error), {"event_id": error.event_id})
+    if isinstance(error, operations.NoEventLog):
+        return error_response(HTTP_503_SERVICE_UNAVAILABLE, str(error))
+    return error_response(HTTP_400_BAD_REQUEST, str(error))
+
+
+def validation_error_handler(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """Name each bad field in `detail` (Litestar's own says only 'Validation failed')."""
+    assert isinstance(error, ValidationException)
+    problems: list[str] = []
+    errors = error.extra if isinstance(error.extra, list) else []
+    for item in errors:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", "invalid"))
+        key = item.get("key")
+        if message == "'data'":
+            problems.append("a JSON object is required as the request body")
+        elif key in (None, "data"):
+            problems.append(message)
+        else:
+            problems.append(f"{key}: {message}")
+    detail = "invalid request: " + "; ".join(problems) if problems else str(error.detail)
+    return error_response(HTTP_400_BAD_REQUEST, detail, {"errors": errors})
 
 
 def bridge_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
@@ -28,9 +74,7 @@ def bridge_error_handler(request: Request[Any, Any, Any], error: Exception) -> R
     else:
         status, detail = HTTP_503_SERVICE_UNAVAILABLE, str(error)
     log.warning("request failed", path=request.url.path, error=str(error), status=status)
-    return Response(
-        {"status_code": status, "detail": detail, "extra": {}}, status_code=status, media_type=MediaType.JSON
-    )
+    return error_response(status, detail)
 
 
 def redis_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
@@ -40,15 +84,15 @@ def redis_error_handler(request: Request[Any, Any, Any], error: Exception) -> Re
 def unexpected_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     """A bug: logged with its traceback (secrets redacted by the processors), never shown to the caller."""
     log.error("request crashed", path=request.url.path, method=request.method, exc_info=error)
-    status = HTTP_500_INTERNAL_SERVER_ERROR
-    detail = "internal error; the bridge logged it as 'request crashed'"
-    return Response(
-        {"status_code": status, "detail": detail, "extra": {}}, status_code=status, media_type=MediaType.JSON
+    return error_response(
+        HTTP_500_INTERNAL_SERVER_ERROR, "internal error; the bridge logged it as 'request crashed'"
     )
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     BridgeError: bridge_error_handler,
+    DeliveryError: delivery_error_handler,  # a BridgeError: the more specific class wins
+    ValidationException: validation_error_handler,
     RedisError: redis_error_handler,
     HTTP_500_INTERNAL_SERVER_ERROR: unexpected_error_handler,
 }

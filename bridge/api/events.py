@@ -1,4 +1,7 @@
-"""The event log: `GET /v1/events` (newest first, cursor paginated, filtered) and `GET /v1/events/{id}`."""
+"""The event log: `GET /v1/events` (newest first, cursor paginated, filtered) and `GET /v1/events/{id}`.
+
+Handlers receive `events` (the `EventLog`) and, for an event's delivery states, `dispatcher`.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,16 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, get
-from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from bridge.api.auth import admin_guard
+from bridge.api.common import Injected
 from bridge.api.contract import SECURITY, error_responses
 from bridge.api.deliveries import EventDeliveryView, event_deliveries
-from bridge.api.subscriptions import EXCEPTION_HANDLERS
+from bridge.delivery.dispatcher import Dispatcher
 from bridge.events.envelope import EVENT_TYPES, Event
-from bridge.events.log import MAX_LIMIT
+from bridge.events.log import MAX_LIMIT, EventLog
 
 
 class PageMeta(msgspec.Struct, kw_only=True):
@@ -41,12 +44,11 @@ class EventsController(Controller):
     tags = ["events"]
     guards = [admin_guard]
     security = SECURITY
-    exception_handlers = EXCEPTION_HANDLERS
 
     @get("/", summary="The event log, newest first", responses=error_responses())
     async def list_events(
         self,
-        state: State,
+        events: Injected[EventLog],
         type: Annotated[str | None, QueryParameter(description="an exact event type")] = None,
         school_id: Annotated[int | None, QueryParameter(ge=1)] = None,
         since: Annotated[dt.datetime | None, QueryParameter(description="RFC 3339, inclusive")] = None,
@@ -62,23 +64,25 @@ class EventsController(Controller):
             if moment is not None and moment.tzinfo is None:
                 raise ValidationException(detail=f"{name}: give a time zone, e.g. 2026-11-22T10:00:00Z")
         try:
-            events, next_cursor = await state.services.events.list(
+            page, next_cursor = await events.list(
                 type=type, school_id=school_id, since=since, until=until, limit=limit, cursor=cursor
             )
         except ValueError as error:
             raise ValidationException(detail=f"cursor: {error}") from None
-        return EventPage(data=events, meta=PageMeta(limit=limit, next_cursor=next_cursor))
+        return EventPage(data=page, meta=PageMeta(limit=limit, next_cursor=next_cursor))
 
     @get(
         "/{event_id:str}",
         summary="One event, with its delivery state per subscription",
         responses=error_responses(404),
     )
-    async def get_event(self, state: State, event_id: FromPath[str]) -> EventDetail:
-        event = await state.services.events.get(event_id)
+    async def get_event(
+        self, events: Injected[EventLog], dispatcher: Injected[Dispatcher], event_id: FromPath[str]
+    ) -> EventDetail:
+        event = await events.get(event_id)
         if event is None:
             raise NotFoundException(
                 detail=f"no event with id {event_id!r} (unknown, or older than retention)"
             )
-        deliveries = await event_deliveries(state.services.dispatcher, event_id)
+        deliveries = await event_deliveries(dispatcher, event_id)
         return EventDetail(event=event, deliveries=deliveries)

@@ -1,20 +1,29 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+`/health/ready` receives `health`: the parts whose state makes the process ready (Redis, the scheduler,
+the dispatcher and the hand-off) and those that say when the integrations list was last read and when
+the store was last found reset.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from typing import Any
+from dataclasses import dataclass
 
 import msgspec
+import redis.asyncio as aioredis
 from litestar import Controller, Response, get
-from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
-from bridge.api.subscriptions import rfc3339
-from bridge.store.marker import SHOW_RESET_SECONDS
+from bridge.api.common import Injected, rfc3339
+from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.handoff import Handoff
+from bridge.store.marker import SHOW_RESET_SECONDS, StoreMarker
+from bridge.sync.scheduler import PollScheduler
+from bridge.sync.watcher import IntegrationsWatcher
 
 REDIS_PING_TIMEOUT_SECONDS = 2.0
 
@@ -33,6 +42,18 @@ class Readiness(msgspec.Struct, kw_only=True):
     """When Redis was last found to have lost the bridge's data, shown for an hour (readiness stays 200)."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class Health:
+    """What readiness looks at."""
+
+    redis: aioredis.Redis
+    scheduler: PollScheduler
+    dispatcher: Dispatcher
+    handoff: Handoff
+    watcher: IntegrationsWatcher
+    marker: StoreMarker
+
+
 class HealthController(Controller):
     path = "/health"
     tags = ["health"]
@@ -46,16 +67,15 @@ class HealthController(Controller):
         summary="200 when Redis answers and the scheduler and workers run, else 503",
         responses={503: ResponseSpec(data_container=Readiness, description="Not ready: a component is down")},
     )
-    async def ready(self, state: State) -> Response[Readiness]:
-        services: Any = state.services
-        redis = await _redis(services)
-        components = [redis, _scheduler(services), _delivery(services)]
+    async def ready(self, health: Injected[Health]) -> Response[Readiness]:
+        redis = await _redis(health)
+        components = [redis, _scheduler(health), _delivery(health)]
         last = reset = None
         if redis.ok:
             with contextlib.suppress(Exception):
-                last = await asyncio.wait_for(services.watcher.last_success(), REDIS_PING_TIMEOUT_SECONDS)
+                last = await asyncio.wait_for(health.watcher.last_success(), REDIS_PING_TIMEOUT_SECONDS)
             with contextlib.suppress(Exception):
-                reset = await asyncio.wait_for(services.marker.last_reset(), REDIS_PING_TIMEOUT_SECONDS)
+                reset = await asyncio.wait_for(health.marker.last_reset(), REDIS_PING_TIMEOUT_SECONDS)
         ok = all(c.ok for c in components)
         now = time.time()
         body = Readiness(
@@ -67,19 +87,19 @@ class HealthController(Controller):
         return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
 
-async def _redis(services: Any) -> Component:
+async def _redis(health: Health) -> Component:
     try:
-        await asyncio.wait_for(services.redis.ping(), REDIS_PING_TIMEOUT_SECONDS)
+        await asyncio.wait_for(health.redis.ping(), REDIS_PING_TIMEOUT_SECONDS)
     except Exception as error:
         return Component(name="redis", ok=False, detail=f"{type(error).__name__}: {error}")
     return Component(name="redis", ok=True, detail="answers")
 
 
-def _scheduler(services: Any) -> Component:
-    running = services.scheduler.running
+def _scheduler(health: Health) -> Component:
+    running = health.scheduler.running
     return Component(name="scheduler", ok=running, detail="running" if running else "stopped")
 
 
-def _delivery(services: Any) -> Component:
-    running = services.dispatcher.running and services.handoff.running
+def _delivery(health: Health) -> Component:
+    running = health.dispatcher.running and health.handoff.running
     return Component(name="delivery", ok=running, detail="running" if running else "stopped")

@@ -1,26 +1,30 @@
 """`GET /metrics`: every series of `bridge.metrics` in the Prometheus text format (version 0.0.4).
 
-No auth, like `/health/*`: the scrape comes from inside the deployment. Before rendering, the gauges
-that describe the shared store are refreshed from Redis (`state.services.subscriptions` and
-`state.services.dispatcher`, when the app set them), and `state.services.refresh_metrics()` is awaited
-when it exists, so other parts can set their own gauges at scrape time. A refresh is bounded in time;
-if it fails (Redis down or slow) the page still renders, with those gauges at their last known
-values, and `d6_bridge_gauge_refresh_failures_total` counts the miss.
+No auth, like `/health/*`: the scrape comes from inside the deployment. The handler receives `gauges`:
+before rendering, the gauges that describe the shared store are refreshed from Redis (the delivery side's,
+from the subscription store and the dispatcher), then `more` is awaited when given (a serve process's
+poll gauges), so other parts can set their own gauges at scrape time. A refresh is bounded in time; if
+it fails (Redis down or slow) the page still renders, with those gauges at their last known values, and
+`d6_bridge_gauge_refresh_failures_total` counts the miss.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
 
 import structlog
 from litestar import Response, get
-from litestar.datastructures import State
 from prometheus_client import generate_latest
 from redis.exceptions import RedisError
 
 from bridge import metrics
+from bridge.api.common import Injected
+from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.stats import refresh_delivery_gauges
+from bridge.delivery.store import SubscriptionStore
 
 log = structlog.get_logger(__name__)
 
@@ -29,29 +33,30 @@ REFRESH_TIMEOUT_SECONDS: Final = 2.0
 MEDIA_TYPE: Final = "text/plain; version=0.0.4"
 
 
-async def refresh_gauges(state: State) -> bool:
-    """Refresh the store-backed gauges from what the app put in `state.services`; False if that failed."""
-    services: Any = getattr(state, "services", None)
-    if services is None:
+@dataclass(frozen=True, kw_only=True)
+class Gauges:
+    """What a scrape refreshes before rendering."""
+
+    subscriptions: SubscriptionStore
+    dispatcher: Dispatcher
+    more: Callable[[], Awaitable[None]] | None = None
+
+    async def refresh(self) -> bool:
+        """Refresh the store-backed gauges; False if that failed (counted, logged, never raised)."""
+        try:
+            async with asyncio.timeout(REFRESH_TIMEOUT_SECONDS):
+                await refresh_delivery_gauges(self.subscriptions, self.dispatcher)
+                if self.more is not None:
+                    await self.more()
+        except (RedisError, OSError, TimeoutError) as error:
+            metrics.GAUGE_REFRESH_FAILURES.inc()
+            log.warning("metrics gauges not refreshed", error=f"{type(error).__name__}: {error}".rstrip(": "))
+            return False
+        except Exception:
+            metrics.GAUGE_REFRESH_FAILURES.inc()
+            log.exception("metrics gauges refresh crashed")
+            return False
         return True
-    dispatcher = getattr(services, "dispatcher", None)
-    store = getattr(services, "subscriptions", None) or getattr(dispatcher, "store", None)
-    extra = getattr(services, "refresh_metrics", None)
-    try:
-        async with asyncio.timeout(REFRESH_TIMEOUT_SECONDS):
-            if store is not None:
-                await refresh_delivery_gauges(store, dispatcher)
-            if callable(extra):
-                await extra()
-    except (RedisError, OSError, TimeoutError) as error:
-        metrics.GAUGE_REFRESH_FAILURES.inc()
-        log.warning("metrics gauges not refreshed", error=f"{type(error).__name__}: {error}".rstrip(": "))
-        return False
-    except Exception:
-        metrics.GAUGE_REFRESH_FAILURES.inc()
-        log.exception("metrics gauges refresh crashed")
-        return False
-    return True
 
 
 @get(
@@ -60,6 +65,6 @@ async def refresh_gauges(state: State) -> bool:
     summary="Prometheus metrics (text format 0.0.4)",
     tags=["operations"],
 )
-async def metrics_endpoint(state: State) -> Response[bytes]:
-    await refresh_gauges(state)
+async def metrics_endpoint(gauges: Injected[Gauges]) -> Response[bytes]:
+    await gauges.refresh()
     return Response(generate_latest(metrics.REGISTRY), media_type=MEDIA_TYPE)

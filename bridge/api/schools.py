@@ -6,25 +6,44 @@ client integrations list, but d6 refuses its data: retried at the integrations i
 authorisation for `BRIDGE_REVOKED_PURGE_DAYS` had its record snapshots deleted. `lag_seconds` is how
 long the school has been overdue: the time since its last due time plus one interval and the jitter (0
 when on time). It is read from Redis, so it is the same whichever replica answers.
+
+Handlers receive `schools`: the parts that know the schools (the integrations watcher, the poll status,
+the snapshot flags) and the scheduler that polls them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from bridge.api.auth import admin_guard
+from bridge.api.common import Injected, rfc3339
 from bridge.api.contract import SECURITY, error_responses
-from bridge.api.subscriptions import EXCEPTION_HANDLERS, rfc3339
+from bridge.settings import Settings
 from bridge.sync.events import is_active
+from bridge.sync.scheduler import PollScheduler
+from bridge.sync.snapshot import SnapshotStore
+from bridge.sync.status import PollStatusStore
+from bridge.sync.watcher import IntegrationsWatcher
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schools:
+    """What `/v1/schools` reads and asks of the sync side."""
+
+    settings: Settings
+    watcher: IntegrationsWatcher
+    status: PollStatusStore
+    snapshots: SnapshotStore
+    scheduler: PollScheduler
 
 
 class IntegrationView(msgspec.Struct, kw_only=True):
@@ -67,11 +86,11 @@ def lag_seconds(last_started: float | None, interval: float, jitter: float, now:
     return round(max(0.0, now - (last_started + interval + jitter)), 3)
 
 
-async def school_view(services: Any, school_id: int, active: set[int], now: float) -> SchoolView:
-    pairs = await services.watcher.integrations(school_id)
-    status = await services.status.get(school_id)
-    flags = await services.snapshots.flags(school_id)
-    settings = services.settings
+async def school_view(schools: Schools, school_id: int, active: set[int], now: float) -> SchoolView:
+    pairs = await schools.watcher.integrations(school_id)
+    status = await schools.status.get(school_id)
+    flags = await schools.snapshots.flags(school_id)
+    settings = schools.settings
     if school_id in active:
         state = "active"
     elif not pairs:
@@ -112,19 +131,17 @@ class SchoolsController(Controller):
     tags = ["schools"]
     guards = [admin_guard]
     security = SECURITY
-    exception_handlers = EXCEPTION_HANDLERS
 
     @get(
         "/",
         summary="Every school the bridge knows, with its integration and polling state",
         responses=error_responses(),
     )
-    async def list_schools(self, state: State) -> SchoolList:
-        services = state.services
-        active = await services.watcher.active_schools()
-        known = set(await services.snapshots.known_schools()) | active
+    async def list_schools(self, schools: Injected[Schools]) -> SchoolList:
+        active = await schools.watcher.active_schools()
+        known = set(await schools.snapshots.known_schools()) | active
         now = time.time()
-        views = await asyncio.gather(*(school_view(services, s, active, now) for s in sorted(known)))
+        views = await asyncio.gather(*(school_view(schools, s, active, now) for s in sorted(known)))
         return SchoolList(data=list(views))
 
     @post(
@@ -133,11 +150,10 @@ class SchoolsController(Controller):
         status_code=HTTP_202_ACCEPTED,
         responses=error_responses(404),
     )
-    async def poll_now(self, state: State, school_id: FromPath[int]) -> Response[PollAccepted]:
-        services = state.services
-        if school_id not in await services.watcher.active_schools():
+    async def poll_now(self, schools: Injected[Schools], school_id: FromPath[int]) -> Response[PollAccepted]:
+        if school_id not in await schools.watcher.active_schools():
             raise NotFoundException(
                 detail=f"school {school_id} is not an active school (see GET /v1/schools for the known ones)"
             )
-        services.scheduler.request_poll(school_id)
+        schools.scheduler.request_poll(school_id)
         return Response(PollAccepted(school_id=school_id, status="queued"), status_code=HTTP_202_ACCEPTED)

@@ -1,33 +1,26 @@
 """`/v1/subscriptions`: register, read, change, remove, rotate the secret, send a test event.
 
-Collaborators come from `app.state.services`: `subscriptions` (a `SubscriptionStore`) and
-`dispatcher` (a `Dispatcher`). Delivery-side errors become 400/404 here, with a detail a person can
-act on; Litestar's own body validation errors are rewritten to name the field and the problem.
+Each handler receives what it uses: `subscriptions` (the `SubscriptionStore`) and, to send a test event,
+`dispatcher` (the `Dispatcher`). Delivery-side errors become 400/404 with a detail a person can act on
+(see `errors.py`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import msgspec
-from litestar import Controller, MediaType, Request, Response, delete, get, patch, post
-from litestar.datastructures import State
-from litestar.exceptions import ValidationException
+from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
-from litestar.status_codes import (
-    HTTP_200_OK,
-    HTTP_400_BAD_REQUEST,
-    HTTP_404_NOT_FOUND,
-    HTTP_503_SERVICE_UNAVAILABLE,
-)
-from litestar.types import ExceptionHandlersMap
+from litestar.status_codes import HTTP_200_OK
 
 from bridge.api.auth import admin_guard
+from bridge.api.common import Injected, rfc3339
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
 from bridge.delivery import operations
-from bridge.delivery.models import DeliveryError, Subscription, UnknownSubscription
-from bridge.delivery.store import InvalidSubscription
+from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.models import Subscription
+from bridge.delivery.store import SubscriptionStore
 
 
 class SubscriptionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -80,14 +73,6 @@ class TestOutcome(msgspec.Struct, kw_only=True):
     """True when the endpoint answered 410 Gone: the subscription is disabled, as for any delivery."""
 
 
-def rfc3339(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    seconds = int(moment)
-    micros = min(round((moment - seconds) * 1_000_000), 999_999)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
-
-
 def view(subscription: Subscription, counts: tuple[int, int] | None = None) -> SubscriptionView:
     now = time.time()
     expires = subscription.previous_secret_expires_at
@@ -114,67 +99,22 @@ def view_with_secret(subscription: Subscription) -> SubscriptionWithSecret:
     return SubscriptionWithSecret(**base, secret=subscription.secret)
 
 
-def _error(status: int, detail: str, extra: dict[str, Any] | None = None) -> Response[Any]:
-    return Response(
-        {"status_code": status, "detail": detail, "extra": extra or {}},
-        status_code=status,
-        media_type=MediaType.JSON,
-    )
-
-
-def delivery_error_handler(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    if isinstance(error, InvalidSubscription):
-        return _error(HTTP_400_BAD_REQUEST, str(error), error.extra)
-    if isinstance(error, UnknownSubscription):
-        return _error(HTTP_404_NOT_FOUND, str(error), {"subscription_id": error.subscription_id})
-    if isinstance(error, operations.UnknownEvent):
-        return _error(HTTP_404_NOT_FOUND, str(error), {"event_id": error.event_id})
-    if isinstance(error, operations.NoEventLog):
-        return _error(HTTP_503_SERVICE_UNAVAILABLE, str(error))
-    return _error(HTTP_400_BAD_REQUEST, str(error))
-
-
-def validation_error_handler(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    """Name each bad field in `detail` (Litestar's own says only 'Validation failed')."""
-    assert isinstance(error, ValidationException)
-    problems: list[str] = []
-    errors = error.extra if isinstance(error.extra, list) else []
-    for item in errors:
-        if not isinstance(item, dict):
-            continue
-        message = str(item.get("message", "invalid"))
-        key = item.get("key")
-        if message == "'data'":
-            problems.append("a JSON object is required as the request body")
-        elif key in (None, "data"):
-            problems.append(message)
-        else:
-            problems.append(f"{key}: {message}")
-    detail = "invalid request: " + "; ".join(problems) if problems else str(error.detail)
-    return _error(HTTP_400_BAD_REQUEST, detail, {"errors": errors})
-
-
-EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    DeliveryError: delivery_error_handler,
-    ValidationException: validation_error_handler,
-}
-
-
 class SubscriptionController(Controller):
     path = "/v1/subscriptions"
     tags = ["subscriptions"]
     guards = [admin_guard]
     security = SECURITY
     before_request = staticmethod(json_body)
-    exception_handlers = EXCEPTION_HANDLERS
 
     @post(
         "/",
         summary="Register a webhook endpoint; the answer holds its signing secret",
         responses=error_responses(*BODY_ERRORS),
     )
-    async def create(self, state: State, data: JSONBody[SubscriptionCreate]) -> SubscriptionWithSecret:
-        subscription = await state.services.subscriptions.create(
+    async def create(
+        self, subscriptions: Injected[SubscriptionStore], data: JSONBody[SubscriptionCreate]
+    ) -> SubscriptionWithSecret:
+        subscription = await subscriptions.create(
             url=data.url,
             event_types=data.event_types,
             school_ids=data.school_ids,
@@ -184,18 +124,19 @@ class SubscriptionController(Controller):
         return view_with_secret(subscription)
 
     @get("/", summary="Every subscription (secrets not shown)", responses=error_responses())
-    async def list_subscriptions(self, state: State) -> list[SubscriptionView]:
-        return [view(s) for s in await state.services.subscriptions.list_all()]
+    async def list_subscriptions(self, subscriptions: Injected[SubscriptionStore]) -> list[SubscriptionView]:
+        return [view(s) for s in await subscriptions.list_all()]
 
     @get(
         "/{subscription_id:str}",
         summary="One subscription, with its queue counts",
         responses=error_responses(404),
     )
-    async def read(self, state: State, subscription_id: FromPath[str]) -> SubscriptionView:
-        store = state.services.subscriptions
-        subscription = await store.get(subscription_id)
-        return view(subscription, await store.counts(subscription_id))
+    async def read(
+        self, subscriptions: Injected[SubscriptionStore], subscription_id: FromPath[str]
+    ) -> SubscriptionView:
+        subscription = await subscriptions.get(subscription_id)
+        return view(subscription, await subscriptions.counts(subscription_id))
 
     @patch(
         "/{subscription_id:str}",
@@ -203,12 +144,15 @@ class SubscriptionController(Controller):
         responses=error_responses(404, *BODY_ERRORS),
     )
     async def change(
-        self, state: State, subscription_id: FromPath[str], data: JSONBody[SubscriptionPatch]
+        self,
+        subscriptions: Injected[SubscriptionStore],
+        subscription_id: FromPath[str],
+        data: JSONBody[SubscriptionPatch],
     ) -> SubscriptionView:
         changes = {
             name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET
         }
-        subscription = await state.services.subscriptions.update(subscription_id, changes)
+        subscription = await subscriptions.update(subscription_id, changes)
         return view(subscription)
 
     @delete(
@@ -216,8 +160,10 @@ class SubscriptionController(Controller):
         summary="Remove it, with its queue and logs",
         responses=error_responses(404),
     )
-    async def remove(self, state: State, subscription_id: FromPath[str]) -> None:
-        await state.services.subscriptions.delete(subscription_id)
+    async def remove(
+        self, subscriptions: Injected[SubscriptionStore], subscription_id: FromPath[str]
+    ) -> None:
+        await subscriptions.delete(subscription_id)
 
     @post(
         "/{subscription_id:str}/rotate-secret",
@@ -225,8 +171,10 @@ class SubscriptionController(Controller):
         status_code=HTTP_200_OK,
         responses=error_responses(404),
     )
-    async def rotate_secret(self, state: State, subscription_id: FromPath[str]) -> SubscriptionWithSecret:
-        return view_with_secret(await state.services.subscriptions.rotate_secret(subscription_id))
+    async def rotate_secret(
+        self, subscriptions: Injected[SubscriptionStore], subscription_id: FromPath[str]
+    ) -> SubscriptionWithSecret:
+        return view_with_secret(await subscriptions.rotate_secret(subscription_id))
 
     @post(
         "/{subscription_id:str}/test",
@@ -234,9 +182,14 @@ class SubscriptionController(Controller):
         status_code=HTTP_200_OK,
         responses=error_responses(404),
     )
-    async def test(self, state: State, subscription_id: FromPath[str]) -> TestOutcome:
-        subscription = await state.services.subscriptions.get(subscription_id)
-        event_id, result = await operations.send_test(state.services.dispatcher, subscription)
+    async def test(
+        self,
+        subscriptions: Injected[SubscriptionStore],
+        dispatcher: Injected[Dispatcher],
+        subscription_id: FromPath[str],
+    ) -> TestOutcome:
+        subscription = await subscriptions.get(subscription_id)
+        event_id, result = await operations.send_test(dispatcher, subscription)
         return TestOutcome(
             event_id=event_id,
             success=result.ok,

@@ -1,0 +1,119 @@
+"""The HTTP API as one Litestar app: its controllers, the typed part each receives, one error map.
+
+A handler names the parts it uses as parameters (`subscriptions: Injected[SubscriptionStore]`);
+`parts(...)` hands each one in with `Provide`, under that name, the same object for every request.
+`create_app` gives every part of a serve process; a test gives the parts it built on the test Redis and
+mounts the controllers that use them (Litestar refuses to start an app that lacks a part a mounted
+handler names, so a missing part fails at once, not on the first request).
+
+    controller               receives
+    HealthController         health (Redis, scheduler, dispatcher, hand-off, watcher, store marker)
+    metrics_endpoint         gauges (subscription store, dispatcher, the poll gauges' refresh)
+    SubscriptionController   subscriptions, dispatcher
+    DeliveriesController     subscriptions, dispatcher
+    EventsController         events, dispatcher
+    SchoolsController        schools (settings, watcher, poll status, snapshots, scheduler)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Final, TypeAlias
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import Components
+from litestar.types import ControllerRouterHandler
+
+from bridge import __version__
+from bridge.api.contract import SECURITY_SCHEMES, StrictStructSchemaPlugin
+from bridge.api.deliveries import DeliveriesController
+from bridge.api.errors import EXCEPTION_HANDLERS
+from bridge.api.events import EventsController
+from bridge.api.health import Health, HealthController
+from bridge.api.metrics import Gauges, metrics_endpoint
+from bridge.api.middleware import request_id_middleware
+from bridge.api.schools import Schools, SchoolsController
+from bridge.api.subscriptions import SubscriptionController
+from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.store import SubscriptionStore
+from bridge.events.log import EventLog
+from bridge.settings import Settings
+
+MAX_REQUEST_BODY_BYTES: Final = 1_000_000
+
+Lifespan: TypeAlias = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+API_ROUTES: Final[Sequence[ControllerRouterHandler]] = (
+    HealthController,
+    metrics_endpoint,
+    SubscriptionController,
+    DeliveriesController,
+    EventsController,
+    SchoolsController,
+)
+"""Every controller of the API (the console's static files are mounted next to them by `create_app`)."""
+
+
+def provide(part: object) -> Provide:
+    """Hand the same long-lived part (built once, at start) to every request that names it."""
+
+    def dependency() -> object:
+        return part
+
+    return Provide(dependency, use_cache=True, sync_to_thread=False)
+
+
+def parts(
+    *,
+    subscriptions: SubscriptionStore | None = None,
+    dispatcher: Dispatcher | None = None,
+    events: EventLog | None = None,
+    schools: Schools | None = None,
+    health: Health | None = None,
+    gauges: Gauges | None = None,
+) -> dict[str, Provide]:
+    """The `Provide` of each part given, under the parameter name the handlers use for it."""
+    given = {
+        "subscriptions": subscriptions,
+        "dispatcher": dispatcher,
+        "events": events,
+        "schools": schools,
+        "health": health,
+        "gauges": gauges,
+    }
+    return {name: provide(part) for name, part in given.items() if part is not None}
+
+
+def build_api(
+    settings: Settings,
+    route_handlers: Sequence[ControllerRouterHandler],
+    dependencies: Mapping[str, Provide],
+    *,
+    lifespan: Sequence[Lifespan] = (),
+) -> Litestar:
+    """The app: the handlers, their parts, request ids, one error map, the documented contract.
+
+    `settings` stays in `app.state` for the admin guard (guards run before dependencies are resolved).
+    """
+    return Litestar(
+        route_handlers=list(route_handlers),
+        dependencies=dict(dependencies),
+        state=State({"settings": settings}),
+        lifespan=list(lifespan),
+        middleware=[request_id_middleware],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(
+            title="d6 bridge",
+            version=__version__,
+            description="Signed webhooks for the d6 Integrate API. `/v1/*` needs `Authorization: Bearer`.",
+            components=Components(security_schemes=SECURITY_SCHEMES),
+        ),
+        request_max_body_size=MAX_REQUEST_BODY_BYTES,
+        plugins=[StrictStructSchemaPlugin()],
+        logging_config=None,  # logging is configured once, at start (bridge/logs.py)
+        debug=False,
+    )
