@@ -10,13 +10,18 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import msgspec
 
 Record = dict[str, Any]
 Predicate = Callable[[Record], bool]
+T = TypeVar("T")
+
+
+class NotFound(LookupError):
+    """A school or record the caller named does not exist."""
 
 
 class Cursor(msgspec.Struct, kw_only=True):
@@ -93,14 +98,6 @@ class Table:
         records = self.records
         return (records[key] for key in self.ids)
 
-    def _keys_after(self, cursor: Cursor | None, backward: bool) -> Iterator[int]:
-        ids = self.ids
-        if backward:
-            end = len(ids) if cursor is None else bisect.bisect_left(ids, cursor.id)
-            return (ids[index] for index in range(end - 1, -1, -1))
-        start = 0 if cursor is None else bisect.bisect_right(ids, cursor.id)
-        return (ids[index] for index in range(start, len(ids)))
-
     def page(
         self,
         cursor: Cursor | None,
@@ -110,20 +107,41 @@ class Table:
         where: Predicate | None = None,
     ) -> Page:
         """One page after `cursor`; `next_cursor` only when at least one more matching record exists."""
-        backward = cursor.backward if cursor is not None else reverse
-        number = cursor.page if cursor is not None else 1
-        records = self.records
-        found: list[Record] = []
-        last = 0
-        more = False
-        for key in self._keys_after(cursor, backward):
-            record = records[key]
-            if where is not None and not where(record):
-                continue
-            if len(found) == limit:
-                more = True
-                break
-            found.append(record)
-            last = key
-        next_cursor = encode_cursor(Cursor(id=last, backward=backward, page=number + 1)) if more else None
+        found, next_cursor, number = paginate(self.ids, self.records, cursor, limit, reverse, where)
         return Page(records=found, next_cursor=next_cursor, page=number)
+
+
+def _keys_after(ids: list[int], cursor: Cursor | None, backward: bool) -> Iterator[int]:
+    if backward:
+        end = len(ids) if cursor is None else bisect.bisect_left(ids, cursor.id)
+        return (ids[index] for index in range(end - 1, -1, -1))
+    start = 0 if cursor is None else bisect.bisect_right(ids, cursor.id)
+    return (ids[index] for index in range(start, len(ids)))
+
+
+def paginate(
+    ids: list[int],
+    records: Mapping[int, T],
+    cursor: Cursor | None,
+    limit: int,
+    reverse: bool = False,
+    where: Callable[[T], bool] | None = None,
+) -> tuple[list[T], str | None, int]:
+    """(items, next cursor, page number) of the page after `cursor` over the sorted `ids`: the pagination
+    of every collection, whatever its items are."""
+    backward = cursor.backward if cursor is not None else reverse
+    number = cursor.page if cursor is not None else 1
+    found: list[T] = []
+    last = 0
+    more = False
+    for key in _keys_after(ids, cursor, backward):
+        item = records[key]
+        if where is not None and not where(item):
+            continue
+        if len(found) == limit:
+            more = True
+            break
+        found.append(item)
+        last = key
+    next_cursor = encode_cursor(Cursor(id=last, backward=backward, page=number + 1)) if more else None
+    return found, next_cursor, number

@@ -6,12 +6,15 @@ problem in the request at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from bridge.simulator.table import Cursor, decode_cursor
 
 _INTEGER = re.compile(r"-?\d+")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 TRUE_WORDS = frozenset({"1", "true"})
 FALSE_WORDS = frozenset({"0", "false"})
 
@@ -51,6 +54,30 @@ class Checks:
         if value is None:
             self.errors[name] = f"The {label(name)} must be integer"
         return value
+
+    def date(self, name: str) -> dt.date | None:
+        """A `YYYY-MM-DD` date, worded as d6 words it ("Expected format is 'Y-m-d'")."""
+        text = self.values.get(name)
+        if text is None or text == "":
+            return None
+        try:
+            if not _DATE.fullmatch(text.strip()):
+                raise ValueError(text)
+            return dt.date.fromisoformat(text.strip())
+        except ValueError:
+            self.errors[name] = f"The {label(name)} is not valid date format. Expected format is 'Y-m-d'."
+            return None
+
+    def choice(self, name: str, options: Iterable[str]) -> str | None:
+        """One of a few words (`"Yes"`, `"No"`, `"Partial"`), in any case; the canonical spelling back."""
+        text = self.values.get(name)
+        if text is None or text == "":
+            return None
+        for option in options:
+            if text.strip().lower() == option.lower():
+                return option
+        self.errors[name] = f"The selected {label(name)} is invalid."
+        return None
 
     def limit(self, default: int, maximum: int) -> int:
         value = self.integer("limit")
