@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--seed", type=int, default=1, help="seed of the generated data (default 1)")
     sim.add_argument("--churn", type=_rate, default=0.0, help="record changes per second (default 0)")
+    sim.add_argument(
+        "--churn-skew", type=_rate, default=0.0, help="school of rank r gets 1/r^S of the churn (default 0)"
+    )
     sim.add_argument("--inactive-schools", type=_count, default=0, help="seeded schools not yet activated")
     sim.add_argument("--username", default="sandbox", help="expected HTTP-X-USERNAME (default sandbox)")
     sim.add_argument("--password", default="sandbox", help="expected HTTP-X-PASSWORD (default sandbox)")
@@ -111,6 +114,7 @@ def _simulator(args: argparse.Namespace) -> None:
         debtors=args.debtors,
         seed=args.seed,
         churn=args.churn,
+        churn_skew=args.churn_skew,
         inactive_schools=args.inactive_schools,
         username=args.username,
         password=args.password,

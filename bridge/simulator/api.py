@@ -17,8 +17,9 @@ from urllib.parse import parse_qsl, unquote
 import msgspec
 
 from bridge.simulator.config import SimulatorConfig
-from bridge.simulator.endpoints import Endpoints, Reply, failure
+from bridge.simulator.endpoints import Reply, failure
 from bridge.simulator.faults import FaultPlan, Faults, error_body
+from bridge.simulator.finance_endpoints import FinanceEndpoints
 from bridge.simulator.state import School, World
 from bridge.simulator.stats import RequestEntry, RequestStats
 from bridge.simulator.table import Cursor, encode_cursor
@@ -28,7 +29,20 @@ ENCODER = msgspec.json.Encoder()
 PREFIX = "/api"
 CLIENT_INTEGRATIONS = "/v2/settings/clientintegrations"
 DEBT = "/v2/finplus/debtmanagement/"
+NOTES = "debtornotes/"
 SCHOOL_RESOURCES = ("accountablepersons", "learners")
+FINANCE_RESOURCES = (
+    "ageanalysis",
+    "financialtransactions",
+    "debtornotes/notes",
+    "debtornotes/promisetopays",
+    "debtornotes/notetypes",
+    "debtornotes/communicationtypes",
+    "transactiontypes",
+    "transactioncategories",
+)
+REPORTS = ("ageanalysis", "financialtransactions")
+"""Reports have no `/{id}` form."""
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 Scope = Mapping[str, Any]
@@ -53,7 +67,7 @@ class D6Api:
         self.config = config
         self.faults = faults
         self.stats = stats
-        self.endpoints = Endpoints(world, config)
+        self.endpoints = FinanceEndpoints(world, config)
         self._username = config.username.encode()
         self._password = config.password.encode()
 
@@ -155,7 +169,9 @@ class D6Api:
             return school
         if resource == "learners":
             return endpoints.learners(school, query, record_id)
-        return endpoints.accountable_persons(school, query, record_id)
+        if resource == "accountablepersons":
+            return endpoints.accountable_persons(school, query, record_id)
+        return endpoints.finance(resource, school, query, record_id)
 
     def _check_credentials(self, headers: dict[bytes, bytes]) -> Reply | None:
         """d6 answers credential problems in the v1 shape; compared in constant time."""
@@ -203,12 +219,16 @@ def route(path: str) -> tuple[str, str | None, int | None]:
     if not path.startswith(DEBT):
         return path, None, None
     rest = path[len(DEBT) :]
-    resource, _, tail = rest.partition("/")
-    if resource not in (*SCHOOL_RESOURCES, "schools"):
+    if rest.startswith(NOTES):
+        head, _, tail = rest[len(NOTES) :].partition("/")
+        resource = NOTES + head
+    else:
+        resource, _, tail = rest.partition("/")
+    if resource not in (*SCHOOL_RESOURCES, *FINANCE_RESOURCES, "schools"):
         return path, None, None
     if not tail:
         return path, resource, None
-    if "/" in tail:
+    if "/" in tail or resource in REPORTS:
         return path, None, None
     # A non-numeric id names no record: d6 answers "does not exist", so -1 (never an id) does the same.
     record_id = as_int(tail)

@@ -21,7 +21,8 @@ from bridge.simulator.api import D6Api
 from bridge.simulator.churn import churning
 from bridge.simulator.config import SimulatorConfig
 from bridge.simulator.controls import CONTROL_HANDLERS, Simulator, not_found
-from bridge.simulator.state import NotFound
+from bridge.simulator.finance_controls import FINANCE_CONTROL_HANDLERS
+from bridge.simulator.table import NotFound
 
 __all__ = ["Simulator", "SimulatorConfig", "create_simulator_app", "run_simulator"]
 
@@ -47,7 +48,11 @@ def create_simulator_app(config: SimulatorConfig) -> Litestar:
         return simulator
 
     app = Litestar(
-        route_handlers=[asgi("/api", is_mount=True, copy_scope=False)(serve_d6), *CONTROL_HANDLERS],
+        route_handlers=[
+            asgi("/api", is_mount=True, copy_scope=False)(serve_d6),
+            *CONTROL_HANDLERS,
+            *FINANCE_CONTROL_HANDLERS,
+        ],
         dependencies={"sim": Provide(provide_simulator, sync_to_thread=False)},
         exception_handlers={NotFound: not_found},
         lifespan=[lifespan],

@@ -6,20 +6,23 @@ Counters, faults, schools and their integrations, records, churn. Every handler 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import FromPath, JSONBody
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.params import FromPath, FromQuery, JSONBody
 
+from bridge.simulator.changes import RESOURCES as CHANGE_RESOURCES
 from bridge.simulator.churn import Churn
 from bridge.simulator.config import SimulatorConfig
 from bridge.simulator.faults import Faults, FaultSpec
-from bridge.simulator.state import NotFound, School, World
+from bridge.simulator.ledger import Calendar
+from bridge.simulator.state import School, World
 from bridge.simulator.stats import RequestStats
-from bridge.simulator.table import Record
+from bridge.simulator.table import NotFound, Record
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -29,10 +32,11 @@ class Simulator:
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
-        self.world = World(config.seed)
+        pinned = dt.date.fromisoformat(config.today) if config.today else None
+        self.world = World(config.seed, Calendar(pinned))
         self.faults = Faults(config.seed)
         self.stats = RequestStats()
-        self.churn = Churn(self.world, config.churn)
+        self.churn = Churn(self.world, config.churn, config.churn_skew)
         active = config.schools - config.inactive_schools
         for index in range(config.schools):
             self.world.add_school(
@@ -41,6 +45,7 @@ class Simulator:
                 learners=config.learners,
                 api_type_ids=config.api_type_ids,
                 activated=index < active,
+                finance=config.finance,
             )
 
 
@@ -55,6 +60,7 @@ class NewSchool(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     authorised: bool = True
     activated: bool = False
     api_type_ids: list[int] | None = None
+    finance: bool = True
 
 
 class ApiTypeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -67,6 +73,7 @@ class AccessBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ChurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate: Annotated[float, msgspec.Meta(ge=0.0)]
+    skew: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
 
 
 RESOURCES = ("learners", "accountablepersons")
@@ -116,10 +123,40 @@ def clear_faults(sim: Sim) -> dict[str, Any]:
     return sim.faults.describe()
 
 
+@get("/_sim/churn", sync_to_thread=False)
+def read_churn(sim: Sim) -> dict[str, Any]:
+    return sim.churn.describe()
+
+
 @post("/_sim/churn", status_code=200, sync_to_thread=False)
 def set_churn(sim: Sim, data: JSONBody[ChurnBody]) -> dict[str, Any]:
-    sim.churn.set_rate(data.rate)
-    return {"rate": sim.churn.rate, "applied": sim.churn.applied}
+    sim.churn.set_rate(data.rate, data.skew)
+    return sim.churn.describe()
+
+
+@get("/_sim/changes", sync_to_thread=False)
+def read_changes(
+    sim: Sim,
+    since: FromQuery[float | None] = None,
+    school_id: FromQuery[int | None] = None,
+    resource: FromQuery[str | None] = None,
+) -> dict[str, Any]:
+    """When every change happened, oldest first; filters `since` (Unix seconds, exclusive), `school_id`
+    and `resource`."""
+    if resource is not None and resource not in CHANGE_RESOURCES:
+        raise ValidationException(f"unknown resource {resource!r}: use one of {', '.join(CHANGE_RESOURCES)}")
+    log = sim.world.changes
+    return {
+        "changes": log.since(since, school_id, resource),
+        "recorded": log.recorded,
+        "kept": len(log.entries),
+    }
+
+
+@post("/_sim/changes/reset", status_code=200, sync_to_thread=False)
+def reset_changes(sim: Sim) -> dict[str, Any]:
+    sim.world.changes.reset()
+    return {"recorded": 0, "kept": 0}
 
 
 @post("/_sim/schools", sync_to_thread=False)
@@ -137,6 +174,7 @@ def add_school(sim: Sim, data: JSONBody[NewSchool]) -> Record:
             learners=data.learners,
             api_type_ids=api_types if data.authorised else (),
             activated=data.activated,
+            finance=data.finance,
         )
     except ValueError as error:
         raise HTTPException(status_code=409, detail=str(error)) from error
@@ -216,7 +254,10 @@ CONTROL_HANDLERS = [
     read_faults,
     set_faults,
     clear_faults,
+    read_churn,
     set_churn,
+    read_changes,
+    reset_changes,
     add_school,
     authorise_school,
     revoke_school,

@@ -12,20 +12,28 @@ from collections.abc import Iterable
 from typing import Any
 
 from bridge.simulator import data
+from bridge.simulator.changes import ChangeLog
+from bridge.simulator.finance import Finance
+from bridge.simulator.finance_data import books_for
+from bridge.simulator.ledger import Calendar
 from bridge.simulator.names import api_type_name
-from bridge.simulator.table import Record, Table
+from bridge.simulator.table import NotFound, Record, Table
 
 DEBTOR_ID = "accountable_person_id"
-
-
-class NotFound(LookupError):
-    """A school or record the caller named does not exist."""
 
 
 class School:
     """One d6 school: its profile, which API types it authorised (and whether each is activated)."""
 
-    def __init__(self, school_id: int, name: str, email: str, telephone: str) -> None:
+    def __init__(
+        self,
+        school_id: int,
+        name: str,
+        email: str,
+        telephone: str,
+        changes: ChangeLog | None = None,
+        calendar: Calendar | None = None,
+    ) -> None:
         self.school_id = school_id
         self.name = name
         self.email = email
@@ -38,6 +46,8 @@ class School:
         self.parents: dict[int, Record] = {}
         self.learners_by_debtor: dict[int, set[int]] = {}
         self.next_debtor_code = 1001
+        self.finance = Finance(self, changes or ChangeLog(), calendar or Calendar())
+        """Transactions, the age analysis, promises to pay and debtor notes (Finance+)."""
 
     @property
     def authorised(self) -> bool:
@@ -74,6 +84,10 @@ class School:
             "denied": self.denied,
             "learners": len(self.learners),
             "debtors": len(self.debtors),
+            "finance": self.finance.state,
+            "transactions": len(self.finance.txns),
+            "promises": len(self.finance.promises),
+            "notes": len(self.finance.notes),
         }
 
     def learner_ids_of(self, debtor_id: int) -> list[int]:
@@ -111,11 +125,14 @@ class School:
 
 
 class World:
-    """Every school, plus the one random generator that mutations draw from (seeded, so reproducible)."""
+    """Every school, plus the one random generator that mutations draw from (seeded, so reproducible),
+    the calendar the schools' books follow and the log of every change."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, calendar: Calendar | None = None) -> None:
         self.seed = seed
         self.rng = random.Random(seed ^ 0x5EED)
+        self.calendar = calendar or Calendar()
+        self.changes = ChangeLog()
         self.schools: dict[int, School] = {}
         self.school_ids: list[int] = []
         self.school_table = Table()
@@ -140,19 +157,25 @@ class World:
         learners: int = 0,
         api_type_ids: Iterable[int] = (),
         activated: bool = False,
+        finance: bool = True,
     ) -> School:
-        """A school with its own generator seeded from (seed, school id): adding one changes no other."""
+        """A school with its own generators seeded from (seed, school id): adding one changes no other.
+        With `finance`, its debtors get months of books (a separate generator: the records stay the same)."""
         if school_id in self.schools:
             raise ValueError(f"school {school_id} already exists")
         rng = random.Random(self.seed * 1_000_003 + school_id)
         school_name = name or data.school_name(rng)
-        school = School(school_id, school_name, data.school_email(school_name, school_id), data.landline(rng))
+        email = data.school_email(school_name, school_id)
+        school = School(school_id, school_name, email, data.landline(rng), self.changes, self.calendar)
         for api_type_id in api_type_ids:
             school.integrations[api_type_id] = activated
         self.schools[school_id] = school
         bisect.insort(self.school_ids, school_id)
         self.school_table.put(school_id, school.profile())
         self._populate(school, rng, debtors, learners)
+        if finance:
+            books = random.Random((self.seed * 1_000_003 + school_id) ^ 0xF1_4A_4CE)
+            school.finance.pending = books_for(school, books)
         return school
 
     def _populate(self, school: School, rng: random.Random, debtors: int, learners: int) -> None:
@@ -211,7 +234,11 @@ class World:
         return debtor
 
     def create_debtor(self, school_id: int, fields: Record) -> Record:
-        return self._new_debtor(self.school(school_id), self.rng, fields)
+        school = self.school(school_id)
+        debtor = self._new_debtor(school, self.rng, fields)
+        self.changes.record(school_id, "debtors", debtor[DEBTOR_ID], "created")
+        school.finance.debtor_created(int(debtor[DEBTOR_ID]))
+        return debtor
 
     def update_debtor(self, school_id: int, debtor_id: int, fields: Record) -> Record:
         school = self.school(school_id)
@@ -220,17 +247,25 @@ class World:
             raise NotFound(f"debtor {debtor_id} does not exist")
         changed = {**debtor, **{key: value for key, value in fields.items() if key != DEBTOR_ID}}
         school.debtors.put(debtor_id, changed)
+        if changed != debtor:
+            self.changes.record(school_id, "debtors", debtor_id, "updated")
         if changed.get("debtor_code") != debtor.get("debtor_code"):
             for learner_id in school.learner_ids_of(debtor_id):
                 learner = school.learners.records[learner_id]
                 school.learners.put(learner_id, {**learner, "debtor_code": changed.get("debtor_code")})
+                self.changes.record(school_id, "learners", learner_id, "updated")
+            school.finance.debtor_code_changed(debtor_id)
         return changed
 
     def remove_debtor(self, school_id: int, debtor_id: int) -> Record:
-        """Learners keep their (now dangling) link, as a database without cascades would show them."""
-        removed = self.school(school_id).debtors.remove(debtor_id)
+        """Learners keep their (now dangling) link, as a database without cascades would show them; the
+        debtor's books go with it (no report can show them without the account)."""
+        school = self.school(school_id)
+        removed = school.debtors.remove(debtor_id)
         if removed is None:
             raise NotFound(f"debtor {debtor_id} does not exist")
+        self.changes.record(school_id, "debtors", debtor_id, "removed")
+        school.finance.debtor_removed(debtor_id)
         return removed
 
     # learners
@@ -255,6 +290,7 @@ class World:
         learner = data.make_learner(self.rng, learner_id, debtor, spouse)
         learner.update({key: value for key, value in fields.items() if key != "learner_id"})
         self._store_learner(school, learner)
+        self.changes.record(school_id, "learners", learner_id, "created")
         return learner
 
     def update_learner(self, school_id: int, learner_id: int, fields: Record) -> Record:
@@ -265,6 +301,8 @@ class World:
         changed = {**learner, **{k: v for k, v in learner_fields(fields).items() if k != "learner_id"}}
         school.link_learner(learner_id, learner.get(DEBTOR_ID), add=False)
         self._store_learner(school, changed)
+        if changed != learner:
+            self.changes.record(school_id, "learners", learner_id, "updated")
         return changed
 
     def remove_learner(self, school_id: int, learner_id: int) -> Record:
@@ -273,6 +311,7 @@ class World:
         if removed is None:
             raise NotFound(f"learner {learner_id} does not exist")
         school.link_learner(learner_id, removed.get(DEBTOR_ID), add=False)
+        self.changes.record(school_id, "learners", learner_id, "removed")
         return removed
 
 
