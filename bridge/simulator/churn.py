@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 from bridge.simulator import data
-from bridge.simulator.finance_data import finance_change
+from bridge.simulator.finance_churn import finance_change
 from bridge.simulator.state import World
 
 TICK_SECONDS = 0.1
