@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from bridge.simulator.churn import Churn
 from bridge.simulator.ledger import Calendar
@@ -143,3 +144,14 @@ async def test_churn_over_http_keeps_the_reports_in_step(
         c for c in changes if c["resource"] == "transactions" and c["identity"]["transaction_type_id"] == "2"
     ]
     assert payments and all(c["identity"]["transaction_date"] == TODAY for c in payments)
+
+
+def test_the_simulator_command_takes_a_churn_skew(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.__main__ import _parser
+
+    assert _parser().parse_args(["simulator", "--churn-skew", "1.5"]).churn_skew == 1.5
+    assert _parser().parse_args(["simulator"]).churn_skew == 0.0
+    with pytest.raises(SystemExit) as exited:
+        _parser().parse_args(["simulator", "--churn-skew", "-1"])
+    assert exited.value.code == 2
+    assert "--churn-skew: must not be negative" in capsys.readouterr().err

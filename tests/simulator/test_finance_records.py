@@ -389,3 +389,21 @@ async def test_the_same_seed_and_date_give_the_same_books(
         third = await control(http, "GET", f"{other.control_url}/schools/1001/{resource}")
         assert first == second
         assert first != third
+
+
+async def test_faults_reach_the_finance_calls(
+    books: SimulatorServer, d6: httpx.AsyncClient, http: httpx.AsyncClient
+) -> None:
+    await control(
+        http, "POST", f"{books.control_url}/faults", {"fail_on_page": 2, "endpoint": "financialtransactions"}
+    )
+    first = await d6.get(TRANSACTIONS, params={"all_accounts": 1, "limit": 20})
+    assert first.status_code == 200
+    second = await d6.get(
+        TRANSACTIONS, params={"all_accounts": 1, "limit": 20, "cursor": first.json()["meta"]["next_cursor"]}
+    )
+    assert second.status_code == 500
+    assert (await scan(d6, AGE, {"all_accounts": 1, "limit": 20}))[0], "other endpoints are untouched"
+    stats = await control(http, "GET", f"{books.control_url}/stats")
+    assert stats["by_endpoint"]["GET /v2/finplus/debtmanagement/financialtransactions"] == 2
+    assert stats["by_endpoint"]["GET /v2/finplus/debtmanagement/ageanalysis"] == 5
