@@ -8,7 +8,7 @@ off open promises; the age analysis follows the transactions) and the change is 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import delete, get, patch, post
@@ -101,7 +101,7 @@ class TransactionChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 
 
 class AgeBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    months: int = 1
+    months: Annotated[int, msgspec.Meta(ge=1, le=120)] = 1
 
 
 def _books(sim: Sim, school_id: int) -> Finance:
@@ -344,10 +344,7 @@ def list_balances(sim: Sim, school_id: FromPath[int]) -> dict[str, Any]:
 def age(sim: Sim, school_id: FromPath[int], data: JSONBody[AgeBody | None] = None) -> Record:
     """A month passes for this school: every balance moves one bucket older (`months` for more)."""
     books = _books(sim, school_id)
-    months = data.months if data is not None else 1
-    if months < 1:
-        raise ValidationException("months must be 1 or more")
-    changed = books.age(months)
+    changed = books.age(data.months if data is not None else 1)
     return {"school_id": school_id, "today": books.today().isoformat(), "balances_changed": changed}
 
 

@@ -125,7 +125,7 @@ class FinanceEndpoints(Endpoints):
         category = checks.integer("category_id")
         start = checks.date("start_date")
         end = checks.date("end_date")
-        if "end_date" in query and "start_date" not in checks.errors and start is None:
+        if query.get("end_date") and "start_date" not in checks.errors and start is None:
             checks.errors["start_date"] = "The Start date field is required when End date is present."
         elif start is not None and end is not None and end < start:
             checks.errors["end_date"] = "The End date must be a date after or equal to Start date."

@@ -160,6 +160,18 @@ async def test_ageing_moves_every_balance_one_bucket_older(
         )
         moved += new != old
     assert moved == answer["balances_changed"] > 10
+    for months in (0, 1000):
+        assert (
+            await http.post(f"{books.control_url}/schools/1000/age", json={"months": months})
+        ).status_code == 400
+    later = await control(http, "POST", f"{books.control_url}/schools/1000/age", {"months": 3})
+    assert later["today"] == "2026-07-14"
+    oldest = (await scan(d6, AGE, {"all_accounts": 1, "limit": 50}))[0]
+    assert all(
+        r["balance_current"] == r["balance_30days"] == r["balance_60days"] == "0.00"
+        for r in oldest
+        if amount(r["balance_total"]) > 0
+    )
 
 
 async def test_an_invoice_run_bills_every_current_learner_once_a_month(
