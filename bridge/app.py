@@ -34,10 +34,10 @@ from bridge.api.schools import Schools
 from bridge.api.wiring import API_ROUTES, build_api, parts
 from bridge.api.wiring import MAX_REQUEST_BODY_BYTES as MAX_REQUEST_BODY_BYTES  # suites read it here
 from bridge.console import console_routes
+from bridge.d6.budget import RedisBudget
 from bridge.d6.client import D6Client
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.handoff import Handoff
-from bridge.delivery.keys import DeliveryKeys
 from bridge.delivery.source import LogEventSource
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
@@ -105,17 +105,20 @@ class Services:
         keys = Keys(settings.redis_prefix)
         scripts = Scripts(redis)
         replica_id = new_replica_id()
-        d6 = D6Client(settings, redis=redis, transport=d6_transport, on_response=metrics.observe_d6_response)
+        budget = RedisBudget(scripts.d6_budget, keys.d6_budget(), settings.d6_max_rps)
+        d6 = D6Client(
+            settings, budget=budget, transport=d6_transport, on_response=metrics.observe_d6_response
+        )
         snapshots = SnapshotStore(redis, keys, scripts)
         outbox = Outbox(redis, keys, scripts)
         events = EventLog(redis, keys)
         lease = Lease(redis, keys, scripts)
         status = PollStatusStore(redis, keys)
         subscriptions = SubscriptionStore(
-            redis, DeliveryKeys(settings.redis_prefix), UrlGuard(allow_private=settings.allow_private_urls)
+            redis, keys, UrlGuard(allow_private=settings.allow_private_urls), scripts=scripts
         )
         dispatcher = Dispatcher(redis, settings, subscriptions, events=LogEventSource(events))
-        handoff = Handoff(redis, keys, dispatcher)
+        handoff = Handoff(redis, keys, dispatcher, scripts)
         marker = StoreMarker(redis, keys)
         watcher = IntegrationsWatcher(
             settings, redis, keys, d6, snapshots, outbox, replica_id=replica_id, marker=marker
@@ -207,18 +210,14 @@ class Services:
         metrics.POLL_LAG.set(self.scheduler.max_lag_seconds())
         active = await self.watcher.active_schools()
         known = sorted(set(await self.snapshots.known_schools()) | active)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for school_id in known:
-                pipe.hget(self.keys.poll_status(school_id), "consecutive_failures")
-                pipe.hlen(self.keys.snapshot_hashes(school_id, "integration"))
-            replies = await pipe.execute()
+        pairs = await self.snapshots.integration_pair_counts(known)
         flags = await self.snapshots.flags_of(known)
         counts = dict.fromkeys(("active", "failing", "inactive", "denied", "revoked"), 0)
-        for n, school_id in enumerate(known):
-            failures, pairs = replies[2 * n], replies[2 * n + 1]
+        for school_id in known:
             if school_id in active:
-                counts["failing" if failures and int(failures) > 0 else "active"] += 1
-            elif not pairs:
+                failing = (await self.status.get(school_id)).consecutive_failures > 0
+                counts["failing" if failing else "active"] += 1
+            elif not pairs[school_id]:
                 counts["revoked"] += 1
             else:
                 counts["denied" if flags[school_id].denied is not None else "inactive"] += 1

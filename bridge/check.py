@@ -51,7 +51,7 @@ async def run_check(settings: Settings, out: TextIO) -> int:
 async def _check_d6(settings: Settings, report: Callable[[bool, str], None]) -> None:
     from bridge.d6.client import D6Client
 
-    client = D6Client(settings, redis=None, max_attempts=1)
+    client = D6Client(settings, max_attempts=1)
     try:
         integrations = await client.client_integrations()
     except D6AuthError as error:

@@ -87,7 +87,7 @@ class Rig:
         # The same client with near-zero backoff, so a fault retried four times costs milliseconds.
         self.services.poller.d6 = D6Client(
             self.settings,
-            redis=self.redis,
+            budget=self.services.d6.budget,
             transport=transport,
             backoff_base=0.001,
             backoff_cap=0.005,

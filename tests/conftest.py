@@ -10,10 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.delivery.dispatcher import Dispatcher
-from bridge.delivery.keys import DeliveryKeys
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
 from bridge.settings import Settings
+from bridge.store.keys import Keys
 from bridge.testing.receivers import Receiver, ReceiverServer, Script
 from bridge.testing.redis import redis_server
 from bridge.testing.servers import SimulatorServer
@@ -84,7 +84,7 @@ def receiver_factory() -> Iterator[Callable[..., tuple[Receiver, str]]]:
 def store_factory(redis: aioredis.Redis) -> Callable[[Settings], SubscriptionStore]:
     def build(settings: Settings) -> SubscriptionStore:
         guard = UrlGuard(allow_private=settings.allow_private_urls)
-        return SubscriptionStore(redis, DeliveryKeys(settings.redis_prefix), guard)
+        return SubscriptionStore(redis, Keys(settings.redis_prefix), guard)
 
     return build
 

@@ -10,8 +10,8 @@ so processes on different hosts with skewed clocks still share one timeline. The
 or answers how many microseconds to wait; the caller sleeps and asks again. Within a process one asyncio
 lock queues the waiting coroutines, so only one of them asks Redis at a time and they are served in
 arrival order; between processes, a small random delay on each wake-up makes them win in turn.
-The script uses plain commands only (`TIME`, `GET`, `SET ... PX`), so it also runs on fakeredis' Lua
-(the embedded demo store).
+The script and the key are the store's (`D6_BUDGET` in store/scripts.py, `Keys.d6_budget`): the app
+builds the budget (`Services.build`) and hands it to `D6Client`, so this package knows nothing of Redis.
 
 `LocalBudget` is the same algorithm on the process' monotonic clock, for tests and single-process use.
 """
@@ -22,38 +22,14 @@ import asyncio
 import math
 import random
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import structlog
 
 from bridge.errors import StoreError
 
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
 log = structlog.get_logger(__name__)
-
-# KEYS[1] the budget key; ARGV[1] the emission interval in microseconds (an integer).
-# Returns 0 when a token was taken, otherwise the microseconds to wait before asking again.
-# A TAT more than one interval ahead (Redis' clock stepped back after a failover, or another process
-# runs with a lower rate) is clamped, so nobody waits longer than one interval for it.
-# Numbers are formatted with %.0f: Lua 5.1's default number format (%.14g) would round a
-# microsecond timestamp (16 digits).
-GCRA_LUA = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-if tat > now + interval then
-  tat = now + interval
-end
-if tat > now then
-  return math.ceil(tat - now)
-end
-local ttl = math.ceil(interval / 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%.0f', now + interval), 'PX', string.format('%.0f', ttl))
-return 0
-"""
 
 JITTER_SHARE = 0.1
 JITTER_MAX_SECONDS = 0.01
@@ -76,13 +52,19 @@ def interval_micros(max_rps: float) -> int:
     return math.ceil(1_000_000 / max_rps)
 
 
+class BudgetScript(Protocol):
+    """The registered GCRA script (`Scripts.d6_budget`): 0 if a token was taken, else microseconds to wait."""
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[int]) -> Any: ...
+
+
 class RedisBudget:
     """The shared budget: GCRA in one Lua script on Redis server time."""
 
-    def __init__(self, redis: Redis, key: str, max_rps: float) -> None:
+    def __init__(self, script: BudgetScript, key: str, max_rps: float) -> None:
+        self._script = script
         self._key = key
         self._interval = interval_micros(max_rps)
-        self._script: Any = redis.register_script(GCRA_LUA)
         self._lock = asyncio.Lock()
 
     async def _ask(self) -> float:

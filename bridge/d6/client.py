@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
-from bridge.d6.budget import Budget, LocalBudget, RedisBudget
+from bridge.d6.budget import Budget, LocalBudget
 from bridge.d6.endpoints import (
     ACCOUNTABLE_PERSONS,
     CLIENT_INTEGRATIONS,
@@ -26,11 +26,8 @@ from bridge.d6.http import D6Http, ResponseHook, RetryPolicy, error_for, parse_e
 from bridge.d6.pagination import Page, paginate
 from bridge.d6.records import Record, integration_key, normalise, normalise_in_place, record_id
 from bridge.errors import D6MalformedResponse
-from bridge.store.keys import Keys
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from bridge.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -57,7 +54,6 @@ class D6Client:
         self,
         settings: Settings,
         *,
-        redis: Redis | None = None,
         budget: Budget | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_attempts: int = 4,
@@ -67,25 +63,21 @@ class D6Client:
         max_connections: int = 20,
         on_response: ResponseHook | None = None,
     ) -> None:
-        """`redis` shares the request budget with every process on it; without it the budget is local.
+        """`budget` is the request budget to share (the app hands in the Redis one, `RedisBudget`);
+        without it the budget is local to this client (`LocalBudget` at `BRIDGE_D6_MAX_RPS`).
 
         `transport` replaces the network (tests use `httpx.MockTransport`); `on_response` is called
         after every attempt with (endpoint, status, seconds) for metrics.
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if budget is None:
-            budget = (
-                RedisBudget(redis, Keys(settings.redis_prefix).d6_budget(), settings.d6_max_rps)
-                if redis is not None
-                else LocalBudget(settings.d6_max_rps)
-            )
+        self.budget: Budget = budget if budget is not None else LocalBudget(settings.d6_max_rps)
         self.http = D6Http(
             base_url=settings.d6_base_url,
             username=settings.d6_username,
             password=settings.d6_password,
             timeout_seconds=settings.d6_timeout_seconds,
-            budget=budget,
+            budget=self.budget,
             policy=RetryPolicy(
                 max_attempts=max_attempts,
                 backoff_base=backoff_base,

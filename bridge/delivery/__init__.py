@@ -2,7 +2,7 @@
 
 Wiring (in the app's lifespan):
 
-    keys = DeliveryKeys(settings.redis_prefix)
+    keys = Keys(settings.redis_prefix)  # bridge.store.keys: every key, the delivery side's too
     guard = UrlGuard(allow_private=settings.allow_private_urls)
     subscriptions = SubscriptionStore(redis, keys, guard)
     dispatcher = Dispatcher(redis, settings, subscriptions, events=event_source)
@@ -18,7 +18,6 @@ calls `await refresh_delivery_gauges(subscriptions, dispatcher)` (`stats.py`) be
 from __future__ import annotations
 
 from bridge.delivery.dispatcher import Dispatcher
-from bridge.delivery.keys import DeliveryKeys
 from bridge.delivery.models import EventSource, OutgoingEvent, Subscription
 from bridge.delivery.stats import DeliveryTotals, refresh_delivery_gauges
 from bridge.delivery.store import SubscriptionStore
@@ -26,7 +25,6 @@ from bridge.delivery.tracking import EventDeliveryState, delivery_states
 from bridge.delivery.urls import UrlGuard
 
 __all__ = [
-    "DeliveryKeys",
     "DeliveryTotals",
     "Dispatcher",
     "EventDeliveryState",

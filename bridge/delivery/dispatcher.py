@@ -28,7 +28,6 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from bridge import metrics
-from bridge.delivery.keys import DeliveryKeys
 from bridge.delivery.models import (
     Attempt,
     AttemptResult,
@@ -42,6 +41,7 @@ from bridge.delivery.queue import DeliveryQueue, Outcome
 from bridge.delivery.sender import Sender, build_clients
 from bridge.delivery.store import SubscriptionStore
 from bridge.settings import Settings
+from bridge.store.keys import Keys
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +60,7 @@ class Dispatcher:
         *,
         client: httpx.AsyncClient | None = None,
         events: EventSource | None = None,
-        keys: DeliveryKeys | None = None,
+        keys: Keys | None = None,
         lease_seconds: float | None = None,
         poll_interval: float = 0.2,
         rng: random.Random | None = None,
@@ -70,7 +70,7 @@ class Dispatcher:
         self.store = store
         self.events = events  # the event log, for replays and redeliveries
         self.keys = keys or store.keys
-        self.queue = DeliveryQueue(redis, self.keys)
+        self.queue = DeliveryQueue(redis, self.keys, store.scripts)
         self._own_clients = client is None
         self.clients = (
             [client]

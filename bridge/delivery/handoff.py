@@ -23,20 +23,13 @@ from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import OutgoingEvent
 from bridge.store.codec import as_bytes, as_int, as_text
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 
 log = structlog.get_logger(__name__)
 
 BATCH: Final = 500
 LOCK_SECONDS: Final = 10.0
 IDLE_SECONDS: Final = 0.2
-
-# KEYS: cursor. ARGV: expected, new. Moves the cursor only forward from where this holder read it.
-_ADVANCE = """
-local current = redis.call('GET', KEYS[1]) or '0-0'
-if current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
 
 
 def outgoing(fields: Mapping[Any, Any] | None) -> OutgoingEvent:
@@ -51,13 +44,15 @@ def outgoing(fields: Mapping[Any, Any] | None) -> OutgoingEvent:
 
 
 class Handoff:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, dispatcher: Dispatcher, scripts: Scripts | None = None
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.dispatcher = dispatcher
         self._owner = secrets.token_hex(8)
         self._task: asyncio.Task[None] | None = None
-        self._advance = redis.register_script(_ADVANCE)
+        self._scripts = scripts or Scripts(redis)
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -124,6 +119,6 @@ class Handoff:
             return 0
         await self.dispatcher.fan_out([outgoing(fields) for _, fields in entries])
         last = as_text(entries[-1][0])
-        if await self._advance(keys=[cursor_key], args=[cursor, last]):
+        if await self._scripts.handoff_advance(keys=[cursor_key], args=[cursor, last]):
             await self.redis.xtrim(stream, minid=last, approximate=False)
         return len(entries)

@@ -23,8 +23,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from bridge.delivery.ids import new_delivery_id
-from bridge.delivery.keys import DeliveryKeys
 from bridge.delivery.models import Attempt, Delivery, DeliveryTrace, OutgoingEvent, Subscription
+from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 
 Outcome = Literal["ok", "retry", "dead", "hold"]
 MAX_ATTEMPT_LOG = 10_000
@@ -35,139 +36,14 @@ _delivery = msgspec.msgpack.Decoder(Delivery)
 _attempt_encoder = msgspec.json.Encoder()
 _attempt = msgspec.json.Decoder(Attempt)
 
-# KEYS: fanned, deliveries, due, lane, lanes, traces
-# ARGV: event_id, event_ts, delivery_id, record, ordered, now, school_id, check_fanned, trace
-ENQUEUE = """
-if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 and ARGV[8] == '1' then return 0 end
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-redis.call('HSET', KEYS[6], ARGV[1], ARGV[9])
-if ARGV[5] == '1' then
-  redis.call('SADD', KEYS[5], ARGV[7])
-  if redis.call('RPUSH', KEYS[4], ARGV[3]) == 1 then redis.call('ZADD', KEYS[3], 'NX', ARGV[6], ARGV[3]) end
-else
-  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
-end
-return 1
-"""
-
-# KEYS: due, leases, deliveries.  ARGV: now, lease_until, token, limit
-CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
-local out = {}
-for _, id in ipairs(ids) do
-  local record = redis.call('HGET', KEYS[3], id)
-  if record then
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
-    redis.call('HSET', KEYS[2], id, ARGV[3])
-    out[#out + 1] = record
-  else
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
-  end
-end
-return out
-"""
-
-# KEYS: due, leases, deliveries, lane, attempts, dead, subscription, traces
-# ARGV: id, token, outcome, now, next_at, record, attempt, ordered, log_cutoff, log_max,
-#       event_id, queued_trace, delivered_trace
-# Returns -1 when the lease was lost, else the subscription's failing_since ('' when not failing).
-# On success the event's trace records it, unless a later delivery of the event has taken its place.
-COMPLETE = """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return -1 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[5], ARGV[4], ARGV[7])
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[9])
-redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -tonumber(ARGV[10]) - 1)
-local outcome = ARGV[3]
-local exists = redis.call('EXISTS', KEYS[7]) == 1
-if outcome == 'ok' then
-  redis.call('HDEL', KEYS[3], ARGV[1])
-  if redis.call('HGET', KEYS[8], ARGV[11]) == ARGV[12] then
-    redis.call('HSET', KEYS[8], ARGV[11], ARGV[13])
-  end
-  if exists then redis.call('HSET', KEYS[7], 'failing_since', 'null') end
-elseif exists then
-  local since = redis.call('HGET', KEYS[7], 'failing_since')
-  if not since or since == 'null' then redis.call('HSET', KEYS[7], 'failing_since', ARGV[4]) end
-end
-if outcome == 'retry' or outcome == 'hold' then
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
-  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
-else
-  if outcome == 'dead' then
-    redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
-    redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
-  end
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  if ARGV[8] == '1' then
-    if redis.call('LINDEX', KEYS[4], 0) == ARGV[1] then
-      redis.call('LPOP', KEYS[4])
-    else
-      redis.call('LREM', KEYS[4], 1, ARGV[1])
-    end
-    local nxt = redis.call('LINDEX', KEYS[4], 0)
-    if nxt then redis.call('ZADD', KEYS[1], 'NX', ARGV[4], nxt) end
-  end
-end
-if not exists then return '' end
-local since = redis.call('HGET', KEYS[7], 'failing_since')
-if not since or since == 'null' then return '' end
-return since
-"""
-
-# KEYS: due, leases.  ARGV: id, token, now.  A graceful stop hands unfinished work back at once.
-RELEASE = """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
-return 1
-"""
-
-# KEYS: dead, deliveries, due, lane, lanes, traces
-# ARGV: id, record, now, ordered, school_id, event_id, trace
-RETRY_DEAD = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[6], ARGV[6], ARGV[7])
-if ARGV[4] == '1' then
-  redis.call('SADD', KEYS[5], ARGV[5])
-  if redis.call('RPUSH', KEYS[4], ARGV[1]) == 1 then redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[1]) end
-else
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-end
-return 1
-"""
-
-# KEYS: attempts, fanned, dead, deliveries, traces.  ARGV: cutoff, batch.
-# Retention: forget what is too old, at most `batch` events and dead letters per call (Redis stays
-# responsive); returns {events forgotten, dead letters forgotten}.
-TRIM = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local events = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(events) do
-  redis.call('HDEL', KEYS[5], id)
-  redis.call('ZREM', KEYS[2], id)
-end
-local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(old) do
-  redis.call('HDEL', KEYS[4], id)
-  redis.call('ZREM', KEYS[3], id)
-end
-return {#events, #old}
-"""
-
 
 class DeliveryQueue:
-    def __init__(self, redis: Redis, keys: DeliveryKeys) -> None:
+    """Moves deliveries with the `delivery_*` scripts of store/scripts.py."""
+
+    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts | None = None) -> None:
         self.redis = redis
         self.keys = keys
-        self._enqueue = redis.register_script(ENQUEUE)
-        self._claim = redis.register_script(CLAIM)
-        self._complete = redis.register_script(COMPLETE)
-        self._release = redis.register_script(RELEASE)
-        self._retry_dead = redis.register_script(RETRY_DEAD)
-        self._trim = redis.register_script(TRIM)
+        self._scripts = scripts or Scripts(redis)
 
     async def enqueue(
         self,
@@ -194,7 +70,7 @@ class DeliveryQueue:
             created_at=now,
             replay=replay,
         )
-        return await self._enqueue(
+        return await self._scripts.delivery_enqueue(
             keys=[
                 self.keys.fanned(sid),
                 self.keys.deliveries(sid),
@@ -220,7 +96,7 @@ class DeliveryQueue:
     async def claim(
         self, subscription_id: str, *, now: float, lease_until: float, token: str, limit: int
     ) -> list[Delivery]:
-        records = await self._claim(
+        records = await self._scripts.delivery_claim(
             keys=[
                 self.keys.due(subscription_id),
                 self.keys.leases(subscription_id),
@@ -247,7 +123,7 @@ class DeliveryQueue:
         delivered = DeliveryTrace(
             delivery_id=delivery.id, delivered_at=now, attempts=delivery.attempts, status=delivery.last_status
         )
-        result = await self._complete(
+        result = await self._scripts.delivery_complete(
             keys=[
                 self.keys.due(sid),
                 self.keys.leases(sid),
@@ -280,7 +156,7 @@ class DeliveryQueue:
         return True, float(text) if text else None
 
     async def release(self, subscription_id: str, delivery_id: str, *, token: str, now: float) -> None:
-        await self._release(
+        await self._scripts.delivery_release(
             keys=[self.keys.due(subscription_id), self.keys.leases(subscription_id)],
             args=[delivery_id, token, repr(now)],
         )
@@ -321,7 +197,7 @@ class DeliveryQueue:
             fresh = msgspec.structs.replace(
                 delivery, attempts=0, state="pending", dead_at=None, created_at=now, replay=True
             )
-            done = await self._retry_dead(
+            done = await self._scripts.delivery_retry_dead(
                 keys=[
                     self.keys.dead(sid),
                     self.keys.deliveries(sid),
@@ -365,7 +241,9 @@ class DeliveryQueue:
         ]
         removed = 0
         while True:
-            events, dead = (int(n) for n in await self._trim(keys=keys, args=[repr(cutoff), str(batch)]))
+            events, dead = (
+                int(n) for n in await self._scripts.delivery_trim(keys=keys, args=[repr(cutoff), str(batch)])
+            )
             removed += events + dead
             if events < batch and dead < batch:
                 return removed

@@ -3,7 +3,8 @@
 Counters move as deliveries happen (see the dispatcher); what is *in* the store (pending deliveries,
 dead letters, subscriptions by state) is read when someone asks: `GET /metrics` calls
 `refresh_delivery_gauges` before rendering. The cost is one pipelined round trip of two cheap
-commands (HLEN, ZCARD) per subscription; the subscription list comes from the store's cache.
+commands (HLEN, ZCARD) per subscription (`SubscriptionStore.counts_of`); the subscription list comes from
+the store's cache.
 """
 
 from __future__ import annotations
@@ -28,15 +29,9 @@ class DeliveryTotals(msgspec.Struct, kw_only=True, frozen=True):
 async def delivery_totals(store: SubscriptionStore) -> DeliveryTotals:
     subscriptions = await store.snapshot()
     pending = dead = 0
-    if subscriptions:
-        async with store.redis.pipeline(transaction=False) as pipe:
-            for subscription in subscriptions:
-                pipe.hlen(store.keys.deliveries(subscription.id))
-                pipe.zcard(store.keys.dead(subscription.id))
-            counts = await pipe.execute()
-        for stored, dead_here in zip(counts[::2], counts[1::2], strict=True):
-            pending += max(0, int(stored) - int(dead_here))
-            dead += int(dead_here)
+    for pending_here, dead_here in await store.counts_of([s.id for s in subscriptions]):
+        pending += max(0, pending_here)
+        dead += dead_here
     enabled = sum(1 for s in subscriptions if s.enabled)
     return DeliveryTotals(enabled=enabled, disabled=len(subscriptions) - enabled, pending=pending, dead=dead)
 

@@ -8,14 +8,13 @@ that dispatchers watch to reload their cached copy.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
 
 from bridge.delivery.ids import new_subscription_id
-from bridge.delivery.keys import DeliveryKeys
 from bridge.delivery.models import (
     SECRET_OVERLAP_SECONDS,
     DeliveryError,
@@ -25,26 +24,12 @@ from bridge.delivery.models import (
 )
 from bridge.delivery.signing import new_secret
 from bridge.delivery.urls import UrlGuard, UrlRefused
+from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 
 MAX_DESCRIPTION = 1000
 MAX_FILTER_ITEMS = 1000
 _json = msgspec.json.Encoder()
-
-# Set fields only if the subscription still exists, so a late write can't resurrect a deleted one.
-UPDATE_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1
-"""
-
-# On re-enabling: everything waiting for a later retry becomes due now (work in flight is left alone).
-RESUME = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
-for _, id in ipairs(ids) do
-  if redis.call('HEXISTS', KEYS[2], id) == 0 then redis.call('ZADD', KEYS[1], ARGV[1], id) end
-end
-return #ids
-"""
 
 
 class InvalidSubscription(DeliveryError):
@@ -98,14 +83,20 @@ def validate_description(description: str | None) -> str | None:
 
 class SubscriptionStore:
     def __init__(
-        self, redis: Redis, keys: DeliveryKeys, guard: UrlGuard, *, clock: Callable[[], float] = time.time
+        self,
+        redis: Redis,
+        keys: Keys,
+        guard: UrlGuard,
+        *,
+        scripts: Scripts | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.guard = guard
+        self.scripts = scripts or Scripts(redis)
+        """Registered once here; the dispatcher's queue runs its scripts on the same registration."""
         self._clock = clock
-        self._update = redis.register_script(UPDATE_IF_EXISTS)
-        self._resume = redis.register_script(RESUME)
         self._cache: list[Subscription] | None = None
         self._cache_version: bytes | None = None
 
@@ -180,7 +171,9 @@ class SubscriptionStore:
         args: list[str | bytes] = []
         for name, value in encoded.items():
             args.extend((name, value))
-        done = await self._update(keys=[self.keys.subscription(subscription_id)], args=args)
+        done = await self.scripts.subscription_update(
+            keys=[self.keys.subscription(subscription_id)], args=args
+        )
         if not done:
             raise UnknownSubscription(subscription_id)
         await self.redis.incr(self.keys.subscriptions_version())
@@ -210,7 +203,7 @@ class SubscriptionStore:
         fields["updated_at"] = self._clock()
         await self._set(subscription_id, fields)
         if resume:
-            await self._resume(
+            await self.scripts.subscription_resume(
                 keys=[self.keys.due(subscription_id), self.keys.leases(subscription_id)],
                 args=[repr(self._clock())],
             )
@@ -254,11 +247,21 @@ class SubscriptionStore:
 
     async def counts(self, subscription_id: str) -> tuple[int, int]:
         """(pending deliveries, dead letters)."""
+        return (await self.counts_of([subscription_id]))[0]
+
+    async def counts_of(self, subscription_ids: Sequence[str]) -> list[tuple[int, int]]:
+        """(pending deliveries, dead letters) of each subscription, in one round trip (HLEN, ZCARD each)."""
+        if not subscription_ids:
+            return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hlen(self.keys.deliveries(subscription_id))
-            pipe.zcard(self.keys.dead(subscription_id))
-            stored, dead = await pipe.execute()
-        return int(stored) - int(dead), int(dead)
+            for subscription_id in subscription_ids:
+                pipe.hlen(self.keys.deliveries(subscription_id))
+                pipe.zcard(self.keys.dead(subscription_id))
+            replies = await pipe.execute()
+        return [
+            (int(stored) - int(dead), int(dead))
+            for stored, dead in zip(replies[::2], replies[1::2], strict=True)
+        ]
 
 
 def _encode_fields(fields: Mapping[str, Any]) -> dict[Any, Any]:

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from bridge.events.envelope import Event, decode_event
 from bridge.events.ids import event_id_bound, event_id_ms, is_event_id
 from bridge.store.codec import as_bytes, as_int, as_text, entry_seq
-from bridge.store.keys import Keys
+from bridge.store.keys import META_PUBLISHED, Keys
 
 MAX_LIMIT: Final = 500
 _TRIM_BATCH: Final = 1000
@@ -130,7 +130,7 @@ class EventLog:
 
     async def _trim_school(self, school_id: int, cutoff_ms: int) -> None:
         stream = self._keys.school_events(school_id)
-        published = as_int(await self._redis.hget(self._keys.school_meta(school_id), "published"))
+        published = as_int(await self._redis.hget(self._keys.school_meta(school_id), META_PUBLISHED))
         start = "-"
         while True:
             entries = await self._redis.xrange(stream, min=start, max="+", count=_STREAM_PAGE) or []

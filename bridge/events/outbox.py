@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from bridge.store.codec import as_int, as_text, entry_seq
-from bridge.store.keys import Keys
+from bridge.store.keys import META_PUBLISHED, META_SEQ, Keys
 from bridge.store.scripts import Scripts
 
 log = structlog.get_logger(__name__)
@@ -46,7 +46,7 @@ class Outbox:
         meta, stream = k.school_meta(school_id), k.school_events(school_id)
         added = 0
         while True:
-            published = as_int(await self._redis.hget(meta, "published"))
+            published = as_int(await self._redis.hget(meta, META_PUBLISHED))
             entries = await self._redis.xrange(stream, min=f"{published + 1}-0", max="+", count=self._batch)
             if not entries:
                 return added
@@ -73,7 +73,7 @@ class Outbox:
         schools = [int(m) for m in await self._redis.smembers(self._keys.known_schools())]
         async with self._redis.pipeline(transaction=False) as pipe:
             for school_id in schools:
-                pipe.hmget(self._keys.school_meta(school_id), ["seq", "published"])
+                pipe.hmget(self._keys.school_meta(school_id), [META_SEQ, META_PUBLISHED])
             replies = await pipe.execute()
         lagging = {}
         for school_id, (seq, published) in zip(schools, replies, strict=True):

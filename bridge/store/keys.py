@@ -1,14 +1,25 @@
-"""Every Redis key the bridge uses is built here, and only here.
+"""Every Redis key the bridge uses, and every hash field name that more than one module (or a Lua script)
+spells, is built here and only here.
+
+The rule: a module that touches Redis asks `Keys` for key names and imports field names from this module;
+it never formats a key or spells a shared field itself. The value layouts stay with their owners (records:
+store/records.py, events: events/envelope.py, deliveries: delivery/models.py). A hash whose fields are one
+struct's fields, written field by field, is spelled by that struct's module: the poll status
+(sync/status.py) and the subscription record (`Subscription`, delivery/models.py; the one field a script
+reads, `failing_since`, is `SUBSCRIPTION_FAILING_SINCE` here). Stream entry fields are not covered yet:
+they are listed in the layout below and spelled where entries are written and read.
 
 Keys a school owns carry the school in a hash tag (`d6b:{s:1000}:learners`) so that all of one school's
-data lands on one Redis Cluster slot and a Lua script may touch it atomically. Global structures live in a
-few named slots: `{events}` (the event listing and the delivery hand-off, written together by one script),
-`{schools}` (the set of known schools) and `{integrations}` (deployment-wide integration facts).
+data lands on one Redis Cluster slot and a Lua script may touch it atomically; likewise everything one
+subscription owns carries `{sub:<id>}`. Global structures live in a few named slots: `{events}` (the event
+listing and the delivery hand-off, written together by one script), `{schools}` (the set of known
+schools), `{integrations}` (deployment-wide integration facts), `{subs}` (the subscription index) and
+`{d6}` (the request budget).
 
-Layout (prefix `d6b`, school 1000, resource `learner`):
+Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
 
     d6b:{s:1000}:meta                 hash: seq, published, ver:<r>, baseline:<r>, count:<r>, polled:<r>,
-                                      and the flags denied, revoked, purged (times; sync/snapshot.py)
+                                      and the flags denied, revoked, purged (times); fields: META_* below
     d6b:{s:1000}:snap:learner:hash    hash: record id -> 16-byte BLAKE2b digest of the canonical record
     d6b:{s:1000}:snap:learner:rec     hash: record id -> last known normalised record (msgpack)
     d6b:{s:1000}:snap:learner:hold    string: held-back removal id set (msgpack list), absent when none
@@ -16,7 +27,7 @@ Layout (prefix `d6b`, school 1000, resource `learner`):
     d6b:{s:1000}:lease:poll           string: fencing token of the current holder (with a TTL)
     d6b:{s:1000}:lease:poll:owner     string: who holds it (diagnostics only)
     d6b:{s:1000}:fence                counter: fencing tokens, monotonic per school across lease names
-    d6b:{s:1000}:poll                 hash: poll status (bridge/sync/status.py)
+    d6b:{s:1000}:poll                 hash: poll status (its fields are bridge/sync/status.py's)
     d6b:{schools}:known               set: every school id that ever committed
     d6b:{events}:loc                  hash: event id -> "<school_id>:<sequence>:<type>"
     d6b:{events}:idx                  zset (all scores 0, ordered by member = ULID event id = time)
@@ -32,11 +43,65 @@ Layout (prefix `d6b`, school 1000, resource `learner`):
     d6b:{integrations}:polled         string: time of the last successful integrations poll
     d6b:{integrations}:hold           string: pair ids a suspicious list would remove (msgpack list)
     d6b:{store}:marker                string: the store's identity; its loss is a store reset (JSON)
+    d6b:{d6}:budget                   string: the d6 request budget's next arrival time (µs, Redis clock)
+    d6b:{subs}:index                  set: every subscription id
+    d6b:{subs}:version                counter: bumped on every subscription change (caches reload on it)
+    d6b:{sub:sub_1}:record            hash: the subscription, one JSON value per `Subscription` field
+    d6b:{sub:sub_1}:deliveries        hash: delivery id -> msgpack `Delivery` (pending or dead, with its body)
+    d6b:{sub:sub_1}:due               zset: delivery id -> when it may be attempted (leased: when lease ends)
+    d6b:{sub:sub_1}:leases            hash: delivery id -> token of the worker that holds it
+    d6b:{sub:sub_1}:lane:1000         list: the ordered lane of one school; only its head is ever in `due`
+    d6b:{sub:sub_1}:lanes             set: school ids that have (or had) a lane
+    d6b:{sub:sub_1}:fanned            zset: event ids queued here (fan-out idempotency, retention), by time
+    d6b:{sub:sub_1}:traces            hash: event id -> msgpack `DeliveryTrace` of its latest delivery here
+    d6b:{sub:sub_1}:dead              zset: dead-lettered delivery ids by the time they died
+    d6b:{sub:sub_1}:attempts          zset: the attempt log (JSON `Attempt`) by attempt time
 """
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
+
+# --- fields of a school's `meta` hash (read and written by sync/snapshot.py, events/, store/scripts.py) ---
+
+META_SEQ: Final = "seq"
+"""The school's last event sequence (the last entry of its event stream)."""
+META_PUBLISHED: Final = "published"
+"""The publish watermark: every event up to this sequence is in the `{events}` slot."""
+# The school flags (times; `SchoolFlags` in sync/snapshot.py says what each one means), in its order.
+META_DENIED: Final = "denied"
+META_REVOKED: Final = "revoked"
+META_PURGED: Final = "purged"
+SCHOOL_FLAGS: Final = (META_DENIED, META_REVOKED, META_PURGED)
+# Per-resource fields, "<prefix><resource>": snapshot version, baseline taken ("1"), record count, last poll.
+META_VERSION: Final = "ver:"
+META_BASELINE: Final = "baseline:"
+META_COUNT: Final = "count:"
+META_POLLED: Final = "polled:"
+
+
+def meta_version(resource: str) -> str:
+    return META_VERSION + resource
+
+
+def meta_baseline(resource: str) -> str:
+    return META_BASELINE + resource
+
+
+def meta_count(resource: str) -> str:
+    return META_COUNT + resource
+
+
+def meta_polled(resource: str) -> str:
+    return META_POLLED + resource
+
+
+# --- fields of a subscription's `record` hash -------------------------------------------------------------
+
+SUBSCRIPTION_FAILING_SINCE: Final = "failing_since"
+"""The `Subscription` field the delivery scripts keep (JSON: a time or null)."""
 
 
 class Keys(msgspec.Struct, frozen=True):
@@ -126,3 +191,70 @@ class Keys(msgspec.Struct, frozen=True):
 
     def handoff_lock(self) -> str:
         return f"{self.prefix}:{{events}}:handoff:lock"
+
+    # --- one subscription's slot (the delivery queue, bridge/delivery/queue.py) ------------------------
+
+    def subscription_index(self) -> str:
+        """Set of every subscription id."""
+        return f"{self.prefix}:{{subs}}:index"
+
+    def subscriptions_version(self) -> str:
+        """Counter bumped on every subscription change, so processes know when to reload their cache."""
+        return f"{self.prefix}:{{subs}}:version"
+
+    def _sub(self, subscription_id: str, suffix: str) -> str:
+        return f"{self.prefix}:{{sub:{subscription_id}}}:{suffix}"
+
+    def subscription(self, subscription_id: str) -> str:
+        """Hash: the subscription's fields, each JSON-encoded."""
+        return self._sub(subscription_id, "record")
+
+    def deliveries(self, subscription_id: str) -> str:
+        """Hash: delivery id -> msgpack `Delivery` (pending and dead-lettered ones, body included)."""
+        return self._sub(subscription_id, "deliveries")
+
+    def due(self, subscription_id: str) -> str:
+        """Sorted set: delivery id -> when it may be attempted (or, while leased, when the lease ends)."""
+        return self._sub(subscription_id, "due")
+
+    def leases(self, subscription_id: str) -> str:
+        """Hash: delivery id -> token of the worker that holds it."""
+        return self._sub(subscription_id, "leases")
+
+    def lane(self, subscription_id: str, school_id: int) -> str:
+        """List: the ordered lane of one school; only its head is ever in `due`."""
+        return self._sub(subscription_id, f"lane:{school_id}")
+
+    def lanes(self, subscription_id: str) -> str:
+        """Set: school ids that have (or had) a lane, so a deletion finds every lane key."""
+        return self._sub(subscription_id, "lanes")
+
+    def fanned(self, subscription_id: str) -> str:
+        """Sorted set: event ids queued here (fan-out idempotency, retention), by event time."""
+        return self._sub(subscription_id, "fanned")
+
+    def traces(self, subscription_id: str) -> str:
+        """Hash: event id -> msgpack `DeliveryTrace` of its latest delivery here (`GET /v1/events/{id}`)."""
+        return self._sub(subscription_id, "traces")
+
+    def dead(self, subscription_id: str) -> str:
+        """Sorted set: dead-lettered delivery ids by the time they died."""
+        return self._sub(subscription_id, "dead")
+
+    def attempts(self, subscription_id: str) -> str:
+        """Sorted set: the attempt log (JSON `Attempt`) by attempt time."""
+        return self._sub(subscription_id, "attempts")
+
+    def all_of(self, subscription_id: str) -> list[str]:
+        """Every fixed key of a subscription (lanes come from `lanes`)."""
+        return [
+            self.subscription(subscription_id),
+            self.deliveries(subscription_id),
+            self.due(subscription_id),
+            self.leases(subscription_id),
+            self.lanes(subscription_id),
+            self.fanned(subscription_id),
+            self.traces(subscription_id),
+            self.dead(subscription_id),
+            self.attempts(subscription_id),
+        ]

@@ -1,8 +1,13 @@
-"""The Lua scripts: every change that touches several keys happens in one of them.
+"""The Lua scripts, all of them: every change that touches several keys happens in one of them.
 
-Each script touches keys of one hash slot only (a school's `{s:N}` or the global `{events}`), so all of
-them run on Redis Cluster. Redis does not roll a script back when a command fails half-way, so each script
-checks everything that could fail before its first write.
+The rule: every script the bridge runs is in this module and registered once in `Scripts`; its owner
+calls `scripts.<name>(keys=..., args=...)` with key names from `Keys`. A field name a script spells is
+written `$name` in its text and filled in from store/keys.py when this module loads (`_lua`), so keys.py
+stays the one place that names fields.
+
+Each script touches keys of one hash slot only (a school's `{s:N}`, a subscription's `{sub:<id>}`, or one
+global slot), so all of them run on Redis Cluster. Redis does not roll a script back when a command fails
+half-way, so each script checks everything that could fail before its first write.
 
 `Scripts(redis)` registers them once (`register_script` computes the SHA; redis-py sends EVALSHA and
 falls back to loading the script); build it in the app's lifespan and hand it to the stores.
@@ -10,10 +15,45 @@ falls back to loading the script); build it in the app's lifespan and hand it to
 
 from __future__ import annotations
 
+from string import Template
 from typing import Final
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+
+from bridge.store.keys import (
+    META_BASELINE,
+    META_COUNT,
+    META_DENIED,
+    META_POLLED,
+    META_PUBLISHED,
+    META_PURGED,
+    META_REVOKED,
+    META_SEQ,
+    META_VERSION,
+    SUBSCRIPTION_FAILING_SINCE,
+)
+
+_FIELDS: Final = {
+    "seq": META_SEQ,
+    "published": META_PUBLISHED,
+    "ver": META_VERSION,
+    "baseline": META_BASELINE,
+    "count": META_COUNT,
+    "polled": META_POLLED,
+    "denied": META_DENIED,
+    "revoked": META_REVOKED,
+    "purged": META_PURGED,
+    "failing_since": SUBSCRIPTION_FAILING_SINCE,
+}
+
+
+def _lua(source: str) -> str:
+    """`source` with `$seq`, `$ver`, ... replaced by the field names of store/keys.py (Lua has no `$`)."""
+    return Template(source).substitute(_FIELDS)
+
+
+# --- a school's slot: snapshots, events, leases (sync/snapshot.py, events/outbox.py, sync/lease.py) ---------
 
 # KEYS: 1 lease, 2 meta, 3 hashes, 4 records, 5 hold, 6 events stream
 # ARGV: 1 token ("" = no lease check), 2 resource, 3 expected version, 4 now, 5 hold marker ("" = none),
@@ -21,16 +61,16 @@ from redis.commands.core import AsyncScript
 #       n*(id, type, head, tail), n*(flag field, value; "" deletes the field)
 # Returns {"ok", first_seq, last_seq, new_version} | {"lost_lease", holder} | {"conflict", version}
 #       | {"corrupt", detail}
-COMMIT: Final = """
+COMMIT: Final = _lua("""
 local token = ARGV[1]
 if token ~= '' then
   local holder = redis.call('GET', KEYS[1])
   if holder ~= token then return {'lost_lease', holder or ''} end
 end
 local r = ARGV[2]
-local version = tonumber(redis.call('HGET', KEYS[2], 'ver:' .. r) or '0')
+local version = tonumber(redis.call('HGET', KEYS[2], '$ver' .. r) or '0')
 if version ~= tonumber(ARGV[3]) then return {'conflict', tostring(version)} end
-local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+local seq = tonumber(redis.call('HGET', KEYS[2], '$seq') or '0')
 local last = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)
 if last[1] then
   local last_seq = tonumber(string.match(last[1][1], '^(%d+)-'))
@@ -65,10 +105,10 @@ for _ = 1, n_flags do
   end
   i = i + 2
 end
-redis.call('HSET', KEYS[2], 'seq', seq, 'ver:' .. r, version + 1, 'baseline:' .. r, 1,
-  'count:' .. r, redis.call('HLEN', KEYS[3]), 'polled:' .. r, ARGV[4])
+redis.call('HSET', KEYS[2], '$seq', seq, '$ver' .. r, version + 1, '$baseline' .. r, 1,
+  '$count' .. r, redis.call('HLEN', KEYS[3]), '$polled' .. r, ARGV[4])
 return {'ok', first, seq, version + 1}
-"""
+""")
 
 # KEYS: 1 locations, 2 all-index, 3 deliveries, then 3 per event: type index, school index, both
 # ARGV: 1 school id, then 4 per event: id, sequence, type, body
@@ -94,12 +134,12 @@ return added
 """
 
 # KEYS: 1 meta; ARGV: 1 published sequence. Only ever moves the watermark forward.
-ADVANCE_PUBLISHED: Final = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'published') or '0')
+ADVANCE_PUBLISHED: Final = _lua("""
+local current = tonumber(redis.call('HGET', KEYS[1], '$published') or '0')
 local wanted = tonumber(ARGV[1])
-if wanted > current then redis.call('HSET', KEYS[1], 'published', wanted) return wanted end
+if wanted > current then redis.call('HSET', KEYS[1], '$published', wanted) return wanted end
 return current
-"""
+""")
 
 # KEYS: 1 lease, 2 owner, 3 fence; ARGV: 1 owner, 2 ttl ms. Returns the new token or false.
 LEASE_ACQUIRE: Final = """
@@ -129,10 +169,10 @@ return 1
 # KEYS: 1 meta, then 3 per resource: hashes, records, hold; ARGV: 1 cutoff (Unix time), 2 now, then the
 # resource names. Purges the record snapshots of a school whose authorisation has been gone (`revoked` or
 # `denied` flag) since before the cutoff; the sequence and the event log stay. Returns 1 when it purged.
-PURGE_SNAPSHOTS: Final = """
-if redis.call('HEXISTS', KEYS[1], 'purged') == 1 then return 0 end
+PURGE_SNAPSHOTS: Final = _lua("""
+if redis.call('HEXISTS', KEYS[1], '$purged') == 1 then return 0 end
 local since = nil
-for _, flag in ipairs({'revoked', 'denied'}) do
+for _, flag in ipairs({'$revoked', '$denied'}) do
   local value = tonumber(redis.call('HGET', KEYS[1], flag) or '')
   if value and (since == nil or value < since) then since = value end
 end
@@ -141,10 +181,189 @@ for n = 3, #ARGV do
   local r = ARGV[n]
   local k = 2 + (n - 3) * 3
   redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2])
-  redis.call('HDEL', KEYS[1], 'ver:' .. r, 'baseline:' .. r, 'count:' .. r, 'polled:' .. r)
+  redis.call('HDEL', KEYS[1], '$ver' .. r, '$baseline' .. r, '$count' .. r, '$polled' .. r)
 end
-redis.call('HSET', KEYS[1], 'purged', ARGV[2])
+redis.call('HSET', KEYS[1], '$purged', ARGV[2])
 return 1
+""")
+
+# --- the `{events}` slot: the delivery hand-off (delivery/handoff.py) ---------------------------------------
+
+# KEYS: cursor. ARGV: expected, new. Moves the cursor only forward from where this holder read it.
+HANDOFF_ADVANCE: Final = """
+local current = redis.call('GET', KEYS[1]) or '0-0'
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+# --- a subscription's slot: its record (delivery/store.py) --------------------------------------------------
+
+# KEYS: record. ARGV: field, value, ... Sets fields only if the subscription still exists, so a late write
+# can't resurrect a deleted one.
+SUBSCRIPTION_UPDATE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# KEYS: due, leases. ARGV: now. On re-enabling: everything waiting for a later retry becomes due now (work
+# in flight is left alone).
+SUBSCRIPTION_RESUME: Final = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+for _, id in ipairs(ids) do
+  if redis.call('HEXISTS', KEYS[2], id) == 0 then redis.call('ZADD', KEYS[1], ARGV[1], id) end
+end
+return #ids
+"""
+
+# --- a subscription's slot: its delivery queue (delivery/queue.py) ------------------------------------------
+
+# KEYS: fanned, deliveries, due, lane, lanes, traces
+# ARGV: event_id, event_ts, delivery_id, record, ordered, now, school_id, check_fanned, trace
+DELIVERY_ENQUEUE: Final = """
+if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 and ARGV[8] == '1' then return 0 end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[9])
+if ARGV[5] == '1' then
+  redis.call('SADD', KEYS[5], ARGV[7])
+  if redis.call('RPUSH', KEYS[4], ARGV[3]) == 1 then redis.call('ZADD', KEYS[3], 'NX', ARGV[6], ARGV[3]) end
+else
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
+end
+return 1
+"""
+
+# KEYS: due, leases, deliveries.  ARGV: now, lease_until, token, limit
+DELIVERY_CLAIM: Final = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(ids) do
+  local record = redis.call('HGET', KEYS[3], id)
+  if record then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    redis.call('HSET', KEYS[2], id, ARGV[3])
+    out[#out + 1] = record
+  else
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+  end
+end
+return out
+"""
+
+# KEYS: due, leases, deliveries, lane, attempts, dead, subscription, traces
+# ARGV: id, token, outcome, now, next_at, record, attempt, ordered, log_cutoff, log_max,
+#       event_id, queued_trace, delivered_trace
+# Returns -1 when the lease was lost, else the subscription's failing_since ('' when not failing).
+# On success the event's trace records it, unless a later delivery of the event has taken its place.
+DELIVERY_COMPLETE: Final = _lua("""
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return -1 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[9])
+redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -tonumber(ARGV[10]) - 1)
+local outcome = ARGV[3]
+local exists = redis.call('EXISTS', KEYS[7]) == 1
+if outcome == 'ok' then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  if redis.call('HGET', KEYS[8], ARGV[11]) == ARGV[12] then
+    redis.call('HSET', KEYS[8], ARGV[11], ARGV[13])
+  end
+  if exists then redis.call('HSET', KEYS[7], '$failing_since', 'null') end
+elseif exists then
+  local since = redis.call('HGET', KEYS[7], '$failing_since')
+  if not since or since == 'null' then redis.call('HSET', KEYS[7], '$failing_since', ARGV[4]) end
+end
+if outcome == 'retry' or outcome == 'hold' then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
+  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
+else
+  if outcome == 'dead' then
+    redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
+    redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
+  end
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  if ARGV[8] == '1' then
+    if redis.call('LINDEX', KEYS[4], 0) == ARGV[1] then
+      redis.call('LPOP', KEYS[4])
+    else
+      redis.call('LREM', KEYS[4], 1, ARGV[1])
+    end
+    local nxt = redis.call('LINDEX', KEYS[4], 0)
+    if nxt then redis.call('ZADD', KEYS[1], 'NX', ARGV[4], nxt) end
+  end
+end
+if not exists then return '' end
+local since = redis.call('HGET', KEYS[7], '$failing_since')
+if not since or since == 'null' then return '' end
+return since
+""")
+
+# KEYS: due, leases.  ARGV: id, token, now.  A graceful stop hands unfinished work back at once.
+DELIVERY_RELEASE: Final = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: dead, deliveries, due, lane, lanes, traces
+# ARGV: id, record, now, ordered, school_id, event_id, trace
+DELIVERY_RETRY_DEAD: Final = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[6], ARGV[6], ARGV[7])
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[5], ARGV[5])
+  if redis.call('RPUSH', KEYS[4], ARGV[1]) == 1 then redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[1]) end
+else
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+end
+return 1
+"""
+
+# KEYS: attempts, fanned, dead, deliveries, traces.  ARGV: cutoff, batch.
+# Retention: forget what is too old, at most `batch` events and dead letters per call (Redis stays
+# responsive); returns {events forgotten, dead letters forgotten}.
+DELIVERY_TRIM: Final = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local events = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(events) do
+  redis.call('HDEL', KEYS[5], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(old) do
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+return {#events, #old}
+"""
+
+# --- the `{d6}` slot: the d6 request budget (d6/budget.py explains the algorithm, GCRA) ---------------------
+
+# KEYS[1] the budget key; ARGV[1] the emission interval in microseconds (an integer).
+# Returns 0 when a token was taken, otherwise the microseconds to wait before asking again.
+# A TAT more than one interval ahead (Redis' clock stepped back after a failover, or another process
+# runs with a lower rate) is clamped, so nobody waits longer than one interval for it.
+# Numbers are formatted with %.0f: Lua 5.1's default number format (%.14g) would round a
+# microsecond timestamp (16 digits). Plain commands only (`TIME`, `GET`, `SET ... PX`), so it also runs on
+# fakeredis' Lua (the embedded demo store).
+D6_BUDGET: Final = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tat > now + interval then
+  tat = now + interval
+end
+if tat > now then
+  return math.ceil(tat - now)
+end
+local ttl = math.ceil(interval / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%.0f', now + interval), 'PX', string.format('%.0f', ttl))
+return 0
 """
 
 
@@ -159,3 +378,13 @@ class Scripts:
         self.lease_renew: AsyncScript = redis.register_script(LEASE_RENEW)
         self.lease_release: AsyncScript = redis.register_script(LEASE_RELEASE)
         self.purge_snapshots: AsyncScript = redis.register_script(PURGE_SNAPSHOTS)
+        self.handoff_advance: AsyncScript = redis.register_script(HANDOFF_ADVANCE)
+        self.subscription_update: AsyncScript = redis.register_script(SUBSCRIPTION_UPDATE)
+        self.subscription_resume: AsyncScript = redis.register_script(SUBSCRIPTION_RESUME)
+        self.delivery_enqueue: AsyncScript = redis.register_script(DELIVERY_ENQUEUE)
+        self.delivery_claim: AsyncScript = redis.register_script(DELIVERY_CLAIM)
+        self.delivery_complete: AsyncScript = redis.register_script(DELIVERY_COMPLETE)
+        self.delivery_release: AsyncScript = redis.register_script(DELIVERY_RELEASE)
+        self.delivery_retry_dead: AsyncScript = redis.register_script(DELIVERY_RETRY_DEAD)
+        self.delivery_trim: AsyncScript = redis.register_script(DELIVERY_TRIM)
+        self.d6_budget: AsyncScript = redis.register_script(D6_BUDGET)

@@ -36,7 +36,16 @@ from bridge.catalogue import INTEGRATION, SNAPSHOT_RESOURCES
 from bridge.errors import LeaseLost, SnapshotConflict, StoreCorrupt
 from bridge.events.envelope import Event, split_for_sequence
 from bridge.store.codec import as_bytes, as_text
-from bridge.store.keys import Keys
+from bridge.store.keys import (
+    META_PUBLISHED,
+    META_SEQ,
+    SCHOOL_FLAGS,
+    Keys,
+    meta_baseline,
+    meta_count,
+    meta_polled,
+    meta_version,
+)
 from bridge.store.records import pack_record, unpack_record
 from bridge.store.scripts import Scripts
 from bridge.sync.diff import DiffResult, PreviousSnapshot, Record
@@ -71,7 +80,7 @@ class SchoolFlags(msgspec.Struct, kw_only=True, frozen=True):
     """When its record snapshots were purged (`BRIDGE_REVOKED_PURGE_DAYS`)."""
 
 
-FLAG_FIELDS: Final = ("denied", "revoked", "purged")
+FLAG_FIELDS: Final = SCHOOL_FLAGS
 
 
 class CommitResult(msgspec.Struct, kw_only=True, frozen=True):
@@ -95,7 +104,7 @@ class SnapshotStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(k.snapshot_hashes(school_id, resource))
             pipe.get(k.snapshot_hold(school_id, resource))
-            pipe.hmget(k.school_meta(school_id), [f"ver:{resource}", f"baseline:{resource}"])
+            pipe.hmget(k.school_meta(school_id), [meta_version(resource), meta_baseline(resource)])
             raw_hashes, raw_hold, (ver, baseline) = await pipe.execute()
         return PreviousSnapshot(
             hashes={key.decode(): value for key, value in raw_hashes.items()},
@@ -192,19 +201,19 @@ class SnapshotStore:
         fields = {as_text(key): as_text(value) for key, value in raw.items()}
         resources = {}
         for resource in SNAPSHOT_RESOURCES:
-            if f"ver:{resource}" not in fields:
+            if meta_version(resource) not in fields:
                 continue
-            polled = fields.get(f"polled:{resource}")
+            polled = fields.get(meta_polled(resource))
             resources[resource] = ResourceMeta(
-                version=int(fields[f"ver:{resource}"]),
-                baseline=fields.get(f"baseline:{resource}") == "1",
-                count=int(fields.get(f"count:{resource}", 0)),
+                version=int(fields[meta_version(resource)]),
+                baseline=fields.get(meta_baseline(resource)) == "1",
+                count=int(fields.get(meta_count(resource), 0)),
                 last_polled=float(polled) if polled else None,
             )
         return SchoolMeta(
             school_id=school_id,
-            seq=int(fields.get("seq", 0)),
-            published=int(fields.get("published", 0)),
+            seq=int(fields.get(META_SEQ, 0)),
+            published=int(fields.get(META_PUBLISHED, 0)),
             resources=resources,
         )
 
@@ -257,6 +266,13 @@ class SnapshotStore:
 
     async def mark_integrations_baselined(self) -> None:
         await self._redis.set(self._keys.integrations_baseline(), repr(time.time()), nx=True)
+
+    async def integration_pair_counts(self, school_ids: Sequence[int]) -> dict[int, int]:
+        """How many (school, API type) pairs each school's integration snapshot holds, in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for school_id in school_ids:
+                pipe.hlen(self._keys.snapshot_hashes(school_id, INTEGRATION))
+            return dict(zip(school_ids, map(int, await pipe.execute()), strict=True))
 
 
 def _check(resource: str) -> None:

@@ -15,7 +15,9 @@ import redis.asyncio as aioredis
 
 from bridge.d6 import D6Client, LocalBudget, RedisBudget
 from bridge.errors import D6ServerError, StoreError
+from bridge.settings import Settings
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.testing.servers import SimulatorServer
 from tests.d6.helpers import FAST, Control, mock_client, sim_settings
 
@@ -30,6 +32,11 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
             end += 1
         best = max(best, end - start)
     return best
+
+
+def redis_budget(redis: Any, settings: Settings) -> RedisBudget:
+    """The shared budget as `Services.build` makes it."""
+    return RedisBudget(Scripts(redis).d6_budget, Keys(settings.redis_prefix).d6_budget(), settings.d6_max_rps)
 
 
 def test_max_in_window() -> None:
@@ -60,7 +67,10 @@ async def test_local_budget_spaces_requests() -> None:
 
 async def test_redis_budget_is_shared_between_instances(redis: aioredis.Redis) -> None:
     key = Keys("t").d6_budget()
-    first, second = RedisBudget(redis, key, 20), RedisBudget(redis, key, 20)
+    first, second = (
+        RedisBudget(Scripts(redis).d6_budget, key, 20),
+        RedisBudget(Scripts(redis).d6_budget, key, 20),
+    )
     a, b = await asyncio.gather(hammer(first, 2.0), hammer(second, 2.0))
     both = sorted(a + b)
     # Grant times on this process' clock, read after the reply: at most one extra for that jitter; the
@@ -77,7 +87,7 @@ async def test_redis_budget_runs_on_fakeredis() -> None:
     """The demo's embedded store is fakeredis with Lua via lupa: plain commands only in the script."""
     fakeredis = pytest.importorskip("fakeredis")
     store = fakeredis.FakeAsyncRedis()
-    budget = RedisBudget(store, Keys().d6_budget(), 20)
+    budget = RedisBudget(Scripts(store).d6_budget, Keys().d6_budget(), 20)
     granted = await hammer(budget, 0.6, tasks=3)
     gaps = [b - a for a, b in itertools.pairwise(granted)]
     assert min(gaps) >= 0.05 - 0.005
@@ -87,7 +97,7 @@ async def test_redis_budget_runs_on_fakeredis() -> None:
 
 async def test_redis_failure_is_a_store_error() -> None:
     broken = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    budget = RedisBudget(broken, "k", 10)
+    budget = RedisBudget(Scripts(broken).d6_budget, "k", 10)
     with pytest.raises(StoreError, match="budget"):
         await budget.acquire()
     await broken.aclose()
@@ -121,7 +131,7 @@ async def test_two_clients_on_one_redis_never_exceed_the_rate(
     sim = simulator_factory(schools=1, learners=10, debtors=10)
     control = Control(sim)
     settings = sim_settings(sim, d6_max_rps=rps, redis_prefix="budgettest")
-    clients = [D6Client(settings, redis=redis, **FAST), D6Client(settings, redis=redis, **FAST)]
+    clients = [D6Client(settings, budget=redis_budget(redis, settings), **FAST) for _ in range(2)]
     counts = [0, 0]
     deadline = time.monotonic() + seconds
 

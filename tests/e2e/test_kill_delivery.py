@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.delivery.keys import DeliveryKeys
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
+from bridge.store.keys import Keys
 from bridge.testing.receivers import Answer, Receiver
 from bridge.testing.servers import SimulatorServer, ThreadedServer
 from bridge.testing.waiting import wait_for
@@ -35,7 +35,7 @@ async def test_every_event_arrives_after_a_delivering_process_is_stopped(
     }
     with ThreadedServer(receiver) as hook:
         # Subscribed before the bridge starts, so it is owed every event from the first poll on.
-        store = SubscriptionStore(redis, DeliveryKeys("d6b"), UrlGuard(allow_private=True))
+        store = SubscriptionStore(redis, Keys("d6b"), UrlGuard(allow_private=True))
         await store.create(url=f"{hook.url}/d6")
         victim, _port = start_replica(redis_url, sim.base_url, tmp_path, **overrides)
         survivor = None
