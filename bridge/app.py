@@ -113,7 +113,7 @@ class Services:
         outbox = Outbox(redis, keys, scripts)
         events = EventLog(redis, keys)
         lease = Lease(redis, keys, scripts)
-        status = PollStatusStore(redis, keys)
+        status = PollStatusStore(redis, keys, settings.resources)
         subscriptions = SubscriptionStore(
             redis, keys, UrlGuard(allow_private=settings.allow_private_urls), scripts=scripts
         )
@@ -136,9 +136,9 @@ class Services:
             recent_reset=marker.recent_reset,
         )
 
-        async def poll_school(school_id: int, due_at: float, force: bool) -> None:
+        async def poll_feed(school_id: int, resource: str, due_at: float, force: bool) -> None:
             metrics.POLL_LAG.set(scheduler.max_lag_seconds())
-            await poller.poll(school_id, force, due_at=due_at)
+            await poller.poll(school_id, force, resource=resource, due_at=due_at)
             handoff.wake()
 
         async def poll_integrations() -> None:
@@ -152,7 +152,7 @@ class Services:
 
         scheduler = PollScheduler(
             settings,
-            poll_school=poll_school,
+            poll_feed=poll_feed,
             poll_integrations=poll_integrations,
             workers=poll_workers or min(32, max(4, math.ceil(settings.d6_max_rps))),
         )
@@ -212,11 +212,11 @@ class Services:
         known = sorted(set(await self.snapshots.known_schools()) | active)
         pairs = await self.snapshots.integration_pair_counts(known)
         flags = await self.snapshots.flags_of(known)
+        failing = await self.status.failing(known)
         counts = dict.fromkeys(("active", "failing", "inactive", "denied", "revoked"), 0)
         for school_id in known:
             if school_id in active:
-                failing = (await self.status.get(school_id)).consecutive_failures > 0
-                counts["failing" if failing else "active"] += 1
+                counts["failing" if school_id in failing else "active"] += 1
             elif not pairs[school_id]:
                 counts["revoked"] += 1
             else:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from bridge.d6 import finance
 from bridge.d6.endpoints import ACCOUNTABLE_PERSONS, LEARNERS, Endpoint
 
 if TYPE_CHECKING:
@@ -42,16 +43,42 @@ class Resource:
     default_interval: float | None = None
     """Target seconds between polls; None means `BRIDGE_SCHOOL_POLL_SECONDS`."""
     prepare: Callable[[list[Record]], list[Record]] | None = None
-    """Turns a complete scan into the records to diff (flattening, synthetic ids); None keeps it."""
+    """Turns a complete scan into the records to diff (e.g. flattening groups); None keeps it."""
+    keys: Callable[[], Callable[[Record], str]] | None = None
+    """A fresh key function per scan, when identity depends on the scan (occurrence numbers)."""
+    compare: Callable[[Record], Record] | None = None
+    """The form two versions of a record are compared in (amounts normalised); None compares as sent."""
+    aged_out: Callable[[Record, Settings], bool] | None = None
+    """A record that left a windowed scan because it grew old: dropped from the snapshot, not removed."""
     description: str = ""
 
     @property
     def event_types(self) -> tuple[str, ...]:
         return tuple(f"{self.prefix}.{kind}" for kind in self.kinds)
 
+    def key_function(self) -> str | Callable[[Record], str]:
+        """What identifies a record in the scan about to be diffed."""
+        return self.keys() if self.keys is not None else self.identity
+
 
 def _debtor_query(settings: Settings) -> Mapping[str, Any]:
     return {"all_accounts": settings.debtor_scope == "all"}
+
+
+def _all_accounts(_settings: Settings) -> Mapping[str, Any]:
+    return {"all_accounts": True}
+
+
+def _transaction_query(settings: Settings) -> Mapping[str, Any]:
+    return {"all_accounts": True, "start_date": finance.window_start(settings.transaction_window_days)}
+
+
+def _aged_out(record: Record, settings: Settings) -> bool:
+    return finance.before_window(record, finance.window_start(settings.transaction_window_days))
+
+
+def _endpoint(name: str, path: str, id_field: str | None = None) -> Endpoint:
+    return Endpoint(name=name, version="v2", path=path, school_scoped=True, id_field=id_field)
 
 
 RESOURCES: Final = (
@@ -68,8 +95,48 @@ RESOURCES: Final = (
         prefix="learner",
         endpoint=LEARNERS,
         identity="learner_id",
-        query=lambda _settings: {"all_accounts": True},
+        query=_all_accounts,
         description="a learner",
+    ),
+    Resource(
+        name="balances",
+        prefix="balance",
+        endpoint=_endpoint("age_analysis", "/finplus/debtmanagement/ageanalysis"),
+        identity=finance.balance_id,
+        query=_all_accounts,  # grouped by family and parent: d6's default
+        compare=finance.comparable,
+        description="a debtor's age-analysis row: balances per ageing bucket",
+    ),
+    Resource(
+        name="promises",
+        prefix="promise",
+        endpoint=_endpoint(
+            "promises_to_pay", "/finplus/debtmanagement/debtornotes/promisetopays", "promise_to_pay_id"
+        ),
+        identity="promise_to_pay_id",
+        compare=finance.comparable,
+        description="a promise to pay (amount promised, amount paid, completed)",
+    ),
+    Resource(
+        name="notes",
+        prefix="note",
+        endpoint=_endpoint("debtor_notes", "/finplus/debtmanagement/debtornotes/notes", "note_id"),
+        identity="note_id",
+        query=lambda _settings: {"include_deleted": True},  # a deletion is a change of its status
+        description="a debtor note",
+    ),
+    Resource(
+        name="transactions",
+        prefix="transaction",
+        endpoint=_endpoint("financial_transactions", "/finplus/debtmanagement/financialtransactions"),
+        identity="transaction digest",
+        keys=finance.transaction_keys,
+        query=_transaction_query,
+        kinds=("created", "removed"),
+        prepare=finance.flatten_transactions,
+        compare=finance.comparable,
+        aged_out=_aged_out,
+        description="a financial transaction in the trailing window (BRIDGE_TRANSACTION_WINDOW_DAYS)",
     ),
 )
 """Every watched resource, in the order a school's poll scans them."""

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from bridge.catalogue import BY_NAME, DEFAULT_RESOURCES
 from bridge.errors import SettingsError
 
 T = TypeVar("T")
@@ -51,8 +52,24 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     allow_private_urls: bool = False
     event_retention_days: float = 30.0
     revoked_purge_days: float = 7.0
+    resources: tuple[str, ...] = DEFAULT_RESOURCES
+    """The watched resources (catalogue names), in catalogue order."""
+    resource_poll_seconds: dict[str, float] = {}
+    """Per-resource target intervals that override `school_poll_seconds`."""
+    transaction_window_days: int = 45
     log_format: Literal["json", "console"] = "json"
     log_level: str = "info"
+
+    def feed_interval(self, resource: str) -> float:
+        """Target seconds between polls of one resource of a school."""
+        if resource in self.resource_poll_seconds:
+            return self.resource_poll_seconds[resource]
+        default = BY_NAME[resource].default_interval if resource in BY_NAME else None
+        return default if default is not None else self.school_poll_seconds
+
+    def feed_jitter(self, resource: str) -> float:
+        """`poll_jitter_seconds` scaled to the feed's interval (the same share of it as for schools)."""
+        return self.poll_jitter_seconds * self.feed_interval(resource) / self.school_poll_seconds
 
     @property
     def uses_memory_store(self) -> bool:
@@ -104,6 +121,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, isatty: bool | No
         allow_private_urls=env.flag("BRIDGE_ALLOW_PRIVATE_URLS", False),
         event_retention_days=env.number("BRIDGE_EVENT_RETENTION_DAYS", 30.0, minimum=0.001),
         revoked_purge_days=env.number("BRIDGE_REVOKED_PURGE_DAYS", 7.0, minimum=0.0),
+        resources=env.resources("BRIDGE_RESOURCES"),
+        resource_poll_seconds=env.resource_seconds("BRIDGE_RESOURCE_POLL_SECONDS"),
+        transaction_window_days=int(
+            env.number("BRIDGE_TRANSACTION_WINDOW_DAYS", 45, minimum=1, maximum=3660, integer=True)
+        ),
         log_format=env.choice(  # type: ignore[arg-type]
             "BRIDGE_LOG_FORMAT", "console" if isatty else "json", ("json", "console")
         ),
@@ -204,6 +226,45 @@ class _Env:
                 raise SettingsError(name, f"must be a comma list of API type ids (like 8,9); got {item!r}")
             ids.add(int(item))
         return frozenset(ids)
+
+    def resources(self, name: str) -> tuple[str, ...]:
+        """A comma list of catalogue names, or `all`; returned in catalogue order."""
+        value = self._raw(name)
+        if value is None:
+            return DEFAULT_RESOURCES
+        if value.lower() == "all":
+            return tuple(BY_NAME)
+        names = {item.strip().lower() for item in value.split(",") if item.strip()}
+        unknown = sorted(names - set(BY_NAME))
+        if unknown:
+            raise SettingsError(
+                name, f"unknown resource {unknown[0]!r}; use any of {', '.join(BY_NAME)}, or all"
+            )
+        if not names:
+            raise SettingsError(name, "names no resource; use any of " + ", ".join(BY_NAME))
+        return tuple(n for n in BY_NAME if n in names)
+
+    def resource_seconds(self, name: str) -> dict[str, float]:
+        """`balances=3600,transactions=900`: per-resource seconds, each at least 1."""
+        value = self._raw(name)
+        if value is None:
+            return {}
+        seconds: dict[str, float] = {}
+        for item in value.split(","):
+            resource, sep, number = (part.strip() for part in item.partition("="))
+            if not sep or resource.lower() not in BY_NAME:
+                got = item.strip()
+                raise SettingsError(
+                    name, f"must be a comma list of resource=seconds (like balances=3600); got {got!r}"
+                )
+            try:
+                interval = float(number)
+            except ValueError:
+                raise SettingsError(name, f"{resource}: {number!r} is not a number of seconds") from None
+            if not interval >= 1 or interval == float("inf"):
+                raise SettingsError(name, f"{resource}: must be at least 1 second; got {number!r}")
+            seconds[resource.lower()] = interval
+        return seconds
 
     def schedule(self, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
         value = self._raw(name)

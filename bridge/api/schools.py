@@ -1,5 +1,7 @@
 """Schools: what the bridge knows of each (`GET /v1/schools`) and polling one now (`POST .../poll`).
 
+Each watched resource of a school is a feed with its own schedule, status and counts (`feeds`); the
+school-level fields sum them up (`last_successful_poll`: the oldest of its feeds' last successes).
 A school's `state`: `active` (polled), `inactive` (authorised, not activated), `denied` (still in the
 client integrations list, but d6 refuses its data: retried at the integrations interval; `denied_since`),
 `revoked` (no pair left in the list; `revoked_since`). `snapshots_purged_at` is set once a school without
@@ -52,6 +54,23 @@ class IntegrationView(msgspec.Struct, kw_only=True):
     record: dict[str, Any]
 
 
+class FeedView(msgspec.Struct, kw_only=True):
+    """One watched resource of the school: its own schedule, status and counts."""
+
+    resource: str
+    interval_seconds: float
+    last_poll_started: str | None
+    last_successful_poll: str | None
+    last_error: str | None
+    last_error_at: str | None
+    consecutive_failures: int
+    records: int | None
+    """Records in its last complete scan."""
+    pages: int | None
+    """Requests its last complete scan cost."""
+    lag_seconds: float
+
+
 class SchoolView(msgspec.Struct, kw_only=True):
     school_id: int
     name: str | None
@@ -68,6 +87,7 @@ class SchoolView(msgspec.Struct, kw_only=True):
     lag_seconds: float
     learners: int | None
     debtors: int | None
+    feeds: list[FeedView]
 
 
 class SchoolList(msgspec.Struct, kw_only=True):
@@ -100,6 +120,26 @@ async def school_view(schools: Schools, school_id: int, active: set[int], now: f
     else:
         state = "inactive"
     name = next((p.get("school_name") for p in pairs if isinstance(p.get("school_name"), str)), None)
+    feeds = [
+        FeedView(
+            resource=feed.resource,
+            interval_seconds=settings.feed_interval(feed.resource),
+            last_poll_started=rfc3339(feed.last_started),
+            last_successful_poll=rfc3339(feed.last_success),
+            last_error=feed.last_error,
+            last_error_at=rfc3339(feed.last_error_at),
+            consecutive_failures=feed.consecutive_failures,
+            records=feed.count,
+            pages=feed.pages,
+            lag_seconds=lag_seconds(
+                (feed.last_due or feed.last_started) if state == "active" else None,
+                settings.feed_interval(feed.resource),
+                settings.feed_jitter(feed.resource),
+                now,
+            ),
+        )
+        for feed in status.feeds.values()
+    ]
     return SchoolView(
         school_id=school_id,
         name=name,
@@ -115,14 +155,10 @@ async def school_view(schools: Schools, school_id: int, active: set[int], now: f
         last_error=status.last_error,
         last_error_at=rfc3339(status.last_error_at),
         consecutive_failures=status.consecutive_failures,
-        lag_seconds=lag_seconds(
-            (status.last_due or status.last_started) if state == "active" else None,
-            settings.school_poll_seconds,
-            settings.poll_jitter_seconds,
-            now,
-        ),
+        lag_seconds=max((f.lag_seconds for f in feeds), default=0.0),
         learners=status.learners,
         debtors=status.debtors,
+        feeds=feeds,
     )
 
 

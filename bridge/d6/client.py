@@ -110,7 +110,12 @@ class D6Client:
         and each must carry its id, or the page is malformed. Raises a `D6Error` on any failure, so a
         scan that ends without one was complete.
         """
-        endpoint = endpoint_for(resource)
+        return self.scan_endpoint(endpoint_for(resource), school_id, **filters)
+
+    def scan_endpoint(
+        self, endpoint: Endpoint, school_id: int | None = None, **filters: Any
+    ) -> AsyncIterator[Page]:
+        """`scan` of an endpoint object (the resource catalogue names its endpoints this way)."""
         if endpoint is CLIENT_INTEGRATIONS:
             return self.scan_client_integrations(school_id=school_id, **filters)
         if endpoint.school_scoped and school_id is None:
@@ -301,7 +306,7 @@ class D6Client:
         record = normalise_in_place(record)
         try:
             if endpoint.id_field is not None:
-                record_id(endpoint.name, record)
+                record_id(endpoint, record)
             elif endpoint is CLIENT_INTEGRATIONS:
                 integration_key(record)
             # else: identified by the catalogue's identity function when it is diffed

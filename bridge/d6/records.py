@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from bridge.d6.endpoints import endpoint_for
+from bridge.d6.endpoints import Endpoint, endpoint_for
 from bridge.errors import D6MalformedResponse
 
 Record = dict[str, Any]
@@ -107,12 +107,12 @@ def record_hash(record: Record) -> str:
     return hashlib.blake2b(canonical_bytes(record), digest_size=HASH_BYTES).hexdigest()
 
 
-def record_id(resource: str, record: Record) -> int:
+def record_id(resource: str | Endpoint, record: Record) -> int:
     """The record's id (`learner_id`, `accountable_person_id`, `school_id`) as an int.
 
     A record without a usable id cannot be diffed, so it makes the answer malformed.
     """
-    endpoint = endpoint_for(resource)
+    endpoint = resource if isinstance(resource, Endpoint) else endpoint_for(resource)
     if endpoint.id_field is None:
         raise ValueError(f"{endpoint.name} records have no single id; use integration_key")
     value = _identifier(record.get(endpoint.id_field))

@@ -68,6 +68,7 @@ class DiffPlan(msgspec.Struct, kw_only=True, frozen=True):
     changed: list[str]
     missing: list[str]
     duplicates: int
+    compare: Callable[[Record], Record] | None = None
 
     @property
     def need_old(self) -> list[str]:
@@ -99,8 +100,10 @@ def plan_diff(
     previous: PreviousSnapshot,
     records: Iterable[Record],
     id_of: str | Callable[[Record], str],
+    compare: Callable[[Record], Record] | None = None,
 ) -> DiffPlan:
-    """Hash the new scan and sort ids into created / changed / missing. `id_of` is a field or a function."""
+    """Hash the new scan and sort ids into created / changed / missing. `id_of` is a field or a function;
+    `compare` gives the form records are compared in (the snapshot still keeps them as sent)."""
     key = _key_function(id_of)
     scanned: dict[str, Record] = {}
     digests: dict[str, bytes] = {}
@@ -111,7 +114,8 @@ def plan_diff(
         if rid in scanned:
             duplicates += 1  # the same record on two pages: the last one wins
         scanned[rid] = record
-        digests[rid] = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
+        form = record if compare is None else compare(record)
+        digests[rid] = blake2b(encode(form), digest_size=DIGEST_BYTES).digest()
     old = previous.hashes
     created = [rid for rid in scanned if rid not in old]
     changed = [rid for rid in scanned if rid in old and old[rid] != digests[rid]]
@@ -124,6 +128,7 @@ def plan_diff(
         changed=changed,
         missing=missing,
         duplicates=duplicates,
+        compare=compare,
     )
 
 
@@ -133,7 +138,8 @@ def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult
     updated = []
     for rid in plan.changed:
         new = plan.records[rid]
-        updated.append(RecordChange(id=rid, record=new, changes=field_changes(old_records.get(rid, {}), new)))
+        old = old_records.get(rid, {})
+        updated.append(RecordChange(id=rid, record=new, changes=field_changes(old, new, plan.compare)))
     remove_ids, hold, held_back = decide_removals(plan.missing, len(plan.previous.hashes), plan.previous.hold)
     removed = [RecordChange(id=rid, record=old_records.get(rid) or {}) for rid in remove_ids]
     upserts = [(rid, plan.digests[rid], plan.records[rid]) for rid in plan.created + plan.changed]
@@ -155,18 +161,23 @@ def diff(
     records: Iterable[Record],
     id_of: str | Callable[[Record], str],
     old_records: Mapping[str, Record],
+    compare: Callable[[Record], Record] | None = None,
 ) -> DiffResult:
     """Both steps at once, when the old records are at hand (tests, small resources)."""
-    return finish_diff(plan_diff(previous, records, id_of), old_records)
+    return finish_diff(plan_diff(previous, records, id_of, compare), old_records)
 
 
-def field_changes(old: Record, new: Record) -> dict[str, FieldChange]:
-    """Top-level fields whose canonical value differs; added and removed fields have None on one side."""
+def field_changes(
+    old: Record, new: Record, compare: Callable[[Record], Record] | None = None
+) -> dict[str, FieldChange]:
+    """Top-level fields whose canonical value differs (in the `compare` form, reported as sent); added and
+    removed fields have None on one side."""
     changes: dict[str, FieldChange] = {}
+    old_form, new_form = (old, new) if compare is None else (compare(old), compare(new))
     for field, value in new.items():
         if field not in old:
             changes[field] = FieldChange(old=None, new=value)
-        elif canonical(old[field]) != canonical(value):
+        elif canonical(old_form[field]) != canonical(new_form[field]):
             changes[field] = FieldChange(old=old[field], new=value)
     for field, value in old.items():
         if field not in new:

@@ -29,16 +29,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
+import msgspec
 import structlog
 
 from bridge import metrics
-from bridge.catalogue import RESOURCES, Resource
+from bridge.catalogue import BY_NAME, Resource
 from bridge.d6.client import D6Client
 from bridge.d6.pagination import Page
 from bridge.errors import D6Error, D6MalformedResponse, D6NotAuthorised, LeaseLost, SnapshotConflict
 from bridge.events.outbox import Outbox
 from bridge.settings import Settings
-from bridge.sync.diff import Record, finish_diff, plan_diff
+from bridge.sync.diff import DiffResult, Record, finish_diff, plan_diff
 from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
 from bridge.sync.snapshot import SnapshotStore
@@ -79,25 +80,33 @@ class SchoolPoller:
         """True shortly after a store reset: first scans stay silent, even with EMIT_INITIAL_SNAPSHOT."""
         self.lease_seconds = lease_seconds
         self._releasing: set[asyncio.Task[None]] = set()
-        self.tolerance = settings.poll_jitter_seconds + min(1.0, settings.school_poll_seconds / 20)
+        self.resources = settings.resources
 
-    async def poll(self, school_id: int, force: bool = False, *, due_at: float | None = None) -> str:
-        """Poll one school if it is due (or `force`); returns the outcome, also counted in the metrics.
-
-        `due_at` is when the school's job marked it due (default: now).
-        """
+    async def poll(
+        self, school_id: int, force: bool = False, *, resource: str | None = None, due_at: float | None = None
+    ) -> str:
+        """Poll one feed of a school (or, without `resource`, each watched feed in turn) if it is due (or
+        `force`); returns the outcome, also counted in the metrics. `due_at` is when the feed's job marked
+        it due (default: now). Without `resource` the outcome is the first that was not "ok"."""
+        names = self.resources if resource is None else (resource,)
         token = await self.lease.acquire(school_id, self.replica_id, self.lease_seconds)
         if token is None:
-            return self._count("busy")  # another replica polls it right now
+            return self._count("busy")  # another replica polls this school right now
+        outcomes: list[str] = []
         try:
-            if not force and not await self._due(school_id):
-                return self._count("skipped")
-            await self.status.started(school_id, due_at=due_at)
             async with self._renewing(school_id, token) as lost:
-                outcome = await self._poll(school_id, token, lost)
-            return self._count(outcome)
+                for name in names:
+                    if not force and not await self._due(school_id, name):
+                        outcomes.append(self._count("skipped"))
+                        continue
+                    await self.status.started(school_id, name, due_at=due_at)
+                    outcome = self._count(await self._poll(school_id, BY_NAME[name], token, lost))
+                    outcomes.append(outcome)
+                    if outcome in ("denied", "lost_lease"):
+                        break
         finally:
             await self._release(school_id, token)
+        return next((o for o in outcomes if o != "ok"), "ok") if resource is None else outcomes[0]
 
     async def _release(self, school_id: int, token: int) -> None:
         try:
@@ -132,34 +141,29 @@ class SchoolPoller:
             task.cancel()
         await asyncio.gather(*self._releasing, return_exceptions=True)
 
-    async def _due(self, school_id: int) -> bool:
-        status = await self.status.get(school_id)
-        last = status.last_due if status.last_due is not None else status.last_started
-        return last is None or time.time() >= last + self.settings.school_poll_seconds - self.tolerance
+    async def _due(self, school_id: int, resource: str) -> bool:
+        feed = await self.status.feed(school_id, resource)
+        last = feed.last_due if feed.last_due is not None else feed.last_started
+        interval = self.settings.feed_interval(resource)
+        tolerance = self.settings.feed_jitter(resource) + min(1.0, interval / 20)
+        return last is None or time.time() >= last + interval - tolerance
 
-    async def _poll(self, school_id: int, token: int, lost: asyncio.Event) -> str:
+    async def _poll(self, school_id: int, resource: Resource, token: int, lost: asyncio.Event) -> str:
         started = time.perf_counter()
-        counts: dict[str, int] = {}
-        emitted = 0
-        bound = log.bind(school_id=school_id)
+        bound = log.bind(school_id=school_id, resource=resource.name)
         try:
             denied = (
                 self.on_restored is not None and (await self.snapshots.flags(school_id)).denied is not None
             )
-            for resource in RESOURCES:
-                t0 = time.perf_counter()
-                records = await self._scan(school_id, resource)
-                if lost.is_set():
-                    raise LeaseLost(f"school {school_id}: lease lost during the scan")
-                if denied and self.on_restored is not None:
-                    await self.on_restored(school_id)
-                    denied = False
-                emitted += await self._commit(school_id, resource, records, token)
-                counts[resource.name] = len(records)
-                metrics.POLL_DURATION.labels(resource=resource.prefix).observe(time.perf_counter() - t0)
+            records, pages = await self._scan(school_id, resource)
+            if lost.is_set():
+                raise LeaseLost(f"school {school_id}: lease lost during the scan")
+            if denied and self.on_restored is not None:
+                await self.on_restored(school_id)  # before the changes: `authorised` comes first
+            emitted = await self._commit(school_id, resource, records, token)
         except D6NotAuthorised as error:
             bound.warning("school denies access to its data", error=str(error))
-            await self.status.failed(school_id, f"access denied: {error}")
+            await self.status.failed(school_id, resource.name, f"access denied: {error}")
             if self.on_denied is not None:
                 await self.on_denied(school_id)
             return "denied"
@@ -167,40 +171,43 @@ class SchoolPoller:
             if isinstance(error, D6MalformedResponse):
                 metrics.D6_BAD_ANSWERS.labels(endpoint=error.endpoint or "unknown").inc()
             bound.warning("poll failed; nothing diffed", error=str(error), error_type=type(error).__name__)
-            await self.status.failed(school_id, f"{type(error).__name__}: {error}")
+            await self.status.failed(school_id, resource.name, f"{type(error).__name__}: {error}")
             return "failed"
         except (LeaseLost, SnapshotConflict) as error:
             bound.warning("poll lost its lease; another replica takes over", error=str(error))
             return "lost_lease"
-        await self.status.succeeded(school_id, counts)
+        await self.status.succeeded(school_id, resource.name, len(records), pages)
         if emitted:
             await self.outbox.publish(school_id)
+        seconds = time.perf_counter() - started
+        metrics.POLL_DURATION.labels(resource=resource.prefix).observe(seconds)
         bound.info(
-            "school polled",
-            seconds=round(time.perf_counter() - started, 3),
-            events=emitted,
-            **counts,
+            "feed polled", seconds=round(seconds, 3), events=emitted, records=len(records), pages=pages
         )
         return "ok"
 
-    async def _scan(self, school_id: int, resource: Resource) -> list[Record]:
-        """Every record of every page, or an exception: never a partial list."""
+    async def _scan(self, school_id: int, resource: Resource) -> tuple[list[Record], int]:
+        """Every record of every page and the number of pages, or an exception: never a partial list."""
         records: list[Record] = []
-        pages: AsyncIterator[Page] = self.d6.scan(
-            resource.endpoint.name, school_id, **resource.query(self.settings)
+        count = 0
+        pages: AsyncIterator[Page] = self.d6.scan_endpoint(
+            resource.endpoint, school_id, **resource.query(self.settings)
         )
         async for page in pages:
             records.extend(page.records)
+            count += 1
         if resource.prepare is not None:
             records = resource.prepare(records)
         metrics.RECORDS_SCANNED.labels(resource=resource.prefix).inc(len(records))
-        return records
+        return records, count
 
     async def _commit(self, school_id: int, feed: Resource, records: list[Record], token: int) -> int:
         resource = feed.prefix
         previous = await self.snapshots.load(school_id, resource)
-        plan = plan_diff(previous, records, feed.identity)
+        plan = plan_diff(previous, records, feed.key_function(), feed.compare)
         result = finish_diff(plan, await self.snapshots.records(school_id, resource, plan.need_old))
+        if feed.aged_out is not None and result.removed:
+            result = _without_aged_out(result, feed, self.settings)
         if result.held_back:
             metrics.MASS_REMOVALS_HELD.labels(resource=resource).inc()
             log.warning(
@@ -247,3 +254,13 @@ class SchoolPoller:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _without_aged_out(result: DiffResult, feed: Resource, settings: Settings) -> DiffResult:
+    """Removals of records that left a windowed scan by growing old are dropped from the snapshot silently:
+    only a record that vanished from inside the window is `removed`."""
+    assert feed.aged_out is not None
+    kept = [change for change in result.removed if not feed.aged_out(change.record, settings)]
+    if len(kept) == len(result.removed):
+        return result
+    return msgspec.structs.replace(result, removed=kept)

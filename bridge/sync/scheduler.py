@@ -1,15 +1,17 @@
 """When to poll: APScheduler jobs feed a fair queue that a few poll workers drain.
 
-One interval job per active school (with jitter, `max_instances=1`, coalescing, misfire grace) marks the
-school due. Each school's job fires at a fixed phase of the interval derived from its id, the same in
-every replica whenever it learned of the school, so the replicas' jobs for a school fire together (give
-or take the jitter) and whichever is first polls it: the work spreads over the replicas, and the
-schools spread evenly over the interval instead of arriving at d6 in bursts. A newly active school is
-also marked due at once, so its first poll does not wait for its phase.
+What is polled is a *feed*: one watched resource of one school (bridge/catalogue.py), at that resource's
+interval (`BRIDGE_RESOURCE_POLL_SECONDS`, else `BRIDGE_SCHOOL_POLL_SECONDS`). One interval job per feed of
+every active school (with jitter, `max_instances=1`, coalescing, misfire grace) marks the feed due. Each
+job fires at a fixed phase of its interval derived from the school's id, the same in every replica
+whenever it learned of the school, so the replicas' jobs for a feed fire together (give or take the
+jitter) and whichever is first polls it: the work spreads over the replicas, and the schools spread evenly
+over the interval instead of arriving at d6 in bursts. A newly active school's feeds are also marked due
+at once, so its first poll does not wait for its phase.
 
-Due schools wait in a queue that hands out the school that has waited longest since this process last
-handed it out, so when the d6 budget cannot cover every school in an interval, schools take turns and
-each is polled about once per real cycle; nothing piles up: a school is in the queue at most once,
+Due feeds wait in a queue that hands out the feed that has waited longest since this process last
+handed it out, so when the d6 budget cannot cover every feed in an interval, feeds take turns and
+each is polled about once per real cycle; nothing piles up: a feed is in the queue at most once,
 however many intervals it misses. Its lag is how long it has waited beyond its due time.
 """
 
@@ -20,8 +22,9 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -33,10 +36,13 @@ from bridge.settings import Settings
 log = structlog.get_logger(__name__)
 
 INTEGRATIONS_JOB = "integrations"
-SCHOOL_JOB = "school:{}"
+FEED_JOB = "feed:{}:{}"
 
-PollFn = Callable[[int, float, bool], Awaitable[None]]
-"""poll_school(school_id, due_at, force): due_at is when the school became due (Unix time)."""
+Feed = tuple[int, str]
+"""(school id, resource name)."""
+PollFn = Callable[[int, str, float, bool], Awaitable[None]]
+"""poll_feed(school_id, resource, due_at, force): due_at is when the feed became due (Unix time)."""
+K = TypeVar("K", bound=Hashable)
 
 
 def phase_seconds(school_id: int, interval: float) -> float:
@@ -65,41 +71,49 @@ class PhaseTrigger(BaseTrigger):  # type: ignore[misc]
         return datetime.fromtimestamp(self.phase + slot * self.interval + jitter, UTC)
 
 
-class DueQueue:
-    """Schools waiting for a poll. Forced polls come out first; then the school handed out longest ago
-    (never handed out counts as longest), so under a short budget every school gets its turn before any
-    gets a second one. A fire that arrives while the school waits keeps its earlier due time."""
+class DueQueue(Generic[K]):
+    """Feeds (or schools) waiting for a poll. Forced polls come out first; then the one handed out longest
+    ago (never handed out counts as longest), so under a short budget every feed gets its turn before any
+    gets a second one. A fire that arrives while the feed waits keeps its earlier due time."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._due: dict[int, tuple[float, bool]] = {}
-        self._served: dict[int, float] = {}
-        self._polling: set[int] = set()
+    def __init__(
+        self, clock: Callable[[], float] = time.time, group: Callable[[K], Hashable] | None = None
+    ) -> None:
+        self._due: dict[K, tuple[float, bool]] = {}
+        self._served: dict[K, float] = {}
+        self._polling: set[K] = set()
         self._clock = clock
+        self._group = group
+        """Keys of one group (a school's feeds) are handed out one at a time: they share one lease."""
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._due)
 
-    def put(self, school_id: int, due_at: float, force: bool = False) -> None:
+    def put(self, school_id: K, due_at: float, force: bool = False) -> None:
         """Mark a school due; if it is already waiting it keeps its earlier place."""
         current = self._due.get(school_id)
         if current is None or due_at < current[0] or (force and not current[1]):
             self._due[school_id] = (min(due_at, current[0]) if current else due_at, force)
         self._changed.set()
 
-    def discard(self, school_id: int) -> None:
+    def discard(self, school_id: K) -> None:
         self._due.pop(school_id, None)
         self._served.pop(school_id, None)
 
-    def waiting_since(self, school_id: int) -> float | None:
+    def waiting_since(self, school_id: K) -> float | None:
         entry = self._due.get(school_id)
         return entry[0] if entry else None
 
-    def take(self) -> tuple[int, float, bool] | None:
+    def take(self) -> tuple[K, float, bool] | None:
         """The next school (see the class), its due time and whether it was forced; None when none is
         ready. A school being polled here stays waiting until `done`: a fire that arrives during its poll
         is kept for after it, not spent on a worker that would find the school busy."""
-        ready = [s for s in self._due if s not in self._polling]
+        if self._group is None:
+            ready = [s for s in self._due if s not in self._polling]
+        else:
+            group, busy = self._group, {self._group(p) for p in self._polling}
+            ready = [s for s in self._due if s not in self._polling and group(s) not in busy]
         if not ready:
             return None
         school_id = min(
@@ -110,12 +124,12 @@ class DueQueue:
         self._polling.add(school_id)
         return school_id, due_at, force
 
-    def done(self, school_id: int) -> None:
+    def done(self, school_id: K) -> None:
         """The poll `take` handed out has ended."""
         self._polling.discard(school_id)
         self._changed.set()
 
-    async def get(self) -> tuple[int, float, bool]:
+    async def get(self) -> tuple[K, float, bool]:
         """`take`, waiting until a school is ready."""
         while (taken := self.take()) is None:
             self._changed.clear()
@@ -130,15 +144,17 @@ class PollScheduler:
         self,
         settings: Settings,
         *,
-        poll_school: PollFn,
+        poll_feed: PollFn,
         poll_integrations: Callable[[], Awaitable[None]],
         workers: int = 4,
+        resources: Sequence[str] | None = None,
     ) -> None:
         self.settings = settings
-        self._poll_school = poll_school
+        self._poll_feed = poll_feed
         self._poll_integrations = poll_integrations
         self._workers = workers
-        self.queue = DueQueue()
+        self.resources = tuple(resources if resources is not None else settings.resources)
+        self.queue: DueQueue[Feed] = DueQueue(group=_school_of)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._tasks: list[asyncio.Task[None]] = []
         self.schools: set[int] = set()
@@ -174,72 +190,86 @@ class PollScheduler:
         self._tasks = []
 
     def sync_schools(self, active: set[int]) -> None:
-        """Add a job for every newly active school and remove the jobs of schools no longer active."""
-        interval = self.settings.school_poll_seconds
+        """Add a job for every feed of each newly active school; remove those of schools no longer active."""
         now = time.time()
         for school_id in sorted(active - self.schools):
-            # Due now (a replica that polled it less than an interval ago makes the others skip), and
-            # from then on at the school's own phase, like every other replica. The poll records `now`
-            # as its due time, so a phase that comes sooner than an interval later is skipped: the school
-            # falls into its phase within two intervals, never polled twice in one.
-            self.queue.put(school_id, now)
-            self.scheduler.add_job(
-                self._mark_due,
-                PhaseTrigger(interval, phase_seconds(school_id, interval), self.settings.poll_jitter_seconds),
-                args=(school_id,),
-                id=SCHOOL_JOB.format(school_id),
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=max(1, int(interval)),
-                replace_existing=True,
-            )
+            for resource in self.resources:
+                # Due now (a replica that polled it less than an interval ago makes the others skip), and
+                # from then on at the school's own phase, like every other replica. The poll records `now`
+                # as its due time, so a phase that comes sooner than an interval later is skipped: the feed
+                # falls into its phase within two intervals, never polled twice in one.
+                interval = self.settings.feed_interval(resource)
+                self.queue.put((school_id, resource), now)
+                self.scheduler.add_job(
+                    self._mark_due,
+                    PhaseTrigger(
+                        interval, phase_seconds(school_id, interval), self.settings.feed_jitter(resource)
+                    ),
+                    args=(school_id, resource),
+                    id=FEED_JOB.format(school_id, resource),
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=max(1, int(interval)),
+                    replace_existing=True,
+                )
         for school_id in sorted(self.schools - active):
-            with contextlib.suppress(Exception):
-                self.scheduler.remove_job(SCHOOL_JOB.format(school_id))
-            self.queue.discard(school_id)
+            for resource in self.resources:
+                with contextlib.suppress(Exception):
+                    self.scheduler.remove_job(FEED_JOB.format(school_id, resource))
+                self.queue.discard((school_id, resource))
         if active != self.schools:
             log.info(
                 "schools scheduled",
                 active=len(active),
                 added=len(active - self.schools),
                 removed=len(self.schools - active),
+                feeds_per_school=len(self.resources),
             )
         self.schools = set(active)
 
-    def request_poll(self, school_id: int) -> None:
-        """Poll this school as soon as a worker is free, even if it is not due."""
-        self.queue.put(school_id, time.time(), force=True)
+    def request_poll(self, school_id: int, resource: str | None = None) -> None:
+        """Poll this school's feeds (or one of them) as soon as a worker is free, even if not due."""
+        for name in self.resources if resource is None else (resource,):
+            self.queue.put((school_id, name), time.time(), force=True)
 
     def request_polls(self, school_ids: set[int]) -> None:
-        """One poll of each of these schools, as soon as a worker is free (denied schools' retries)."""
+        """One poll of the first feed of each of these schools (the retries of denied schools: one data
+        call tells whether d6 reads them again)."""
         for school_id in sorted(school_ids):
-            self.request_poll(school_id)
+            self.request_poll(school_id, self.resources[0])
 
     def lag_seconds(self, school_id: int) -> float:
-        """How long the school has been waiting beyond its due time (0 when it is not waiting)."""
-        since = self.queue.waiting_since(school_id)
-        return 0.0 if since is None else max(0.0, time.time() - since)
+        """How long the school's most overdue feed has been waiting beyond its due time (0 when none)."""
+        now = time.time()
+        waits = [self.queue.waiting_since((school_id, r)) for r in self.resources]
+        return max((max(0.0, now - since) for since in waits if since is not None), default=0.0)
 
     def max_lag_seconds(self) -> float:
         return max((self.lag_seconds(s) for s in list(self.schools)), default=0.0)
 
-    async def _mark_due(self, school_id: int) -> None:
-        self.queue.put(school_id, time.time())
+    async def _mark_due(self, school_id: int, resource: str) -> None:
+        self.queue.put((school_id, resource), time.time())
 
     async def _worker(self, number: int) -> None:
         while True:
-            school_id, due_at, force = await self.queue.get()
+            feed, due_at, force = await self.queue.get()
+            school_id, resource = feed
             try:
-                await self._poll_school(school_id, due_at, force)
+                await self._poll_feed(school_id, resource, due_at, force)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as error:
                 log.warning(
                     "poll could not reach Redis",
                     school_id=school_id,
+                    resource=resource,
                     error=f"{type(error).__name__}: {error}",
                 )
             except Exception:
-                log.exception("poll crashed", school_id=school_id, worker=number)
+                log.exception("poll crashed", school_id=school_id, resource=resource, worker=number)
             finally:
-                self.queue.done(school_id)
+                self.queue.done(feed)
+
+
+def _school_of(feed: Feed) -> int:
+    return feed[0]

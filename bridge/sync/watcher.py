@@ -45,7 +45,7 @@ from bridge.events.envelope import Event, new_event
 from bridge.events.outbox import Outbox
 from bridge.settings import Settings
 from bridge.store.codec import as_bytes, as_text
-from bridge.store.keys import Keys
+from bridge.store.keys import META_DENIED, META_PURGED, META_REVOKED, Keys
 from bridge.store.marker import StoreMarker
 from bridge.sync.diff import DiffResult, Record, finish_diff, is_mass_removal, plan_diff
 from bridge.sync.events import integration_events, integration_id, is_active
@@ -189,17 +189,19 @@ class IntegrationsWatcher:
             self.settings.emit_initial_snapshot and not self._after_reset()
         )
         semaphore = asyncio.Semaphore(CONCURRENCY)
+        # A listed school's `denied` flag is cleared only by its pairs leaving the list, so it can be read
+        # before the commits (the active set is then stored right after them).
+        listed = sorted(s for s, pairs in by_school.items() if any(is_active(p) for p in pairs))
+        flags = await self.snapshots.flags_of(listed)
+        denied = {s for s in listed if flags[s].denied is not None}
 
         async def one(school_id: int) -> None:
             async with semaphore:
                 await self._commit_school(school_id, by_school.get(school_id, []), emit_created=emit)
 
         await asyncio.gather(*(one(s) for s in sorted(known | set(by_school))))
-        await self.snapshots.mark_integrations_baselined()
-        listed = sorted(s for s, pairs in by_school.items() if any(is_active(p) for p in pairs))
-        flags = await self.snapshots.flags_of(listed)
-        denied = {s for s in listed if flags[s].denied is not None}
         await self._store_active(set(listed) - denied)
+        await self.snapshots.mark_integrations_baselined()
         return denied
 
     async def _commit_school(self, school_id: int, records: list[Record], *, emit_created: bool) -> int:
@@ -220,11 +222,11 @@ class IntegrationsWatcher:
                 # The denial already said `revoked`; a pair that now leaves the list is not revoked twice.
                 events = [e for e in events if e.type != "integration.revoked"]
                 if remaining == 0:
-                    changed_flags["denied"] = None
+                    changed_flags[META_DENIED] = None
             if remaining == 0 and flags.revoked is None:
-                changed_flags["revoked"] = time.time()
+                changed_flags[META_REVOKED] = time.time()
             elif remaining > 0 and flags.revoked is not None:
-                changed_flags.update(revoked=None, purged=None)
+                changed_flags.update({META_REVOKED: None, META_PURGED: None})
             try:
                 committed = await self.snapshots.commit(
                     school_id, RESOURCE, result, events, token=None, flags=changed_flags
@@ -321,9 +323,9 @@ class IntegrationsWatcher:
                 deletes=[],
                 version=previous.version,
             )
-            changed_flags: dict[str, float | None] = {"denied": now} if denied else {"denied": None}
+            changed_flags: dict[str, float | None] = {META_DENIED: now if denied else None}
             if not denied:
-                changed_flags["purged"] = None
+                changed_flags[META_PURGED] = None
             try:
                 committed = await self.snapshots.commit(
                     school_id, RESOURCE, unchanged, events, token=None, flags=changed_flags

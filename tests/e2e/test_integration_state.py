@@ -196,9 +196,12 @@ async def test_a_school_authorised_again_before_the_purge_is_diffed_against_its_
     sim = simulator_factory(schools=2, learners=30, debtors=20, seed=15)
     control = httpx.AsyncClient(base_url=sim.control_url)
     async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services:
+        client = api(services)
         await wait_for(lambda: all_polled(services, [1000, 1001]), what="first polls")
         await control.post("/schools/1001/revoke")
         await wait_for(lambda: _at_least(redis, 1001, 1), what="the revocation")
+        # Its data may answer 401 before the list shows it gone: wait until the list has been read.
+        await wait_for(lambda: _state(client, 1001, "revoked"), what="the pair gone from the list")
         learner = (await control.get("/schools/1001/learners")).json()["data"][0]
         await control.patch(f"/schools/1001/learners/{learner['learner_id']}", json={"grade": "RR"})
         await control.post("/schools/1001/authorise")

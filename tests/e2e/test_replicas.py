@@ -113,5 +113,6 @@ async def test_three_replicas_poll_each_school_once_per_interval_and_never_emit_
 
 
 async def _polled_since(redis: aioredis.Redis, school_id: int, since: float) -> bool:
-    raw = await redis.hget(f"d6b:{{s:{school_id}}}:poll", "last_success")
-    return raw is not None and float(raw) > since + 0.5
+    """Both feeds of the school (its debtors and its learners) polled since."""
+    raw = await redis.hmget(f"d6b:{{s:{school_id}}}:poll", ["debtors.last_success", "learners.last_success"])
+    return all(value is not None and float(value) > since + 0.5 for value in raw)

@@ -73,19 +73,27 @@ def test_replicas_that_learn_a_school_at_different_times_fire_it_together_withou
 
 
 def test_a_newly_active_school_is_due_at_once_then_at_its_phase() -> None:
-    settings = Settings(school_poll_seconds=300.0, poll_jitter_seconds=30.0)
+    settings = Settings(
+        school_poll_seconds=300.0, poll_jitter_seconds=30.0, resource_poll_seconds={"learners": 60.0}
+    )
 
-    async def poll(school_id: int, due_at: float, force: bool) -> None:
+    async def poll(school_id: int, resource: str, due_at: float, force: bool) -> None:
         raise AssertionError("no worker runs in this test")
 
     async def integrations() -> None:
         raise AssertionError("no job runs in this test")
 
-    scheduler = PollScheduler(settings, poll_school=poll, poll_integrations=integrations)
+    scheduler = PollScheduler(settings, poll_feed=poll, poll_integrations=integrations)
     before = time.time()
     scheduler.sync_schools({1000, 1001})
-    taken = [scheduler.queue.take() for _ in range(2)]
-    assert {t[0] for t in taken if t} == {1000, 1001}
-    assert all(t is not None and before <= t[1] <= time.time() for t in taken)
-    job = scheduler.scheduler.get_job("school:1000")
+    taken = [scheduler.queue.take() for _ in range(4)]
+    # One feed per school at a time (the school's feeds share its lease); both schools at once.
+    assert {t[0] for t in taken if t} == {(1000, "debtors"), (1001, "debtors")}
+    assert all(t is None or before <= t[1] <= time.time() for t in taken)
+    scheduler.queue.done((1000, "debtors"))
+    assert scheduler.queue.take() is not None and scheduler.queue.waiting_since((1000, "learners")) is None
+    job = scheduler.scheduler.get_job("feed:1000:debtors")
     assert isinstance(job.trigger, PhaseTrigger) and job.trigger.phase == phase_seconds(1000, 300.0)
+    # Each feed at its own interval (BRIDGE_RESOURCE_POLL_SECONDS), its jitter the same share of it.
+    job = scheduler.scheduler.get_job("feed:1000:learners")
+    assert (job.trigger.interval, job.trigger.jitter) == (60.0, 6.0)
