@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUITES_STAMP := $(VENV)/.installed-suites
 
-.PHONY: demo test lint typecheck pytest redis-server browser bench chaos faults scale soak suites clean
+.PHONY: demo test lint typecheck pytest redis-server browser promtool bench chaos faults scale soak suites clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(SUITES_STAMP): pyproject.toml $(STAMP)
 demo: $(STAMP)
 	$(BIN)/d6-bridge demo
 
-test: $(STAMP) redis-server browser lint typecheck pytest
+test: $(STAMP) redis-server browser promtool lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests bench suites
@@ -52,6 +52,16 @@ browser:
 	      || echo "chromium could not be installed: the console's browser tests will skip" >&2; \
 	  else \
 	    echo "chromium is missing: the console's browser tests will skip (apt-get install chromium)" >&2; \
+	  fi; }
+
+# The metrics test runs `promtool check metrics` (Debian's prometheus package) on /metrics; it skips without it.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+	      || echo "prometheus could not be installed: the promtool test will skip" >&2; \
+	  else \
+	    echo "promtool is missing: the metrics lint test will skip (apt-get install prometheus)" >&2; \
 	  fi; }
 
 # Benchmarks (bench/RESULTS.md): each starts its own redis-server; all run, and any missed target fails.

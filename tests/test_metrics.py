@@ -5,6 +5,9 @@ The registry is process-wide, so the tests compare scrapes taken before and afte
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import subprocess
 from collections.abc import Callable
 
 import httpx
@@ -91,6 +94,35 @@ async def test_every_series_of_the_spec_is_exposed_with_the_prefix(dispatcher: D
     assert names >= SPEC_SERIES, SPEC_SERIES - names
     assert all(f.name.startswith("d6_bridge_") for f in page.families)
     assert page.value("d6_bridge_deliveries_total", outcome="dead") >= 0  # exists before any delivery
+
+
+async def test_promtool_accepts_the_live_page_without_a_warning(
+    dispatcher: Dispatcher, receiver_factory: Callable[..., tuple[Receiver, str]]
+) -> None:
+    """`promtool check metrics` (Debian's `prometheus` package; `make test` installs it) on `/metrics`
+    after deliveries and d6 answers have filled in label values: silent, exit 0, no `_created` series."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is missing: apt-get install prometheus (make test does it when root)")
+    app = build_app(dispatcher)
+    _, url = receiver_factory()
+    await dispatcher.store.create(url=url)
+    metrics.observe_d6_response("GET /v2/finplus/debtmanagement/learners", 200, 0.1)
+    metrics.EVENTS_EMITTED.labels(type="learner.created").inc()
+    metrics.POLLS.labels(resource="school", outcome="ok").inc()
+    await dispatcher.fan_out(make_events(1, 1))
+    page = await scrape(app)
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "check", "metrics"],
+        input=page.text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
+    assert "_created" not in page.text
+    assert page.value("d6_bridge_schools", state="denied") == 0  # every state the HELP names exists
 
 
 async def test_delivery_series_move_after_deliveries(
@@ -188,7 +220,7 @@ async def test_metrics_render_when_redis_is_down() -> None:
         store = SubscriptionStore(down, Keys(settings.redis_prefix), UrlGuard(allow_private=True))
         dispatcher = Dispatcher(down, settings, store)
         app = build_app(dispatcher)
-        failures = "d6_bridge_gauge_refresh_failures_total"
+        failures = "d6_bridge_scrape_refresh_failures_total"
         before = await scrape(app)
         after = await scrape(app)
         assert after.value(failures) - before.value(failures) == 1

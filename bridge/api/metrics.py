@@ -5,7 +5,7 @@ before rendering, the gauges that describe the shared store are refreshed from R
 from the subscription store and the dispatcher), then `more` is awaited when given (a serve process's
 poll gauges), so other parts can set their own gauges at scrape time. A refresh is bounded in time; if
 it fails (Redis down or slow) the page still renders, with those gauges at their last known values, and
-`d6_bridge_gauge_refresh_failures_total` counts the miss.
+`d6_bridge_scrape_refresh_failures_total` counts the miss.
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ class Gauges:
                 if self.more is not None:
                     await self.more()
         except (RedisError, OSError, TimeoutError) as error:
-            metrics.GAUGE_REFRESH_FAILURES.inc()
+            metrics.SCRAPE_REFRESH_FAILURES.inc()
             log.warning("metrics gauges not refreshed", error=f"{type(error).__name__}: {error}".rstrip(": "))
             return False
         except Exception:
-            metrics.GAUGE_REFRESH_FAILURES.inc()
+            metrics.SCRAPE_REFRESH_FAILURES.inc()
             log.exception("metrics gauges refresh crashed")
             return False
         return True
