@@ -31,6 +31,7 @@ from litestar.types import ControllerRouterHandler
 from bridge import __version__
 from bridge.api.contract import SECURITY_SCHEMES, StrictStructSchemaPlugin
 from bridge.api.deliveries import DeliveriesController
+from bridge.api.docs import SCHEMA_PATH, render_plugins
 from bridge.api.errors import EXCEPTION_HANDLERS
 from bridge.api.events import EventsController
 from bridge.api.health import Health, HealthController
@@ -111,6 +112,8 @@ def build_api(
             version=__version__,
             description="Signed webhooks for the d6 Integrate API. `/v1/*` needs `Authorization: Bearer`.",
             components=Components(security_schemes=SECURITY_SCHEMES),
+            path=SCHEMA_PATH,
+            render_plugins=render_plugins(),  # Swagger UI served whole by the bridge (docs.py)
         ),
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
         plugins=[StrictStructSchemaPlugin()],

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,40 +24,17 @@ from bridge.testing.receivers import Answer, Receiver
 from bridge.testing.servers import SimulatorServer, ThreadedServer
 from bridge.testing.settings import TOKEN, bridge_settings
 from bridge.testing.waiting import wait_until
-from tests.console.helpers import console_app
+from tests.console.helpers import CHROMIUM_ARGS, chromium_path, console_app
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
 )
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 SCRIPT_SCHOOL = "<script>alert(1)</script>"
 SCRIPT_SCHOOL_ID = 1100
 SCRIPT_LEARNER = "<img src=x onerror=alert(2)>"
 WAIT_MS = 15_000
-
-
-def chromium_path() -> str:
-    """Debian's chromium, installed here when missing and allowed (root with apt-get); else skip."""
-    if Path(CHROMIUM).exists():
-        return CHROMIUM
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300, check=False)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-            env=env,
-            capture_output=True,
-            timeout=600,
-            check=False,
-        )
-    if not Path(CHROMIUM).exists():
-        pytest.skip(
-            f"no browser: {CHROMIUM} is missing and could not be installed (apt-get install chromium)"
-        )
-    return CHROMIUM
 
 
 @dataclass
