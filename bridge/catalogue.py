@@ -14,15 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from bridge.d6 import finance
 from bridge.d6.endpoints import ACCOUNTABLE_PERSONS, LEARNERS, Endpoint
 
-if TYPE_CHECKING:
-    from bridge.settings import Settings
-
 Record = dict[str, Any]
+
+
+class Settings(Protocol):
+    """What a scan's query reads of the settings (`bridge.settings.Settings` has it; the catalogue sits below
+    the settings, which validate `BRIDGE_RESOURCES` against it)."""
+
+    @property
+    def debtor_scope(self) -> str: ...
+
+    @property
+    def transaction_window_days(self) -> int: ...
 RECORD_KINDS: Final = ("created", "updated", "removed")
 
 

@@ -56,17 +56,80 @@ def describe(event: dict[str, Any]) -> str:
     sequence, etype = event.get("sequence", "?"), event.get("type", "?")
     head = f"{clock}  #{sequence:<4} {etype:<24} school {event.get('school_id')}"
     resource = event.get("resource")
+    changes = event.get("changes") or {}
     if resource in ("learner", "debtor"):
         who = (
             f"{resource} {event.get('resource_id')} {data.get('first_name', '')} {data.get('last_name', '')}"
         )
+    elif resource in FINANCE:
+        who, changes = FINANCE[resource](data, changes)
     else:
         who = f"{resource} {event.get('resource_id')}"
-    changes = event.get("changes") or {}
     what = ", ".join(
         f"{field}: {_short(c.get('old'))} -> {_short(c.get('new'))}" for field, c in changes.items()
     )
     return f"{head}  {' '.join(who.split())}" + (f"  ({what})" if what else "")
+
+
+Changes = dict[str, Any]
+
+
+def _balance(data: dict[str, Any], changes: Changes) -> tuple[str, Changes]:
+    """A balance move: the total, then the buckets that moved."""
+    total = changes.get("balance_total")
+    moved = f"total {_rand(total.get('old'))} -> {_rand(total.get('new'))}" if total else ""
+    buckets = {k: v for k, v in changes.items() if k.startswith("balance_") and k != "balance_total"}
+    now = f"owes {_rand(data.get('balance_total'))}" if not changes else moved
+    return f"debtor {data.get('debtor_code')}  {now}", {
+        k.removeprefix("balance_"): v for k, v in buckets.items()
+    }
+
+
+def _transaction(data: dict[str, Any], changes: Changes) -> tuple[str, Changes]:
+    """A payment or an invoice, readably: who, when, what, how much."""
+    credit, debit = _amount(data.get("credit_amount")), _amount(data.get("debit_amount"))
+    money = f"paid {_rand(credit)}" if credit else f"charged {_rand(debit)}"
+    return (
+        f"debtor {data.get('debtor_code')}  {data.get('transaction_date')}  {money}  "
+        f"{data.get('transaction_description') or data.get('transaction_type') or ''}",
+        changes,
+    )
+
+
+def _promise(data: dict[str, Any], changes: Changes) -> tuple[str, Changes]:
+    state = data.get("promise_completed")
+    return (
+        f"debtor {data.get('debtor_code')}  promised {_rand(data.get('amount_promised'))} by "
+        f"{data.get('date_promised')}, paid {_rand(data.get('amount_paid'))} ({state})",
+        {k: v for k, v in changes.items() if k not in ("amount_paid", "promise_completed")},
+    )
+
+
+def _note(data: dict[str, Any], changes: Changes) -> tuple[str, Changes]:
+    text = str(data.get("note") or "")
+    return (
+        f"debtor {data.get('debtor_code')}  {data.get('note_type') or 'note'} "
+        f"{json.dumps(text[:40] + ('...' if len(text) > 40 else ''), ensure_ascii=False)}",
+        changes,
+    )
+
+
+FINANCE = {"balance": _balance, "transaction": _transaction, "promise": _promise, "note": _note}
+
+
+def _amount(value: Any) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        return 0.0
+
+
+def _rand(value: Any) -> str:
+    """`"3500.00"` -> `R3,500.00` (amounts arrive as d6 sends them: strings)."""
+    try:
+        return f"R{float(str(value)):,.2f}"
+    except ValueError:
+        return str(value)
 
 
 def _short(value: Any) -> str:

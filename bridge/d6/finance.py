@@ -43,17 +43,31 @@ TRANSACTION_IDENTITY: Final = (
 )
 GROUP_KEYS: Final = ("transactions", "financial_transactions", "items")
 """Where a family group may carry its transactions (the report's grouped shape)."""
-_CANONICAL: Final = msgspec.json.Encoder(order="sorted")
+_PLAIN: Final = msgspec.json.Encoder()
+
+
+_AMOUNT_FIELDS: dict[str, bool] = {}
 
 
 def is_amount_field(name: str) -> bool:
     """Money fields of the Finance+ reports: `*amount*`, `balance*`, `bal*` (the age buckets)."""
-    return "amount" in name or name.startswith("bal") or name.endswith("_balance")
+    known = _AMOUNT_FIELDS.get(name)
+    if known is None:
+        known = "amount" in name or name.startswith("bal") or name.endswith("_balance")
+        if len(_AMOUNT_FIELDS) < 10_000:  # bounded, whatever d6 sends
+            _AMOUNT_FIELDS[name] = known
+    return known
 
 
 def normal_amount(value: Any) -> Any:
     """`"3500.00"` -> `"3500"`, `"-12.50"` -> `"-12.5"`: one form per amount; anything else unchanged."""
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
+    if type(value) is str:
+        head, dot, tail = value.partition(".")
+        digits = head[1:] if head[:1] == "-" else head
+        if dot and digits.isdigit() and tail.isdigit() and digits[:1] != "0":  # d6's usual "3500.00"
+            tail = tail.rstrip("0")
+            return f"{head}.{tail}" if tail else head
+    elif not isinstance(value, int | float) or isinstance(value, bool):
         return value
     try:
         number = Decimal(str(value).strip().replace(",", ""))
@@ -104,19 +118,23 @@ def transaction_keys() -> Callable[[Record], str]:
     `:1` does not matter.
     """
     seen: dict[str, int] = {}
+    encode, blake2b = _PLAIN.encode, hashlib.blake2b
 
     def key(record: Record) -> str:
-        if not record.get("transaction_date") or not (
-            record.get("debtor_code") or record.get("accountable_person_id")
-        ):
+        get = record.get
+        debtor, day = get("debtor_code"), get("transaction_date")
+        if not day or not (debtor or get("accountable_person_id")):
             raise D6MalformedResponse(f"transaction without a date or a debtor: {record!r}")
-        identity = [
-            normal_amount(record.get(f)) if is_amount_field(f) else record.get(f)
-            for f in TRANSACTION_IDENTITY
-        ]
-        if identity[0] is None:
-            identity[0] = f"person:{record.get('accountable_person_id')}"
-        digest = hashlib.blake2b(_CANONICAL.encode(identity), digest_size=10).hexdigest()
+        identity = (  # TRANSACTION_IDENTITY, in order, amounts in one form
+            debtor if debtor is not None else f"person:{get('accountable_person_id')}",
+            day,
+            get("transaction_type_id"),
+            get("transaction_reference"),
+            get("transaction_description"),
+            normal_amount(get("debit_amount")),
+            normal_amount(get("credit_amount")),
+        )
+        digest = blake2b(encode(identity), digest_size=10).hexdigest()
         seen[digest] = seen.get(digest, 0) + 1
         return f"{digest}:{seen[digest]}"
 

@@ -102,8 +102,11 @@ def plan_diff(
     id_of: str | Callable[[Record], str],
     compare: Callable[[Record], Record] | None = None,
 ) -> DiffPlan:
-    """Hash the new scan and sort ids into created / changed / missing. `id_of` is a field or a function;
-    `compare` gives the form records are compared in (the snapshot still keeps them as sent)."""
+    """Hash the new scan and sort ids into created / changed / missing. `id_of` is a field or a function.
+
+    `compare` gives the form records are compared in (amounts normalised). Digests are of the records as
+    sent, so an unchanged record costs what it costs without one; a record whose digest moved is compared
+    in that form by `finish_diff`, and one that differs only in form updates the snapshot silently."""
     key = _key_function(id_of)
     scanned: dict[str, Record] = {}
     digests: dict[str, bytes] = {}
@@ -114,8 +117,7 @@ def plan_diff(
         if rid in scanned:
             duplicates += 1  # the same record on two pages: the last one wins
         scanned[rid] = record
-        form = record if compare is None else compare(record)
-        digests[rid] = blake2b(encode(form), digest_size=DIGEST_BYTES).digest()
+        digests[rid] = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
     old = previous.hashes
     created = [rid for rid in scanned if rid not in old]
     changed = [rid for rid in scanned if rid in old and old[rid] != digests[rid]]
@@ -138,8 +140,9 @@ def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult
     updated = []
     for rid in plan.changed:
         new = plan.records[rid]
-        old = old_records.get(rid, {})
-        updated.append(RecordChange(id=rid, record=new, changes=field_changes(old, new, plan.compare)))
+        changes = field_changes(old_records.get(rid, {}), new, plan.compare)
+        if changes:  # else only its form changed ("3500" for "3500.00"): the snapshot takes it silently
+            updated.append(RecordChange(id=rid, record=new, changes=changes))
     remove_ids, hold, held_back = decide_removals(plan.missing, len(plan.previous.hashes), plan.previous.hold)
     removed = [RecordChange(id=rid, record=old_records.get(rid) or {}) for rid in remove_ids]
     upserts = [(rid, plan.digests[rid], plan.records[rid]) for rid in plan.created + plan.changed]

@@ -11,12 +11,15 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from standardwebhooks.webhooks import Webhook
 
 from bridge.app import Services
 from bridge.events.envelope import Event
+from bridge.testing.receivers import Receiver
+from bridge.testing.servers import ThreadedServer
 from bridge.testing.settings import bridge_settings
 from bridge.testing.waiting import wait_for
-from tests.e2e.helpers import running_bridge, school_events
+from tests.e2e.helpers import api, running_bridge, school_events
 
 FINANCE = ("ageanalysis", "promisetopays", "debtornotes/notes", "financialtransactions")
 
@@ -214,3 +217,36 @@ async def _failed(services: Services, endpoint: str) -> bool:
 
 async def _any_of(redis: aioredis.Redis, prefix: str) -> bool:
     return any(e.resource == prefix for e in await school_events(redis, 1000))
+
+
+async def test_a_subscription_filtered_to_balances_and_new_transactions_gets_exactly_those_signed(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(schools=1, learners=40, debtors=30, seed=35)
+    control = httpx.AsyncClient(base_url=sim.control_url)
+    receiver = Receiver()
+    settings = bridge_settings(redis_url, sim.base_url, BRIDGE_RESOURCES="all")
+    with ThreadedServer(receiver) as hook:
+        async with running_bridge(settings) as services, api(services) as client:
+            created = await client.post(
+                "/v1/subscriptions",
+                json={"url": f"{hook.url}/d6", "event_types": ["balance.*", "transaction.created"]},
+            )
+            assert created.status_code == 201, created.text
+            await wait_for(lambda: polled(services, 1000), what="the baseline")
+            person = int(
+                (await control.get("/schools/1000/balances")).json()["data"][2]["accountable_person_id"]
+            )
+            await control.post("/schools/1000/promises", json={"accountable_person_id": person})
+            await control.post("/schools/1000/notes", json={"accountable_person_id": person})
+            await control.post(
+                "/schools/1000/transactions", json={"accountable_person_id": person, "amount": "75"}
+            )
+            await wait_for(lambda: len(receiver.received) >= 2, what="two webhooks")
+            await wait_for(
+                lambda: types_after(redis, 1000, 0, {"promise.created", "note.created"}), what="all"
+            )
+            await asyncio.sleep(2.5)
+    verifier = Webhook(created.json()["secret"])
+    bodies = [verifier.verify(r.body, r.headers) for r in receiver.received]
+    assert sorted(b["type"] for b in bodies) == ["balance.updated", "transaction.created"]
