@@ -38,16 +38,20 @@ class BridgeApi:
     def create_subscription(self, url: str, **fields: Any) -> dict[str, Any]:
         return dict(self.call("POST", "/v1/subscriptions", json={"url": url, **fields}))
 
-    def dead_letters(self) -> list[dict[str, Any]]:
+    def every(self, path: str, limit: int = 500) -> list[dict[str, Any]]:
+        """Every item of a list endpoint, page after page (`{"data", "meta": {"next_cursor"?}}`)."""
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
-            page = self.call("GET", "/v1/dead-letters", params=params)
-            items += page["items"]
-            cursor = page.get("next_cursor")
+            params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+            page = self.call("GET", path, params=params)
+            items += page["data"]
+            cursor = page["meta"].get("next_cursor")
             if not cursor:
                 return items
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return self.every("/v1/dead-letters", limit=200)
 
     def retry_dead_letters(self) -> int:
         """Send every dead letter again; returns how many were requeued."""
@@ -56,15 +60,7 @@ class BridgeApi:
 
     def events(self) -> list[dict[str, Any]]:
         """The whole event log through `GET /v1/events`, every page."""
-        events: list[dict[str, Any]] = []
-        cursor: str | None = None
-        while True:
-            params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
-            page = self.call("GET", "/v1/events", params=params)
-            events += page["data"]
-            cursor = page["meta"].get("next_cursor")
-            if not cursor:
-                return events
+        return self.every("/v1/events")
 
     def schools(self) -> list[dict[str, Any]]:
-        return list(self.call("GET", "/v1/schools")["data"])
+        return self.every("/v1/schools")

@@ -6,36 +6,58 @@
 - `rfc3339`: Unix seconds as the API shows every time (UTC, microseconds, `Z`).
 - `error_response`: the error body of every answer (`{"status_code", "detail", "extra"}`, see
   `contract.ErrorBody`).
+- `PageMeta`, `Limit`, `Cursor`: every list answers `{"data": [...], "meta": {"limit", "next_cursor"?}}`
+  and takes `?limit=&cursor=`; `next_cursor` is there while there may be more (pass it back as `cursor`).
 - `score_cursor` / `next_score_cursor`: the opaque cursor of the lists ordered by a time score (attempts,
   dead letters): the score of the last item shown, passed back to get the older ones.
+- `keyset_page`: the same for a list read whole and sorted by a key (subscriptions, schools): the key of
+  the last item shown.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from typing import Any, Final, TypeAlias, TypeVar
+import bisect
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Final, TypeAlias, TypeVar
 
+import msgspec
 from litestar import MediaType, Response
 from litestar.di import NamedDependency
-from litestar.params import SkipValidation
+from litestar.params import QueryParameter, SkipValidation
 
 from bridge.delivery.store import InvalidSubscription
+from bridge.events.envelope import format_timestamp
 
 T = TypeVar("T")
 
 Injected: TypeAlias = NamedDependency[SkipValidation[T]]
 
+K = TypeVar("K", int, str)
+
 MAX_PAGE: Final = 500
-"""The largest `limit` of a list ordered by a time score."""
+"""The largest `limit` of every list."""
+
+Limit: TypeAlias = Annotated[
+    int, QueryParameter(ge=1, le=MAX_PAGE, description="items on a page, 1 to 500 (default 50)")
+]
+Cursor: TypeAlias = Annotated[
+    str | None, QueryParameter(description="`meta.next_cursor` of the page before; absent for the first page")
+]
+
+
+class PageMeta(msgspec.Struct, kw_only=True):
+    limit: int
+    next_cursor: str | msgspec.UnsetType = msgspec.UNSET
+    """Pass it back as `cursor` for the next page; absent on the last page."""
+
+
+def page_meta(limit: int, next_cursor: str | None) -> PageMeta:
+    return PageMeta(limit=limit, next_cursor=msgspec.UNSET if next_cursor is None else next_cursor)
 
 
 def rfc3339(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    seconds = int(moment)
-    micros = min(round((moment - seconds) * 1_000_000), 999_999)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+    """A Unix time as every time the bridge writes (`format_timestamp`); None stays None."""
+    return None if moment is None else format_timestamp(moment)
 
 
 def error_response(status: int, detail: str, extra: dict[str, Any] | None = None) -> Response[Any]:
@@ -64,3 +86,25 @@ def score_cursor(cursor: str | None) -> float | None:
 def next_score_cursor(scores: Sequence[float], limit: int) -> str | None:
     """The cursor of the page after one that showed `scores`: none when the page was not full."""
     return repr(scores[-1]) if len(scores) == limit else None
+
+
+def keyset_page(
+    ordered: Sequence[T], key: Callable[[T], K], after: K | None, limit: int
+) -> tuple[list[T], str | None]:
+    """The items of `ordered` (sorted by `key`) after the key `after`, at most `limit`, and the cursor of
+    the next page (None when nothing is left). An item removed meanwhile does not shift the pages."""
+    start = 0 if after is None else bisect.bisect_right([key(item) for item in ordered], after)
+    page = list(ordered[start : start + limit])
+    return page, str(key(page[-1])) if page and start + limit < len(ordered) else None
+
+
+def int_cursor(cursor: str | None) -> int | None:
+    """The key a `next_cursor` of a list keyed by a number stands for; None for the first page."""
+    if cursor is None or cursor == "":
+        return None
+    try:
+        return int(cursor)
+    except ValueError:
+        raise InvalidSubscription(
+            "cursor", "is not a cursor this API gave out; pass next_cursor back"
+        ) from None

@@ -1,11 +1,16 @@
 """What `/v1` promises beyond each handler's own answer: documented errors, bearer auth and JSON bodies.
 
 - `error_responses(...)`: the error answers an operation can give, for the OpenAPI schema, so that every
-  status a client can meet is documented with the error body (`{"status_code", "detail", "extra"}`).
-  401 (no or wrong token) and 503 (Redis unavailable) are always there.
+  status a client can meet is documented with the one error body (`{"status_code", "detail", "extra"}`,
+  `extra` always an object). 400 (a bad parameter), 401 (no or wrong token) and 503 (Redis unavailable)
+  are always there; they replace Litestar's own 400 schema, whose `extra` generators cannot type.
+- `operation_id`: the operation id of a handler, its name in camelCase (`list_events` -> `listEvents`), so
+  that generated clients get plain names (`list_events.py`, `ListEventsResponse...`).
 - `SECURITY` / `SECURITY_SCHEMES`: the bearer token, declared in the schema.
 - `StrictStructSchemaPlugin`: a body struct declared `forbid_unknown_fields` gets
   `additionalProperties: false` in the schema, as the server does refuse unknown fields (400).
+- `MetaSchemaPlugin`: a string annotated with `msgspec.Meta(extra_json_schema=...)` (the bridge's
+  `Timestamp`) gets that format and description in the schema, as msgspec's own schema has them.
 - `json_body`: a `before_request` hook. A body must be JSON (`Content-Type: application/json` or
   `*/*+json`, else 415), valid UTF-8 and not absurdly nested (else 400); the decoded body is cached on
   the request, so the handler's own parsing does not decode it again. Over `request_max_body_size`
@@ -21,12 +26,14 @@ from litestar import Request
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin  # litestar is pinned
 from litestar.exceptions import ClientException, HTTPException, SerializationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Reference, Schema, SecurityScheme
+from litestar.openapi.spec import OpenAPIType, Reference, Schema, SecurityScheme
+from litestar.plugins import OpenAPISchemaPlugin
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.typing import FieldDefinition
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.handlers import HTTPRouteHandler
 
 BEARER: Final = "BearerToken"
 SECURITY: Final[list[dict[str, list[str]]]] = [{BEARER: []}]
@@ -44,7 +51,8 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 
     status_code: int
     detail: str
-    extra: dict[str, Any] | list[Any] | None = None
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Details for a program: for a 400, `errors` (each bad field); for a 404, the id not found."""
 
 
 DESCRIPTIONS: Final = {
@@ -58,11 +66,17 @@ DESCRIPTIONS: Final = {
 
 
 def error_responses(*codes: int) -> dict[int, ResponseSpec]:
-    """The documented error answers of an operation: 401 and 503, and `codes`."""
+    """The documented error answers of an operation: 400, 401 and 503, and `codes`."""
     return {
         code: ResponseSpec(data_container=ErrorBody, description=DESCRIPTIONS[code], generate_examples=False)
-        for code in sorted({401, 503, *codes})
+        for code in sorted({400, 401, 503, *codes})
     }
+
+
+def operation_id(handler: HTTPRouteHandler, _method: Any, _path: Any) -> str:
+    """`list_events` -> `listEvents`: the handler's name is the operation's (handler names are unique)."""
+    first, *rest = handler.handler_name.split("_")
+    return first + "".join(word.title() for word in rest)
 
 
 class StrictStructSchemaPlugin(StructSchemaPlugin):
@@ -79,6 +93,35 @@ class StrictStructSchemaPlugin(StructSchemaPlugin):
         schema = super().to_openapi_schema(field_definition, schema_creator)
         schema.additional_properties = False
         return schema
+
+
+class MetaSchemaPlugin(OpenAPISchemaPlugin):
+    """A `str` annotated with `msgspec.Meta(extra_json_schema=..., description=...)` keeps its format and
+    description in the OpenAPI schema (Litestar reads only its own parameter metadata)."""
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        del value
+        return False
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return field_definition.annotation is str and _meta(field_definition) is not None
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        del schema_creator
+        meta = _meta(field_definition)
+        extra = (meta.extra_json_schema if meta else None) or {}
+        return Schema(
+            type=OpenAPIType.STRING,
+            format=extra.get("format"),
+            description=meta.description if meta else None,
+        )
+
+
+def _meta(field_definition: FieldDefinition) -> msgspec.Meta | None:
+    return next(
+        (m for m in field_definition.metadata if isinstance(m, msgspec.Meta) and m.extra_json_schema), None
+    )
 
 
 BODY_ERRORS: Final = (400, 413, 415)

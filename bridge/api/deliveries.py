@@ -2,9 +2,10 @@
 
 `DeliveriesController` is mounted at `/v1` next to `SubscriptionController`; it serves
 `/v1/subscriptions/{id}/deliveries`, `/v1/subscriptions/{id}/replay`, `/v1/events/{id}/redeliver`,
-`/v1/dead-letters` and `/v1/dead-letters/retry`. Lists are newest first with an opaque `cursor`
-(pass `next_cursor` back; absent or null on the last page). Handlers receive `subscriptions` (the
-`SubscriptionStore`) and `dispatcher` (the `Dispatcher`), and call their methods or `delivery.operations`.
+`/v1/dead-letters` and `/v1/dead-letters/retry`. Lists are newest first, in the one list envelope
+(`{"data", "meta": {"limit", "next_cursor"?}}`, see `common.py`): pass `next_cursor` back as `cursor`.
+Handlers receive `subscriptions` (the `SubscriptionStore`) and `dispatcher` (the `Dispatcher`), and call
+their methods or `delivery.operations`.
 
 `event_deliveries` gives the per-subscription delivery state that `GET /v1/events/{id}` shows.
 """
@@ -12,24 +13,33 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from bridge.api.auth import admin_guard
-from bridge.api.common import MAX_PAGE, Injected, next_score_cursor, rfc3339, score_cursor
+from bridge.api.common import (
+    Cursor,
+    Injected,
+    Limit,
+    PageMeta,
+    next_score_cursor,
+    page_meta,
+    rfc3339,
+    score_cursor,
+)
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
 from bridge.delivery import operations
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.store import InvalidSubscription, SubscriptionStore
 from bridge.delivery.tracking import EventDeliveryStatus, delivery_states
+from bridge.events.envelope import Timestamp
 
 
 class AttemptView(msgspec.Struct, kw_only=True):
-    time: str
+    time: Timestamp
     delivery_id: str
     event_id: str
     event_type: str
@@ -43,8 +53,8 @@ class AttemptView(msgspec.Struct, kw_only=True):
 
 
 class AttemptPage(msgspec.Struct, kw_only=True):
-    items: list[AttemptView]
-    next_cursor: str | None
+    data: list[AttemptView]
+    meta: PageMeta
 
 
 class DeadLetterView(msgspec.Struct, kw_only=True):
@@ -57,13 +67,13 @@ class DeadLetterView(msgspec.Struct, kw_only=True):
     attempts: int
     last_status: int | None
     last_error: str | None
-    last_attempt_at: str | None
-    dead_at: str | None
+    last_attempt_at: Timestamp | None
+    dead_at: Timestamp | None
 
 
 class DeadLetterPage(msgspec.Struct, kw_only=True):
-    items: list[DeadLetterView]
-    next_cursor: str | None
+    data: list[DeadLetterView]
+    meta: PageMeta
 
 
 class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -106,8 +116,8 @@ class EventDeliveryView(msgspec.Struct, kw_only=True):
     attempts: int
     last_status: int | None
     last_error: str | None
-    last_attempt_at: str | None
-    next_attempt_at: str | None
+    last_attempt_at: Timestamp | None
+    next_attempt_at: Timestamp | None
 
 
 async def event_deliveries(dispatcher: Dispatcher, event_id: str) -> list[EventDeliveryView]:
@@ -146,13 +156,13 @@ class DeliveriesController(Controller):
         summary="Delivery attempts, newest first",
         responses=error_responses(404),
     )
-    async def attempts(
+    async def list_deliveries(
         self,
         subscriptions: Injected[SubscriptionStore],
         dispatcher: Injected[Dispatcher],
         subscription_id: FromPath[str],
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
-        cursor: FromQuery[str | None] = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
     ) -> AttemptPage:
         await subscriptions.get(subscription_id)
         rows = await dispatcher.attempts(subscription_id, before=score_cursor(cursor), limit=limit)
@@ -172,7 +182,7 @@ class DeliveriesController(Controller):
             )
             for a in rows
         ]
-        return AttemptPage(items=items, next_cursor=next_score_cursor([a.at for a in rows], limit))
+        return AttemptPage(data=items, meta=page_meta(limit, next_score_cursor([a.at for a in rows], limit)))
 
     @post(
         "/subscriptions/{subscription_id:str}/replay",
@@ -180,7 +190,7 @@ class DeliveriesController(Controller):
         status_code=HTTP_202_ACCEPTED,
         responses=error_responses(404, *BODY_ERRORS),
     )
-    async def replay(
+    async def replay_subscription(
         self,
         subscriptions: Injected[SubscriptionStore],
         dispatcher: Injected[Dispatcher],
@@ -203,7 +213,7 @@ class DeliveriesController(Controller):
         status_code=HTTP_202_ACCEPTED,
         responses=error_responses(404, *BODY_ERRORS),
     )
-    async def redeliver(
+    async def redeliver_event(
         self,
         dispatcher: Injected[Dispatcher],
         event_id: FromPath[str],
@@ -218,12 +228,12 @@ class DeliveriesController(Controller):
         summary="Deliveries that exhausted their retries, newest first",
         responses=error_responses(404),
     )
-    async def dead_letters(
+    async def list_dead_letters(
         self,
         dispatcher: Injected[Dispatcher],
         subscription_id: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
-        cursor: FromQuery[str | None] = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
     ) -> DeadLetterPage:
         rows = await operations.dead_letters(
             dispatcher, subscription_id=subscription_id, before=score_cursor(cursor), limit=limit
@@ -244,7 +254,8 @@ class DeliveriesController(Controller):
             )
             for score, d in rows
         ]
-        return DeadLetterPage(items=items, next_cursor=next_score_cursor([score for score, _ in rows], limit))
+        next_cursor = next_score_cursor([score for score, _ in rows], limit)
+        return DeadLetterPage(data=items, meta=page_meta(limit, next_cursor))
 
     @post(
         "/dead-letters/retry",

@@ -11,21 +11,15 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, QueryParameter
 
 from bridge.api.auth import admin_guard
-from bridge.api.common import Injected
+from bridge.api.common import Cursor, Injected, Limit, PageMeta, page_meta
 from bridge.api.contract import SECURITY, error_responses
 from bridge.api.deliveries import EventDeliveryView, event_deliveries
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.events.envelope import EVENT_TYPES, Event
-from bridge.events.log import MAX_LIMIT, EventLog
-
-
-class PageMeta(msgspec.Struct, kw_only=True):
-    limit: int
-    next_cursor: str | None
-    """Pass it back as `cursor` for the next (older) page; null on the last page."""
+from bridge.events.log import EventLog
 
 
 class EventPage(msgspec.Struct, kw_only=True):
@@ -53,8 +47,8 @@ class EventsController(Controller):
         school_id: Annotated[int | None, QueryParameter(ge=1)] = None,
         since: Annotated[dt.datetime | None, QueryParameter(description="RFC 3339, inclusive")] = None,
         until: Annotated[dt.datetime | None, QueryParameter(description="RFC 3339, inclusive")] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 50,
-        cursor: FromQuery[str | None] = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
     ) -> EventPage:
         if type is not None and type not in EVENT_TYPES:
             raise ValidationException(
@@ -69,7 +63,7 @@ class EventsController(Controller):
             )
         except ValueError as error:
             raise ValidationException(detail=f"cursor: {error}") from None
-        return EventPage(data=page, meta=PageMeta(limit=limit, next_cursor=next_cursor))
+        return EventPage(data=page, meta=page_meta(limit, next_cursor))
 
     @get(
         "/{event_id:str}",

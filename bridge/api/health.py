@@ -21,6 +21,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from bridge.api.common import Injected, rfc3339
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.handoff import Handoff
+from bridge.events.envelope import Timestamp
 from bridge.store.marker import SHOW_RESET_SECONDS, StoreMarker
 from bridge.sync.scheduler import PollScheduler
 from bridge.sync.watcher import IntegrationsWatcher
@@ -38,7 +39,7 @@ class Readiness(msgspec.Struct, kw_only=True):
     status: str
     components: list[Component]
     last_integrations_poll_age_seconds: float | None
-    store_reset: str | None = None
+    store_reset: Timestamp | None = None
     """When Redis was last found to have lost the bridge's data, shown for an hour (readiness stays 200)."""
 
 

@@ -63,6 +63,7 @@ class Gauges:
     "/metrics",
     media_type=MEDIA_TYPE,
     summary="Prometheus metrics (text format 0.0.4)",
+    operation_id="getMetrics",
     tags=["operations"],
 )
 async def metrics_endpoint(gauges: Injected[Gauges]) -> Response[bytes]:

@@ -27,8 +27,9 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from bridge.api.auth import admin_guard
-from bridge.api.common import Injected, rfc3339
+from bridge.api.common import Cursor, Injected, Limit, PageMeta, int_cursor, keyset_page, page_meta, rfc3339
 from bridge.api.contract import SECURITY, error_responses
+from bridge.events.envelope import Timestamp
 from bridge.settings import Settings
 from bridge.sync.events import is_active
 from bridge.sync.scheduler import PollScheduler
@@ -59,10 +60,10 @@ class FeedView(msgspec.Struct, kw_only=True):
 
     resource: str
     interval_seconds: float
-    last_poll_started: str | None
-    last_successful_poll: str | None
+    last_poll_started: Timestamp | None
+    last_successful_poll: Timestamp | None
     last_error: str | None
-    last_error_at: str | None
+    last_error_at: Timestamp | None
     consecutive_failures: int
     records: int | None
     """Records in its last complete scan."""
@@ -75,14 +76,14 @@ class SchoolView(msgspec.Struct, kw_only=True):
     school_id: int
     name: str | None
     state: str
-    denied_since: str | None = None
-    revoked_since: str | None = None
-    snapshots_purged_at: str | None = None
+    denied_since: Timestamp | None = None
+    revoked_since: Timestamp | None = None
+    snapshots_purged_at: Timestamp | None = None
     integrations: list[IntegrationView]
-    last_poll_started: str | None
-    last_successful_poll: str | None
+    last_poll_started: Timestamp | None
+    last_successful_poll: Timestamp | None
     last_error: str | None
-    last_error_at: str | None
+    last_error_at: Timestamp | None
     consecutive_failures: int
     lag_seconds: float
     learners: int | None
@@ -90,8 +91,9 @@ class SchoolView(msgspec.Struct, kw_only=True):
     feeds: list[FeedView]
 
 
-class SchoolList(msgspec.Struct, kw_only=True):
+class SchoolPage(msgspec.Struct, kw_only=True):
     data: list[SchoolView]
+    meta: PageMeta
 
 
 class PollAccepted(msgspec.Struct, kw_only=True):
@@ -170,15 +172,18 @@ class SchoolsController(Controller):
 
     @get(
         "/",
-        summary="Every school the bridge knows, with its integration and polling state",
+        summary="Every school the bridge knows, by id, with its integration and polling state",
         responses=error_responses(),
     )
-    async def list_schools(self, schools: Injected[Schools]) -> SchoolList:
+    async def list_schools(
+        self, schools: Injected[Schools], limit: Limit = 50, cursor: Cursor = None
+    ) -> SchoolPage:
         active = await schools.watcher.active_schools()
-        known = set(await schools.snapshots.known_schools()) | active
+        known = sorted(set(await schools.snapshots.known_schools()) | active)
+        page, next_cursor = keyset_page(known, lambda school_id: school_id, int_cursor(cursor), limit)
         now = time.time()
-        views = await asyncio.gather(*(school_view(schools, s, active, now) for s in sorted(known)))
-        return SchoolList(data=list(views))
+        views = await asyncio.gather(*(school_view(schools, s, active, now) for s in page))
+        return SchoolPage(data=list(views), meta=page_meta(limit, next_cursor))
 
     @post(
         "/{school_id:int}/poll",
@@ -186,7 +191,9 @@ class SchoolsController(Controller):
         status_code=HTTP_202_ACCEPTED,
         responses=error_responses(404),
     )
-    async def poll_now(self, schools: Injected[Schools], school_id: FromPath[int]) -> Response[PollAccepted]:
+    async def poll_school(
+        self, schools: Injected[Schools], school_id: FromPath[int]
+    ) -> Response[PollAccepted]:
         if school_id not in await schools.watcher.active_schools():
             raise NotFoundException(
                 detail=f"school {school_id} is not an active school (see GET /v1/schools for the known ones)"

@@ -15,12 +15,13 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from bridge.api.auth import admin_guard
-from bridge.api.common import Injected, rfc3339
+from bridge.api.common import Cursor, Injected, Limit, PageMeta, keyset_page, page_meta, rfc3339
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
 from bridge.delivery import operations
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Subscription
 from bridge.delivery.store import SubscriptionStore
+from bridge.events.envelope import Timestamp
 
 
 class SubscriptionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -48,10 +49,10 @@ class SubscriptionView(msgspec.Struct, kw_only=True):
     ordered: bool
     enabled: bool
     disabled_reason: str | None
-    failing_since: str | None
-    created_at: str
-    updated_at: str
-    previous_secret_expires_at: str | None
+    failing_since: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    previous_secret_expires_at: Timestamp | None
     pending_deliveries: int | None = None
     dead_letters: int | None = None
 
@@ -60,6 +61,11 @@ class SubscriptionWithSecret(SubscriptionView, kw_only=True):
     """Only the answers to create and rotate-secret show the secret."""
 
     secret: str
+
+
+class SubscriptionPage(msgspec.Struct, kw_only=True):
+    data: list[SubscriptionView]
+    meta: PageMeta
 
 
 class TestOutcome(msgspec.Struct, kw_only=True):
@@ -111,7 +117,7 @@ class SubscriptionController(Controller):
         summary="Register a webhook endpoint; the answer holds its signing secret",
         responses=error_responses(*BODY_ERRORS),
     )
-    async def create(
+    async def create_subscription(
         self, subscriptions: Injected[SubscriptionStore], data: JSONBody[SubscriptionCreate]
     ) -> SubscriptionWithSecret:
         subscription = await subscriptions.create(
@@ -123,16 +129,20 @@ class SubscriptionController(Controller):
         )
         return view_with_secret(subscription)
 
-    @get("/", summary="Every subscription (secrets not shown)", responses=error_responses())
-    async def list_subscriptions(self, subscriptions: Injected[SubscriptionStore]) -> list[SubscriptionView]:
-        return [view(s) for s in await subscriptions.list_all()]
+    @get("/", summary="Every subscription, by id (secrets not shown)", responses=error_responses())
+    async def list_subscriptions(
+        self, subscriptions: Injected[SubscriptionStore], limit: Limit = 50, cursor: Cursor = None
+    ) -> SubscriptionPage:
+        ordered = sorted(await subscriptions.list_all(), key=lambda s: s.id)
+        page, next_cursor = keyset_page(ordered, lambda s: s.id, cursor or None, limit)
+        return SubscriptionPage(data=[view(s) for s in page], meta=page_meta(limit, next_cursor))
 
     @get(
         "/{subscription_id:str}",
         summary="One subscription, with its queue counts",
         responses=error_responses(404),
     )
-    async def read(
+    async def get_subscription(
         self, subscriptions: Injected[SubscriptionStore], subscription_id: FromPath[str]
     ) -> SubscriptionView:
         subscription = await subscriptions.get(subscription_id)
@@ -143,7 +153,7 @@ class SubscriptionController(Controller):
         summary="Change url, filters, description or enabled",
         responses=error_responses(404, *BODY_ERRORS),
     )
-    async def change(
+    async def update_subscription(
         self,
         subscriptions: Injected[SubscriptionStore],
         subscription_id: FromPath[str],
@@ -160,7 +170,7 @@ class SubscriptionController(Controller):
         summary="Remove it, with its queue and logs",
         responses=error_responses(404),
     )
-    async def remove(
+    async def delete_subscription(
         self, subscriptions: Injected[SubscriptionStore], subscription_id: FromPath[str]
     ) -> None:
         await subscriptions.delete(subscription_id)
@@ -171,7 +181,7 @@ class SubscriptionController(Controller):
         status_code=HTTP_200_OK,
         responses=error_responses(404),
     )
-    async def rotate_secret(
+    async def rotate_subscription_secret(
         self, subscriptions: Injected[SubscriptionStore], subscription_id: FromPath[str]
     ) -> SubscriptionWithSecret:
         return view_with_secret(await subscriptions.rotate_secret(subscription_id))
@@ -182,7 +192,7 @@ class SubscriptionController(Controller):
         status_code=HTTP_200_OK,
         responses=error_responses(404),
     )
-    async def test(
+    async def test_subscription(
         self,
         subscriptions: Injected[SubscriptionStore],
         dispatcher: Injected[Dispatcher],

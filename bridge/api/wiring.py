@@ -29,7 +29,7 @@ from litestar.openapi.spec import Components
 from litestar.types import ControllerRouterHandler
 
 from bridge import __version__
-from bridge.api.contract import SECURITY_SCHEMES, StrictStructSchemaPlugin
+from bridge.api.contract import SECURITY_SCHEMES, MetaSchemaPlugin, StrictStructSchemaPlugin, operation_id
 from bridge.api.deliveries import DeliveriesController
 from bridge.api.docs import SCHEMA_PATH, render_plugins
 from bridge.api.errors import EXCEPTION_HANDLERS
@@ -114,9 +114,10 @@ def build_api(
             components=Components(security_schemes=SECURITY_SCHEMES),
             path=SCHEMA_PATH,
             render_plugins=render_plugins(),  # Swagger UI served whole by the bridge (docs.py)
+            operation_id_creator=operation_id,
         ),
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
-        plugins=[StrictStructSchemaPlugin()],
+        plugins=[StrictStructSchemaPlugin(), MetaSchemaPlugin()],
         logging_config=None,  # logging is configured once, at start (bridge/logs.py)
         debug=False,
     )

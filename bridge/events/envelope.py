@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final, TypeAlias
 
 import msgspec
 
@@ -19,6 +19,15 @@ from bridge.catalogue import EVENT_TYPES as CATALOGUE_EVENT_TYPES
 from bridge.events.ids import new_event_id
 
 EVENT_TYPES: Final = frozenset(CATALOGUE_EVENT_TYPES)
+
+Timestamp: TypeAlias = Annotated[
+    str,
+    msgspec.Meta(
+        extra_json_schema={"format": "date-time"},
+        description="RFC 3339, UTC, e.g. 2026-11-22T11:02:03.123456Z",
+    ),
+]
+"""A time as the bridge writes every time (`format_timestamp`), typed `date-time` in every schema."""
 
 
 class FieldChange(msgspec.Struct, frozen=True):
@@ -33,7 +42,7 @@ class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 
     id: str
     type: str
-    timestamp: str
+    timestamp: Timestamp
     school_id: int
     sequence: int
     resource: str

@@ -3,26 +3,16 @@ shows every operation (Swagger UI's files come from the bridge, not from a CDN).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from bridge.testing.servers import ThreadedServer
-from bridge.testing.settings import bridge_settings
-from tests.console.helpers import CHROMIUM_ARGS, chromium_path, console_app
+from tests.console.helpers import CHROMIUM_ARGS, chromium_path
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
 )
-
-
-@pytest.fixture(scope="module")
-def bridge() -> Iterator[str]:
-    """A bridge on the embedded store; its d6 is nowhere (the docs need none)."""
-    with ThreadedServer(console_app(bridge_settings("memory://", "http://127.0.0.1:9/api"))) as server:
-        yield server.url
 
 
 @pytest.mark.parametrize("path", ["/schema", "/schema/swagger"])

@@ -57,7 +57,7 @@ class Stack:
 
     def settled(self) -> bool:
         """No subscription has a delivery waiting or in flight."""
-        ids = [s["id"] for s in self.api("GET", "/v1/subscriptions")]
+        ids = [s["id"] for s in self.api("GET", "/v1/subscriptions")["data"]]
         return all(self.api("GET", f"/v1/subscriptions/{i}")["pending_deliveries"] == 0 for i in ids)
 
 
@@ -113,7 +113,7 @@ def stack(redis_url: str) -> Iterator[Stack]:
             ).json()
             stack.script_learner = learner["learner_id"]
             wait_until(
-                lambda: len(stack.api("GET", "/v1/dead-letters")["items"]) == 3,
+                lambda: len(stack.api("GET", "/v1/dead-letters")["data"]) == 3,
                 timeout=30,
                 what="three dead letters",
             )
@@ -266,7 +266,7 @@ def test_subscriptions_create_test_rotate_and_disable(page: Any, stack: Stack) -
     row.get_by_role("button", name="Disable").click()
     row = page.locator("tr", has_text=stack.ok_url)
     expect(row.locator(".badge").first).to_have_text("disabled")
-    ok_id = next(s["id"] for s in stack.api("GET", "/v1/subscriptions") if s["url"] == stack.ok_url)
+    ok_id = next(s["id"] for s in stack.api("GET", "/v1/subscriptions")["data"] if s["url"] == stack.ok_url)
     assert stack.api("GET", f"/v1/subscriptions/{ok_id}")["enabled"] is False
     row.get_by_role("button", name="Enable").click()
     expect(page.locator("tr", has_text=stack.ok_url).locator(".badge").first).to_have_text("enabled")
@@ -295,7 +295,9 @@ def test_events_filter_open_and_redeliver(page: Any, stack: Stack) -> None:
     expect(body).to_contain_text(SCRIPT_LEARNER)
     expect(page.locator("#event-detail img")).to_have_count(0)
     expect(page.locator("#event-detail h3").first).to_have_text("Deliveries")
-    flaky_id = next(s["id"] for s in stack.api("GET", "/v1/subscriptions") if s["url"] == stack.flaky_url)
+    flaky_id = next(
+        s["id"] for s in stack.api("GET", "/v1/subscriptions")["data"] if s["url"] == stack.flaky_url
+    )
     delivery = page.locator("#event-detail tr", has_text=flaky_id)
     expect(delivery.locator(".badge")).to_have_text("dead")
     expect(delivery).to_contain_text("HTTP 500")
@@ -309,7 +311,7 @@ def test_dead_letters_retry_selected_then_all(page: Any, stack: Stack) -> None:
     wait_until(stack.settled, what="the redelivery to settle")
     sign_in(page)
     go(page, "dead-letters", "h1")
-    dead = stack.api("GET", "/v1/dead-letters")["items"]
+    dead = stack.api("GET", "/v1/dead-letters")["data"]
     heading = page.locator("#page h1")
     expect(heading).to_have_text(f"Dead letters ({len(dead)})")
     first = page.locator("tbody tr").first
@@ -324,7 +326,7 @@ def test_dead_letters_retry_selected_then_all(page: Any, stack: Stack) -> None:
     expect(page.locator("#flash")).to_have_text("Requeued 1 dead letter.")
     page.get_by_role("button", name="Retry all").click()
     expect(page.locator("#flash")).to_have_text(re.compile(r"^Requeued \d+ dead letters?\.$"))
-    wait_until(lambda: not stack.api("GET", "/v1/dead-letters")["items"], what="the dead letters delivered")
+    wait_until(lambda: not stack.api("GET", "/v1/dead-letters")["data"], what="the dead letters delivered")
     page.click("nav a[href='#overview']")
     go(page, "dead-letters", "h1")
     expect(heading).to_have_text("Dead letters (0)")

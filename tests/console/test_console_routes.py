@@ -87,7 +87,7 @@ async def test_the_shell_is_served_without_a_token_and_holds_no_data(client: htt
     # The data itself stays behind the token.
     assert (await client.get("/v1/subscriptions")).status_code == 401
     listed = await client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert [s["url"] for s in listed.json()] == [HOOK_URL]
+    assert [s["url"] for s in listed.json()["data"]] == [HOOK_URL]
 
 
 async def test_the_shell_loads_only_its_own_files_and_nothing_inline(client: httpx.AsyncClient) -> None:

@@ -54,8 +54,8 @@ async def test_attempt_log_is_paginated_newest_first(
         if cursor:
             params["cursor"] = cursor
         page = (await client.get(f"/v1/subscriptions/{sid}/deliveries", params=params)).json()
-        seen += [item["event_id"] for item in page["items"]]
-        cursor = page["next_cursor"]
+        seen += [item["event_id"] for item in page["data"]]
+        cursor = page["meta"].get("next_cursor")
         if cursor is None:
             break
     assert seen == [e.event_id for e in reversed(events)]
@@ -126,7 +126,7 @@ async def test_replay_only_failed_retries_dead_letters_of_the_window(
     assert response.json()["queued"] == 1
     await wait_for(lambda: len(receiver.received) == 5)
     assert receiver.ids()[-1] == events[1].event_id
-    assert (await client.get("/v1/dead-letters")).json()["items"] == []
+    assert (await client.get("/v1/dead-letters")).json()["data"] == []
 
 
 async def _wait_dead(client: httpx.AsyncClient, count: int) -> list[dict[str, object]]:
@@ -134,7 +134,7 @@ async def _wait_dead(client: httpx.AsyncClient, count: int) -> list[dict[str, ob
 
     async def ready() -> bool:
         nonlocal items
-        items = (await client.get("/v1/dead-letters")).json()["items"]
+        items = (await client.get("/v1/dead-letters")).json()["data"]
         return len(items) == count
 
     await wait_for(ready, what=f"{count} dead letters")
@@ -176,12 +176,14 @@ async def test_dead_letters_list_and_retry(
     await dispatcher.start()
     dead = await _wait_dead(client, 3)
     assert {d["subscription_id"] for d in dead} == {a, b}
-    only_b = (await client.get("/v1/dead-letters", params={"subscription_id": b})).json()["items"]
+    only_b = (await client.get("/v1/dead-letters", params={"subscription_id": b})).json()["data"]
     assert len(only_b) == 2
     page = (await client.get("/v1/dead-letters", params={"limit": 2})).json()
-    assert len(page["items"]) == 2 and page["next_cursor"]
-    rest = (await client.get("/v1/dead-letters", params={"limit": 2, "cursor": page["next_cursor"]})).json()
-    assert {d["id"] for d in page["items"] + rest["items"]} == {d["id"] for d in dead}
+    assert len(page["data"]) == 2 and page["meta"] == {"limit": 2, "next_cursor": page["meta"]["next_cursor"]}
+    rest = (
+        await client.get("/v1/dead-letters", params={"limit": 2, "cursor": page["meta"]["next_cursor"]})
+    ).json()
+    assert {d["id"] for d in page["data"] + rest["data"]} == {d["id"] for d in dead}
 
     healthy = True
     count = len(receiver.received)

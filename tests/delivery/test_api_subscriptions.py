@@ -54,8 +54,8 @@ async def test_crud_round_trip(client: httpx.AsyncClient) -> None:
     sid = body["id"]
 
     listed = (await client.get("/v1/subscriptions")).json()
-    assert [s["id"] for s in listed] == [sid]
-    assert "secret" not in listed[0]
+    assert [s["id"] for s in listed["data"]] == [sid] and listed["meta"] == {"limit": 50}
+    assert "secret" not in listed["data"][0]
 
     one = (await client.get(f"/v1/subscriptions/{sid}")).json()
     assert "secret" not in one and one["pending_deliveries"] == 0 and one["dead_letters"] == 0
@@ -79,7 +79,29 @@ async def test_crud_round_trip(client: httpx.AsyncClient) -> None:
     assert (await client.delete(f"/v1/subscriptions/{sid}")).status_code == 204
     missing = await client.get(f"/v1/subscriptions/{sid}")
     assert missing.status_code == 404 and sid in missing.json()["detail"]
-    assert (await client.get("/v1/subscriptions")).json() == []
+    assert (await client.get("/v1/subscriptions")).json() == {"data": [], "meta": {"limit": 50}}
+
+
+async def test_the_list_pages_by_id_with_a_cursor(client: httpx.AsyncClient) -> None:
+    made = [
+        (await client.post("/v1/subscriptions", json={"url": f"http://127.0.0.1:9/hook{n}"})).json()["id"]
+        for n in range(5)
+    ]
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(5):
+        page = (
+            await client.get(
+                "/v1/subscriptions", params={"limit": 2, **({"cursor": cursor} if cursor else {})}
+            )
+        ).json()
+        assert page["meta"]["limit"] == 2 and len(page["data"]) <= 2
+        seen += [s["id"] for s in page["data"]]
+        cursor = page["meta"].get("next_cursor")
+        if cursor is None:
+            break
+    assert seen == sorted(made)
+    assert (await client.get("/v1/subscriptions", params={"limit": 0})).status_code == 400
 
 
 @pytest.mark.parametrize(
@@ -175,7 +197,7 @@ async def test_rotate_secret_and_test_event(client: httpx.AsyncClient, receiver_
     Webhook(new["secret"]).verify(request.body, request.headers)
 
     log = (await client.get(f"/v1/subscriptions/{created['id']}/deliveries")).json()
-    assert log["items"][0]["event_id"] == result["event_id"]
+    assert log["data"][0]["event_id"] == result["event_id"]
 
 
 async def test_test_event_reports_a_failure(client: httpx.AsyncClient, receiver_factory: Receivers) -> None:

@@ -95,7 +95,7 @@ async def test_first_run_is_silent_activates_and_then_reports_each_change(
             assert len(page["data"]) == 2 and page["meta"]["next_cursor"]
             rest = (await client.get("/v1/events", params={"cursor": page["meta"]["next_cursor"]})).json()
             listed = page["data"] + rest["data"]
-            assert len(listed) == 4 and rest["meta"]["next_cursor"] is None
+            assert len(listed) == 4 and "next_cursor" not in rest["meta"]
             assert [e["id"] for e in listed] == sorted((e["id"] for e in listed), reverse=True)
             only = (await client.get("/v1/events", params={"type": "learner.updated"})).json()["data"]
             assert [e["id"] for e in only] == [updated.id]

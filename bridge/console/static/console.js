@@ -108,6 +108,18 @@ async function api(path, options) {
   return data;
 }
 
+/** Every item of a list endpoint: its pages of `{data, meta: {next_cursor?}}` one after another. */
+async function everything(path, params = {}) {
+  const items = [];
+  let cursor = null;
+  do {
+    const page = await api(`${path}?${q({ ...params, limit: 500, cursor })}`);
+    items.push(...page.data);
+    cursor = page.meta.next_cursor;
+  } while (cursor);
+  return items;
+}
+
 const q = (params) => {
   const search = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) if (value !== "" && value != null) search.set(key, value);
@@ -129,13 +141,13 @@ async function metrics() {
 
 async function overview() {
   const since = Date.now() - HOUR_MS;
-  const [schools, recent, m] = await Promise.all([api("/v1/schools"), eventsSince(since), metrics()]);
+  const [schools, recent, m] = await Promise.all([everything("/v1/schools"), eventsSince(since), metrics()]);
   const states = { active: 0, failing: 0, inactive: 0, denied: 0, revoked: 0 };
-  for (const s of schools.data) {
+  for (const s of schools) {
     const state = s.state === "active" && s.consecutive_failures > 0 ? "failing" : s.state;
     states[state] = (states[state] ?? 0) + 1;
   }
-  const maxLag = Math.max(0, ...schools.data.map((s) => s.lag_seconds));
+  const maxLag = Math.max(0, ...schools.map((s) => s.lag_seconds));
   const count = (name) => m.get(name) ?? 0;
   const delivered = count('d6_bridge_deliveries_total{outcome="ok"}');
   const failed = ["retry", "dead", "gone"].reduce((n, o) => n + count(`d6_bridge_deliveries_total{outcome="${o}"}`), 0);
@@ -200,7 +212,7 @@ function chart(events, since) {
 // ---- Schools ---------------------------------------------------------------------------------
 
 async function schools() {
-  const { data } = await api("/v1/schools");
+  const data = await everything("/v1/schools");
   const rows = data.map((s) => el("tr", {},
     el("td", {}, String(s.school_id)),
     el("td", { class: "school-name" }, s.name ?? "—"),
@@ -230,12 +242,12 @@ async function schools() {
 // ---- Subscriptions ---------------------------------------------------------------------------
 
 async function subscriptions() {
-  const subs = await api("/v1/subscriptions");
+  const subs = (await everything("/v1/subscriptions")).sort((a, b) => a.created_at.localeCompare(b.created_at));
   const recent = await Promise.all(subs.map((s) =>
-    api(`/v1/subscriptions/${encodeURIComponent(s.id)}/deliveries?limit=5`).catch(() => ({ items: [] }))));
+    api(`/v1/subscriptions/${encodeURIComponent(s.id)}/deliveries?limit=5`).catch(() => ({ data: [] }))));
   const detail = el("section", { class: "detail", id: "subscription-detail" });
   const rows = subs.map((s, n) => {
-    const attempts = recent[n].items;
+    const attempts = recent[n].data;
     const failed = attempts.find((a) => a.outcome !== "ok");
     return el("tr", {},
       el("td", { class: "url" }, s.url, s.description ? el("div", { class: "muted" }, s.description) : ""),
@@ -313,7 +325,7 @@ async function showAttempts(detail, s) {
   detail.replaceChildren(
     el("h2", {}, `Attempts to ${s.url}`),
     el("p", {}, `${one.pending_deliveries ?? 0} pending, ${one.dead_letters ?? 0} dead letters.`),
-    table(["Time", "Event", "Attempt", "Outcome", "Answer", "ms"], page.items.map((a) => el("tr", {},
+    table(["Time", "Event", "Attempt", "Outcome", "Answer", "ms"], page.data.map((a) => el("tr", {},
       el("td", {}, ago(a.time)),
       el("td", {}, a.event_type, el("div", { class: "muted mono" }, a.event_id)),
       el("td", { class: "num" }, a.attempt),
@@ -393,7 +405,7 @@ async function showEvent(detail, id) {
 async function deadLetters() {
   const page = await api("/v1/dead-letters?limit=200");
   const boxes = [];
-  const rows = page.items.map((d) => {
+  const rows = page.data.map((d) => {
     const box = el("input", { type: "checkbox", value: d.id, "aria-label": `select ${d.id}` });
     boxes.push(box);
     return el("tr", {},
@@ -414,15 +426,15 @@ async function deadLetters() {
   const all = el("input", { type: "checkbox", "aria-label": "select all",
     onchange: (e) => boxes.forEach((b) => { b.checked = e.target.checked; }) });
   return [
-    el("h1", {}, `Dead letters (${page.items.length}${page.next_cursor ? "+" : ""})`),
+    el("h1", {}, `Dead letters (${page.data.length}${page.meta.next_cursor ? "+" : ""})`),
     el("p", { class: "actions" },
       button("Retry selected", () => {
         const ids = boxes.filter((b) => b.checked).map((b) => b.value);
         if (!ids.length) { flash("Select dead letters to retry first.", "error"); return undefined; }
         return retry(ids);
       }),
-      button("Retry all", () => retry(null), { disabled: !page.items.length })),
-    page.items.length ? el("table", {},
+      button("Retry all", () => retry(null), { disabled: !page.data.length })),
+    page.data.length ? el("table", {},
       el("thead", {}, el("tr", {}, el("th", {}, all),
         ["Dead since", "Subscription", "Event", "School", "Attempts", "Last answer"].map((h) => el("th", {}, h)))),
       el("tbody", {}, rows)) : el("p", { class: "empty" }, "No dead letters."),
