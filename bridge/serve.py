@@ -22,7 +22,7 @@ from bridge.settings import Settings
 
 def secrets_of(settings: Settings) -> list[str | None]:
     """Every configured credential, so the log redactor can scrub it wherever it appears."""
-    return [settings.d6_password, settings.admin_token, _redis_password(settings)]
+    return [settings.d6_password, settings.admin_token, settings.readonly_token, _redis_password(settings)]
 
 
 def _redis_password(settings: Settings) -> str | None:

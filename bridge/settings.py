@@ -36,6 +36,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     redis_prefix: str = "d6b"
     redis_cluster: bool = False
     admin_token: str | None = None
+    readonly_token: str | None = None
+    """A second bearer token that may only read (`GET`) `/v1/*`; every change answers 403."""
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
     port: int = 8080
     integrations_poll_seconds: float = 60.0
@@ -101,6 +103,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, isatty: bool | No
         redis_prefix=env.text("BRIDGE_REDIS_PREFIX", "d6b", forbid="{}: \t"),
         redis_cluster=env.flag("BRIDGE_REDIS_CLUSTER", False),
         admin_token=env.optional("BRIDGE_ADMIN_TOKEN"),
+        readonly_token=env.readonly_token("BRIDGE_READONLY_TOKEN", env.optional("BRIDGE_ADMIN_TOKEN")),
         host=env.text("BRIDGE_HOST", "0.0.0.0"),  # noqa: S104
         port=int(env.number("BRIDGE_PORT", 8080, minimum=0, maximum=65535, integer=True)),
         integrations_poll_seconds=env.number("BRIDGE_INTEGRATIONS_POLL_SECONDS", 60.0, minimum=1.0),
@@ -144,6 +147,13 @@ class _Env:
         if value is None or value.strip() == "":
             return None
         return value.strip()
+
+    def readonly_token(self, name: str, admin_token: str | None) -> str | None:
+        """The read-only token: it must differ from the admin token, or a reader would be an admin."""
+        token = self.optional(name)
+        if token is not None and token == admin_token:
+            raise SettingsError(name, "must differ from BRIDGE_ADMIN_TOKEN")
+        return token
 
     def optional(self, name: str) -> str | None:
         return self._raw(name)

@@ -58,6 +58,7 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 DESCRIPTIONS: Final = {
     400: "The request is not valid; `detail` names the field and the problem",
     401: "No admin token, or a wrong one",
+    403: "The token is the read-only one (`BRIDGE_READONLY_TOKEN`): it may not change anything",
     404: "No such subscription, event or school",
     413: "The body is larger than the limit (1 MB)",
     415: "The body is not JSON; send it with `Content-Type: application/json`",
@@ -124,8 +125,9 @@ def _meta(field_definition: FieldDefinition) -> msgspec.Meta | None:
     )
 
 
-BODY_ERRORS: Final = (400, 413, 415)
-"""What any operation that takes a JSON body can answer besides its own errors."""
+BODY_ERRORS: Final = (400, 403, 413, 415)
+"""What any operation that takes a JSON body can answer besides its own errors (each one is a change, so
+a read-only token gets 403)."""
 
 
 def _is_json(content_type: str) -> bool:

@@ -189,7 +189,7 @@ class SchoolsController(Controller):
         "/{school_id:int}/poll",
         summary="Poll this school now",
         status_code=HTTP_202_ACCEPTED,
-        responses=error_responses(404),
+        responses=error_responses(403, 404),
     )
     async def poll_school(
         self, schools: Injected[Schools], school_id: FromPath[int]

@@ -168,7 +168,7 @@ class SubscriptionController(Controller):
     @delete(
         "/{subscription_id:str}",
         summary="Remove it, with its queue and logs",
-        responses=error_responses(404),
+        responses=error_responses(403, 404),
     )
     async def delete_subscription(
         self, subscriptions: Injected[SubscriptionStore], subscription_id: FromPath[str]
@@ -179,7 +179,7 @@ class SubscriptionController(Controller):
         "/{subscription_id:str}/rotate-secret",
         summary="New secret; the old one keeps signing alongside for 24 hours",
         status_code=HTTP_200_OK,
-        responses=error_responses(404),
+        responses=error_responses(403, 404),
     )
     async def rotate_subscription_secret(
         self, subscriptions: Injected[SubscriptionStore], subscription_id: FromPath[str]
@@ -190,7 +190,7 @@ class SubscriptionController(Controller):
         "/{subscription_id:str}/test",
         summary="Send a webhook.test event now",
         status_code=HTTP_200_OK,
-        responses=error_responses(404),
+        responses=error_responses(403, 404),
     )
     async def test_subscription(
         self,

@@ -13,6 +13,7 @@ handler names, so a missing part fails at once, not on the first request).
     DeliveriesController     subscriptions, dispatcher
     EventsController         events, dispatcher
     SchoolsController        schools (settings, watcher, poll status, snapshots, scheduler)
+    whoami                   nothing (the token's role, from the settings)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from litestar.openapi.spec import Components
 from litestar.types import ControllerRouterHandler
 
 from bridge import __version__
+from bridge.api.auth import whoami
 from bridge.api.contract import SECURITY_SCHEMES, MetaSchemaPlugin, StrictStructSchemaPlugin, operation_id
 from bridge.api.deliveries import DeliveriesController
 from bridge.api.docs import SCHEMA_PATH, render_plugins
@@ -55,6 +57,7 @@ API_ROUTES: Final[Sequence[ControllerRouterHandler]] = (
     DeliveriesController,
     EventsController,
     SchoolsController,
+    whoami,
 )
 """Every controller of the API (the console's static files are mounted next to them by `create_app`)."""
 
