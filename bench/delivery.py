@@ -17,10 +17,10 @@ is a bare asyncio HTTP/1.1 server in a process of its own that answers 200 at on
    process; each poll then wakes the hand-off, as `Services.build` does. Per event: from just before its
    commit to the moment the dispatcher had the response (the `at` of its attempt in the bridge's attempt
    log, taken right after the body was read). Also shown: to the receiver's receive time (same clock).
-4. Raw ceiling: `build_clients` exactly as the dispatcher builds them, the same envelopes pre-signed, the
-   same concurrency (`BRIDGE_DELIVERY_CONCURRENCY`) as workers POSTing in a tight loop, each worker on
-   one client (8 per client): no Redis, no bookkeeping. What httpx can do here, not a target to reach.
-5. arq baseline: the same envelopes as arq 0.28.0 jobs (sign + POST with httpx, bench/arq/worker.py) in
+4. Raw ceiling: the session the dispatcher's `Sender` makes (aiohttp), the same envelopes pre-signed, the
+   same concurrency (`BRIDGE_DELIVERY_CONCURRENCY`) as workers POSTing in a tight loop: no Redis, no
+   bookkeeping. What the client can do here; httpx's ceiling is printed beside it.
+5. arq baseline: the same envelopes as arq 0.28.0 jobs (sign + POST with aiohttp, bench/arq/worker.py) in
    `.venv-arq`, with its own redis-server; queued before the worker starts (not timed), then timed from
    the worker's start-up hook until its queue is empty and the receiver has every request.
 
@@ -43,14 +43,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis.asyncio as aioredis
 
 from bench.common import make_school, quiet_logs, verdict, with_changes
 from bridge.app import Services
 from bridge.d6.records import Record, normalise_in_place
-from bridge.delivery.sender import build_clients
+from bridge.delivery.sender import Sender
 from bridge.delivery.signing import headers as signature_headers
 from bridge.delivery.signing import new_secret
+from bridge.delivery.urls import UrlGuard
 from bridge.events.envelope import Event
 from bridge.settings import Settings, load_settings
 from bridge.store.redis import connect
@@ -243,29 +245,44 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
     return cuts[49], cuts[98]
 
 
-async def raw_ceiling(settings: Settings, receiver: ReceiverProcess, sent: list[Sent]) -> tuple[float, float]:
-    """Requests per second of pre-signed envelopes through the bridge's clients, nothing else, and the
-    CPU µs per request."""
-    clients = build_clients(settings.delivery_timeout_seconds, settings.delivery_concurrency)
+async def raw_ceiling(
+    settings: Settings, receiver: ReceiverProcess, sent: list[Sent], *, client: str = "bridge"
+) -> tuple[float, float]:
+    """Requests per second of pre-signed envelopes through the bridge's own client (`Sender.session`, the
+    session every attempt uses), or through httpx as the bridge used to build it; nothing else: no Redis,
+    no bookkeeping. And the CPU µs per request."""
     secret, now = new_secret(), int(time.time())
     requests = [
         (e.body, {**signature_headers([secret], e.event_id, now, e.body), "content-type": "application/json"})
         for e in sent
     ]
     pending: Iterator[tuple[bytes, dict[str, str]]] = iter(requests)
+    sender = Sender(UrlGuard(allow_private=True), timeout=settings.delivery_timeout_seconds, concurrency=64)
+    session = sender.session()
+    httpx_clients = [
+        httpx.AsyncClient(timeout=settings.delivery_timeout_seconds, follow_redirects=False, trust_env=False)
+        for _ in range(settings.delivery_concurrency)
+    ]
 
     async def worker(n: int) -> None:
-        client = clients[n % len(clients)]
         for body, headers in pending:
-            response = await client.post(receiver.url, content=body, headers=headers)
-            assert response.status_code == 200, response.status_code
+            if client == "bridge":
+                async with session.post(
+                    receiver.url, data=body, headers=headers, allow_redirects=False
+                ) as answer:
+                    await answer.content.read(4096)
+                    assert answer.status == 200, answer.status
+            else:
+                response = await httpx_clients[n].post(receiver.url, content=body, headers=headers)
+                assert response.status_code == 200, response.status_code
 
     await receiver.reset()
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(n) for n in range(settings.delivery_concurrency)))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    for client in clients:
-        await client.aclose()
+    await sender.aclose()
+    for httpx_client in httpx_clients:
+        await httpx_client.aclose()
     stats = await receiver.stats()
     assert stats["count"] == len(sent)
     verify_samples(stats, secret)
@@ -331,6 +348,7 @@ async def main(with_arq: bool) -> bool:
             try:
                 unordered, unordered_cpu, sent = await throughput(redis, settings, receiver, ordered=False)
                 ceiling, ceiling_cpu = await raw_ceiling(settings, receiver, sent)
+                httpx_ceiling, httpx_cpu = await raw_ceiling(settings, receiver, sent, client="httpx")
                 arq = await arq_baseline(settings, receiver, sent) if with_arq else None
                 ordered, ordered_cpu, _ = await throughput(redis, settings, receiver, ordered=True)
                 timing = await latency(redis, settings, receiver)
@@ -345,7 +363,14 @@ async def main(with_arq: bool) -> bool:
     )
     print(f"  unordered    {unordered:>7,.0f} deliveries/s, {unordered_cpu:.0f} µs CPU each (all of it)")
     print(f"  ordered      {ordered:>7,.0f} deliveries/s, {ordered_cpu:.0f} µs CPU each ({SCHOOLS} lanes)")
-    print(f"  raw ceiling  {ceiling:>7,.0f} requests/s, {ceiling_cpu:.0f} µs CPU each (httpx alone)")
+    print(
+        f"  raw ceiling  {ceiling:>7,.0f} requests/s, {ceiling_cpu:.0f} µs CPU each "
+        "(the bridge's aiohttp alone)"
+    )
+    print(
+        f"  httpx        {httpx_ceiling:>7,.0f} requests/s, {httpx_cpu:.0f} µs CPU each "
+        "(httpx alone, for comparison)"
+    )
     if arq is not None:
         print(f"  arq baseline {arq:>7,.0f} deliveries/s (arq 0.28.0, a job each, max_jobs {concurrency})")
     print(f"  unordered / raw ceiling {unordered / ceiling:.2f}")

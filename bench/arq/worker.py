@@ -1,4 +1,4 @@
-"""The arq baseline's worker: one arq job per delivery, the job signs the event and POSTs it with httpx.
+"""The arq baseline's worker: one arq job per delivery, the job signs the event and POSTs it with aiohttp.
 
 Run by `bench.delivery` in `.venv-arq` as `python -m bench.arq.worker` with `ARQ_REDIS_URL` and
 `BENCH_CONCURRENCY` set. It is what a Python team would write with arq, with arq's defaults (poll delay
@@ -6,10 +6,10 @@ Run by `bench.delivery` in `.venv-arq` as `python -m bench.arq.worker` with `ARQ
 for fairness:
 
 - `max_jobs` is the bridge's `BRIDGE_DELIVERY_CONCURRENCY` (arq's default is 10);
-- the HTTP clients are configured exactly as `bridge/delivery/sender.py:build_clients` configures the
-  bridge's (one `httpx.AsyncClient` per 8 connections, no redirects, keep-alive 30 s, the job's school
-  picking the client), because a single client with 64 connections is several times slower in httpcore
-  1.0 and the comparison would then measure httpx, not the queue.
+- the HTTP client is the bridge's, configured as `bridge/delivery/sender.py` configures it (one aiohttp
+  session, a pool of `max_jobs` + 4 keep-alive connections, no redirects, keep-alive 30 s), so the
+  comparison measures the queue, not the client. Its virtualenv has everything the client imports,
+  `sniffio` included (a missing lazy import made httpx retry the import on every request: +310 µs).
 
 Logging stays at Python's default (warnings), as the bridge's does in the benchmark. The worker runs in
 burst mode (it exits once the queue is empty) and writes the time it started into `bench:started`.
@@ -20,19 +20,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import math
 import os
 import time
-import zlib
 from typing import Any
 
-import httpx
+import aiohttp
 from arq.connections import RedisSettings
 from arq.worker import run_worker
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
 TIMEOUT_SECONDS = 15.0
-CONNECTIONS_PER_CLIENT = 8
 
 
 def signature(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
@@ -53,35 +50,27 @@ async def deliver(
         "webhook-signature": signature(secret, event_id, timestamp, body),
         "content-type": "application/json",
     }
-    clients: list[httpx.AsyncClient] = ctx["clients"]
-    client = clients[zlib.crc32(f"arq:{school_id}".encode()) % len(clients)]
-    response = await client.post(url, content=body, headers=headers)
-    response.raise_for_status()
-    return response.status_code
+    session: aiohttp.ClientSession = ctx["session"]
+    async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+        await response.content.read(4096)
+        response.raise_for_status()
+        return response.status
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    count = max(1, math.ceil(CONCURRENCY / CONNECTIONS_PER_CLIENT))
-    per_client = math.ceil(CONCURRENCY / count)
-    limits = httpx.Limits(
-        max_connections=per_client + 4, max_keepalive_connections=per_client + 4, keepalive_expiry=30.0
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY + 4, keepalive_timeout=30.0)
+    ctx["session"] = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+        headers={"User-Agent": "arq-baseline/0.28.0"},
+        trust_env=False,
+        auto_decompress=False,
     )
-    ctx["clients"] = [
-        httpx.AsyncClient(
-            timeout=httpx.Timeout(TIMEOUT_SECONDS),
-            limits=limits,
-            follow_redirects=False,
-            headers={"User-Agent": "arq-baseline/0.28.0"},
-            trust_env=False,
-        )
-        for _ in range(count)
-    ]
     await ctx["redis"].set("bench:started", repr(time.time()))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    for client in ctx["clients"]:
-        await client.aclose()
+    await ctx["session"].close()
 
 
 class WorkerSettings:

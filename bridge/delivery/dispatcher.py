@@ -6,7 +6,7 @@ each attempt as a task, and records the outcome. It wakes when an attempt finish
 fanned out here, and otherwise polls every `poll_interval` seconds (one cheap script per enabled
 subscription per tick), so other processes' fan-outs and expiring retries are picked up quickly.
 
-It can be stopped and started again (its own HTTP clients are rebuilt on the next start). Every
+It can be stopped and started again (its HTTP session is made again on first use). Every
 attempt moves the delivery metrics of `bridge.metrics`.
 """
 
@@ -20,7 +20,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import msgspec
 import structlog
 from redis.asyncio import Redis
@@ -38,7 +37,7 @@ from bridge.delivery.models import (
 )
 from bridge.delivery.policy import next_delay
 from bridge.delivery.queue import DeliveryQueue, Outcome
-from bridge.delivery.sender import Sender, build_clients
+from bridge.delivery.sender import Sender
 from bridge.delivery.store import SubscriptionStore
 from bridge.settings import Settings
 from bridge.store.keys import Keys
@@ -58,7 +57,6 @@ class Dispatcher:
         settings: Settings,
         store: SubscriptionStore,
         *,
-        client: httpx.AsyncClient | None = None,
         events: EventSource | None = None,
         keys: Keys | None = None,
         lease_seconds: float | None = None,
@@ -71,13 +69,9 @@ class Dispatcher:
         self.events = events  # the event log, for replays and redeliveries
         self.keys = keys or store.keys
         self.queue = DeliveryQueue(redis, self.keys, store.scripts)
-        self._own_clients = client is None
-        self.clients = (
-            [client]
-            if client is not None
-            else build_clients(settings.delivery_timeout_seconds, settings.delivery_concurrency)
+        self.sender = Sender(
+            store.guard, timeout=settings.delivery_timeout_seconds, concurrency=settings.delivery_concurrency
         )
-        self.sender = Sender(self.clients, store.guard, timeout=settings.delivery_timeout_seconds)
         # A lease must outlive the longest attempt (bounded by the timeout), or work would be doubled.
         self.lease_seconds = lease_seconds or settings.delivery_timeout_seconds + LEASE_MARGIN_SECONDS
         self.poll_interval = poll_interval
@@ -101,14 +95,9 @@ class Dispatcher:
         return len(self._inflight)
 
     async def start(self) -> None:
-        """Start the loop; also after `stop()` (a restart), with fresh HTTP clients if ours were closed."""
+        """Start the loop; also after `stop()` (a restart: the HTTP session is made again on first use)."""
         if self._loop_task is not None and not self._loop_task.done():
             return
-        if self._own_clients and any(client.is_closed for client in self.clients):
-            self.clients = build_clients(
-                self.settings.delivery_timeout_seconds, self.settings.delivery_concurrency
-            )
-            self.sender.clients = self.clients
         self._stopping = False
         self._wake = asyncio.Event()
         self._loop_task = asyncio.create_task(self._run(), name="delivery-dispatcher")
@@ -132,9 +121,7 @@ class Dispatcher:
             for subscription_id, delivery_id, token in leftovers.values():
                 with contextlib.suppress(RedisError, OSError):
                     await self.queue.release(subscription_id, delivery_id, token=token, now=now)
-        if self._own_clients:
-            for client in self.clients:
-                await client.aclose()
+        await self.sender.aclose()
         log.info("dispatcher stopped", handed_back=len(leftovers))
 
     def wake(self) -> None:
