@@ -34,12 +34,15 @@ USER_AGENT: Final = f"d6-bridge/{__version__}"
 class Sender:
     """The subscriber client of one process: one aiohttp session, made on first use (it needs the loop)."""
 
-    def __init__(self, guard: UrlGuard, *, timeout: float, concurrency: int) -> None:
+    def __init__(
+        self, guard: UrlGuard, *, timeout: float, concurrency: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """`ssl_context` replaces the system's trust (a test's own CA); default: the system's CA bundle."""
         self.guard = guard
         self.timeout = timeout
         self.concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
 
     def session(self) -> aiohttp.ClientSession:
         """The session every attempt of this process uses (the benchmark's raw ceiling uses it too)."""
