@@ -12,6 +12,7 @@ handler names, so a missing part fails at once, not on the first request).
     SubscriptionController   subscriptions, dispatcher
     DeliveriesController     subscriptions, dispatcher
     EventsController         events, dispatcher
+    EventTypesController     nothing (the catalogue is code: bridge/events/schemas.py)
     SchoolsController        schools (settings, watcher, poll status, snapshots, scheduler)
     whoami                   nothing (the token's role, from the settings)
 """
@@ -35,6 +36,7 @@ from bridge.api.contract import SECURITY_SCHEMES, MetaSchemaPlugin, StrictStruct
 from bridge.api.deliveries import DeliveriesController
 from bridge.api.docs import SCHEMA_PATH, render_plugins
 from bridge.api.errors import EXCEPTION_HANDLERS
+from bridge.api.event_types import EventTypesController, webhooks
 from bridge.api.events import EventsController
 from bridge.api.health import Health, HealthController
 from bridge.api.metrics import Gauges, metrics_endpoint
@@ -56,6 +58,7 @@ API_ROUTES: Final[Sequence[ControllerRouterHandler]] = (
     SubscriptionController,
     DeliveriesController,
     EventsController,
+    EventTypesController,
     SchoolsController,
     whoami,
 )
@@ -118,6 +121,7 @@ def build_api(
             path=SCHEMA_PATH,
             render_plugins=render_plugins(),  # Swagger UI served whole by the bridge (docs.py)
             operation_id_creator=operation_id,
+            webhooks=webhooks(),  # one per event type, from the events' own definitions (event_types.py)
         ),
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
         plugins=[StrictStructSchemaPlugin(), MetaSchemaPlugin()],
