@@ -2,24 +2,40 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 SUITES_STAMP := $(VENV)/.installed-suites
+
+# Installs go through uv (from PyPI, put into the venv by pip), several times faster than pip; pip does them
+# when uv cannot be had. Set-up times are in docs/development.md.
+define install
+	if $(BIN)/python -m uv --version >/dev/null 2>&1; then \
+	  $(BIN)/python -m uv pip install --quiet --python $(BIN)/python $(1); \
+	else \
+	  $(BIN)/python -m pip install --quiet --upgrade pip && $(BIN)/python -m pip install --quiet $(1); \
+	fi
+endef
 
 .PHONY: demo test lint typecheck pytest redis-server browser promtool bench chaos faults scale soak suites clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet uv || echo "uv could not be installed: installing with pip (slower)" >&2
+
+# What the demo needs (the package alone), and what the checks need (with the dev tools).
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	@$(call install,-e .)
+	touch $(DEMO_STAMP)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(call install,-e '.[dev]')
 	touch $(STAMP)
 
 $(SUITES_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,suites]'
+	@$(call install,-e '.[dev,suites]')
 	touch $(SUITES_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/d6-bridge demo
 
 test: $(STAMP) redis-server browser promtool lint typecheck pytest
