@@ -21,6 +21,7 @@ from types import TracebackType
 
 import redis
 
+from bridge.catalogue import DEFAULT_RESOURCES
 from bridge.store.keys import Keys
 from bridge.testing.receivers import Behaviour, Receiver, ReceiverServer
 from bridge.testing.redis import RedisServer
@@ -184,11 +185,15 @@ class Deployment:
         client = self.client()
         deadline = time.monotonic() + timeout
         waiting = set(self.sim.school_ids)
+        fields = [f"{r}.{f}" for r in DEFAULT_RESOURCES for f in ("last_started", "last_success")]
         while waiting and time.monotonic() < deadline:
             for school_id in sorted(waiting):
-                status = client.hmget(self.keys.poll_status(school_id), ["last_started", "last_success"])
-                began, done = (float(v) if v is not None else 0.0 for v in status)
-                if began > calm and done > began:
+                status = [
+                    float(v) if v is not None else 0.0
+                    for v in client.hmget(self.keys.poll_status(school_id), fields)
+                ]
+                feeds = list(zip(status[0::2], status[1::2], strict=True))  # (began, done) of each feed
+                if all(began > calm and done > began for began, done in feeds):
                     waiting.discard(school_id)
             time.sleep(0.2)
         self.report.check(not waiting, f"schools not polled after the churn stopped: {sorted(waiting)}")

@@ -90,7 +90,14 @@ from suites.report import Report
 
 PAGE_LIMIT = 50
 SAMPLE_SECONDS = 2.0
-STATUS_FIELDS = ("last_started", "last_due", "last_success", "learners", "debtors")
+# Each school's poll is followed through its learners feed (the largest); the debtors feed adds its count.
+STATUS_FIELDS = (
+    "learners.last_started",
+    "learners.last_due",
+    "learners.last_success",
+    "learners.count",
+    "debtors.count",
+)
 SCHOOL_PATHS = ("/learners", "/accountablepersons")
 INTEGRATIONS_PATH = "/clientintegrations"
 
