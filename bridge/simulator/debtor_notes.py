@@ -8,14 +8,11 @@ belong to a note; `amount_paid` and `promise_completed` move as the family pays 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge.simulator.changes import ChangeLog, Kind
 from bridge.simulator.ledger import COMMUNICATION_TYPES, NOTE_TYPES, cents_of, money
-from bridge.simulator.table import NotFound, Record, Table
-
-if TYPE_CHECKING:
-    from bridge.simulator.state import School
+from bridge.simulator.table import NotFound, Record, Register, Table
 
 DEBTOR_ID = "accountable_person_id"
 PROMISE_GRACE_DAYS = 7
@@ -32,7 +29,7 @@ def completion(paid: int, promised: int) -> str:
 class DebtorNotes:
     """The notes and promises of one school, and the recording every part of its books shares."""
 
-    def __init__(self, school: School, changes: ChangeLog) -> None:
+    def __init__(self, school: Register, changes: ChangeLog) -> None:
         self.school = school
         self.changes = changes
         self.recording = True

@@ -13,7 +13,7 @@ import bisect
 import datetime as dt
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bridge.simulator.changes import ChangeLog, Kind
 from bridge.simulator.data import OPEN_DATE
@@ -35,10 +35,7 @@ from bridge.simulator.ledger import (
     month_start,
     outstanding,
 )
-from bridge.simulator.table import NotFound, Record
-
-if TYPE_CHECKING:
-    from bridge.simulator.state import School
+from bridge.simulator.table import NotFound, Record, Register
 
 REFERENCE_PREFIXES = {1: "JNL", 2: "RCT", 3: "PAY", 4: "DEP", 5: "INV", 6: "CRN"}
 IDENTITY_FIELDS = (
@@ -64,7 +61,7 @@ class Finance(DebtorNotes):
     `seeded` is true and the churn makes finance changes in this school too.
     """
 
-    def __init__(self, school: School, changes: ChangeLog, calendar: Calendar) -> None:
+    def __init__(self, school: Register, changes: ChangeLog, calendar: Calendar) -> None:
         super().__init__(school, changes)
         self.calendar = calendar
         self.pending: Callable[[Finance], None] | None = None

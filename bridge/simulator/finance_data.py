@@ -13,7 +13,6 @@ import datetime as dt
 import heapq
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from bridge.simulator.data import OPEN_DATE
 from bridge.simulator.finance import Finance, invoice_text
@@ -36,9 +35,7 @@ from bridge.simulator.ledger import (
     month_index,
     month_start,
 )
-
-if TYPE_CHECKING:
-    from bridge.simulator.state import School
+from bridge.simulator.table import Register
 
 HISTORY_MONTHS = 6
 """This month and the five before it are invoiced; older debt is a balance brought forward."""
@@ -97,7 +94,7 @@ class _Replay:
             )
 
 
-def books_for(school: School, rng: random.Random) -> Callable[[Finance], None]:
+def books_for(school: Register, rng: random.Random) -> Callable[[Finance], None]:
     """The generator of a school's history, for `Finance.pending`: it covers the debtors and learners the
     school has now, whenever it runs (records added later start with empty books)."""
     debtors_before = school.debtors.next_id

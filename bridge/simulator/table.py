@@ -11,7 +11,7 @@ import base64
 import binascii
 import bisect
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -145,3 +145,16 @@ def paginate(
         last = key
     next_cursor = encode_cursor(Cursor(id=last, backward=backward, page=number + 1)) if more else None
     return found, next_cursor, number
+
+
+class Register(Protocol):
+    """What a school's books read of the school: its id, its debtors and learners (`state.School` is one).
+
+    The books (finance, debtor notes) type against this, not `School`, so that the school, which owns its
+    books, is not imported back by them."""
+
+    school_id: int
+    debtors: Table
+    learners: Table
+
+    def learner_ids_of(self, debtor_id: int) -> list[int]: ...
