@@ -12,12 +12,14 @@
   dead letters): the score of the last item shown, passed back to get the older ones.
 - `keyset_page`: the same for a list read whole and sorted by a key (subscriptions, schools): the key of
   the last item shown.
+- `filtered_page`: a page of the items that pass a filter the store has no index for (events of one
+  record, dead letters of one school), read page after page from the store's own cursor.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Final, TypeAlias, TypeVar
 
 import msgspec
@@ -33,9 +35,12 @@ T = TypeVar("T")
 Injected: TypeAlias = NamedDependency[SkipValidation[T]]
 
 K = TypeVar("K", int, str)
+Row = TypeVar("Row")
 
 MAX_PAGE: Final = 500
 """The largest `limit` of every list."""
+MAX_SCAN_PAGES: Final = 20
+"""How many store pages (of up to 500) one filtered page reads at most before it answers what it found."""
 
 Limit: TypeAlias = Annotated[
     int, QueryParameter(ge=1, le=MAX_PAGE, description="items on a page, 1 to 500 (default 50)")
@@ -96,6 +101,34 @@ def keyset_page(
     start = 0 if after is None else bisect.bisect_right([key(item) for item in ordered], after)
     page = list(ordered[start : start + limit])
     return page, str(key(page[-1])) if page and start + limit < len(ordered) else None
+
+
+async def filtered_page(
+    fetch: Callable[[str | None], Awaitable[tuple[Sequence[Row], str | None]]],
+    keep: Callable[[Row], bool],
+    position: Callable[[Row], str],
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Row], str | None]:
+    """Up to `limit` rows that `keep`, and the cursor to go on from (None when the store has no more).
+
+    `fetch(cursor)` answers one store page and the store's cursor after it (None on its last page);
+    `position(row)` is the cursor just after `row`. After `MAX_SCAN_PAGES` store pages the rows found so
+    far are answered with the cursor where reading stopped, so a rare match costs bounded work per call.
+    """
+    found: list[Row] = []
+    for _ in range(MAX_SCAN_PAGES):
+        rows, after = await fetch(cursor)
+        for n, row in enumerate(rows):
+            if keep(row):
+                found.append(row)
+                if len(found) == limit:
+                    more = n + 1 < len(rows) or after is not None
+                    return found, position(row) if more else None
+        if after is None:
+            return found, None
+        cursor = after
+    return found, cursor
 
 
 def int_cursor(cursor: str | None) -> int | None:

@@ -8,23 +8,31 @@ Handlers receive `subscriptions` (the `SubscriptionStore`) and `dispatcher` (the
 their methods or `delivery.operations`.
 
 `event_deliveries` gives the per-subscription delivery state that `GET /v1/events/{id}` shows.
+
+Each attempt shows the request's headers as the attempt log lets them be told again: `webhook-id` (the
+event id), `content-type`, `user-agent`, `webhook-timestamp` (the attempt's start, to the second: the
+sender takes it after the address check) and `webhook-signature` masked (it is not kept). The body is
+the event: `GET /v1/events/{id}` (a test send's body is not kept).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated, Final
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from bridge.api.auth import admin_guard
 from bridge.api.common import (
+    MAX_PAGE,
     Cursor,
     Injected,
     Limit,
     PageMeta,
+    filtered_page,
     next_score_cursor,
     page_meta,
     rfc3339,
@@ -33,6 +41,8 @@ from bridge.api.common import (
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
 from bridge.delivery import operations
 from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.models import Attempt, Delivery
+from bridge.delivery.sender import USER_AGENT
 from bridge.delivery.store import InvalidSubscription, SubscriptionStore
 from bridge.delivery.tracking import EventDeliveryStatus, delivery_states
 from bridge.events.envelope import Timestamp
@@ -50,6 +60,8 @@ class AttemptView(msgspec.Struct, kw_only=True):
     error: str | None
     duration_ms: float
     response_body: str
+    request_headers: dict[str, str]
+    """The headers sent, told again from the log: the signature masked, the timestamp to the second."""
 
 
 class AttemptPage(msgspec.Struct, kw_only=True):
@@ -60,6 +72,8 @@ class AttemptPage(msgspec.Struct, kw_only=True):
 class DeadLetterView(msgspec.Struct, kw_only=True):
     id: str
     subscription_id: str
+    subscription_url: str | None
+    """Where the subscription sends (null if it was removed meanwhile)."""
     event_id: str
     event_type: str
     school_id: int
@@ -138,6 +152,37 @@ async def event_deliveries(dispatcher: Dispatcher, event_id: str) -> list[EventD
     ]
 
 
+MASKED_SIGNATURE: Final = "v1,[masked]"
+
+
+def request_headers(attempt: Attempt) -> dict[str, str]:
+    """The headers of an attempt's request, as far as the attempt log tells them."""
+    return {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": attempt.event_id,
+        "webhook-timestamp": str(int(attempt.at - attempt.duration_ms / 1000)),
+        "webhook-signature": MASKED_SIGNATURE,
+    }
+
+
+def dead_letter_view(score: float, dead: Delivery, urls: dict[str, str]) -> DeadLetterView:
+    return DeadLetterView(
+        id=dead.id,
+        subscription_id=dead.subscription_id,
+        subscription_url=urls.get(dead.subscription_id),
+        event_id=dead.event_id,
+        event_type=dead.event_type,
+        school_id=dead.school_id,
+        sequence=dead.sequence,
+        attempts=dead.attempts,
+        last_status=dead.last_status,
+        last_error=dead.last_error,
+        last_attempt_at=rfc3339(dead.last_attempt_at),
+        dead_at=rfc3339(score),
+    )
+
+
 def _timestamp(moment: dt.datetime) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
@@ -179,6 +224,7 @@ class DeliveriesController(Controller):
                 error=a.error,
                 duration_ms=a.duration_ms,
                 response_body=a.response_body,
+                request_headers=request_headers(a),
             )
             for a in rows
         ]
@@ -232,29 +278,26 @@ class DeliveriesController(Controller):
         self,
         dispatcher: Injected[Dispatcher],
         subscription_id: FromQuery[str | None] = None,
+        school_id: Annotated[int | None, QueryParameter(ge=0, description="only this school's")] = None,
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> DeadLetterPage:
-        rows = await operations.dead_letters(
-            dispatcher, subscription_id=subscription_id, before=score_cursor(cursor), limit=limit
-        )
-        items = [
-            DeadLetterView(
-                id=d.id,
-                subscription_id=d.subscription_id,
-                event_id=d.event_id,
-                event_type=d.event_type,
-                school_id=d.school_id,
-                sequence=d.sequence,
-                attempts=d.attempts,
-                last_status=d.last_status,
-                last_error=d.last_error,
-                last_attempt_at=rfc3339(d.last_attempt_at),
-                dead_at=rfc3339(score),
+        async def fetch(after: str | None) -> tuple[list[tuple[float, Delivery]], str | None]:
+            size = limit if school_id is None else MAX_PAGE
+            rows = await operations.dead_letters(
+                dispatcher, subscription_id=subscription_id, before=score_cursor(after), limit=size
             )
-            for score, d in rows
-        ]
-        next_cursor = next_score_cursor([score for score, _ in rows], limit)
+            return rows, next_score_cursor([score for score, _ in rows], size)
+
+        rows, next_cursor = await filtered_page(
+            fetch,
+            lambda row: school_id is None or row[1].school_id == school_id,
+            lambda row: repr(row[0]),
+            cursor,
+            limit,
+        )
+        urls = {s.id: s.url for s in await dispatcher.store.list_all()}
+        items = [dead_letter_view(score, dead, urls) for score, dead in rows]
         return DeadLetterPage(data=items, meta=page_meta(limit, next_cursor))
 
     @post(

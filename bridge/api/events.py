@@ -1,5 +1,9 @@
 """The event log: `GET /v1/events` (newest first, cursor paginated, filtered) and `GET /v1/events/{id}`.
 
+`resource` and `resource_id` find the events of one record (`learner` `51`); the log has no index for
+them, so a page of those reads the log (narrowed by the other filters, a school best of all) page after
+page until it has found `limit` of them or read 10,000 events, and answers with a cursor to go on.
+
 Handlers receive `events` (the `EventLog`) and, for an event's delivery states, `dispatcher`.
 """
 
@@ -14,7 +18,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, QueryParameter
 
 from bridge.api.auth import admin_guard
-from bridge.api.common import Cursor, Injected, Limit, PageMeta, page_meta
+from bridge.api.common import MAX_PAGE, Cursor, Injected, Limit, PageMeta, filtered_page, page_meta
 from bridge.api.contract import SECURITY, error_responses
 from bridge.api.deliveries import EventDeliveryView, event_deliveries
 from bridge.delivery.dispatcher import Dispatcher
@@ -47,6 +51,8 @@ class EventsController(Controller):
         school_id: Annotated[int | None, QueryParameter(ge=1)] = None,
         since: Annotated[dt.datetime | None, QueryParameter(description="RFC 3339, inclusive")] = None,
         until: Annotated[dt.datetime | None, QueryParameter(description="RFC 3339, inclusive")] = None,
+        resource: Annotated[str | None, QueryParameter(description="e.g. learner; with resource_id")] = None,
+        resource_id: Annotated[str | None, QueryParameter(description="one record's events, e.g. 51")] = None,
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> EventPage:
@@ -57,10 +63,23 @@ class EventsController(Controller):
         for name, moment in (("since", since), ("until", until)):
             if moment is not None and moment.tzinfo is None:
                 raise ValidationException(detail=f"{name}: give a time zone, e.g. 2026-11-22T10:00:00Z")
-        try:
-            page, next_cursor = await events.list(
-                type=type, school_id=school_id, since=since, until=until, limit=limit, cursor=cursor
+        filtered = resource is not None or resource_id is not None
+
+        async def fetch(after: str | None) -> tuple[list[Event], str | None]:
+            return await events.list(
+                type=type,
+                school_id=school_id,
+                since=since,
+                until=until,
+                limit=MAX_PAGE if filtered else limit,
+                cursor=after,
             )
+
+        def of_record(event: Event) -> bool:
+            return resource in (None, event.resource) and resource_id in (None, event.resource_id)
+
+        try:
+            page, next_cursor = await filtered_page(fetch, of_record, lambda e: e.id, cursor, limit)
         except ValueError as error:
             raise ValidationException(detail=f"cursor: {error}") from None
         return EventPage(data=page, meta=page_meta(limit, next_cursor))

@@ -13,6 +13,7 @@ handler names, so a missing part fails at once, not on the first request).
     DeliveriesController     subscriptions, dispatcher
     EventsController         events, dispatcher
     EventTypesController     nothing (the catalogue is code: bridge/events/schemas.py)
+    StatsController          subscriptions, dispatcher (a subscription's attempt log)
     SchoolsController        schools (settings, watcher, poll status, snapshots, scheduler)
     whoami                   nothing (the token's role, from the settings)
 """
@@ -42,6 +43,7 @@ from bridge.api.health import Health, HealthController
 from bridge.api.metrics import Gauges, metrics_endpoint
 from bridge.api.middleware import request_id_middleware
 from bridge.api.schools import Schools, SchoolsController
+from bridge.api.stats import StatsController
 from bridge.api.subscriptions import SubscriptionController
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.store import SubscriptionStore
@@ -60,6 +62,7 @@ API_ROUTES: Final[Sequence[ControllerRouterHandler]] = (
     EventsController,
     EventTypesController,
     SchoolsController,
+    StatsController,
     whoami,
 )
 """Every controller of the API (the console's static files are mounted next to them by `create_app`)."""

@@ -1,174 +1,31 @@
-"""The console in a real browser (Debian's chromium, headless, driven by Playwright) against a real bridge.
+"""The console in a real browser (Debian's chromium, headless, driven by Playwright) against a real bridge:
+signing in, the overview, schools, subscriptions, events and dead letters as an operator sees them.
 
-One bridge for the module, wired as the demo wires it: the d6 simulator over HTTP, the test Redis, two
-webhook receivers on loopback (one answers 200; one answers 500 until told otherwise, which makes dead
-letters), and a school named `<script>alert(1)</script>` whose learner is named like an `<img onerror>`.
-Each test signs in on a fresh page and fails if the page raised a dialog, a script error or a CSP
-violation. Screenshots go to tests/artifacts/.
+The stack and the tab come from conftest.py; screenshots go to tests/artifacts/.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from bridge.testing.receivers import Answer, Receiver
-from bridge.testing.servers import SimulatorServer, ThreadedServer
-from bridge.testing.settings import TOKEN, bridge_settings
 from bridge.testing.waiting import wait_until
-from tests.console.helpers import CHROMIUM_ARGS, chromium_path, console_app
+from tests.console.helpers import (
+    SCRIPT_LEARNER,
+    SCRIPT_SCHOOL,
+    SCRIPT_SCHOOL_ID,
+    Stack,
+    go,
+    shot,
+    sign_in,
+)
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
 )
-
-ARTIFACTS = Path(__file__).parents[1] / "artifacts"
-SCRIPT_SCHOOL = "<script>alert(1)</script>"
-SCRIPT_SCHOOL_ID = 1100
-SCRIPT_LEARNER = "<img src=x onerror=alert(2)>"
-WAIT_MS = 15_000
-
-
-@dataclass
-class Stack:
-    bridge: str
-    simulator: str
-    ok: Receiver
-    flaky: Receiver
-    flaky_url: str
-    ok_url: str
-    script_learner: int
-    failing: dict[str, bool] = field(default_factory=lambda: {"on": True})
-
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        answer = httpx.request(
-            method, self.bridge + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10, **kwargs
-        )
-        answer.raise_for_status()
-        return answer.json()
-
-    def settled(self) -> bool:
-        """No subscription has a delivery waiting or in flight."""
-        ids = [s["id"] for s in self.api("GET", "/v1/subscriptions")["data"]]
-        return all(self.api("GET", f"/v1/subscriptions/{i}")["pending_deliveries"] == 0 for i in ids)
-
-
-@pytest.fixture(scope="module")
-def stack(redis_url: str) -> Iterator[Stack]:
-    failing = {"on": True}
-    flaky = Receiver(
-        lambda _r, _n: Answer(status=500, body=b"down for the test") if failing["on"] else Answer()
-    )
-    ok = Receiver()
-    with (
-        SimulatorServer(schools=2, learners=24, debtors=4, seed=11) as sim,
-        ThreadedServer(ok) as ok_server,
-        ThreadedServer(flaky) as flaky_server,
-    ):
-        settings = bridge_settings(
-            redis_url,
-            f"{sim.url}/api",
-            BRIDGE_REDIS_PREFIX=f"console{os.getpid()}x{time.monotonic_ns()}",
-            BRIDGE_RETRY_SCHEDULE="0.1,0.1",
-            BRIDGE_EMIT_INITIAL_SNAPSHOT="true",
-        )
-        with ThreadedServer(console_app(settings)) as bridge:
-            stack = Stack(
-                bridge=bridge.url,
-                simulator=sim.url,
-                ok=ok,
-                flaky=flaky,
-                ok_url=f"{ok_server.url}/hooks/ok",
-                flaky_url=f"{flaky_server.url}/hooks/flaky",
-                script_learner=0,
-                failing=failing,
-            )
-            stack.api(
-                "POST",
-                "/v1/subscriptions",
-                json={
-                    "url": stack.flaky_url,
-                    "event_types": ["learner.created"],
-                    "school_ids": [SCRIPT_SCHOOL_ID],
-                    "description": "answers 500",
-                },
-            )
-            # The school joins after the subscription exists, so its learners' events dead-letter there.
-            school = {"school_id": SCRIPT_SCHOOL_ID, "name": SCRIPT_SCHOOL, "learners": 2, "debtors": 2}
-            httpx.post(
-                f"{sim.url}/_sim/schools", json={**school, "activated": True}, timeout=10
-            ).raise_for_status()
-            learner = httpx.post(
-                f"{sim.url}/_sim/schools/{SCRIPT_SCHOOL_ID}/learners",
-                json={"first_name": SCRIPT_LEARNER},
-                timeout=10,
-            ).json()
-            stack.script_learner = learner["learner_id"]
-            wait_until(
-                lambda: len(stack.api("GET", "/v1/dead-letters")["data"]) == 3,
-                timeout=30,
-                what="three dead letters",
-            )
-            yield stack
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = chromium_path()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Any, stack: Stack) -> Iterator[Any]:
-    """A fresh tab on the console; afterwards: no dialog, no script error, no CSP violation.
-
-    The browser logs each refused API call (401) as an error; those are the sign-in tests' business.
-    """
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    trouble: list[str] = []
-    page.on("dialog", lambda dialog: (trouble.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.on("pageerror", lambda error: trouble.append(f"page error: {error}"))
-    page.on(
-        "console",
-        lambda message: (
-            trouble.append(f"console {message.type}: {message.text}")
-            if message.type == "error" and "status of 401" not in message.text
-            else None
-        ),
-    )
-    page.goto(f"{stack.bridge}/console")
-    yield page
-    context.close()
-    assert trouble == []
-
-
-def sign_in(page: Any) -> None:
-    page.fill("#token", TOKEN)
-    page.click("#login button[type=submit]")
-    page.wait_for_selector("#page:not([hidden])")
-
-
-def go(page: Any, name: str, ready: str) -> None:
-    page.click(f"nav a[href='#{name}']")
-    page.wait_for_selector(f"#page[data-page='{name}'] {ready}")
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_nothing_shows_without_the_token_and_a_wrong_one_is_refused(page: Any, stack: Stack) -> None:
