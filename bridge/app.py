@@ -37,6 +37,7 @@ from bridge.console import console_routes
 from bridge.d6.budget import RedisBudget
 from bridge.d6.client import D6Client
 from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.erasure import Eraser
 from bridge.delivery.handoff import Handoff
 from bridge.delivery.source import LogEventSource
 from bridge.delivery.store import SubscriptionStore
@@ -86,6 +87,7 @@ class Services:
     subscriptions: SubscriptionStore
     dispatcher: Dispatcher
     handoff: Handoff
+    eraser: Eraser
     replica_id: str
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -175,6 +177,9 @@ class Services:
             subscriptions=subscriptions,
             dispatcher=dispatcher,
             handoff=handoff,
+            eraser=Eraser(
+                redis, keys, snapshots=snapshots, events=events, outbox=outbox, subscriptions=subscriptions
+            ),
             replica_id=replica_id,
         )
 
@@ -230,7 +235,8 @@ class Services:
         return max(MAINTENANCE_SECONDS, min(RETENTION_EVERY_SECONDS, retention / 10))
 
     async def _maintenance(self) -> None:
-        """Publish what a crash left unpublished, trim old events, refresh gauges."""
+        """Publish what a crash left unpublished, finish erasures a crash left half done, trim old events,
+        refresh gauges."""
         next_trim = 0.0
         loop = asyncio.get_running_loop()
         while True:
@@ -238,6 +244,7 @@ class Services:
                 if await self.outbox.publish_pending():
                     self.handoff.wake()
                 await self.refresh_metrics()
+                await self.eraser.resume()
                 if loop.time() >= next_trim:
                     removed = await self.events.trim(self.settings.event_retention_days)
                     if removed:
@@ -285,5 +292,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             dispatcher=services.dispatcher,
             more=services.refresh_metrics,
         ),
+        eraser=services.eraser,
     )
     return build_api(settings, [*API_ROUTES, console_routes], api, lifespan=[lifespan])

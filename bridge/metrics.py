@@ -145,6 +145,13 @@ STORE_RESETS: Final = Counter(
     "school then took a silent new baseline and its sequence started again at 1.",
     registry=REGISTRY,
 )
+ERASURES: Final = Counter(
+    f"{PREFIX}_erasures",
+    "Erasure requests carried out (POST /v1/erasure, SPEC 12), by the event resource of the record "
+    "(debtor, learner, balance, promise, note, transaction); a repeated request counts again.",
+    ["resource"],
+    registry=REGISTRY,
+)
 SNAPSHOTS_PURGED: Final = Counter(
     f"{PREFIX}_snapshots_purged",
     "Schools whose record snapshots were deleted after BRIDGE_REVOKED_PURGE_DAYS without authorisation.",
@@ -173,13 +180,14 @@ POLL_LAG: Final = Gauge(
 
 # -- delivery ---------------------------------------------------------------------------------------
 
-DELIVERY_OUTCOMES: Final = ("ok", "retry", "dead", "gone", "lease_lost")
+DELIVERY_OUTCOMES: Final = ("ok", "retry", "dead", "gone", "lease_lost", "erased", "expired")
 DELIVERIES: Final = Counter(
     f"{PREFIX}_deliveries",
     "Delivery attempts from the queue, by outcome: ok (2xx), retry (failed, another attempt is "
     "scheduled), dead (failed, retries exhausted: now a dead letter), gone (410: the subscription "
     "was disabled, the delivery waits), lease_lost (the attempt outlived its lease; another worker "
-    "owns the delivery now). Test sends are not counted.",
+    "owns the delivery now), erased and expired (claimed but dropped unsent: its event is being erased, "
+    "or is older than the retention). Test sends are not counted.",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -59,7 +59,7 @@ DESCRIPTIONS: Final = {
     400: "The request is not valid; `detail` names the field and the problem",
     401: "No admin token, or a wrong one",
     403: "The token is the read-only one (`BRIDGE_READONLY_TOKEN`): it may not change anything",
-    404: "No such subscription, event or school",
+    404: "No such subscription, event, school or record",
     413: "The body is larger than the limit (1 MB)",
     415: "The body is not JSON; send it with `Content-Type: application/json`",
     503: "The store (Redis) is unavailable; try again",

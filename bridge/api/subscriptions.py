@@ -8,6 +8,7 @@ Each handler receives what it uses: `subscriptions` (the `SubscriptionStore`) an
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
@@ -20,6 +21,7 @@ from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_bod
 from bridge.delivery import operations
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Subscription
+from bridge.delivery.projection import Payload
 from bridge.delivery.store import SubscriptionStore
 from bridge.events.envelope import Timestamp
 
@@ -30,6 +32,14 @@ class SubscriptionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     school_ids: list[int] | None = None
     description: str | None = None
     ordered: bool = True
+    fields: dict[str, Any] | None = None
+    """Per event `resource` (`debtor`, `learner`, ...), a list of the only `data` fields sent; ids always
+    kept. A resource not named arrives with its ids alone. An update whose changes all fall outside is
+    skipped. (Typed loosely here so that a 400 can name the resource whose value is not a list.)"""
+    redact: list[str] | None = None
+    """Fields sent masked: all but their last four characters replaced by `*`, in `data` and `changes`."""
+    payload: Payload = "full"
+    """`thin`: no `data`, and `changes` reduced to the changed field names."""
 
 
 class SubscriptionPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -37,6 +47,9 @@ class SubscriptionPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     event_types: list[str] | msgspec.UnsetType | None = msgspec.UNSET
     school_ids: list[int] | msgspec.UnsetType | None = msgspec.UNSET
     description: str | msgspec.UnsetType | None = msgspec.UNSET
+    fields: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+    redact: list[str] | msgspec.UnsetType | None = msgspec.UNSET
+    payload: Payload | msgspec.UnsetType = msgspec.UNSET
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -47,6 +60,9 @@ class SubscriptionView(msgspec.Struct, kw_only=True):
     school_ids: list[int] | None
     description: str | None
     ordered: bool
+    fields: dict[str, list[str]] | None
+    redact: list[str] | None
+    payload: Payload
     enabled: bool
     disabled_reason: str | None
     failing_since: Timestamp | None
@@ -89,6 +105,9 @@ def view(subscription: Subscription, counts: tuple[int, int] | None = None) -> S
         school_ids=subscription.school_ids,
         description=subscription.description,
         ordered=subscription.ordered,
+        fields=subscription.fields,
+        redact=subscription.redact,
+        payload=subscription.payload,
         enabled=subscription.enabled,
         disabled_reason=subscription.disabled_reason,
         failing_since=rfc3339(subscription.failing_since),
@@ -126,6 +145,9 @@ class SubscriptionController(Controller):
             school_ids=data.school_ids,
             description=data.description,
             ordered=data.ordered,
+            fields=data.fields,
+            redact=data.redact,
+            payload=data.payload,
         )
         return view_with_secret(subscription)
 
@@ -150,7 +172,7 @@ class SubscriptionController(Controller):
 
     @patch(
         "/{subscription_id:str}",
-        summary="Change url, filters, description or enabled",
+        summary="Change url, filters, description, fields, redact, payload or enabled",
         responses=error_responses(404, *BODY_ERRORS),
     )
     async def update_subscription(

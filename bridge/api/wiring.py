@@ -15,6 +15,7 @@ handler names, so a missing part fails at once, not on the first request).
     EventTypesController     nothing (the catalogue is code: bridge/events/schemas.py)
     StatsController          subscriptions, dispatcher (a subscription's attempt log)
     SchoolsController        schools (settings, watcher, poll status, snapshots, scheduler)
+    ErasureController        eraser (snapshots, event log, outbox, subscriptions: delivery/erasure.py)
     whoami                   nothing (the token's role, from the settings)
 """
 
@@ -36,6 +37,7 @@ from bridge.api.auth import whoami
 from bridge.api.contract import SECURITY_SCHEMES, MetaSchemaPlugin, StrictStructSchemaPlugin, operation_id
 from bridge.api.deliveries import DeliveriesController
 from bridge.api.docs import SCHEMA_PATH, render_plugins
+from bridge.api.erasure import ErasureController
 from bridge.api.errors import EXCEPTION_HANDLERS
 from bridge.api.event_types import EventTypesController, webhooks
 from bridge.api.events import EventsController
@@ -46,6 +48,7 @@ from bridge.api.schools import Schools, SchoolsController
 from bridge.api.stats import StatsController
 from bridge.api.subscriptions import SubscriptionController
 from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.erasure import Eraser
 from bridge.delivery.store import SubscriptionStore
 from bridge.events.log import EventLog
 from bridge.settings import Settings
@@ -63,6 +66,7 @@ API_ROUTES: Final[Sequence[ControllerRouterHandler]] = (
     EventTypesController,
     SchoolsController,
     StatsController,
+    ErasureController,
     whoami,
 )
 """Every controller of the API (the console's static files are mounted next to them by `create_app`)."""
@@ -85,6 +89,7 @@ def parts(
     schools: Schools | None = None,
     health: Health | None = None,
     gauges: Gauges | None = None,
+    eraser: Eraser | None = None,
 ) -> dict[str, Provide]:
     """The `Provide` of each part given, under the parameter name the handlers use for it."""
     given = {
@@ -94,6 +99,7 @@ def parts(
         "schools": schools,
         "health": health,
         "gauges": gauges,
+        "eraser": eraser,
     }
     return {name: provide(part) for name, part in given.items() if part is not None}
 

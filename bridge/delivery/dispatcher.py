@@ -34,8 +34,10 @@ from bridge.delivery.models import (
     EventSource,
     OutgoingEvent,
     Subscription,
+    TraceOutcome,
 )
 from bridge.delivery.policy import next_delay
+from bridge.delivery.projection import Envelope, Shape, decode, project, shape_of
 from bridge.delivery.queue import DeliveryQueue, Outcome
 from bridge.delivery.sender import Sender
 from bridge.delivery.store import SubscriptionStore
@@ -48,6 +50,8 @@ GONE_REASON = "the endpoint answered 410 Gone"
 LEASE_MARGIN_SECONDS = 5.0  # the attempt is bounded by the timeout; this covers recording its outcome
 MAINTENANCE_SECONDS = 60.0
 WAKE_DEBOUNCE_SECONDS = 0.005
+Skipped = tuple[Subscription, OutgoingEvent, TraceOutcome]
+"""An event not queued for a subscription, and why (`skipped` or `erased`)."""
 
 
 class Dispatcher:
@@ -139,24 +143,47 @@ class Dispatcher:
         if not events:
             return 0
         subscriptions = await self.store.snapshot()
-        work = [
-            (subscription, event)
-            for event in events
-            for subscription in subscriptions
-            if subscription.matches(event.event_type, event.school_id)
-        ]
+        shapes = [shape_of(s) for s in subscriptions]
+        if self.store.erasing or any(shapes):
+            work, skipped = _shaped(
+                events, list(zip(subscriptions, shapes, strict=True)), self.store.erasing, matching=True
+            )
+            await self._skip_all(skipped, once=True)
+        else:  # the usual case: every subscription gets the logged envelope as it is
+            work = [
+                (subscription, event)
+                for event in events
+                for subscription in subscriptions
+                if subscription.matches(event.event_type, event.school_id)
+            ]
         results = await self._enqueue_all(work, now=time.time())
         self._wake.set()
         return sum(int(r) for r in results)
 
     async def enqueue(self, subscription: Subscription, events: Sequence[OutgoingEvent]) -> int:
-        """Queue events again for one subscription (replay, redeliver): always a new delivery."""
+        """Queue events again for one subscription (replay, redeliver): always a new delivery. Returns how
+        many were queued (an update outside the subscription's `fields` is recorded as skipped instead)."""
         if not events:
             return 0
-        work = [(subscription, event) for event in events]
+        work, skipped = _shaped(events, [(subscription, shape_of(subscription))], self.store.erasing)
+        await self._skip_all(skipped, once=False)
         await self._enqueue_all(work, now=time.time(), once=False, replay=True)
         self._wake.set()
-        return len(events)
+        return len(work)
+
+    async def _skip_all(self, skipped: list[Skipped], *, once: bool) -> None:
+        """Record each (subscription, event) that is not sent, and why (`skipped` or `erased`)."""
+        if not skipped:
+            return
+        now = time.time()
+        if not isinstance(self.redis, RedisCluster):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for subscription, event, why in skipped:
+                    await self.queue.skip(pipe, subscription, event, now=now, outcome=why, once=once)
+                await pipe.execute()
+            return
+        for subscription, event, why in skipped:
+            await self.queue.skip(self.redis, subscription, event, now=now, outcome=why, once=once)
 
     async def _enqueue_all(self, work: list[tuple[Subscription, OutgoingEvent]], **options: Any) -> list[Any]:
         """Run the enqueue script for each (subscription, event), in order; one pipeline on plain Redis.
@@ -244,13 +271,37 @@ class Dispatcher:
     async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> None:
         bound = log.bind(subscription=subscription.id, event_id=delivery.event_id, school=delivery.school_id)
         try:
+            if await self._withheld(subscription, delivery, bound):
+                return
+            body = delivery.body
+            shape = shape_of(subscription)
+            if shape is not None and delivery.created_at < subscription.updated_at:
+                # The subscription changed since this was queued: what it asks for now is what it gets.
+                body = project(decode(body), shape, may_skip=False) or body
             lane = f"{subscription.id}:{delivery.school_id}" if subscription.ordered else ""
-            result = await self.sender.send(subscription, delivery.event_id, delivery.body, lane=lane)
+            result = await self.sender.send(subscription, delivery.event_id, body, lane=lane)
             metrics.DELIVERY_ATTEMPT_DURATION.observe(result.duration_ms / 1000)
             await self._record(subscription, delivery, token, result, bound)
         except (RedisError, OSError) as error:
             # The lease runs out and the delivery is attempted again: at-least-once holds.
             bound.warning("delivery bookkeeping failed", error=f"{type(error).__name__}: {error}")
+
+    async def _withheld(
+        self, subscription: Subscription, delivery: Delivery, bound: structlog.typing.FilteringBoundLogger
+    ) -> bool:
+        """Drop instead of sending a delivery whose event is being erased, or that has waited longer than the
+        retention (one the retention pass did not see: an earlier delivery of an event redelivered since)."""
+        cutoff = time.time() - self.settings.event_retention_days * 86400
+        if delivery.event_id in self.store.erasing:
+            outcome: TraceOutcome = "erased"
+        elif delivery.created_at < cutoff:
+            outcome = "expired"
+        else:
+            return False
+        await self.queue.drop(subscription.id, delivery, now=time.time(), outcome=outcome, leased_too=True)
+        bound.info("delivery dropped, not sent", outcome=outcome)
+        metrics.DELIVERIES.labels(outcome=outcome).inc()
+        return True
 
     async def _record(
         self,
@@ -361,3 +412,37 @@ class Dispatcher:
             await self.store.disable(subscription.id, GONE_REASON)
             log.warning("subscription disabled: 410 Gone to a test event", subscription=subscription.id)
         return result
+
+
+def _shaped(
+    events: Sequence[OutgoingEvent],
+    subscriptions: list[tuple[Subscription, Shape | None]],
+    erasing: frozenset[str],
+    *,
+    matching: bool = False,
+) -> tuple[list[tuple[Subscription, OutgoingEvent]], list[Skipped]]:
+    """Each (subscription, event) to queue, with the body that subscription receives, and each one not
+    sent (an update outside its `fields`: "skipped"; an event being erased: "erased"). With `matching`,
+    only the subscriptions whose filters match an event are considered. Each event is decoded at most
+    once, and only when some subscription has a shape."""
+    work: list[tuple[Subscription, OutgoingEvent]] = []
+    skipped: list[Skipped] = []
+    for event in events:
+        envelope: Envelope | None = None
+        erased = event.event_id in erasing
+        for subscription, shape in subscriptions:
+            if matching and not subscription.matches(event.event_type, event.school_id):
+                continue
+            if erased:
+                skipped.append((subscription, event, "erased"))
+            elif shape is None:
+                work.append((subscription, event))
+            else:
+                if envelope is None:
+                    envelope = decode(event.body)
+                body = project(envelope, shape)
+                if body is None:
+                    skipped.append((subscription, event, "skipped"))
+                else:
+                    work.append((subscription, msgspec.structs.replace(event, body=body)))
+    return work, skipped

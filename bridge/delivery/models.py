@@ -95,6 +95,12 @@ class Subscription(msgspec.Struct, kw_only=True):
     previous_secret: str | None = None
     previous_secret_expires_at: float | None = None
     failing_since: float | None = None
+    fields: dict[str, list[str]] | None = None
+    """Per event `resource`, the only `data` fields sent (ids always kept); see delivery/projection.py."""
+    redact: list[str] | None = None
+    """Fields sent masked to their last four characters, in `data` and `changes`."""
+    payload: Literal["full", "thin"] = "full"
+    """`thin`: no `data`, `changes` reduced to the field names."""
 
     def matches(self, event_type: str, school_id: int) -> bool:
         if self.school_ids is not None and school_id not in self.school_ids:
@@ -110,6 +116,7 @@ class Subscription(msgspec.Struct, kw_only=True):
 
 
 DeliveryState = Literal["pending", "dead"]
+TraceOutcome = Literal["skipped", "erased", "expired"]
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -139,13 +146,30 @@ class DeliveryTrace(msgspec.Struct, array_like=True, omit_defaults=True):
     While the delivery is queued (or dead) only `delivery_id` is set and its `Delivery` record tells
     the rest; on success the record is removed and the trace keeps when, after how many attempts and
     with which status. The encoding of a trace with only `delivery_id` is deterministic, so a script
-    can compare it byte for byte.
+    can compare it byte for byte. An event that was never sent here says why in `outcome`: `skipped`
+    (an update outside the subscription's `fields`; no delivery, `delivery_id` is ""), `erased` (its
+    delivery was dropped by an erasure) or `expired` (dropped by retention before it could go out).
     """
 
     delivery_id: str
     delivered_at: float | None = None
     attempts: int = 0
     status: int | None = None
+    outcome: TraceOutcome | None = None
+    at: float | None = None
+    """When the `outcome` was recorded."""
+
+
+class ErasureEntry(msgspec.Struct, kw_only=True):
+    """One erasure in the journal (`Keys.erasures`): what it erases, and the events no dispatcher may send
+    while it runs and for a while after (a fan-out that read the event just before it began)."""
+
+    school_id: int
+    resource: str
+    record_id: str
+    event_ids: list[str]
+    started_at: float
+    done_at: float | None = None
 
 
 class AttemptResult(msgspec.Struct, kw_only=True):

@@ -18,14 +18,21 @@ from bridge.delivery.models import (
     Subscription,
     UnknownSubscription,
 )
-from bridge.events.envelope import format_timestamp
+from bridge.events.envelope import decode_event, format_timestamp
 from bridge.events.ids import new_event_id
+from bridge.events.log import is_erased
 
 
 class UnknownEvent(DeliveryError):
     def __init__(self, event_id: str) -> None:
         self.event_id = event_id
         super().__init__(f"no event with id {event_id!r} in the event log")
+
+
+class ErasedEvent(DeliveryError):
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"event {event_id!r} was erased (POST /v1/erasure): there is nothing to send")
 
 
 class NoEventLog(DeliveryError):
@@ -112,6 +119,8 @@ async def redeliver(dispatcher: Dispatcher, event_id: str, subscription_id: str 
     event = await _events(dispatcher).get(event_id)
     if event is None:
         raise UnknownEvent(event_id)
+    if is_erased(decode_event(event.body)):
+        raise ErasedEvent(event_id)
     if subscription_id is not None:
         targets = [await dispatcher.store.get(subscription_id)]
     else:
@@ -158,6 +167,7 @@ async def retry_dead_letters(
 
 
 __all__ = [
+    "ErasedEvent",
     "NoEventLog",
     "UnknownEvent",
     "UnknownSubscription",

@@ -16,6 +16,7 @@ matches, so a worker whose lease ran out can't disturb the one that took over.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import msgspec
@@ -23,7 +24,15 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from bridge.delivery.ids import new_delivery_id
-from bridge.delivery.models import Attempt, Delivery, DeliveryTrace, OutgoingEvent, Subscription
+from bridge.delivery.models import (
+    Attempt,
+    Delivery,
+    DeliveryTrace,
+    OutgoingEvent,
+    Subscription,
+    TraceOutcome,
+)
+from bridge.store.codec import as_bytes
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
 
@@ -35,6 +44,22 @@ _msgpack = msgspec.msgpack.Encoder()
 _delivery = msgspec.msgpack.Decoder(Delivery)
 _attempt_encoder = msgspec.json.Encoder()
 _attempt = msgspec.json.Decoder(Attempt)
+_trace = msgspec.msgpack.Decoder(DeliveryTrace)
+
+
+class DeliveryHead(msgspec.Struct, kw_only=True):
+    """The part of a stored `Delivery` that says whose it is (decoding it skips the body)."""
+
+    id: str
+    event_id: str
+    event_type: str
+    school_id: int
+    event_timestamp: float
+    attempts: int = 0
+    state: str = "pending"
+
+
+_head = msgspec.msgpack.Decoder(DeliveryHead)
 
 
 class DeliveryQueue:
@@ -92,6 +117,85 @@ class DeliveryQueue:
             ],
             client=pipe,
         )
+
+    async def skip(
+        self,
+        pipe: Pipeline | Redis,
+        subscription: Subscription,
+        event: OutgoingEvent,
+        *,
+        now: float,
+        outcome: TraceOutcome = "skipped",
+        once: bool = True,
+    ) -> Any:
+        """Record on `pipe` that `event` is not sent to `subscription` (its trace says why); like `enqueue`,
+        with `once` a second call is a no-op."""
+        sid = subscription.id
+        trace = _msgpack.encode(DeliveryTrace(delivery_id="", outcome=outcome, at=now))
+        return await self._scripts.delivery_skip(
+            keys=[self.keys.fanned(sid), self.keys.traces(sid)],
+            args=[event.event_id, repr(event.timestamp), trace, _flag(once)],
+            client=pipe,
+        )
+
+    async def drop(
+        self,
+        subscription_id: str,
+        delivery: DeliveryHead | Delivery,
+        *,
+        now: float,
+        outcome: TraceOutcome,
+        leased_too: bool,
+    ) -> bool:
+        """Drop one delivery (pending or dead) with its body, for an erasure or retention; the event's trace
+        and the attempt log record `outcome`. False when it was gone already (or leased, unless
+        `leased_too`)."""
+        sid = subscription_id
+        attempt = Attempt(
+            at=now,
+            delivery_id=delivery.id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            school_id=delivery.school_id,
+            attempt=delivery.attempts,
+            outcome=outcome,
+            error="erased on request" if outcome == "erased" else "removed by retention",
+            duration_ms=0.0,
+        )
+        trace = DeliveryTrace(delivery_id=delivery.id, attempts=delivery.attempts, outcome=outcome, at=now)
+        done = await self._scripts.delivery_drop(
+            keys=[
+                self.keys.deliveries(sid),
+                self.keys.due(sid),
+                self.keys.leases(sid),
+                self.keys.dead(sid),
+                self.keys.lane(sid, delivery.school_id),
+                self.keys.traces(sid),
+                self.keys.attempts(sid),
+            ],
+            args=[
+                delivery.id,
+                delivery.event_id,
+                repr(now),
+                queued_trace(delivery.id),
+                _msgpack.encode(trace),
+                _attempt_encoder.encode(attempt),
+                _flag(leased_too),
+            ],
+        )
+        return bool(done)
+
+    async def heads(self, subscription_id: str, *, batch: int = 500) -> list[DeliveryHead]:
+        """Every stored delivery (pending and dead) of a subscription, bodies left aside: a full HSCAN,
+        for erasures (rare), not for the delivery path."""
+        found: list[DeliveryHead] = []
+        cursor: Any = 0
+        chunk: Any
+        while True:
+            cursor, chunk = await self.redis.hscan(self.keys.deliveries(subscription_id), cursor, count=batch)
+            found.extend(_head.decode(as_bytes(raw)) for raw in chunk.values())
+            if not cursor:
+                return found
 
     async def claim(
         self, subscription_id: str, *, now: float, lease_until: float, token: str, limit: int
@@ -230,8 +334,10 @@ class DeliveryQueue:
 
     async def trim(self, subscription_id: str, *, cutoff: float, batch: int = TRIM_BATCH) -> int:
         """Forget attempts, events and dead letters older than `cutoff`, in batches; returns how many
-        events and dead letters went."""
+        events and dead letters went. A delivery of an event older than `cutoff` that is still waiting
+        (a disabled subscription's, say) goes too, with its body: its trace says `expired`."""
         sid = subscription_id
+        await self._expire_waiting(sid, cutoff=cutoff, batch=batch)
         keys = [
             self.keys.attempts(sid),
             self.keys.fanned(sid),
@@ -247,6 +353,33 @@ class DeliveryQueue:
             removed += events + dead
             if events < batch and dead < batch:
                 return removed
+
+    async def _expire_waiting(self, subscription_id: str, *, cutoff: float, batch: int) -> int:
+        """Drop the deliveries still stored for events older than `cutoff` (found through their traces)."""
+        sid = subscription_id
+        expired = 0
+        start = 0
+        now = time.time()
+        while True:
+            old: Any = await self.redis.zrangebyscore(
+                self.keys.fanned(sid), "-inf", cutoff, start=start, num=batch
+            )
+            if not old:
+                return expired
+            traces: Any = await self.redis.hmget(self.keys.traces(sid), old)
+            ids = [
+                trace.delivery_id
+                for trace in (_trace.decode(raw) for raw in traces if raw is not None)
+                if trace.delivered_at is None and trace.outcome is None
+            ]
+            for delivery in await self.get(sid, ids):
+                if delivery is None or delivery.event_timestamp > cutoff:
+                    continue
+                if await self.drop(sid, delivery, now=now, outcome="expired", leased_too=False):
+                    expired += 1
+            if len(old) < batch:
+                return expired
+            start += batch
 
 
 def queued_trace(delivery_id: str) -> bytes:

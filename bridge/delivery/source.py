@@ -1,4 +1,8 @@
-"""The event log as the dispatcher reads it for replays and redeliveries (`EventSource`)."""
+"""The event log as the dispatcher reads it for replays and redeliveries (`EventSource`).
+
+A replay leaves out erased events (their envelope carries `{"erased": true}` and nothing to send); a
+redelivery of one is refused by `operations.redeliver`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Final
 
 from bridge.delivery.models import OutgoingEvent
 from bridge.events.envelope import decode_event
-from bridge.events.log import EventLog
+from bridge.events.log import EventLog, is_erased
 
 PAGE: Final = 500
 
@@ -37,4 +41,6 @@ class LogEventSource:
         ids.reverse()
         for start in range(0, len(ids), PAGE):
             for body in await self.log.raw(ids[start : start + PAGE]):
-                yield to_outgoing(body)
+                event = decode_event(body)
+                if not is_erased(event):
+                    yield OutgoingEvent.of(event.id, event.school_id, event.type, event.sequence, body)

@@ -18,10 +18,12 @@ from bridge.delivery.ids import new_subscription_id
 from bridge.delivery.models import (
     SECRET_OVERLAP_SECONDS,
     DeliveryError,
+    ErasureEntry,
     Subscription,
     UnknownSubscription,
     unknown_event_types,
 )
+from bridge.delivery.projection import PAYLOADS, RESOURCES, Payload
 from bridge.delivery.signing import new_secret
 from bridge.delivery.urls import UrlGuard, UrlRefused
 from bridge.store.keys import Keys
@@ -29,7 +31,10 @@ from bridge.store.scripts import Scripts
 
 MAX_DESCRIPTION = 1000
 MAX_FILTER_ITEMS = 1000
+MAX_FIELD_NAMES = 500
+MAX_FIELD_NAME = 200
 _json = msgspec.json.Encoder()
+_journal = msgspec.json.Decoder(ErasureEntry)
 
 
 class InvalidSubscription(DeliveryError):
@@ -75,6 +80,53 @@ def validate_school_ids(school_ids: list[int] | None) -> list[int] | None:
     return sorted(set(school_ids))
 
 
+def validate_fields(fields: Any) -> dict[str, list[str]] | None:
+    """`{"debtor": ["debtor_code", ...], ...}`: known event resources, each a list of field names."""
+    if fields is None:
+        return None
+    if not isinstance(fields, dict):
+        raise InvalidSubscription("fields", "must be an object: event resource -> list of field names")
+    if not fields:
+        raise InvalidSubscription("fields", "must name at least one resource; leave it out (or null) for all")
+    unknown = sorted(str(name) for name in fields if name not in RESOURCES)
+    if unknown:
+        raise InvalidSubscription(
+            "fields",
+            f"unknown resource {unknown[0]!r}: one of {', '.join(RESOURCES)} (the event `resource`)",
+            unknown=unknown,
+        )
+    return {name: _field_names(f"fields.{name}", names) for name, names in sorted(fields.items())}
+
+
+def validate_redact(redact: Any) -> list[str] | None:
+    if redact is None:
+        return None
+    names = _field_names("redact", redact)
+    return names or None
+
+
+def validate_payload(payload: Any) -> Payload:
+    if payload not in PAYLOADS:
+        raise InvalidSubscription(
+            "payload", f"unknown payload mode {payload!r}: one of {', '.join(PAYLOADS)}"
+        )
+    return "thin" if payload == "thin" else "full"
+
+
+def _field_names(field: str, names: Any) -> list[str]:
+    if not isinstance(names, list):
+        raise InvalidSubscription(field, "must be a list of field names")
+    if len(names) > MAX_FIELD_NAMES:
+        raise InvalidSubscription(field, f"at most {MAX_FIELD_NAMES} field names")
+    bad = [n for n in names if not isinstance(n, str) or not n.strip() or len(n) > MAX_FIELD_NAME]
+    if bad:
+        raise InvalidSubscription(
+            field,
+            f"field names are non-empty strings of at most {MAX_FIELD_NAME} characters; got {bad[:3]!r}",
+        )
+    return sorted(set(names))
+
+
 def validate_description(description: str | None) -> str | None:
     if description is not None and len(description) > MAX_DESCRIPTION:
         raise InvalidSubscription("description", f"at most {MAX_DESCRIPTION} characters")
@@ -99,6 +151,8 @@ class SubscriptionStore:
         self._clock = clock
         self._cache: list[Subscription] | None = None
         self._cache_version: bytes | None = None
+        self.erasing: frozenset[str] = frozenset()
+        """Ids of the events an erasure is removing (reloaded with the cache): never sent, never queued."""
 
     async def _check_url(self, url: str) -> str:
         try:
@@ -114,6 +168,9 @@ class SubscriptionStore:
         school_ids: list[int] | None = None,
         description: str | None = None,
         ordered: bool = True,
+        fields: dict[str, list[str]] | None = None,
+        redact: list[str] | None = None,
+        payload: str = "full",
     ) -> Subscription:
         now = self._clock()
         subscription = Subscription(
@@ -126,6 +183,9 @@ class SubscriptionStore:
             ordered=ordered,
             created_at=now,
             updated_at=now,
+            fields=validate_fields(fields),
+            redact=validate_redact(redact),
+            payload=validate_payload(payload),
         )
         fields = msgspec.structs.asdict(subscription)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -163,8 +223,24 @@ class SubscriptionStore:
         version = None if raw is None else _text(raw).encode()
         if self._cache is None or version != self._cache_version:
             self._cache = await self.list_all()
+            self.erasing = frozenset(e for entry in await self.erasures() for e in entry.event_ids)
             self._cache_version = version
         return self._cache
+
+    async def erasures(self) -> list[ErasureEntry]:
+        """The erasure journal: every erasure under way, or finished a short while ago."""
+        raw = await self.redis.hvals(self.keys.erasures())
+        return [_journal.decode(value) for value in raw]
+
+    async def journal(self, key: str, entry: ErasureEntry | None) -> None:
+        """Write (or, with None, remove) one journal entry and make every process reload it."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if entry is None:
+                pipe.hdel(self.keys.erasures(), key)
+            else:
+                pipe.hset(self.keys.erasures(), key, _json.encode(entry))
+            pipe.incr(self.keys.subscriptions_version())
+            await pipe.execute()
 
     async def _set(self, subscription_id: str, fields: Mapping[str, Any]) -> None:
         encoded = _encode_fields(fields)
@@ -179,7 +255,8 @@ class SubscriptionStore:
         await self.redis.incr(self.keys.subscriptions_version())
 
     async def update(self, subscription_id: str, changes: Mapping[str, Any]) -> Subscription:
-        """Apply a PATCH: any of url, event_types, school_ids, description, enabled."""
+        """Apply a PATCH: any of url, event_types, school_ids, description, fields, redact, payload and
+        enabled."""
         current = await self.get(subscription_id)
         fields: dict[str, Any] = {}
         if "url" in changes:
@@ -190,6 +267,12 @@ class SubscriptionStore:
             fields["school_ids"] = validate_school_ids(changes["school_ids"])
         if "description" in changes:
             fields["description"] = validate_description(changes["description"])
+        if "fields" in changes:
+            fields["fields"] = validate_fields(changes["fields"])
+        if "redact" in changes:
+            fields["redact"] = validate_redact(changes["redact"])
+        if "payload" in changes:
+            fields["payload"] = validate_payload(changes["payload"])
         resume = False
         if "enabled" in changes:
             enabled = bool(changes["enabled"])

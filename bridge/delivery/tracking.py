@@ -16,7 +16,9 @@ import msgspec
 from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Delivery, DeliveryTrace, Subscription
 
-EventDeliveryStatus = Literal["pending", "delivering", "retrying", "delivered", "dead", "expired"]
+EventDeliveryStatus = Literal[
+    "pending", "delivering", "retrying", "delivered", "dead", "expired", "skipped", "erased"
+]
 
 _trace = msgspec.msgpack.Decoder(DeliveryTrace)
 _delivery = msgspec.msgpack.Decoder(Delivery)
@@ -32,7 +34,9 @@ class EventDeliveryState(msgspec.Struct, kw_only=True):
     - `retrying`: attempted and failed; `next_attempt_at` says when it is tried again;
     - `delivered`: a 2xx came back (`last_attempt_at` is when);
     - `dead`: retries exhausted; a dead letter (`POST /v1/dead-letters/retry` sends it again);
-    - `expired`: the record was removed by retention.
+    - `expired`: the record was removed by retention (if it had not gone out, it never will);
+    - `skipped`: not sent: an update whose changes all fall outside the subscription's `fields`;
+    - `erased`: not sent (or not again): its delivery was dropped by an erasure (`POST /v1/erasure`).
 
     `next_attempt_at` is null while the subscription is disabled: its deliveries wait, kept, until it
     is enabled again. A replay or redelivery of the event replaces the earlier delivery here.
@@ -64,7 +68,7 @@ async def delivery_states(dispatcher: Dispatcher, event_id: str) -> list[EventDe
         for subscription, raw in zip(subscriptions, raw_traces, strict=True)
         if raw is not None
     ]
-    queued = [(s, t) for s, t in found if t.delivered_at is None]
+    queued = [(s, t) for s, t in found if t.delivered_at is None and t.outcome is None]
     rows: list[Any] = []
     if queued:
         async with dispatcher.redis.pipeline(transaction=False) as pipe:
@@ -81,7 +85,9 @@ async def delivery_states(dispatcher: Dispatcher, event_id: str) -> list[EventDe
     }
     states = []
     for subscription, trace in found:
-        if trace.delivered_at is not None:
+        if trace.outcome is not None:
+            states.append(_not_sent(subscription, trace))
+        elif trace.delivered_at is not None:
             states.append(_delivered(subscription, trace))
         else:
             record, due, leased = live[subscription.id]
@@ -98,6 +104,18 @@ def _delivered(subscription: Subscription, trace: DeliveryTrace) -> EventDeliver
         attempts=trace.attempts,
         last_status=trace.status,
         last_attempt_at=trace.delivered_at,
+    )
+
+
+def _not_sent(subscription: Subscription, trace: DeliveryTrace) -> EventDeliveryState:
+    assert trace.outcome is not None
+    return EventDeliveryState(
+        subscription_id=subscription.id,
+        subscription_enabled=subscription.enabled,
+        delivery_id=trace.delivery_id,
+        state=trace.outcome,
+        attempts=trace.attempts,
+        last_attempt_at=None,
     )
 
 

@@ -10,6 +10,7 @@ That is why `sequence` has no default (it must always be encoded) and sits right
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, TypeAlias
 
@@ -48,7 +49,8 @@ class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     resource: str
     resource_id: str
     data: dict[str, Any]
-    changes: dict[str, FieldChange] | None = None
+    changes: Mapping[str, FieldChange | bool] | None = None
+    """Each changed field, old and new; an erased event's is `{"erased": true}` (bridge/events/log.py)."""
 
 
 ENCODER: Final = msgspec.json.Encoder()

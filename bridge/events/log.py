@@ -5,22 +5,30 @@ member order is time order, a time window is a lexicographic range of ids, and a
 id of the previous page. One index per filter combination (all, per type, per school, per school and type)
 keeps every page one ZREVRANGEBYLEX, whatever the filter. Bodies stay in the school's event stream; the
 location hash says where (school, sequence).
+
+An erased event (`POST /v1/erasure`, SPEC 12) keeps its id, type, sequence, timestamp and place in every
+index, but its `data` (and `changes`, if it had them) are `{"erased": true}`: its stream entry gave way to
+that envelope in the school's `erased` hash, where `raw` finds it (sync/snapshot.py `erase` writes both).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
+import msgspec
 import redis.asyncio as aioredis
 
-from bridge.events.envelope import Event, decode_event
+from bridge.events.envelope import Event, decode_event, encode_event
 from bridge.events.ids import event_id_bound, event_id_ms, is_event_id
 from bridge.store.codec import as_bytes, as_int, as_text, entry_seq
-from bridge.store.keys import META_PUBLISHED, Keys
+from bridge.store.keys import META_PUBLISHED, META_SEQ, Keys
 
 MAX_LIMIT: Final = 500
+ERASED: Final[Mapping[str, Any]] = {"erased": True}
+"""What an erased event's `data` and `changes` become."""
 _TRIM_BATCH: Final = 1000
 _STREAM_PAGE: Final = 200
 Moment = datetime | float
@@ -28,6 +36,8 @@ Page = tuple[list[Event], str | None]
 Events = list[Event]
 Bodies = list[bytes]
 Ids = list[str]
+RecordEvents = list[tuple[int, str, bytes]]
+"""(sequence, event id, envelope) of each event of one record."""
 
 
 class EventLog:
@@ -87,12 +97,57 @@ class EventLog:
             for _eid, (school_id, seq, _type) in wanted:
                 pipe.xrange(self._keys.school_events(school_id), min=f"{seq}-0", max=f"{seq}-0")
             replies = await pipe.execute()
-        bodies: list[bytes] = []
+        found: dict[str, bytes] = {}
         for (eid, _loc), entries in zip(wanted, replies, strict=True):
             fields = entries[0][1] if entries else None
             if fields and as_text(fields[b"id"]) == eid:
-                bodies.append(as_bytes(fields[b"body"]))
-        return bodies
+                found[eid] = as_bytes(fields[b"body"])
+        missing = [(eid, loc) for eid, loc in wanted if eid not in found]
+        if missing:  # erased events: their envelopes are in the school's `erased` hash
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for _eid, (school_id, seq, _type) in missing:
+                    pipe.hget(self._keys.school_erased(school_id), str(seq))
+                erased = await pipe.execute()
+            for (eid, _loc), body in zip(missing, erased, strict=True):
+                if body is not None and _ERASED_ID.decode(body).id == eid:
+                    found[eid] = as_bytes(body)
+        return [found[eid] for eid, _loc in wanted if eid in found]
+
+    async def record_events(
+        self, school_id: int, resource: str, record_id: str
+    ) -> tuple[int, RecordEvents, Ids]:
+        """For an erasure: the school's sequence when read, every event of one record that its stream still
+        holds as (sequence, id, body), and the ids of the record's events that are erased already.
+
+        Reads the whole stream (the retention's worth of the school's events): erasures are rare.
+        """
+        stream = self._keys.school_events(school_id)
+        seq = as_int(await self._redis.hget(self._keys.school_meta(school_id), META_SEQ))
+        prefix = resource + "."
+        found: RecordEvents = []
+        erased: Ids = []
+        start = "-"
+        while True:
+            entries = await self._redis.xrange(stream, min=start, max="+", count=_STREAM_PAGE) or []
+            for entry_id, fields in entries:
+                if fields is None or not as_text(fields[b"type"]).startswith(prefix):
+                    continue
+                body = as_bytes(fields[b"body"])
+                probe = _PROBE.decode(body)
+                if probe.resource_id != record_id:
+                    continue
+                if as_text(entry_id).endswith("-0"):
+                    found.append((entry_seq(entry_id), probe.id, body))
+                else:
+                    erased.append(probe.id)  # the stand-in of an erased last event ("<seq>-1")
+            if len(entries) < _STREAM_PAGE:
+                break
+            start = "(" + as_text(entries[-1][0])
+        for raw in (await self._redis.hgetall(self._keys.school_erased(school_id))).values():
+            probe = _PROBE.decode(as_bytes(raw))
+            if probe.resource == resource and probe.resource_id == record_id and probe.id not in erased:
+                erased.append(probe.id)
+        return seq, found, erased
 
     async def trim(self, retention_days: float, *, now: float | None = None) -> int:
         """Remove events older than the retention from every structure; returns how many were listed.
@@ -145,8 +200,47 @@ class EventLog:
                     keep_from = entry_seq(entries[-1][0]) + 1
                 if keep_from is not None:
                     await self._redis.xtrim(stream, minid=f"{keep_from}-0", approximate=False)
+                    await self._trim_erased(school_id, keep_from)
                 return
             start = f"{entry_seq(entries[-1][0]) + 1}-0"
+
+    async def _trim_erased(self, school_id: int, keep_from: int) -> None:
+        """The erased envelopes go with the part of the stream that retention removed."""
+        key = self._keys.school_erased(school_id)
+        old = [seq for seq in await self._redis.hkeys(key) if int(as_text(seq)) < keep_from]
+        if old:
+            await self._redis.hdel(key, *old)
+
+
+class _Probe(msgspec.Struct):
+    """What identifies an event's record (decoding it skips `data` and `changes`)."""
+
+    id: str
+    resource: str
+    resource_id: str
+
+
+class _Id(msgspec.Struct):
+    id: str
+
+
+_PROBE: Final = msgspec.json.Decoder(_Probe)
+_ERASED_ID: Final = msgspec.json.Decoder(_Id)
+
+
+def is_erased(event: Event) -> bool:
+    return event.data == ERASED
+
+
+def erased_body(body: bytes) -> bytes:
+    """The envelope with `data` (and `changes`, if present) replaced by `{"erased": true}`; the id, type,
+    timestamp, school, sequence, resource and resource id unchanged, in the same order."""
+    event = decode_event(body)
+    return encode_event(
+        msgspec.structs.replace(
+            event, data=dict(ERASED), changes=None if event.changes is None else dict(ERASED)
+        )
+    )
 
 
 def _location(raw: bytes | str) -> tuple[int, int, str]:

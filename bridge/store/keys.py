@@ -23,7 +23,10 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{s:1000}:snap:learner:hash    hash: record id -> 16-byte BLAKE2b digest of the canonical record
     d6b:{s:1000}:snap:learner:rec     hash: record id -> last known normalised record (msgpack)
     d6b:{s:1000}:snap:learner:hold    string: held-back removal id set (msgpack list), absent when none
-    d6b:{s:1000}:events               stream: entry id "<sequence>-0", fields id, type, body (the envelope)
+    d6b:{s:1000}:events               stream: entry id "<sequence>-0", fields id, type, body (the envelope);
+                                      an erased event's entry is deleted (the last one's is replaced by
+                                      "<sequence>-1", so the stream still ends at `seq`)
+    d6b:{s:1000}:erased               hash: sequence -> the erased envelope of that event (see `erased`)
     d6b:{s:1000}:lease:poll           string: fencing token of the current holder (with a TTL)
     d6b:{s:1000}:lease:poll:owner     string: who holds it (diagnostics only)
     d6b:{s:1000}:fence                counter: fencing tokens, monotonic per school across lease names
@@ -46,6 +49,8 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{d6}:budget                   string: the d6 request budget's next arrival time (µs, Redis clock)
     d6b:{subs}:index                  set: every subscription id
     d6b:{subs}:version                counter: bumped on every subscription change (caches reload on it)
+    d6b:{subs}:erasing                hash: "<school>:<resource>:<record>" -> JSON erasure journal entry
+                                      (its event ids; dispatchers send none of them); bumps the version
     d6b:{sub:sub_1}:record            hash: the subscription, one JSON value per `Subscription` field
     d6b:{sub:sub_1}:deliveries        hash: delivery id -> msgpack `Delivery` (pending or dead, with its body)
     d6b:{sub:sub_1}:due               zset: delivery id -> when it may be attempted (leased: when lease ends)
@@ -135,6 +140,10 @@ class Keys(msgspec.Struct, frozen=True):
         """The school's durable event log; the stream entry id is the event's sequence."""
         return self.school(school_id, "events")
 
+    def school_erased(self, school_id: int) -> str:
+        """Hash: sequence -> the envelope of an erased event (its stream entry is gone)."""
+        return self.school(school_id, "erased")
+
     def lease(self, school_id: int, name: str = "poll") -> str:
         return self.school(school_id, f"lease:{name}")
 
@@ -201,6 +210,10 @@ class Keys(msgspec.Struct, frozen=True):
     def subscriptions_version(self) -> str:
         """Counter bumped on every subscription change, so processes know when to reload their cache."""
         return f"{self.prefix}:{{subs}}:version"
+
+    def erasures(self) -> str:
+        """Hash: the erasure journal; in `{subs}` so that writing it and bumping the version is one MULTI."""
+        return f"{self.prefix}:{{subs}}:erasing"
 
     def _sub(self, subscription_id: str, suffix: str) -> str:
         return f"{self.prefix}:{{sub:{subscription_id}}}:{suffix}"

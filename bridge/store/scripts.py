@@ -187,6 +187,49 @@ redis.call('HSET', KEYS[1], '$purged', ARGV[2])
 return 1
 """)
 
+# KEYS: 1 meta, 2 hashes, 3 records, 4 events stream, 5 erased bodies
+# ARGV: 1 resource, 2 record id, 3 the school's seq when the events were read, 4 n, then n*(seq, id, body)
+# An erasure (sync/snapshot.py `erase`): each named event's stream entry gives way to its erased envelope in
+# the erased hash (the stream's last entry is replaced by "<seq>-1", so the commit still finds the stream
+# ending at `seq`), and the record's stored body leaves the snapshot while its digest stays. Refused when
+# the school has events it has not published yet or events came since they were read (the caller reads
+# again), or when an entry is not the event named. The resource's version moves, so a poll that diffed
+# against the record's old body cannot commit it back.
+# Returns {"ok", events erased, record removed (0/1), digest kept (0/1)} | {"moved", detail}
+ERASE_RECORD: Final = _lua("""
+local seq = tonumber(redis.call('HGET', KEYS[1], '$seq') or '0')
+if seq ~= tonumber(ARGV[3]) then return {'moved', 'the school has new events'} end
+if tonumber(redis.call('HGET', KEYS[1], '$published') or '0') < seq then
+  return {'moved', 'the school has unpublished events'}
+end
+local n = tonumber(ARGV[4])
+for i = 0, n - 1 do
+  local s, id = ARGV[5 + i * 3], ARGV[6 + i * 3]
+  local entry = redis.call('XRANGE', KEYS[4], s .. '-0', s .. '-0')[1]
+  if not entry then return {'moved', 'no entry ' .. s} end
+  local found = nil
+  for f = 1, #entry[2], 2 do
+    if entry[2][f] == 'id' then found = entry[2][f + 1] end
+  end
+  if found ~= id then return {'moved', 'entry ' .. s .. ' is not ' .. id} end
+end
+for i = 0, n - 1 do
+  local s, id, body = ARGV[5 + i * 3], ARGV[6 + i * 3], ARGV[7 + i * 3]
+  local entry = redis.call('XRANGE', KEYS[4], s .. '-0', s .. '-0')[1]
+  local etype = ''
+  for f = 1, #entry[2], 2 do
+    if entry[2][f] == 'type' then etype = entry[2][f + 1] end
+  end
+  redis.call('HSET', KEYS[5], s, body)
+  redis.call('XDEL', KEYS[4], s .. '-0')
+  if tonumber(s) == seq then redis.call('XADD', KEYS[4], s .. '-1', 'id', id, 'type', etype, 'body', body) end
+end
+local removed = redis.call('HDEL', KEYS[3], ARGV[2])
+local kept = redis.call('HEXISTS', KEYS[2], ARGV[2])
+if n > 0 or removed > 0 then redis.call('HINCRBY', KEYS[1], '$ver' .. ARGV[1], 1) end
+return {'ok', n, removed, kept}
+""")
+
 # --- the `{events}` slot: the delivery hand-off (delivery/handoff.py) ---------------------------------------
 
 # KEYS: cursor. ARGV: expected, new. Moves the cursor only forward from where this holder read it.
@@ -300,6 +343,41 @@ if not since or since == 'null' then return '' end
 return since
 """)
 
+# KEYS: fanned, traces.  ARGV: event_id, event_ts, trace, check_fanned
+# An event not sent to this subscription (an update outside its `fields`, or one being erased): its trace
+# says why; `fanned` makes a second fan-out of it a no-op, as for a queued one.
+DELIVERY_SKIP: Final = """
+if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 and ARGV[4] == '1' then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+# KEYS: deliveries, due, leases, dead, lane, traces, attempts
+# ARGV: id, event_id, now, queued_trace, new_trace, attempt ('' for none), leased_too ('1': drop it even while
+#       a worker holds it)
+# Drops one delivery, pending or dead, with its body (an erasure, or retention): if it headed its school's
+# lane the next one is due now. The event's trace becomes `new_trace` if it named this delivery, and the
+# attempt log gets `attempt`. A worker that still sends it finds its lease gone and records nothing.
+# Returns 1 when dropped, 0 when it was gone already (or leased, without leased_too).
+DELIVERY_DROP: Final = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if ARGV[7] ~= '1' and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if redis.call('LINDEX', KEYS[5], 0) == ARGV[1] then
+  redis.call('LPOP', KEYS[5])
+  local nxt = redis.call('LINDEX', KEYS[5], 0)
+  if nxt then redis.call('ZADD', KEYS[2], 'NX', ARGV[3], nxt) end
+else
+  redis.call('LREM', KEYS[5], 1, ARGV[1])
+end
+if redis.call('HGET', KEYS[6], ARGV[2]) == ARGV[4] then redis.call('HSET', KEYS[6], ARGV[2], ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('ZADD', KEYS[7], ARGV[3], ARGV[6]) end
+return 1
+"""
+
 # KEYS: due, leases.  ARGV: id, token, now.  A graceful stop hands unfinished work back at once.
 DELIVERY_RELEASE: Final = """
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -378,6 +456,7 @@ class Scripts:
         self.lease_renew: AsyncScript = redis.register_script(LEASE_RENEW)
         self.lease_release: AsyncScript = redis.register_script(LEASE_RELEASE)
         self.purge_snapshots: AsyncScript = redis.register_script(PURGE_SNAPSHOTS)
+        self.erase_record: AsyncScript = redis.register_script(ERASE_RECORD)
         self.handoff_advance: AsyncScript = redis.register_script(HANDOFF_ADVANCE)
         self.subscription_update: AsyncScript = redis.register_script(SUBSCRIPTION_UPDATE)
         self.subscription_resume: AsyncScript = redis.register_script(SUBSCRIPTION_RESUME)
@@ -385,6 +464,8 @@ class Scripts:
         self.delivery_claim: AsyncScript = redis.register_script(DELIVERY_CLAIM)
         self.delivery_complete: AsyncScript = redis.register_script(DELIVERY_COMPLETE)
         self.delivery_release: AsyncScript = redis.register_script(DELIVERY_RELEASE)
+        self.delivery_skip: AsyncScript = redis.register_script(DELIVERY_SKIP)
+        self.delivery_drop: AsyncScript = redis.register_script(DELIVERY_DROP)
         self.delivery_retry_dead: AsyncScript = redis.register_script(DELIVERY_RETRY_DEAD)
         self.delivery_trim: AsyncScript = redis.register_script(DELIVERY_TRIM)
         self.d6_budget: AsyncScript = redis.register_script(D6_BUDGET)

@@ -135,17 +135,30 @@ def plan_diff(
 
 
 def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult:
-    """Field-level changes for updates, last known records for removals, and the hold-back rule."""
+    """Field-level changes for updates, last known records for removals, and the hold-back rule.
+
+    A digest without a stored record is an erased record (`POST /v1/erasure`, SPEC 12): it stays erased.
+    If d6 changed it, nothing is emitted and its old digest stays (so nothing of it is stored again); if
+    d6 no longer returns it, it leaves the snapshot silently (nothing of it is left to tell).
+    """
+    erased = {rid for rid in plan.need_old if rid not in old_records}
     created = [RecordChange(id=rid, record=plan.records[rid]) for rid in plan.created]
     updated = []
     for rid in plan.changed:
+        if rid in erased:
+            continue
         new = plan.records[rid]
         changes = field_changes(old_records.get(rid, {}), new, plan.compare)
         if changes:  # else only its form changed ("3500" for "3500.00"): the snapshot takes it silently
             updated.append(RecordChange(id=rid, record=new, changes=changes))
-    remove_ids, hold, held_back = decide_removals(plan.missing, len(plan.previous.hashes), plan.previous.hold)
+    missing = [rid for rid in plan.missing if rid not in erased] if erased else plan.missing
+    remove_ids, hold, held_back = decide_removals(missing, len(plan.previous.hashes), plan.previous.hold)
     removed = [RecordChange(id=rid, record=old_records.get(rid) or {}) for rid in remove_ids]
-    upserts = [(rid, plan.digests[rid], plan.records[rid]) for rid in plan.created + plan.changed]
+    upserts = [
+        (rid, plan.digests[rid], plan.records[rid])
+        for rid in plan.created + plan.changed
+        if rid not in erased
+    ]
     return DiffResult(
         created=created,
         updated=updated,
@@ -153,7 +166,7 @@ def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult
         held_back=held_back,
         hold=hold,
         upserts=upserts,
-        deletes=remove_ids,
+        deletes=remove_ids + sorted(rid for rid in plan.missing if rid in erased),
         version=plan.previous.version,
         duplicates=plan.duplicates,
     )

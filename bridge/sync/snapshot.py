@@ -83,6 +83,15 @@ class SchoolFlags(msgspec.Struct, kw_only=True, frozen=True):
 FLAG_FIELDS: Final = SCHOOL_FLAGS
 
 
+class ErasureOutcome(msgspec.Struct, kw_only=True, frozen=True):
+    events: int
+    """Events of the record whose stream entries were erased now."""
+    body_removed: bool
+    """Whether the snapshot still held the record's body (removed now)."""
+    digest: bool
+    """Whether the snapshot knows the record (its digest stays)."""
+
+
 class CommitResult(msgspec.Struct, kw_only=True, frozen=True):
     version: int
     events: list[Event]
@@ -255,6 +264,46 @@ class SnapshotStore:
             ]
         args = [repr(cutoff), repr(time.time()), *resources]
         return bool(await self._scripts.purge_snapshots(keys=keys, args=args))
+
+    async def has_record(self, school_id: int, resource: str, record_id: str) -> bool:
+        """Whether the snapshot knows the record (its digest), whether or not it still keeps its body."""
+        _check(resource)
+        return bool(await self._redis.hexists(self._keys.snapshot_hashes(school_id, resource), record_id))
+
+    async def erase(
+        self,
+        school_id: int,
+        resource: str,
+        record_id: str,
+        *,
+        seq: int,
+        events: Sequence[tuple[int, str, bytes]],
+    ) -> ErasureOutcome | None:
+        """Erase one record in the school's slot, atomically (store/scripts.py ERASE_RECORD): `events`
+        (sequence, id, erased envelope) replace their stream entries, and the snapshot keeps the record's
+        digest but not its body, so the next poll neither re-creates nor removes it (sync/diff.py).
+
+        `seq` is the school's sequence when the events were read; None means the school has moved on since
+        (or has unpublished events): publish, read again and retry.
+        """
+        _check(resource)
+        k = self._keys
+        keys = [
+            k.school_meta(school_id),
+            k.snapshot_hashes(school_id, resource),
+            k.snapshot_records(school_id, resource),
+            k.school_events(school_id),
+            k.school_erased(school_id),
+        ]
+        args: list[Any] = [resource, record_id, seq, len(events)]
+        for sequence, event_id, body in events:
+            args += (sequence, event_id, body)
+        reply = await self._scripts.erase_record(keys=keys, args=args)
+        if as_text(reply[0]) != "ok":
+            return None
+        return ErasureOutcome(
+            events=int(reply[1]), body_removed=bool(int(reply[2])), digest=bool(int(reply[3]))
+        )
 
     async def known_schools(self) -> list[int]:
         members = await self._redis.smembers(self._keys.known_schools())

@@ -1,0 +1,270 @@
+"""Erasing one record's personal data on request (`POST /v1/erasure`, SPEC section 12).
+
+A record's data is kept in five places, in three kinds of Redis slot: the school's event stream and its
+snapshot (`{s:N}`), the delivery hand-off stream (`{events}`), and each subscription's queue, dead
+letters and attempt log (`{sub:<id>}`). No one script can span them on Redis Cluster, so an erasure is
+a few steps, each atomic in its slot, in this order:
+
+0. the journal (`Keys.erasures`, in `{subs}`) records the request and the record's event ids, and bumps
+   the subscriptions version: from then on every dispatcher reloads it and neither queues nor sends any
+   of those events (it drops a claimed one and records it as erased), whatever happens next;
+1. the school's slot (sync/snapshot.py `erase`): every event of the record keeps its id, type,
+   sequence, timestamps and place in the indexes, but `data` (and `changes`) become
+   `{"erased": true}`; the snapshot keeps the record's digest only. Nothing upstream can bring the data
+   back after this step: replays read the erased envelopes, and a poll sees the record unchanged (or,
+   if d6 changed it, an erased record, which sync/diff.py leaves alone);
+2. the hand-off stream: entries of those events not yet fanned out are deleted;
+3. each subscription that had any of those events queued: its deliveries of them (pending or dead) are
+   dropped with their bodies and recorded as erased (event delivery state `erased`, a line in its attempt
+   log), and the subscriber's answers to them in the attempt log are blanked;
+4. the journal entry is marked done; it stays a few minutes (a fan-out that read an event just before
+   step 0 is still caught by the dispatchers), then `resume` removes it.
+
+A process that dies part-way leaves the entry unfinished: `resume` (every maintenance pass, any replica)
+runs the erasure again after a minute. Every step is idempotent, so running one twice, or a second
+request for the same record, erases nothing more and answers zero counts. An attempt already on the wire
+when the request comes cannot be called back.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+
+from bridge import catalogue, metrics
+from bridge.delivery.models import Attempt, DeliveryError, ErasureEntry
+from bridge.delivery.queue import DeliveryQueue
+from bridge.delivery.store import InvalidSubscription, SubscriptionStore
+from bridge.errors import StoreError
+from bridge.events.log import EventLog, erased_body
+from bridge.events.outbox import Outbox
+from bridge.store.codec import as_bytes, as_text
+from bridge.store.keys import Keys
+from bridge.sync.snapshot import SnapshotStore
+
+log = structlog.get_logger(__name__)
+
+RESUME_AFTER_SECONDS: Final = 60.0
+"""An unfinished journal entry this old is taken to be a dead process's: `resume` finishes it."""
+KEEP_DONE_SECONDS: Final = 600.0
+"""How long a finished entry keeps dispatchers from sending its events (a fan-out that raced it)."""
+ATTEMPTS: Final = 5
+_STREAM_PAGE: Final = 1000
+_attempt = msgspec.json.Decoder(Attempt)
+_encode = msgspec.json.Encoder()
+
+
+class UnknownRecord(DeliveryError):
+    """Neither the snapshot nor the event log knows the record."""
+
+    def __init__(self, school_id: int, resource: str, record_id: str) -> None:
+        self.school_id, self.resource, self.record_id = school_id, resource, record_id
+        super().__init__(
+            f"school {school_id} has no {resource} {record_id!r}: neither its snapshot nor its event log "
+            "(within the retention) knows it"
+        )
+
+
+class ErasureResult(msgspec.Struct, kw_only=True):
+    """What one erasure removed (all zero and false when the record was erased before)."""
+
+    school_id: int
+    resource: str
+    record_id: str
+    events: int
+    """Events of the record in the log whose `data` and `changes` became `{"erased": true}`."""
+    deliveries: int
+    """Pending deliveries of those events dropped (never sent), in every subscription."""
+    dead_letters: int
+    """Dead letters of those events dropped."""
+    handoff: int
+    """Hand-off entries of those events dropped before any subscription got them."""
+    snapshot: bool
+    """Whether the snapshot's copy of the record was removed now (its digest stays)."""
+
+
+class Eraser:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        snapshots: SnapshotStore,
+        events: EventLog,
+        outbox: Outbox,
+        subscriptions: SubscriptionStore,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.snapshots = snapshots
+        self.events = events
+        self.outbox = outbox
+        self.subscriptions = subscriptions
+        self.queue = DeliveryQueue(redis, keys, subscriptions.scripts)
+
+    async def erase(self, school_id: int, resource: str, record_id: str) -> ErasureResult:
+        """Erase one record (see the module docstring); UnknownRecord when nothing knows it."""
+        prefix = _prefix(resource)
+        if school_id <= 0:
+            raise InvalidSubscription("school_id", "must be a positive school id")
+        if not record_id or len(record_id) > 200:
+            raise InvalidSubscription("record_id", "must be the record's id (the events' resource_id)")
+        key = f"{school_id}:{prefix}:{record_id}"
+        started = time.time()
+        outcome = None
+        for _ in range(ATTEMPTS):
+            await self.outbox.publish(school_id)  # the erasure needs every event of the school published
+            seq, live, erased_before = await self.events.record_events(school_id, prefix, record_id)
+            known = live or erased_before or await self.snapshots.has_record(school_id, prefix, record_id)
+            if not known:
+                raise UnknownRecord(school_id, prefix, record_id)
+            event_ids = [event_id for _seq, event_id, _body in live] + erased_before
+            entry = ErasureEntry(
+                school_id=school_id,
+                resource=prefix,
+                record_id=record_id,
+                event_ids=event_ids,
+                started_at=started,
+            )
+            await self.subscriptions.journal(key, entry)
+            outcome = await self.snapshots.erase(
+                school_id,
+                prefix,
+                record_id,
+                seq=seq,
+                events=[(sequence, event_id, erased_body(body)) for sequence, event_id, body in live],
+            )
+            if outcome is not None:
+                break
+        if outcome is None:
+            raise StoreError(
+                f"school {school_id} kept changing while its {prefix} {record_id!r} was erased; try again"
+            )
+        handoff = await self._drop_from_handoff(set(event_ids))
+        deliveries, dead = await self._drop_deliveries(set(event_ids))
+        await self.subscriptions.journal(key, msgspec.structs.replace(entry, done_at=time.time()))
+        result = ErasureResult(
+            school_id=school_id,
+            resource=prefix,
+            record_id=record_id,
+            events=outcome.events,
+            deliveries=deliveries,
+            dead_letters=dead,
+            handoff=handoff,
+            snapshot=outcome.body_removed,
+        )
+        metrics.ERASURES.labels(resource=prefix).inc()
+        log.info(
+            "record erased",
+            school_id=school_id,
+            resource=prefix,
+            record_id=record_id,
+            events=result.events,
+            deliveries=deliveries,
+            dead_letters=dead,
+            handoff=handoff,
+            snapshot=result.snapshot,
+            digest_kept=outcome.digest,
+            seconds=round(time.time() - started, 3),
+        )
+        return result
+
+    async def resume(self, *, now: float | None = None) -> int:
+        """Finish the erasures a dead process left half done, and forget finished ones after a while;
+        returns how many were finished here."""
+        now = time.time() if now is None else now
+        finished = 0
+        for entry in await self.subscriptions.erasures():
+            key = f"{entry.school_id}:{entry.resource}:{entry.record_id}"
+            if entry.done_at is not None:
+                if entry.done_at < now - KEEP_DONE_SECONDS:
+                    await self.subscriptions.journal(key, None)
+                continue
+            if entry.started_at > now - RESUME_AFTER_SECONDS:
+                continue  # probably still running
+            try:
+                await self.erase(entry.school_id, entry.resource, entry.record_id)
+            except UnknownRecord:
+                await self.subscriptions.journal(key, None)
+                continue
+            log.warning("unfinished erasure finished", school_id=entry.school_id, resource=entry.resource)
+            finished += 1
+        return finished
+
+    async def _drop_from_handoff(self, event_ids: set[str]) -> int:
+        """Delete the hand-off entries of these events (one XDEL: atomic in the `{events}` slot)."""
+        stream = self.keys.delivery_stream()
+        doomed: list[Any] = []
+        start = "-"
+        while True:
+            entries = await self.redis.xrange(stream, min=start, max="+", count=_STREAM_PAGE) or []
+            doomed += [
+                entry_id for entry_id, fields in entries if fields and as_text(fields[b"id"]) in event_ids
+            ]
+            if len(entries) < _STREAM_PAGE:
+                break
+            start = "(" + as_text(entries[-1][0])
+        if doomed:
+            await self.redis.xdel(stream, *doomed)
+        return len(doomed)
+
+    async def _drop_deliveries(self, event_ids: set[str]) -> tuple[int, int]:
+        """Drop every stored delivery of these events, in each subscription that had one queued; returns
+        (pending dropped, dead letters dropped)."""
+        if not event_ids:
+            return 0, 0
+        ids = sorted(event_ids)
+        subscriptions = await self.subscriptions.list_all()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for subscription in subscriptions:
+                pipe.zmscore(self.keys.fanned(subscription.id), ids)
+            replies = await pipe.execute()
+        pending = dead = 0
+        now = time.time()
+        for subscription, scores in zip(subscriptions, replies, strict=True):
+            if not any(score is not None for score in scores or ()):
+                continue
+            for head in await self.queue.heads(subscription.id):
+                if head.event_id not in event_ids:
+                    continue
+                if await self.queue.drop(subscription.id, head, now=now, outcome="erased", leased_too=True):
+                    if head.state == "dead":
+                        dead += 1
+                    else:
+                        pending += 1
+            await self._blank_answers(subscription.id, event_ids)
+        return pending, dead
+
+    async def _blank_answers(self, subscription_id: str, event_ids: set[str]) -> None:
+        """The subscriber's answers to these events in the attempt log (it may have echoed what it got)."""
+        key = self.keys.attempts(subscription_id)
+        rows: Any = await self.redis.zrange(key, 0, -1, withscores=True)
+        changed = []
+        for member, score in rows:
+            attempt = _attempt.decode(as_bytes(member))
+            if attempt.event_id in event_ids and attempt.response_body:
+                blank = _encode.encode(msgspec.structs.replace(attempt, response_body=""))
+                changed.append((member, blank, score))
+        if not changed:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(key, *[member for member, _new, _score in changed])
+            pipe.zadd(key, {new: score for _member, new, score in changed})
+            await pipe.execute()
+
+
+def _prefix(resource: str) -> str:
+    """The event `resource` (`debtor`) of a catalogue resource, by either of its names."""
+    if resource == catalogue.INTEGRATION:
+        raise InvalidSubscription(
+            "resource", "integrations are the school's own record, not a person's: they cannot be erased"
+        )
+    try:
+        return catalogue.resource(resource).prefix
+    except ValueError:
+        known = ", ".join(r.prefix for r in catalogue.RESOURCES)
+        raise InvalidSubscription("resource", f"unknown resource {resource!r}: one of {known}") from None
