@@ -129,7 +129,8 @@ def _check(_args: argparse.Namespace) -> None:
     from bridge.serve import secrets_of
 
     settings = _settings()
-    configure_logging(level="warning", fmt=settings.log_format, secrets=secrets_of(settings))
+    # Each check prints its own line, failures included; a log line would only say one again.
+    configure_logging(level="error", fmt=settings.log_format, secrets=secrets_of(settings))
     raise SystemExit(asyncio.run(run_check(settings, sys.stdout)))
 
 

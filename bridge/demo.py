@@ -40,7 +40,15 @@ DEMO_DEFAULTS: Final = {
     "BRIDGE_ALLOW_PRIVATE_URLS": "true",
     "BRIDGE_RETRY_SCHEDULE": "1,5,30",
     "BRIDGE_LOG_LEVEL": "warning",
+    "BRIDGE_LOG_FORMAT": "console",  # the demo's output is for a person, terminal or not
 }
+RELAXED: Final = {
+    "BRIDGE_ALLOW_PRIVATE_URLS": "subscriber URLs may be private addresses (its subscriber is on 127.0.0.1)",
+    "BRIDGE_RETRY_SCHEDULE": "a failed delivery is retried after 1, 5 and 30 seconds, then dead-lettered "
+    "(serve: over about 26 hours)",
+    "BRIDGE_SCHOOL_POLL_SECONDS": "schools are polled every 5 seconds (serve: every 5 minutes)",
+}
+"""What the demo relaxes for local use, shown in its banner when the environment did not set it."""
 
 
 class _Server(uvicorn.Server):
@@ -63,6 +71,18 @@ def port_or_free(preferred: int) -> int:
     raise OSError("no free port on the loopback")
 
 
+Notes = list[tuple[str, str]]
+"""Lines for the banner: (`moved` or `relaxed`, what and why)."""
+
+
+def moved_port(preferred: int, what: str, notes: Notes, hint: str = "") -> int:
+    """`port_or_free(preferred)`; when the port had to change, a note for the banner says so and why."""
+    port = port_or_free(preferred)
+    if port != preferred:
+        notes.append(("moved", f"{what} to port {port}: {preferred} is already in use on {HOST}{hint}"))
+    return port
+
+
 def demo_settings(environ: Mapping[str, str], simulator_url: str) -> Settings:
     env = {**DEMO_DEFAULTS, **environ}
     env.setdefault("BRIDGE_ADMIN_TOKEN", secrets.token_urlsafe(24))
@@ -74,19 +94,26 @@ def demo_settings(environ: Mapping[str, str], simulator_url: str) -> Settings:
 def run_demo(settings: Settings, *, environ: Mapping[str, str] | None = None, churn: float = 0.5) -> None:
     """Run until SIGINT or SIGTERM. `settings` (the environment's) decide only the store and the port."""
     environ = dict(os.environ if environ is None else environ)
+    notes: Notes = []
     if "BRIDGE_PORT" not in environ:
-        environ["BRIDGE_PORT"] = str(port_or_free(settings.port))
-    simulator_port = port_or_free(SIMULATOR_PORT)
+        hint = " (set BRIDGE_PORT to choose it)"
+        environ["BRIDGE_PORT"] = str(moved_port(settings.port, "the bridge", notes, hint))
+    simulator_port = moved_port(SIMULATOR_PORT, "the d6 simulator", notes)
+    notes += [
+        ("relaxed", f"{name}={DEMO_DEFAULTS[name]}: {RELAXED[name]}")
+        for name in RELAXED
+        if name not in environ
+    ]
     demo = demo_settings(environ, f"http://{HOST}:{simulator_port}")
     configure_logging(level=demo.log_level, fmt=demo.log_format, secrets=[demo.admin_token])
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(demo, simulator_port, churn))
+        asyncio.run(_main(demo, simulator_port, churn, notes))
     print("demo stopped", flush=True)
 
 
-async def _main(settings: Settings, simulator_port: int, churn: float) -> None:
+async def _main(settings: Settings, simulator_port: int, churn: float, notes: Notes) -> None:
     subscriber = DemoSubscriber()
-    subscriber_port = port_or_free(SUBSCRIBER_PORT)
+    subscriber_port = moved_port(SUBSCRIBER_PORT, "the demo subscriber", notes)
     simulator = create_simulator_app(
         SimulatorConfig(schools=3, learners=60, debtors=40, churn=churn, inactive_schools=1, seed=7)
     )
@@ -110,10 +137,13 @@ async def _main(settings: Settings, simulator_port: int, churn: float) -> None:
             url=f"http://{HOST}:{subscriber_port}/webhooks/d6", description="demo subscriber"
         )
         subscriber.secret = subscription.secret
-        _banner(settings, simulator_port, subscriber_port)
+        _banner(settings, simulator_port, subscriber_port, notes)
         await stop.wait()
     finally:
-        for server in reversed(servers):
+        # The bridge first: its last polls and deliveries still reach the simulator and the subscriber.
+        servers[-1].should_exit = True
+        await asyncio.gather(tasks[-1], return_exceptions=True)
+        for server in servers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         print(
@@ -129,7 +159,8 @@ def _server(app: Any, port: int, lifespan: Literal["on", "off"] = "on") -> _Serv
     return _Server(config)
 
 
-def _banner(settings: Settings, simulator_port: int, subscriber_port: int) -> None:
+def _banner(settings: Settings, simulator_port: int, subscriber_port: int, notes: Notes) -> None:
+    relaxed = any(label == "relaxed" for label, _ in notes)
     base = f"http://{HOST}:{settings.port}"
     store = (
         "memory:// (embedded in this process, NOT durable)"
@@ -147,6 +178,8 @@ def _banner(settings: Settings, simulator_port: int, subscriber_port: int) -> No
         f"  d6 simulator  http://{HOST}:{simulator_port}/api  (controls: http://{HOST}:{simulator_port}/_sim/)\n"
         f"  subscriber    http://{HOST}:{subscriber_port}/webhooks/d6  (verifies every signature)\n"
         f"  store         {store}\n"
-        "Schools are activated and baselined first; then every change shows up below. Ctrl-C stops.\n",
+        + "".join(f"  {label:<13} {note}\n" for label, note in sorted(notes, key=lambda n: n[0]))
+        + ("  (relaxed for local use only: serve keeps the safe defaults)\n" if relaxed else "")
+        + "Schools are activated and baselined first; then every change shows up below. Ctrl-C stops.\n",
         flush=True,
     )
