@@ -158,16 +158,9 @@ class Eraser:
             snapshot=outcome.body_removed,
         )
         metrics.ERASURES.labels(resource=prefix).inc()
-        log.info(
+        log.info(  # ids and counts: never a value of the record
             "record erased",
-            school_id=school_id,
-            resource=prefix,
-            record_id=record_id,
-            events=result.events,
-            deliveries=deliveries,
-            dead_letters=dead,
-            handoff=handoff,
-            snapshot=result.snapshot,
+            **msgspec.structs.asdict(result),
             digest_kept=outcome.digest,
             seconds=round(time.time() - started, 3),
         )
