@@ -31,6 +31,8 @@ class Settings(Protocol):
 
     @property
     def transaction_window_days(self) -> int: ...
+
+
 RECORD_KINDS: Final = ("created", "updated", "removed")
 
 
