@@ -174,16 +174,17 @@ def test_events_found_by_id_by_record_and_by_school(page: Any, stack: Stack) -> 
     expect(page.locator("#event-detail .mono").first).to_have_text(of_record[0]["id"])
 
     form.locator("input[name=event_id]").fill("")
+    form.locator("input[name=school_id]").fill(str(SCRIPT_SCHOOL_ID))
     form.locator("select[name=resource]").select_option("learner")
     form.locator("input[name=resource_id]").fill(record)
     form.get_by_role("button", name="Search").click()
     expect(rows).to_have_count(len(of_record))
     for text in rows.all_inner_texts():
-        assert text.rstrip().split("\t")[3] == f"learner {record}"
+        cells = text.rstrip().split("\t")
+        assert (cells[2], cells[3]) == (str(SCRIPT_SCHOOL_ID), f"learner {record}")
 
     form.locator("input[name=resource_id]").fill("")
     form.locator("select[name=resource]").select_option("")
-    form.locator("input[name=school_id]").fill(str(SCRIPT_SCHOOL_ID))
     form.get_by_role("button", name="Search").click()
     of_school = stack.api("GET", "/v1/events", params={"school_id": SCRIPT_SCHOOL_ID, "limit": 50})["data"]
     expect(rows).to_have_count(len(of_school))
