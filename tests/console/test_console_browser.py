@@ -79,6 +79,10 @@ def test_schools_show_names_as_text_and_poll_now(page: Any, stack: Stack) -> Non
     expect(row.locator(".badge").first).to_have_text("active")
     expect(row.locator("td").nth(6)).to_have_text("3")  # learners: two seeded and the one added
     expect(page.locator("tr", has_text="1000").locator("td").nth(6)).to_have_text("24")
+    feeds = row.locator("td.feeds .feed")  # each watched resource: its own schedule, counts and status
+    expect(feeds).to_have_count(2)
+    expect(row.locator('.feed[data-resource="learners"]')).to_contain_text("learners 3 · every")
+    expect(row.locator('.feed[data-resource="debtors"]')).to_contain_text("debtors")
     assert page.locator("main script").count() == 0
     row.get_by_role("button", name="Poll now").click()
     expect(page.locator("#flash")).to_have_text(f"Poll of school {SCRIPT_SCHOOL_ID} queued.")

@@ -104,6 +104,7 @@ async function schools() {
     el("td", { class: "num" }, s.learners ?? "—"),
     el("td", { class: "num" }, s.debtors ?? "—"),
     el("td", { class: "num" }, `${s.lag_seconds.toFixed(0)} s`),
+    el("td", { class: "feeds" }, (s.feeds ?? []).map(feedLine)),
     el("td", {}, s.state === "active" ? ifAdmin(button("Poll now", async () => {
       await api(`/v1/schools/${s.school_id}/poll`, { method: "POST" });
       flash(`Poll of school ${s.school_id} queued.`);
@@ -111,8 +112,19 @@ async function schools() {
   return [
     el("h1", {}, "Schools"),
     table(["ID", "Name", "State", "Integrations", "Last good poll", "Last error", "Learners", "Debtors",
-      "Lag", ""], rows, "No schools yet: the bridge has not seen any integration."),
+      "Lag", "Feeds", ""], rows, "No schools yet: the bridge has not seen any integration."),
   ];
+}
+
+/** One watched resource of a school: records, how often it is polled (the plan's interval when the d6 budget
+ * binds), its estimated change rate, lag and last good poll; its error while it fails. */
+function feedLine(f) {
+  const every = f.planned_interval_seconds ?? f.interval_seconds;
+  const rate = f.change_rate_per_hour == null ? "" : ` · ${f.change_rate_per_hour.toFixed(2)} changes/h`;
+  return el("div", { class: `feed${f.consecutive_failures ? " failing" : ""}`, "data-resource": f.resource },
+    el("strong", {}, f.resource), ` ${f.records ?? "—"} · every ${Math.round(every)} s${rate}`
+      + ` · lag ${f.lag_seconds.toFixed(0)} s · `, ago(f.last_successful_poll),
+    f.consecutive_failures && f.last_error ? el("div", { class: "error-text" }, f.last_error) : "");
 }
 
 // ---- Shell -----------------------------------------------------------------------------------
