@@ -250,3 +250,61 @@ async def test_a_subscription_filtered_to_balances_and_new_transactions_gets_exa
     verifier = Webhook(created.json()["secret"])
     bodies = [verifier.verify(r.body, r.headers) for r in receiver.received]
     assert sorted(b["type"] for b in bodies) == ["balance.updated", "transaction.created"]
+
+
+NEW_TYPES = {
+    f"{prefix}.{kind}"
+    for prefix in ("balance", "promise", "note")
+    for kind in ("created", "updated", "removed")
+} | {"transaction.created", "transaction.removed"}
+
+
+async def test_every_new_event_type_arrives_signed_at_a_subscriber(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any
+) -> None:
+    sim = simulator_factory(schools=1, learners=40, debtors=30, seed=36)
+    control = httpx.AsyncClient(base_url=sim.control_url)
+    receiver = Receiver()
+    settings = bridge_settings(redis_url, sim.base_url, BRIDGE_RESOURCES="all")
+    with ThreadedServer(receiver) as hook:
+        async with running_bridge(settings) as services, api(services) as client:
+            created = await client.post("/v1/subscriptions", json={"url": f"{hook.url}/d6"})
+            assert created.status_code == 201, created.text
+            await wait_for(lambda: polled(services, 1000), what="the baseline")
+            # A new family: its first invoice makes its age-analysis row (balance.created) ...
+            debtor = (
+                await control.post("/schools/1000/accountablepersons", json={"first_name": "Lindiwe"})
+            ).json()
+            person = int(debtor["accountable_person_id"])
+            invoice = {"accountable_person_id": person, "transaction_type_id": 5, "amount": "1200"}
+            await control.post("/schools/1000/transactions", json=invoice)
+            promise = (
+                await control.post("/schools/1000/promises", json={"accountable_person_id": person})
+            ).json()
+            note = (await control.post("/schools/1000/notes", json={"accountable_person_id": person})).json()
+            await wait_for(
+                lambda: types_after(redis, 1000, 0, {"balance.created", "promise.created", "note.created"}),
+                what="the new family's records",
+            )
+            # ... then everything of it changes and goes.
+            paid = {"accountable_person_id": person, "amount": "1200"}
+            await control.post("/schools/1000/transactions", json=paid)  # balance and promise updated
+            await control.delete(f"/schools/1000/notes/{note['note_id']}")  # note.updated (Deleted)
+            await wait_for(
+                lambda: types_after(redis, 1000, 0, {"balance.updated", "promise.updated", "note.updated"}),
+                what="the updates",
+            )
+            await control.delete(f"/schools/1000/promises/{promise['promise_to_pay_id']}")
+            await control.delete(f"/schools/1000/notes/{note['note_id']}", params={"purge": "true"})
+            keys = [t["key"] for t in (await control.get("/schools/1000/transactions")).json()["data"]]
+            await control.delete(f"/schools/1000/transactions/{keys[-1]}")
+            await control.delete(f"/schools/1000/accountablepersons/{person}")  # the family leaves
+            events = await wait_for(lambda: types_after(redis, 1000, 0, NEW_TYPES), what="every new type")
+            await wait_for(lambda: len(receiver.received) >= len(events), what="every event delivered")
+    verifier = Webhook(created.json()["secret"])
+    bodies = [verifier.verify(r.body, r.headers) for r in receiver.received]
+    assert {b["type"] for b in bodies} >= NEW_TYPES
+    by_type = {b["type"]: b for b in bodies}
+    assert by_type["balance.created"]["resource_id"] == str(person)
+    assert by_type["note.updated"]["changes"]["status"] == {"old": "Created", "new": "Deleted"}
+    assert by_type["balance.removed"]["data"]["accountable_person_id"] == person
