@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import math
 import random
 import time
@@ -74,7 +76,13 @@ class PhaseTrigger(BaseTrigger):  # type: ignore[misc]
 class DueQueue(Generic[K]):
     """Feeds (or schools) waiting for a poll. Forced polls come out first; then the one handed out longest
     ago (never handed out counts as longest), so under a short budget every feed gets its turn before any
-    gets a second one. A fire that arrives while the feed waits keeps its earlier due time."""
+    gets a second one; then the earliest due, then the first to arrive. A fire that arrives while the feed
+    waits keeps its earlier due time.
+
+    The waiting keys sit in a heap ordered by that key, so a take costs O(log n) with thousands waiting;
+    an entry left behind (by a discard, or a put that moved its key) is dropped or put back with its
+    current key when it comes out.
+    """
 
     def __init__(
         self, clock: Callable[[], float] = time.time, group: Callable[[K], Hashable] | None = None
@@ -86,6 +94,9 @@ class DueQueue(Generic[K]):
         self._group = group
         """Keys of one group (a school's feeds) are handed out one at a time: they share one lease."""
         self._changed = asyncio.Event()
+        self._heap: list[tuple[tuple[bool, float, float], int, K]] = []
+        self._arrival: dict[K, int] = {}
+        self._arrivals = itertools.count()
 
     def __len__(self) -> int:
         return len(self._due)
@@ -95,11 +106,30 @@ class DueQueue(Generic[K]):
         current = self._due.get(school_id)
         if current is None or due_at < current[0] or (force and not current[1]):
             self._due[school_id] = (min(due_at, current[0]) if current else due_at, force)
+            if current is None:
+                self._arrival[school_id] = next(self._arrivals)
+            self._push(school_id)
         self._changed.set()
 
     def discard(self, school_id: K) -> None:
         self._due.pop(school_id, None)
         self._served.pop(school_id, None)
+        self._arrival.pop(school_id, None)
+
+    def reorder(self) -> None:
+        """Rebuild the heap from the waiting keys."""
+        self._heap = [(self._key(k), self._arrival[k], k) for k in self._due]
+        heapq.heapify(self._heap)
+
+    def _key(self, key: K) -> tuple[bool, float, float]:
+        due_at, force = self._due[key]
+        return (not force, self._served.get(key, -math.inf), due_at)
+
+    def _push(self, key: K) -> None:
+        if len(self._heap) > 2 * len(self._due) + 64:
+            self.reorder()  # mostly entries left behind: start afresh
+        else:
+            heapq.heappush(self._heap, (self._key(key), self._arrival[key], key))
 
     def waiting_since(self, school_id: K) -> float | None:
         entry = self._due.get(school_id)
@@ -109,17 +139,28 @@ class DueQueue(Generic[K]):
         """The next school (see the class), its due time and whether it was forced; None when none is
         ready. A school being polled here stays waiting until `done`: a fire that arrives during its poll
         is kept for after it, not spent on a worker that would find the school busy."""
-        if self._group is None:
-            ready = [s for s in self._due if s not in self._polling]
-        else:
-            group, busy = self._group, {self._group(p) for p in self._polling}
-            ready = [s for s in self._due if s not in self._polling and group(s) not in busy]
-        if not ready:
+        busy = {self._group(p) for p in self._polling} if self._group is not None else set()
+        held: list[tuple[tuple[bool, float, float], int, K]] = []
+        school_id = None
+        while self._heap:
+            entry = heapq.heappop(self._heap)
+            key, arrival, candidate = entry
+            if candidate not in self._due or self._arrival[candidate] != arrival:
+                continue  # left behind by a discard or a take
+            if key != (current := self._key(candidate)):
+                heapq.heappush(self._heap, (current, arrival, candidate))  # left behind by a put
+                continue
+            if candidate in self._polling or (self._group is not None and self._group(candidate) in busy):
+                held.append(entry)
+                continue
+            school_id = candidate
+            break
+        for entry in held:
+            heapq.heappush(self._heap, entry)
+        if school_id is None:
             return None
-        school_id = min(
-            ready, key=lambda s: (not self._due[s][1], self._served.get(s, float("-inf")), self._due[s][0])
-        )
         due_at, force = self._due.pop(school_id)
+        del self._arrival[school_id]
         self._served[school_id] = self._clock()
         self._polling.add(school_id)
         return school_id, due_at, force

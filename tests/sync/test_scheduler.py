@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bridge.settings import Settings
@@ -97,3 +98,74 @@ def test_a_newly_active_school_is_due_at_once_then_at_its_phase() -> None:
     # Each feed at its own interval (BRIDGE_RESOURCE_POLL_SECONDS), its jitter the same share of it.
     job = scheduler.scheduler.get_job("feed:1000:learners")
     assert (job.trigger.interval, job.trigger.jitter) == (60.0, 6.0)
+
+
+class ListQueue:
+    """The queue as it was before the heap: a linear scan for the least (forced, served, due), ties to the
+    first to arrive. The heap must hand out exactly what this hands out."""
+
+    def __init__(self, clock: Callable[[], float], group: Callable[[int], int]) -> None:
+        self.due: dict[int, tuple[float, bool]] = {}
+        self.served: dict[int, float] = {}
+        self.polling: set[int] = set()
+        self.clock, self.group = clock, group
+
+    def put(self, key: int, due_at: float, force: bool = False) -> None:
+        current = self.due.get(key)
+        if current is None or due_at < current[0] or (force and not current[1]):
+            self.due[key] = (min(due_at, current[0]) if current else due_at, force)
+
+    def discard(self, key: int) -> None:
+        self.due.pop(key, None)
+        self.served.pop(key, None)
+
+    def take(self) -> tuple[int, float, bool] | None:
+        busy = {self.group(p) for p in self.polling}
+        ready = [k for k in self.due if k not in self.polling and self.group(k) not in busy]
+        if not ready:
+            return None
+        key = min(
+            ready, key=lambda k: (not self.due[k][1], self.served.get(k, float("-inf")), self.due[k][0])
+        )
+        due_at, force = self.due.pop(key)
+        self.served[key] = self.clock()
+        self.polling.add(key)
+        return key, due_at, force
+
+    def done(self, key: int) -> None:
+        self.polling.discard(key)
+
+
+def test_the_heap_hands_out_exactly_what_the_linear_scan_did() -> None:
+    rng = random.Random(17)
+    for _ in range(40):
+        compare_queues(rng, (lambda k: k // 3) if rng.random() < 0.5 else (lambda k: k))
+
+
+def compare_queues(rng: random.Random, group: Callable[[int], int]) -> None:
+    """Random puts, discards, takes and dones on both queues: the same answers throughout."""
+    now = 0.0
+
+    def clock() -> float:
+        return now
+
+    heap: DueQueue[int] = DueQueue(clock=clock, group=group)
+    scan = ListQueue(clock, group)
+    for _ in range(2000):
+        now += rng.choice([0.0, 0.0, 1.0, rng.random()])
+        action = rng.random()
+        key = rng.randrange(40)
+        if action < 0.45:
+            due = round(now - rng.choice([0, 0, 1, 5, rng.random() * 10]), 1)
+            force = rng.random() < 0.1
+            heap.put(key, due, force)
+            scan.put(key, due, force)
+        elif action < 0.5:
+            heap.discard(key)
+            scan.discard(key)
+        elif action < 0.85:
+            assert heap.take() == scan.take()
+        elif scan.polling:
+            done = rng.choice(sorted(scan.polling))
+            heap.done(done)
+            scan.done(done)
