@@ -50,6 +50,7 @@ from bridge.store.marker import StoreMarker
 from bridge.store.redis import connect
 from bridge.store.scripts import Scripts
 from bridge.sync.lease import Lease
+from bridge.sync.planner import Planner
 from bridge.sync.poller import SchoolPoller
 from bridge.sync.scheduler import PollScheduler
 from bridge.sync.snapshot import SnapshotStore
@@ -125,6 +126,7 @@ class Services:
         watcher = IntegrationsWatcher(
             settings, redis, keys, d6, snapshots, outbox, replica_id=replica_id, marker=marker
         )
+        planner = Planner(settings, status) if settings.poll_planning == "adaptive" else None
         poller = SchoolPoller(
             settings,
             d6,
@@ -136,6 +138,7 @@ class Services:
             on_denied=watcher.deny,
             on_restored=watcher.restore,
             recent_reset=marker.recent_reset,
+            planned_due=planner.due if planner is not None else None,
         )
 
         async def poll_feed(school_id: int, resource: str, due_at: float, force: bool) -> None:
@@ -157,6 +160,7 @@ class Services:
             poll_feed=poll_feed,
             poll_integrations=poll_integrations,
             workers=poll_workers or min(32, max(4, math.ceil(settings.d6_max_rps))),
+            planner=planner,
         )
         watcher.on_active = scheduler.sync_schools
         watcher.on_denied = scheduler.request_polls

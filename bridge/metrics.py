@@ -15,8 +15,8 @@ passes `promtool check metrics`: no name carries a metric type, and no `_created
 Who moves what:
 - the d6 client calls `observe_d6_response` after every attempt (its `on_response` hook);
 - the poller and the integrations watcher move the poll series (`POLLS`, `POLL_DURATION`,
-  `RECORDS_SCANNED`, `EVENTS_EMITTED`, `MASS_REMOVALS_HELD`, `ACTIVATIONS`, `D6_BAD_ANSWERS`) and
-  set `SCHOOLS` and `POLL_LAG`;
+  `RECORDS_SCANNED`, `EVENTS_EMITTED`, `MASS_REMOVALS_HELD`, `ACTIVATIONS`, `D6_BAD_ANSWERS`,
+  `DETECTION_LAG`) and set `SCHOOLS` and `POLL_LAG`; the poll scheduler sets `PLANNED_INTERVAL`;
 - the dispatcher moves the delivery series; `bridge.delivery.stats.refresh_delivery_gauges` sets the
   gauges that need Redis, and `GET /metrics` calls it before rendering.
 """
@@ -177,6 +177,30 @@ POLL_LAG: Final = Gauge(
     "when every school is polled on schedule. Growth means the d6 budget cannot cover the schools.",
     registry=REGISTRY,
 )
+PLANNED_INTERVAL: Final = Gauge(
+    f"{PREFIX}_planned_poll_interval_seconds",
+    "The planned seconds between polls of a resource's feeds in this process' poll plan (SPEC 11), over "
+    "its feeds: stat min, median or max. The target interval while the d6 budget covers every feed; "
+    "under BRIDGE_POLL_PLANNING=adaptive, once it does not, the square-root plan. Set at each re-plan.",
+    ["resource", "stat"],
+    registry=REGISTRY,
+)
+DETECTION_LAG: Final = Histogram(
+    f"{PREFIX}_detection_lag_seconds",
+    "Estimated detection lag of each change a scan found, by resource: half the time since the feed's "
+    "previous complete scan (a change falls anywhere in between, on average half way).",
+    ["resource"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+def observe_detection_lag(resource: str, since_previous_scan: float, changes: int) -> None:
+    """One observation per change a scan found (`resource` is the event prefix)."""
+    lag = DETECTION_LAG.labels(resource=resource)
+    for _ in range(changes):
+        lag.observe(since_previous_scan / 2)
+
 
 # -- delivery ---------------------------------------------------------------------------------------
 

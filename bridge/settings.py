@@ -59,6 +59,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     resource_poll_seconds: dict[str, float] = {}
     """Per-resource target intervals that override `school_poll_seconds`."""
     transaction_window_days: int = 45
+    poll_planning: Literal["adaptive", "fixed"] = "adaptive"
+    """`adaptive`: when the d6 budget cannot cover every feed at its target interval, plan polls where
+    changes happen (bridge/sync/planner.py); `fixed`: every feed takes its turn."""
+    max_poll_seconds: float = 86400.0
+    """Under `adaptive`, the longest a feed may wait between polls, whatever its change rate."""
     log_format: Literal["json", "console"] = "json"
     log_level: str = "info"
 
@@ -129,11 +134,21 @@ def load_settings(environ: Mapping[str, str] | None = None, *, isatty: bool | No
         transaction_window_days=int(
             env.number("BRIDGE_TRANSACTION_WINDOW_DAYS", 45, minimum=1, maximum=3660, integer=True)
         ),
+        poll_planning=env.choice(  # type: ignore[arg-type]
+            "BRIDGE_POLL_PLANNING", "adaptive", ("adaptive", "fixed")
+        ),
+        max_poll_seconds=_max_poll_seconds(env, school_poll),
         log_format=env.choice(  # type: ignore[arg-type]
             "BRIDGE_LOG_FORMAT", "console" if isatty else "json", ("json", "console")
         ),
         log_level=env.choice("BRIDGE_LOG_LEVEL", "info", LOG_LEVELS),
     )
+
+
+def _max_poll_seconds(env: _Env, school_poll: float) -> float:
+    """`BRIDGE_MAX_POLL_SECONDS`: at least every feed's target interval (a floor below the target is none)."""
+    longest = max([school_poll, *env.resource_seconds("BRIDGE_RESOURCE_POLL_SECONDS").values()])
+    return env.number("BRIDGE_MAX_POLL_SECONDS", max(86400.0, longest), minimum=longest)
 
 
 class _Env:

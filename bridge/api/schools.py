@@ -7,7 +7,10 @@ client integrations list, but d6 refuses its data: retried at the integrations i
 `revoked` (no pair left in the list; `revoked_since`). `snapshots_purged_at` is set once a school without
 authorisation for `BRIDGE_REVOKED_PURGE_DAYS` had its record snapshots deleted. `lag_seconds` is how
 long the school has been overdue: the time since its last due time plus one interval and the jitter (0
-when on time). It is read from Redis, so it is the same whichever replica answers.
+when on time). It is read from Redis, so it is the same whichever replica answers. Each feed also shows
+its poll plan (SPEC 11): `planned_interval_seconds` (the interval its lag is measured against),
+`change_rate_per_hour` and `last_changes`; the plan is derived in each replica from the same shared
+status, so it too is the same whichever replica answers, give or take one re-plan.
 
 Handlers receive `schools`: the parts that know the schools (the integrations watcher, the poll status,
 the snapshot flags) and the scheduler that polls them.
@@ -70,6 +73,14 @@ class FeedView(msgspec.Struct, kw_only=True):
     pages: int | None
     """Requests its last complete scan cost."""
     lag_seconds: float
+    planned_interval_seconds: float
+    """Seconds between its polls in the poll plan: `interval_seconds` unless the d6 budget binds
+    (SPEC 11)."""
+    change_rate_per_hour: float | None
+    """Its estimated changes an hour: the rate the poll plan uses (from its own scans, decayed, leaning on
+    its school's and its resource's while it has few); None before a scan follows another."""
+    last_changes: int | None
+    """Changes (events) its last complete scan found."""
 
 
 class SchoolView(msgspec.Struct, kw_only=True):
@@ -101,6 +112,10 @@ class PollAccepted(msgspec.Struct, kw_only=True):
     status: str
 
 
+def per_hour(rate: float | None) -> float | None:
+    return None if rate is None else round(rate * 3600, 4)
+
+
 def lag_seconds(last_started: float | None, interval: float, jitter: float, now: float) -> float:
     """How long a school has been overdue: 0 while its next poll is not yet due (jitter included)."""
     if last_started is None:
@@ -122,6 +137,8 @@ async def school_view(schools: Schools, school_id: int, active: set[int], now: f
     else:
         state = "inactive"
     name = next((p.get("school_name") for p in pairs if isinstance(p.get("school_name"), str)), None)
+    scheduler = schools.scheduler
+    planned = {name: scheduler.planned_interval(school_id, name) for name in status.feeds}
     feeds = [
         FeedView(
             resource=feed.resource,
@@ -135,10 +152,13 @@ async def school_view(schools: Schools, school_id: int, active: set[int], now: f
             pages=feed.pages,
             lag_seconds=lag_seconds(
                 (feed.last_due or feed.last_started) if state == "active" else None,
-                settings.feed_interval(feed.resource),
+                planned[feed.resource],
                 settings.feed_jitter(feed.resource),
                 now,
             ),
+            planned_interval_seconds=round(planned[feed.resource], 1),
+            change_rate_per_hour=per_hour(scheduler.change_rate(school_id, feed)),
+            last_changes=feed.changes,
         )
         for feed in status.feeds.values()
     ]

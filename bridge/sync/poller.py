@@ -43,7 +43,7 @@ from bridge.sync.diff import DiffResult, Record, finish_diff, plan_diff
 from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
 from bridge.sync.snapshot import SnapshotStore
-from bridge.sync.status import PollStatusStore
+from bridge.sync.status import FeedStatus, PollStatusStore
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +66,7 @@ class SchoolPoller:
         on_restored: Callable[[int], Awaitable[object]] | None = None,
         recent_reset: Callable[[], bool] | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        planned_due: Callable[[str, FeedStatus, float], bool | None] | None = None,
     ) -> None:
         self.settings = settings
         self.d6 = d6
@@ -79,6 +80,8 @@ class SchoolPoller:
         self.recent_reset = recent_reset
         """True shortly after a store reset: first scans stay silent, even with EMIT_INITIAL_SNAPSHOT."""
         self.lease_seconds = lease_seconds
+        self.planned_due = planned_due
+        """The poll planner's due check (`Planner.due`); when it answers None, the rule below applies."""
         self._releasing: set[asyncio.Task[None]] = set()
         self.resources = settings.resources
 
@@ -143,6 +146,9 @@ class SchoolPoller:
 
     async def _due(self, school_id: int, resource: str) -> bool:
         feed = await self.status.feed(school_id, resource)
+        planned = self.planned_due(resource, feed, time.time()) if self.planned_due is not None else None
+        if planned is not None:
+            return planned
         last = feed.last_due if feed.last_due is not None else feed.last_started
         interval = self.settings.feed_interval(resource)
         tolerance = self.settings.feed_jitter(resource) + min(1.0, interval / 20)
@@ -176,7 +182,9 @@ class SchoolPoller:
         except (LeaseLost, SnapshotConflict) as error:
             bound.warning("poll lost its lease; another replica takes over", error=str(error))
             return "lost_lease"
-        await self.status.succeeded(school_id, resource.name, len(records), pages)
+        since = await self.status.succeeded(school_id, resource.name, len(records), pages, changes=emitted)
+        if since is not None and emitted:
+            metrics.observe_detection_lag(resource.prefix, since, emitted)
         if emitted:
             await self.outbox.publish(school_id)
         seconds = time.perf_counter() - started

@@ -13,6 +13,12 @@ Due feeds wait in a queue that hands out the feed that has waited longest since 
 handed it out, so when the d6 budget cannot cover every feed in an interval, feeds take turns and
 each is polled about once per real cycle; nothing piles up: a feed is in the queue at most once,
 however many intervals it misses. Its lag is how long it has waited beyond its due time.
+
+Under `BRIDGE_POLL_PLANNING=adaptive` a planner (bridge/sync/planner.py) is derived again from the shared
+poll status every `refresh_seconds`. While its plan binds (the budget cannot cover every feed at its
+target interval), the waiting feeds go in the order of their planned turns instead (forced polls and feeds
+never polled still first), each poll records its turn as its due time, and a feed's lag is how long it has
+waited beyond its turn. While the plan does not bind, nothing differs from `fixed`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import heapq
 import itertools
 import math
 import random
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import UTC, datetime
@@ -33,11 +40,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from redis.exceptions import RedisError
 
+from bridge import metrics
+from bridge.catalogue import BY_NAME
 from bridge.settings import Settings
+from bridge.sync.planner import Planner, estimate
+from bridge.sync.status import FeedStatus
 
 log = structlog.get_logger(__name__)
 
 INTEGRATIONS_JOB = "integrations"
+PLAN_JOB = "plan"
 FEED_JOB = "feed:{}:{}"
 
 Feed = tuple[int, str]
@@ -77,11 +89,12 @@ class DueQueue(Generic[K]):
     """Feeds (or schools) waiting for a poll. Forced polls come out first; then the one handed out longest
     ago (never handed out counts as longest), so under a short budget every feed gets its turn before any
     gets a second one; then the earliest due, then the first to arrive. A fire that arrives while the feed
-    waits keeps its earlier due time.
+    waits keeps its earlier due time. With `turn` set (a binding poll plan), the planned turn takes the
+    place of "handed out longest ago".
 
     The waiting keys sit in a heap ordered by that key, so a take costs O(log n) with thousands waiting;
     an entry left behind (by a discard, or a put that moved its key) is dropped or put back with its
-    current key when it comes out.
+    current key when it comes out, and `reorder` rebuilds the heap when the turns change.
     """
 
     def __init__(
@@ -97,6 +110,8 @@ class DueQueue(Generic[K]):
         self._heap: list[tuple[tuple[bool, float, float], int, K]] = []
         self._arrival: dict[K, int] = {}
         self._arrivals = itertools.count()
+        self.turn: Callable[[K], float] | None = None
+        """The planned turn of a key, earliest first, while a poll plan binds; None: longest ago first."""
 
     def __len__(self) -> int:
         return len(self._due)
@@ -117,13 +132,14 @@ class DueQueue(Generic[K]):
         self._arrival.pop(school_id, None)
 
     def reorder(self) -> None:
-        """Rebuild the heap from the waiting keys."""
+        """Rebuild the heap: the turns (or `turn` itself) changed."""
         self._heap = [(self._key(k), self._arrival[k], k) for k in self._due]
         heapq.heapify(self._heap)
 
     def _key(self, key: K) -> tuple[bool, float, float]:
         due_at, force = self._due[key]
-        return (not force, self._served.get(key, -math.inf), due_at)
+        order = self.turn(key) if self.turn is not None else self._served.get(key, -math.inf)
+        return (not force, order, due_at)
 
     def _push(self, key: K) -> None:
         if len(self._heap) > 2 * len(self._due) + 64:
@@ -189,6 +205,7 @@ class PollScheduler:
         poll_integrations: Callable[[], Awaitable[None]],
         workers: int = 4,
         resources: Sequence[str] | None = None,
+        planner: Planner | None = None,
     ) -> None:
         self.settings = settings
         self._poll_feed = poll_feed
@@ -196,6 +213,8 @@ class PollScheduler:
         self._workers = workers
         self.resources = tuple(resources if resources is not None else settings.resources)
         self.queue: DueQueue[Feed] = DueQueue(group=_school_of)
+        self.planner = planner
+        """The poll planner (`BRIDGE_POLL_PLANNING=adaptive`); None: `fixed`."""
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._tasks: list[asyncio.Task[None]] = []
         self.schools: set[int] = set()
@@ -216,6 +235,16 @@ class PollScheduler:
             coalesce=True,
             misfire_grace_time=max(1, int(self.settings.integrations_poll_seconds)),
         )
+        if self.planner is not None:
+            self.scheduler.add_job(
+                self._replan,
+                "interval",
+                seconds=self.planner.refresh_seconds,
+                id=PLAN_JOB,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(self.planner.refresh_seconds)),
+            )
         self._tasks = [
             asyncio.create_task(self._worker(n), name=f"poll-worker-{n}") for n in range(self._workers)
         ]
@@ -280,10 +309,59 @@ class PollScheduler:
             self.request_poll(school_id, self.resources[0])
 
     def lag_seconds(self, school_id: int) -> float:
-        """How long the school's most overdue feed has been waiting beyond its due time (0 when none)."""
+        """How long the school's most overdue feed has been waiting beyond its due time (0 when none);
+        while a plan binds, beyond its planned turn."""
         now = time.time()
-        waits = [self.queue.waiting_since((school_id, r)) for r in self.resources]
-        return max((max(0.0, now - since) for since in waits if since is not None), default=0.0)
+        turn = self.queue.turn
+        waits = []
+        for resource in self.resources:
+            since = self.queue.waiting_since((school_id, resource))
+            if since is not None:
+                waits.append(since if turn is None else max(since, turn((school_id, resource))))
+        return max((max(0.0, now - since) for since in waits), default=0.0)
+
+    def change_rate(self, school_id: int, status: FeedStatus) -> float | None:
+        """The feed's estimated changes a second: the rate its plan used, else its own history's."""
+        if self.planner is not None and (rate := self.planner.rate((school_id, status.resource))) is not None:
+            return rate
+        return estimate(status, time.time())
+
+    def planned_interval(self, school_id: int, resource: str) -> float:
+        """The feed's planned interval: its target, unless a binding plan says otherwise."""
+        if self.planner is None:
+            return self.settings.feed_interval(resource)
+        return self.planner.interval((school_id, resource))
+
+    async def _replan(self) -> None:
+        """Derive the plan again from the shared poll status, and order the queue by it while it binds."""
+        assert self.planner is not None
+        feeds = [(school_id, r) for school_id in sorted(self.schools) for r in self.resources]
+        was = self.planner.binding
+        try:
+            plan = await self.planner.refresh(feeds)
+        except (RedisError, OSError) as error:
+            log.warning("poll plan not refreshed", error=f"{type(error).__name__}: {error}")
+            return
+        self.queue.turn = self.planner.turn if plan.binding else None
+        self.queue.reorder()
+        for resource in self.resources:
+            intervals = [plan.intervals[f] for f in feeds if f[1] == resource]
+            if intervals:
+                prefix = BY_NAME[resource].prefix
+                for stat, value in (
+                    ("min", min(intervals)),
+                    ("median", statistics.median(intervals)),
+                    ("max", max(intervals)),
+                ):
+                    metrics.PLANNED_INTERVAL.labels(resource=prefix, stat=stat).set(value)
+        if plan.binding != was:
+            log.info(
+                "poll plan binds" if plan.binding else "poll plan covers every feed at its target",
+                budget_rps=round(plan.budget, 2),
+                demand_rps=round(plan.demand, 2),
+                feeds=len(feeds),
+                expected_lag_seconds=round(lag, 1) if (lag := plan.expected_lag()) is not None else None,
+            )
 
     def max_lag_seconds(self) -> float:
         return max((self.lag_seconds(s) for s in list(self.schools)), default=0.0)
@@ -295,6 +373,8 @@ class PollScheduler:
         while True:
             feed, due_at, force = await self.queue.get()
             school_id, resource = feed
+            if self.planner is not None and not force:
+                due_at = self.planner.handed_out(feed, due_at, time.time())
             try:
                 await self._poll_feed(school_id, resource, due_at, force)
             except asyncio.CancelledError:
