@@ -27,6 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from bridge import metrics
+from bridge.delivery.completer import Completer
 from bridge.delivery.models import (
     Attempt,
     AttemptResult,
@@ -38,7 +39,7 @@ from bridge.delivery.models import (
 )
 from bridge.delivery.policy import next_delay
 from bridge.delivery.projection import Envelope, Shape, decode, project, shape_of
-from bridge.delivery.queue import DeliveryQueue, Outcome
+from bridge.delivery.queue import Completion, DeliveryQueue, Outcome
 from bridge.delivery.sender import Sender
 from bridge.delivery.store import SubscriptionStore
 from bridge.settings import Settings
@@ -73,6 +74,7 @@ class Dispatcher:
         self.events = events  # the event log, for replays and redeliveries
         self.keys = keys or store.keys
         self.queue = DeliveryQueue(redis, self.keys, store.scripts)
+        self.completer = Completer(self.queue, lambda: time.time() - settings.event_retention_days * 86400)
         self.sender = Sender(
             store.guard, timeout=settings.delivery_timeout_seconds, concurrency=settings.delivery_concurrency
         )
@@ -88,6 +90,8 @@ class Dispatcher:
         self._stopping = False
         self._next_maintenance = 0.0
         self._round_robin = 0
+        # Taken once: looking a metric's labels up on every attempt adds up.
+        self._delivered_ok = metrics.DELIVERIES.labels(outcome="ok")
 
     @property
     def running(self) -> bool:
@@ -116,6 +120,7 @@ class Dispatcher:
                 await self._loop_task
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=grace)
+        await self.completer.drain()
         leftovers = dict(self._inflight)
         for task in leftovers:
             task.cancel()
@@ -269,47 +274,41 @@ class Dispatcher:
     # -- one attempt --------------------------------------------------------------------------------
 
     async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> None:
-        bound = log.bind(subscription=subscription.id, event_id=delivery.event_id, school=delivery.school_id)
         try:
-            if await self._withheld(subscription, delivery, bound):
+            if await self._withheld(subscription, delivery):
                 return
             body = delivery.body
-            shape = shape_of(subscription)
-            if shape is not None and delivery.created_at < subscription.updated_at:
-                # The subscription changed since this was queued: what it asks for now is what it gets.
-                body = project(decode(body), shape, may_skip=False) or body
-            lane = f"{subscription.id}:{delivery.school_id}" if subscription.ordered else ""
-            result = await self.sender.send(subscription, delivery.event_id, body, lane=lane)
+            if delivery.created_at < subscription.updated_at:
+                shape = shape_of(subscription)
+                if shape is not None:
+                    # The subscription changed since this was queued: what it asks for now is what it gets.
+                    body = project(decode(body), shape, may_skip=False) or body
+            result = await self.sender.send(subscription, delivery.event_id, body)
             metrics.DELIVERY_ATTEMPT_DURATION.observe(result.duration_ms / 1000)
-            await self._record(subscription, delivery, token, result, bound)
+            await self._record(subscription, delivery, token, result)
         except (RedisError, OSError) as error:
             # The lease runs out and the delivery is attempted again: at-least-once holds.
-            bound.warning("delivery bookkeeping failed", error=f"{type(error).__name__}: {error}")
+            _bound(subscription, delivery).warning(
+                "delivery bookkeeping failed", error=f"{type(error).__name__}: {error}"
+            )
 
-    async def _withheld(
-        self, subscription: Subscription, delivery: Delivery, bound: structlog.typing.FilteringBoundLogger
-    ) -> bool:
+    async def _withheld(self, subscription: Subscription, delivery: Delivery) -> bool:
         """Drop instead of sending a delivery whose event is being erased, or that has waited longer than the
         retention (one the retention pass did not see: an earlier delivery of an event redelivered since)."""
-        cutoff = time.time() - self.settings.event_retention_days * 86400
-        if delivery.event_id in self.store.erasing:
+        erasing = self.store.erasing
+        if erasing and delivery.event_id in erasing:
             outcome: TraceOutcome = "erased"
-        elif delivery.created_at < cutoff:
+        elif delivery.created_at < time.time() - self.settings.event_retention_days * 86400:
             outcome = "expired"
         else:
             return False
         await self.queue.drop(subscription.id, delivery, now=time.time(), outcome=outcome, leased_too=True)
-        bound.info("delivery dropped, not sent", outcome=outcome)
+        _bound(subscription, delivery).info("delivery dropped, not sent", outcome=outcome)
         metrics.DELIVERIES.labels(outcome=outcome).inc()
         return True
 
     async def _record(
-        self,
-        subscription: Subscription,
-        delivery: Delivery,
-        token: str,
-        result: AttemptResult,
-        bound: structlog.typing.FilteringBoundLogger,
+        self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult
     ) -> None:
         now = time.time()
         number = delivery.attempts + 1
@@ -347,16 +346,28 @@ class Dispatcher:
             duration_ms=result.duration_ms,
             response_body=result.response_body,
         )
-        held, failing_since = await self.queue.complete(
-            subscription,
-            updated,
-            token=token,
-            outcome=outcome,
-            now=now,
-            next_at=next_at,
-            attempt=attempt,
-            log_cutoff=now - self.settings.event_retention_days * 86400,
+        held, failing_since = await self.completer.complete(
+            Completion(
+                subscription=subscription,
+                delivery=updated,
+                token=token,
+                outcome=outcome,
+                now=now,
+                next_at=next_at,
+                attempt=attempt,
+            )
         )
+        if outcome == "ok" and held:
+            # The usual case, kept cheap: the attempt log in Redis has it; its log line is at debug level
+            # (rendering a line per delivery would cost more than the Redis bookkeeping).
+            self._delivered_ok.inc()
+            if not delivery.replay:
+                metrics.DELIVERY_LATENCY.observe(max(0.0, now - delivery.event_timestamp))
+            _bound(subscription, delivery).debug(
+                "delivery attempt", attempt=number, outcome=outcome, status=result.status_code
+            )
+            return
+        bound = _bound(subscription, delivery)
         bound.info(
             "delivery attempt",
             attempt=number,
@@ -370,12 +381,10 @@ class Dispatcher:
             metrics.DELIVERIES.labels(outcome="lease_lost").inc()
             return
         metrics.DELIVERIES.labels(outcome="gone" if outcome == "hold" else outcome).inc()
-        if outcome == "ok" and not delivery.replay:
-            metrics.DELIVERY_LATENCY.observe(max(0.0, now - delivery.event_timestamp))
         if outcome == "hold":
             await self.store.disable(subscription.id, GONE_REASON)
             bound.warning("subscription disabled: 410 Gone")
-        elif outcome != "ok" and failing_since is not None:
+        elif failing_since is not None:
             limit = self.settings.disable_after_hours * 3600
             if now - failing_since >= limit:
                 await self.store.disable(
@@ -412,6 +421,11 @@ class Dispatcher:
             await self.store.disable(subscription.id, GONE_REASON)
             log.warning("subscription disabled: 410 Gone to a test event", subscription=subscription.id)
         return result
+
+
+def _bound(subscription: Subscription, delivery: Delivery) -> Any:
+    """The log of one delivery (bound only when something is logged: binding costs on every attempt)."""
+    return log.bind(subscription=subscription.id, event_id=delivery.event_id, school=delivery.school_id)
 
 
 def _shaped(

@@ -60,6 +60,19 @@ class DeliveryHead(msgspec.Struct, kw_only=True):
 
 
 _head = msgspec.msgpack.Decoder(DeliveryHead)
+_MAX_ATTEMPT_LOG = str(MAX_ATTEMPT_LOG)
+
+
+class Completion(msgspec.Struct, kw_only=True, frozen=True):
+    """One finished attempt to record: the delivery as it now stands, and where it goes next."""
+
+    subscription: Subscription
+    delivery: Delivery
+    token: str
+    outcome: Outcome
+    now: float
+    next_at: float
+    attempt: Attempt
 
 
 class DeliveryQueue:
@@ -222,42 +235,59 @@ class DeliveryQueue:
         attempt: Attempt,
         log_cutoff: float,
     ) -> tuple[bool, float | None]:
-        """Record the attempt and move the delivery on; returns (lease still held, failing since)."""
-        sid = subscription.id
-        delivered = DeliveryTrace(
-            delivery_id=delivery.id, delivered_at=now, attempts=delivery.attempts, status=delivery.last_status
+        """Record one attempt and move the delivery on; returns (lease still held, failing since)."""
+        done = Completion(
+            subscription=subscription,
+            delivery=delivery,
+            token=token,
+            outcome=outcome,
+            now=now,
+            next_at=next_at,
+            attempt=attempt,
         )
-        result = await self._scripts.delivery_complete(
-            keys=[
-                self.keys.due(sid),
-                self.keys.leases(sid),
-                self.keys.deliveries(sid),
-                self.keys.lane(sid, delivery.school_id),
-                self.keys.attempts(sid),
-                self.keys.dead(sid),
-                self.keys.subscription(sid),
-                self.keys.traces(sid),
-            ],
-            args=[
+        (result,) = await self.complete_batch(subscription.id, [done], log_cutoff=log_cutoff)
+        return result
+
+    async def complete_batch(
+        self, subscription_id: str, batch: list[Completion], *, log_cutoff: float
+    ) -> list[tuple[bool, float | None]]:
+        """Record finished attempts of one subscription in one script call, in the order given; returns
+        per attempt (lease still held, the subscription failing since)."""
+        sid = subscription_id
+        keys = [
+            self.keys.due(sid),
+            self.keys.leases(sid),
+            self.keys.deliveries(sid),
+            self.keys.attempts(sid),
+            self.keys.dead(sid),
+            self.keys.subscription(sid),
+            self.keys.traces(sid),
+        ]
+        args: list[str | bytes] = [repr(log_cutoff), _MAX_ATTEMPT_LOG]
+        for done in batch:
+            delivery = done.delivery
+            keys.append(self.keys.lane(sid, delivery.school_id))
+            delivered = DeliveryTrace(
+                delivery_id=delivery.id,
+                delivered_at=done.now,
+                attempts=delivery.attempts,
+                status=delivery.last_status,
+            )
+            args += (
                 delivery.id,
-                token,
-                outcome,
-                repr(now),
-                repr(next_at),
+                done.token,
+                done.outcome,
+                repr(done.now),
+                repr(done.next_at),
                 _msgpack.encode(delivery),
-                _attempt_encoder.encode(attempt),
-                _flag(subscription.ordered),
-                repr(log_cutoff),
-                str(MAX_ATTEMPT_LOG),
+                _attempt_encoder.encode(done.attempt),
+                _flag(done.subscription.ordered),
                 delivery.event_id,
                 queued_trace(delivery.id),
                 _msgpack.encode(delivered),
-            ],
-        )
-        if result == -1:
-            return False, None
-        text = result.decode() if isinstance(result, bytes) else str(result)
-        return True, float(text) if text else None
+            )
+        results = await self._scripts.delivery_complete(keys=keys, args=args)
+        return [_held(r) for r in results]
 
     async def release(self, subscription_id: str, delivery_id: str, *, token: str, now: float) -> None:
         await self._scripts.delivery_release(
@@ -385,6 +415,13 @@ class DeliveryQueue:
 def queued_trace(delivery_id: str) -> bytes:
     """The trace of a delivery that has not succeeded yet (its record tells the rest)."""
     return _msgpack.encode(DeliveryTrace(delivery_id=delivery_id))
+
+
+def _held(result: Any) -> tuple[bool, float | None]:
+    if result == -1:
+        return False, None
+    text = result.decode() if isinstance(result, bytes) else str(result)
+    return True, float(text) if text else None
 
 
 def _flag(value: bool) -> str:

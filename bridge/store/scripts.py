@@ -295,52 +295,62 @@ end
 return out
 """
 
-# KEYS: due, leases, deliveries, lane, attempts, dead, subscription, traces
-# ARGV: id, token, outcome, now, next_at, record, attempt, ordered, log_cutoff, log_max,
+# KEYS: 1 due, 2 leases, 3 deliveries, 4 attempts, 5 dead, 6 subscription, 7 traces, then item i's lane at 7+i
+# ARGV: 1 log_cutoff, 2 log_max, then 11 per item: id, token, outcome, now, next_at, record, attempt, ordered,
 #       event_id, queued_trace, delivered_trace
-# Returns -1 when the lease was lost, else the subscription's failing_since ('' when not failing).
-# On success the event's trace records it, unless a later delivery of the event has taken its place.
+# A batch of finished attempts of one subscription, in the order given (one call, not one per delivery);
+# each item is what one completion was before. Returns per item -1 when its lease was lost, else the
+# subscription's failing_since after it ('' when not failing). On success the event's trace records it,
+# unless a later delivery of the event has taken its place. The attempt log is trimmed once per batch.
 DELIVERY_COMPLETE: Final = _lua("""
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return -1 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[5], ARGV[4], ARGV[7])
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[9])
-redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -tonumber(ARGV[10]) - 1)
-local outcome = ARGV[3]
-local exists = redis.call('EXISTS', KEYS[7]) == 1
-if outcome == 'ok' then
-  redis.call('HDEL', KEYS[3], ARGV[1])
-  if redis.call('HGET', KEYS[8], ARGV[11]) == ARGV[12] then
-    redis.call('HSET', KEYS[8], ARGV[11], ARGV[13])
-  end
-  if exists then redis.call('HSET', KEYS[7], '$failing_since', 'null') end
-elseif exists then
-  local since = redis.call('HGET', KEYS[7], '$failing_since')
-  if not since or since == 'null' then redis.call('HSET', KEYS[7], '$failing_since', ARGV[4]) end
-end
-if outcome == 'retry' or outcome == 'hold' then
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
-  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])
-else
-  if outcome == 'dead' then
-    redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
-    redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
-  end
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  if ARGV[8] == '1' then
-    if redis.call('LINDEX', KEYS[4], 0) == ARGV[1] then
-      redis.call('LPOP', KEYS[4])
-    else
-      redis.call('LREM', KEYS[4], 1, ARGV[1])
+local out = {}
+local exists = redis.call('EXISTS', KEYS[6]) == 1
+local n = (#ARGV - 2) / 11
+for i = 1, n do
+  local b = 2 + (i - 1) * 11
+  local id, outcome, now = ARGV[b + 1], ARGV[b + 3], ARGV[b + 4]
+  if redis.call('HGET', KEYS[2], id) ~= ARGV[b + 2] then
+    out[i] = -1
+  else
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('ZADD', KEYS[4], now, ARGV[b + 7])
+    if outcome == 'ok' then
+      redis.call('HDEL', KEYS[3], id)
+      if redis.call('HGET', KEYS[7], ARGV[b + 9]) == ARGV[b + 10] then
+        redis.call('HSET', KEYS[7], ARGV[b + 9], ARGV[b + 11])
+      end
+      if exists then redis.call('HSET', KEYS[6], '$failing_since', 'null') end
+    elseif exists then
+      local since = redis.call('HGET', KEYS[6], '$failing_since')
+      if not since or since == 'null' then redis.call('HSET', KEYS[6], '$failing_since', now) end
     end
-    local nxt = redis.call('LINDEX', KEYS[4], 0)
-    if nxt then redis.call('ZADD', KEYS[1], 'NX', ARGV[4], nxt) end
+    if outcome == 'retry' or outcome == 'hold' then
+      redis.call('HSET', KEYS[3], id, ARGV[b + 6])
+      redis.call('ZADD', KEYS[1], ARGV[b + 5], id)
+    else
+      if outcome == 'dead' then
+        redis.call('HSET', KEYS[3], id, ARGV[b + 6])
+        redis.call('ZADD', KEYS[5], now, id)
+      end
+      redis.call('ZREM', KEYS[1], id)
+      if ARGV[b + 8] == '1' then
+        local lane = KEYS[7 + i]
+        if redis.call('LINDEX', lane, 0) == id then
+          redis.call('LPOP', lane)
+        else
+          redis.call('LREM', lane, 1, id)
+        end
+        local nxt = redis.call('LINDEX', lane, 0)
+        if nxt then redis.call('ZADD', KEYS[1], 'NX', now, nxt) end
+      end
+    end
+    local since = exists and redis.call('HGET', KEYS[6], '$failing_since')
+    if not since or since == 'null' then out[i] = '' else out[i] = since end
   end
 end
-if not exists then return '' end
-local since = redis.call('HGET', KEYS[7], '$failing_since')
-if not since or since == 'null' then return '' end
-return since
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[2]) - 1)
+return out
 """)
 
 # KEYS: fanned, traces.  ARGV: event_id, event_ts, trace, check_fanned
