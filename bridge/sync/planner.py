@@ -44,6 +44,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from bridge.sync.rates import HALF_LIFE_SECONDS as HALF_LIFE_SECONDS
+from bridge.sync.rates import decay
+from bridge.sync.rates import observe as observe
+
 if TYPE_CHECKING:
     from bridge.settings import Settings
     from bridge.sync.status import FeedStatus, PollStatusStore
@@ -51,8 +55,6 @@ if TYPE_CHECKING:
 Feed = tuple[int, str]
 """(school id, resource name)."""
 
-HALF_LIFE_SECONDS: Final = 7 * 86400.0
-"""An observation's weight halves in a week: the estimate follows terms and holidays within weeks."""
 SCHOOL_PRIOR: Final = 0.5
 """Pseudo-changes a school's activity starts from, at its resources' mean rates: gamma shape 0.5, so a
 school that shows nothing soon looks quiet, but never silent (the value that minimised the lag on
@@ -65,19 +67,6 @@ FLOOR_SHARE: Final = 0.9
 """Feeds are planned at most this share of `BRIDGE_MAX_POLL_SECONDS` apart: the rest absorbs queueing."""
 INTEGRATIONS_PAGE: Final = 50
 MAX_REFRESH_SECONDS: Final = 30.0
-
-
-def decay(age: float) -> float:
-    """The weight left to an observation `age` seconds old."""
-    return math.pow(0.5, max(0.0, age) / HALF_LIFE_SECONDS)
-
-
-def observe(
-    changes_sum: float, seconds_sum: float, at: float | None, interval: float, changes: int, now: float
-) -> tuple[float, float]:
-    """The decayed sums after one more observation (`changes` found over `interval` seconds, at `now`)."""
-    weight = decay(now - at) if at is not None else 0.0
-    return changes_sum * weight + changes, seconds_sum * weight + interval
 
 
 def history(status: FeedStatus, now: float) -> tuple[float, float] | None:

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from bridge.store.codec import as_text
 from bridge.store.keys import Keys
-from bridge.sync.planner import observe
+from bridge.sync.rates import observe
 
 
 class FeedStatus(msgspec.Struct, kw_only=True):
@@ -46,7 +46,7 @@ class FeedStatus(msgspec.Struct, kw_only=True):
     changes: int | None = None
     """Changes (events) its last complete scan found."""
     decayed_changes: float = 0.0
-    """Changes found by its scans, each weighed by its age (bridge/sync/planner.py `observe`)."""
+    """Changes found by its scans, each weighed by its age (bridge/sync/rates.py `observe`)."""
     decayed_seconds: float = 0.0
     """Seconds those scans covered, weighed the same way; 0 until a scan follows another."""
     decayed_at: float | None = None
