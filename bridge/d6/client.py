@@ -8,7 +8,7 @@ request budget and the page size learned per endpoint. Records come back normali
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -27,10 +27,23 @@ from bridge.d6.pagination import Page, paginate
 from bridge.d6.records import Record, integration_key, normalise, normalise_in_place, record_id
 from bridge.errors import D6MalformedResponse
 
-if TYPE_CHECKING:
-    from bridge.settings import Settings
-
 log = structlog.get_logger(__name__)
+
+
+class Settings(Protocol):
+    """What the client reads of the settings (`bridge.settings.Settings` has it; the d6 package sits below
+    the settings, which import the resource catalogue and so the d6 endpoints)."""
+
+    @property
+    def d6_base_url(self) -> str: ...
+    @property
+    def d6_username(self) -> str | None: ...
+    @property
+    def d6_password(self) -> str | None: ...
+    @property
+    def d6_timeout_seconds(self) -> float: ...
+    @property
+    def d6_max_rps(self) -> float: ...
 
 
 def _flag(value: bool) -> str:
