@@ -1,12 +1,13 @@
 """The webhook receiver of throughput benchmarks: a process of its own that answers 200 at once.
 
-`python -m bridge.testing.receiver_process PORT` serves HTTP/1.1 with keep-alive on 127.0.0.1:PORT;
-`receiver_process()` starts it on a free port and hands back a `ReceiverProcess`, a client for its
-counters. It is a bare asyncio protocol (no framework, no ASGI) so that it costs a few microseconds a
-request and never is what limits a measurement: it finds the end of the headers, reads `Content-Length`
-bytes of body, notes the `webhook-id` and the time (`time.time()`, the same clock as every process on the
-host), and answers `200 ok`. It is not a general HTTP server: no chunked bodies, no pipelining beyond
-what the buffer holds. (`bridge.testing.receivers` has the scriptable receiver the tests and suites use.)
+`python -m bridge.testing.receiver_process PORT [CERT KEY]` serves HTTP/1.1 with keep-alive on
+127.0.0.1:PORT (over TLS with that certificate and key when given); `receiver_process()` starts it on a
+free port and hands back a `ReceiverProcess`, a client for its counters. It is a bare asyncio protocol
+(no framework, no ASGI) so that it costs a few microseconds a request and never is what limits a
+measurement: it finds the end of the headers, reads `Content-Length` bytes of body, notes the
+`webhook-id` and the time (`time.time()`, the same clock as every process on the host), and answers `200
+ok`. It is not a general HTTP server: no chunked bodies, no pipelining beyond what the buffer holds.
+(`bridge.testing.receivers` has the scriptable receiver the tests and suites use.)
 
 Two control paths: `GET /_stats` answers JSON with the request count, the first and last receive times,
 the first few requests in full (headers and body, so a benchmark can verify their Standard Webhooks
@@ -18,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -132,10 +135,16 @@ def _headers(head: bytes) -> dict[str, str]:
 class ReceiverProcess:
     """A client for the receiver process's counters; `url` is where a subscription points."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, certificate: Path | None = None) -> None:
         self.port = port
-        self.url = f"http://127.0.0.1:{port}/hook"
-        self._control = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30.0, trust_env=False)
+        scheme = "http" if certificate is None else "https"
+        self.url = f"{scheme}://127.0.0.1:{port}/hook"
+        self._control = httpx.AsyncClient(
+            base_url=f"{scheme}://127.0.0.1:{port}",
+            timeout=30.0,
+            trust_env=False,
+            verify=True if certificate is None else ssl.create_default_context(cafile=certificate),
+        )
 
     async def reset(self) -> None:
         (await self._control.get("/_reset")).raise_for_status()
@@ -151,13 +160,14 @@ class ReceiverProcess:
 
 
 @contextlib.asynccontextmanager
-async def receiver_process() -> AsyncIterator[ReceiverProcess]:
-    """Start `python -m bridge.testing.receiver_process PORT` on a free port; stop it afterwards."""
+async def receiver_process(tls: tuple[Path, Path] | None = None) -> AsyncIterator[ReceiverProcess]:
+    """Start `python -m bridge.testing.receiver_process PORT` on a free port (with `tls`, a certificate and
+    its key: over HTTPS; the certificate must name 127.0.0.1); stop it afterwards."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge.testing.receiver_process", str(port)
+        sys.executable, "-m", "bridge.testing.receiver_process", str(port), *map(str, tls or ())
     )
-    receiver = ReceiverProcess(port)
+    receiver = ReceiverProcess(port, certificate=tls[0] if tls else None)
     try:
         for _ in range(500):
             with contextlib.suppress(httpx.TransportError):
@@ -173,13 +183,17 @@ async def receiver_process() -> AsyncIterator[ReceiverProcess]:
         await process.wait()
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, tls: tuple[str, str] | None = None) -> None:
     tally = Tally()
+    context = None
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Connection(tally), "127.0.0.1", port, backlog=1024)
+    server = await loop.create_server(lambda: Connection(tally), "127.0.0.1", port, backlog=1024, ssl=context)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1])))
+    asyncio.run(serve(int(sys.argv[1]), (sys.argv[2], sys.argv[3]) if len(sys.argv) > 3 else None))

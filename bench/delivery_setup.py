@@ -1,0 +1,158 @@
+"""What the delivery benchmarks share: the bridge's settings, a school feed that appends events the way the
+poller does, waiting until a subscription's queue is empty, checking signatures, and a TLS certificate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import make_school, with_changes
+from bridge.app import Services
+from bridge.d6.records import Record, normalise_in_place
+from bridge.events.envelope import Event
+from bridge.settings import Settings, load_settings
+from bridge.sync.diff import finish_diff, plan_diff
+from bridge.sync.events import record_events
+from bridge.testing.receivers import verify_signature
+
+SCHOOLS = 100
+EVENTS_PER_SCHOOL = 200
+EVENTS = SCHOOLS * EVENTS_PER_SCHOOL
+POLL_SECONDS = 0.02
+DEADLINE_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Sent:
+    """An event as it went out: the exact envelope the bridge signed."""
+
+    event_id: str
+    school_id: int
+    sequence: int
+    body: bytes
+
+
+class SchoolFeed:
+    """One school's learners as the poller scans them; each poll changes some and commits the diff."""
+
+    def __init__(self, school_id: int, learners: int) -> None:
+        self.school_id = school_id
+        school = make_school(school_id, learners=learners)
+        self.records: list[Record] = [normalise_in_place(dict(r)) for r in school.learners.records.values()]
+        self.token = 0
+        self.polls = 0
+
+    async def poll(self, services: Services, changes: int) -> tuple[float, list[Event]]:
+        """`SchoolPoller._commit` and the publish of `SchoolPoller._poll`, on a scan in which `changes`
+        learners changed (none on the first, silent poll). Returns the time just before the commit."""
+        if self.polls == 0:
+            self.token = await services.lease.acquire(self.school_id, "bench", ttl=3600) or 0
+        else:
+            changed = with_changes(self.records, changes, seed=self.school_id * 1000 + self.polls)
+            self.records = [normalise_in_place(r) for r in changed]
+        self.polls += 1
+        snapshots = services.snapshots
+        previous = await snapshots.load(self.school_id, "learner")
+        plan = plan_diff(previous, self.records, "learner_id")
+        result = finish_diff(plan, await snapshots.records(self.school_id, "learner", plan.need_old))
+        events = record_events(
+            result, school_id=self.school_id, resource="learner", emit_created=previous.baseline
+        )
+        appended = time.time()
+        committed = await snapshots.commit(self.school_id, "learner", result, events, token=self.token)
+        await services.outbox.publish(self.school_id)
+        return appended, committed.events
+
+
+async def append_events(services: Services, first_school: int = 1000) -> list[Event]:
+    """`EVENTS` `learner.updated` events, `EVENTS_PER_SCHOOL` in each of `SCHOOLS` schools, appended and
+    published as the poller does (a silent first poll of each school, then one with every learner changed)."""
+    feeds = [SchoolFeed(first_school + n, EVENTS_PER_SCHOOL) for n in range(SCHOOLS)]
+    appended: list[Event] = []
+    for feed in feeds:
+        await feed.poll(services, 0)
+        appended += (await feed.poll(services, EVENTS_PER_SCHOOL))[1]
+    assert len(appended) == EVENTS
+    settled()
+    return appended
+
+
+def settled() -> None:
+    """Freeze what exists now out of the garbage collector's passes, as `serve` does once started
+    (bridge/serve.py). Here that is also the benchmark's own records and events, which a serve process does
+    not hold: left in, every full pass would walk them at the bridge's expense."""
+    gc.freeze()
+
+
+async def until_fanned(services: Services, subscription_id: str, count: int) -> None:
+    """Wait until the hand-off has queued `count` events for the subscription."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while await services.redis.zcard(services.dispatcher.keys.fanned(subscription_id)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} events were not fanned out within {DEADLINE_SECONDS:g} s")
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def bench_settings(redis_url: str) -> Settings:
+    env = {"BRIDGE_REDIS_URL": redis_url, "BRIDGE_ALLOW_PRIVATE_URLS": "true", "BRIDGE_LOG_LEVEL": "warning"}
+    if "BRIDGE_DELIVERY_CONCURRENCY" in os.environ:
+        env["BRIDGE_DELIVERY_CONCURRENCY"] = os.environ["BRIDGE_DELIVERY_CONCURRENCY"]
+    return load_settings(env, isatty=False)
+
+
+async def until_delivered(services: Services, subscription_id: str, count: int) -> float:
+    """Wait until `count` events were queued for the subscription and none is left; returns when."""
+    keys = services.dispatcher.keys
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        async with services.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.fanned(subscription_id))
+            pipe.hlen(keys.deliveries(subscription_id))
+            fanned, left = await pipe.execute()
+        if fanned >= count and left == 0:
+            return time.perf_counter()
+        await asyncio.sleep(POLL_SECONDS)
+    raise RuntimeError(f"{count} deliveries did not finish within {DEADLINE_SECONDS:g} s")
+
+
+async def stop(services: Services) -> None:
+    await services.handoff.stop()
+    await services.dispatcher.stop()
+    await services.d6.aclose()
+
+
+def verify_samples(stats: dict[str, Any], secret: str) -> int:
+    """Check the receiver's sample requests with the `standardwebhooks` package; returns how many."""
+    for sample in stats["samples"]:
+        problem = verify_signature(secret, sample["headers"], sample["body"].encode())
+        if problem:
+            raise RuntimeError(f"a delivery does not verify: {problem}")
+    return len(stats["samples"])
+
+
+@contextlib.contextmanager
+def tls_files() -> Iterator[tuple[Path, Path, ssl.SSLContext]]:
+    """A self-signed certificate for 127.0.0.1 made with `openssl` for this run: (certificate, key, a client
+    context that trusts it and nothing else)."""
+    with tempfile.TemporaryDirectory(prefix="bench-tls-") as workdir:
+        cert, key = Path(workdir) / "cert.pem", Path(workdir) / "key.pem"
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-nodes", "-days", "1", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                "-addext", "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        yield cert, key, ssl.create_default_context(cafile=cert)
