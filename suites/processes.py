@@ -95,8 +95,14 @@ class Simulator(Child):
         super().start()
         wait_for_port(self.port, self.process, timeout=300)
 
-    def churn(self, rate: float) -> dict[str, Any]:
-        return self._call("POST", "/churn", json={"rate": rate})
+    def churn(self, rate: float, skew: float | None = None) -> dict[str, Any]:
+        """Changes a second; with `skew`, the school of rank r (in id order) gets a share as 1/r^skew."""
+        return self._call("POST", "/churn", json={"rate": rate, **({} if skew is None else {"skew": skew})})
+
+    def changes(self, since: float | None = None) -> list[dict[str, Any]]:
+        """What changed in d6 after `since` (Unix time) and when, oldest first (`/_sim/changes`)."""
+        params = {} if since is None else {"since": since}
+        return list(self._call("GET", "/changes", params=params)["changes"])
 
     def faults(self, **fields: Any) -> None:
         self._call("POST", "/faults", json=fields)

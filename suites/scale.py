@@ -3,6 +3,7 @@
     python -m suites.scale                  # 500 schools x (1,000 learners, 800 debtors), about 15 minutes
     python -m suites.scale --intervals 2    # two steady intervals per phase, about 25 minutes
     python -m suites.scale --schools 50 --interval 30     # a quick run
+    python -m suites.scale --planning       # fixed against adaptive poll planning, a binding budget (5 min)
 
 One simulator (generated once, reused by every phase) and a fresh store per phase:
 
@@ -76,6 +77,7 @@ from bridge.store.keys import Keys
 from bridge.testing.receivers import Receiver, ReceiverServer
 from bridge.testing.redis import RedisCluster, RedisServer
 from bridge.testing.settings import serve_env
+from suites import planning
 from suites.bridge_api import BridgeApi
 from suites.processes import (
     Processes,
@@ -650,6 +652,9 @@ def arithmetic(report: Report, results: list[PhaseResult], args: argparse.Namesp
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--planning" in argv:  # fixed against adaptive poll planning, a binding budget (suites/planning.py)
+        return planning.main([arg for arg in argv if arg != "--planning"])
     parser = argparse.ArgumentParser(prog="python -m suites.scale", description=__doc__.split("\n")[0])
     parser.add_argument("--schools", type=int, default=500)
     parser.add_argument("--learners", type=int, default=1000)
