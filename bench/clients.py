@@ -46,7 +46,7 @@ def bodies(count: int) -> list[tuple[bytes, dict[str, str]]]:
 
 
 async def httpx_client(url: str) -> tuple[Post, Callable[[], Awaitable[None]]]:
-    """httpx as the bridge builds it today: one client per connection slot (bridge/delivery/sender.py)."""
+    """httpx as the bridge built it before aiohttp: one client per connection slot."""
     clients = [
         httpx.AsyncClient(
             timeout=15.0,
@@ -124,7 +124,7 @@ async def pyreqwest_client(url: str) -> tuple[Post, Callable[[], Awaitable[None]
 
 
 CLIENTS: dict[str, Callable[[str], Awaitable[tuple[Post, Callable[[], Awaitable[None]]]]]] = {
-    "httpx (the bridge today)": httpx_client,
+    "httpx (as the bridge was)": httpx_client,
     "httpx on aiohttp": httpx_aiohttp_client,
     "aiohttp": aiohttp_client,
     "pyreqwest": pyreqwest_client,
@@ -166,7 +166,7 @@ async def main(count: int, runs: int) -> bool:
         f"raw client ceilings: {count:,} signed 2 KB posts, {CONCURRENCY} at a time, "
         f"local receiver; {runs} runs"
     )
-    base = statistics.median(rate for rate, _ in figures["httpx (the bridge today)"])
+    base = statistics.median(rate for rate, _ in figures["httpx (as the bridge was)"])
     for name, rows in figures.items():
         rates, cpus = [r for r, _ in rows], [c for _, c in rows]
         print(
