@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
+from bridge.app import Services
 from bridge.testing.servers import SimulatorServer
 from bridge.testing.settings import bridge_settings
 from bridge.testing.waiting import wait_for
@@ -67,3 +71,34 @@ async def test_under_a_binding_budget_the_busy_school_is_polled_more_and_the_api
         metrics = (await client.get("/metrics")).text
         assert 'd6_bridge_planned_poll_interval_seconds{resource="learner",stat="max"}' in metrics
         assert "d6_bridge_detection_lag_seconds_bucket" in metrics
+
+
+async def test_two_replicas_under_a_binding_plan_never_poll_a_feed_twice_within_its_target_interval(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any
+) -> None:
+    """Both derive the plan from the shared status; the lease and the due check keep each feed to one
+    replica at a time and one poll per target interval, whichever replica's turn comes first. Every poll's
+    start, by either replica, is read from the shared status every 0.1 s (the in-process simulator's own
+    request times are late by whatever the event loop owes it)."""
+    sim: SimulatorServer = simulator_factory(schools=len(SCHOOLS), learners=60, debtors=40, seed=6)
+    control = httpx.AsyncClient(base_url=sim.control_url)
+    settings = bridge_settings(redis_url, sim.base_url, **{**BINDING, "BRIDGE_SCHOOL_POLL_SECONDS": "2"})
+    feeds = [(school_id, resource) for school_id in SCHOOLS for resource in ("debtors", "learners")]
+    starts: dict[tuple[int, str], set[float]] = {feed: set() for feed in feeds}
+    async with running_bridge(settings) as one, running_bridge(settings) as two:
+        await control.post("/churn", json={"rate": 3, "skew": 2})
+
+        def binding(services: Services) -> bool:
+            return services.scheduler.planner is not None and services.scheduler.planner.binding
+
+        await wait_for(lambda: binding(one) and binding(two), timeout=30, what="a binding plan in both")
+        until = time.monotonic() + 15
+        while time.monotonic() < until:
+            for feed, status in (await one.status.feeds_of(list(starts))).items():
+                if status.last_started is not None:
+                    starts[feed].add(status.last_started)
+            await asyncio.sleep(0.1)
+        assert binding(one) and binding(two)
+    assert all(len(seen) >= 2 for seen in starts.values())  # every feed was polled, and again
+    gaps = [b - a for seen in starts.values() for a, b in itertools.pairwise(sorted(seen))]
+    assert min(gaps) >= 2.0 - 0.2 - 0.1  # the target less the due check's tolerance
