@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 
 from bench.common import verdict
 from bridge.settings import Settings
-from bridge.sync.planner import Feed, Planner, observe
+from bridge.sync.planner import Feed, Planner
+from bridge.sync.rates import observe
 from bridge.sync.scheduler import DueQueue, phase_seconds
 from bridge.sync.status import FeedStatus
 

@@ -12,16 +12,8 @@ import redis.asyncio as aioredis
 from bridge.app import Services
 from bridge.settings import Settings
 from bridge.store.keys import Keys
-from bridge.sync.planner import (
-    HALF_LIFE_SECONDS,
-    Feed,
-    Planner,
-    estimate,
-    estimate_rates,
-    make_plan,
-    observe,
-    square_root_rates,
-)
+from bridge.sync.planner import Feed, Planner, estimate, estimate_rates, make_plan, square_root_rates
+from bridge.sync.rates import HALF_LIFE_SECONDS, observe
 from bridge.sync.scheduler import DueQueue
 from bridge.sync.status import FeedStatus, PollStatusStore
 from bridge.testing.settings import fast_settings
