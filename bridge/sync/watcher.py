@@ -190,7 +190,7 @@ class IntegrationsWatcher:
         )
         semaphore = asyncio.Semaphore(CONCURRENCY)
         # A listed school's `denied` flag is cleared only by its pairs leaving the list, so it can be read
-        # before the commits (the active set is then stored right after them).
+        # before the commits.
         listed = sorted(s for s, pairs in by_school.items() if any(is_active(p) for p in pairs))
         flags = await self.snapshots.flags_of(listed)
         denied = {s for s in listed if flags[s].denied is not None}
@@ -199,8 +199,11 @@ class IntegrationsWatcher:
             async with semaphore:
                 await self._commit_school(school_id, by_school.get(school_id, []), emit_created=emit)
 
-        await asyncio.gather(*(one(s) for s in sorted(known | set(by_school))))
+        # The active set first: when anyone sees `integration.activated`, the school is already polled.
+        # (Its first poll is a silent baseline; with BRIDGE_EMIT_INITIAL_SNAPSHOT its `*.created` may take
+        # sequences before the activation's.)
         await self._store_active(set(listed) - denied)
+        await asyncio.gather(*(one(s) for s in sorted(known | set(by_school))))
         await self.snapshots.mark_integrations_baselined()
         return denied
 
