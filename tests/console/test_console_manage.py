@@ -179,8 +179,8 @@ def test_events_found_by_id_by_record_and_by_school(page: Any, stack: Stack) -> 
     form.locator("input[name=resource_id]").fill(record)
     form.get_by_role("button", name="Search").click()
     expect(rows).to_have_count(len(of_record))
-    for text in rows.all_inner_texts():
-        cells = text.rstrip().split("\t")
+    # The table is drawn anew after each search: read it once every row of the answer is there.
+    for cells in wait_until(lambda: _drawn(rows, len(of_record)), what="the record's events drawn"):
         assert (cells[2], cells[3]) == (str(SCRIPT_SCHOOL_ID), f"learner {record}")
 
     form.locator("input[name=resource_id]").fill("")
@@ -188,8 +188,14 @@ def test_events_found_by_id_by_record_and_by_school(page: Any, stack: Stack) -> 
     form.get_by_role("button", name="Search").click()
     of_school = stack.api("GET", "/v1/events", params={"school_id": SCRIPT_SCHOOL_ID, "limit": 50})["data"]
     expect(rows).to_have_count(len(of_school))
-    for text in rows.all_inner_texts():
-        assert text.rstrip().split("\t")[2] == str(SCRIPT_SCHOOL_ID)
+    for cells in wait_until(lambda: _drawn(rows, len(of_school)), what="the school's events drawn"):
+        assert cells[2] == str(SCRIPT_SCHOOL_ID)
+
+
+def _drawn(rows: Any, count: int) -> list[list[str]] | None:
+    """The rows' cells once the table holds `count` complete rows (None while it is being drawn)."""
+    cells = [text.rstrip().split("\t") for text in rows.all_inner_texts()]
+    return cells if len(cells) == count and all(len(row) > 3 for row in cells) else None
 
 
 def test_the_event_type_catalogue(page: Any, stack: Stack) -> None:
