@@ -228,7 +228,7 @@ class SnapshotStore:
 
     async def flags(self, school_id: int) -> SchoolFlags:
         values = await self._redis.hmget(self._keys.school_meta(school_id), list(FLAG_FIELDS))
-        return SchoolFlags(**{n: float(as_text(v)) for n, v in zip(FLAG_FIELDS, values, strict=True) if v})
+        return _flags(values)
 
     async def flags_of(self, school_ids: Sequence[int]) -> dict[int, SchoolFlags]:
         """The flags of many schools in one round trip."""
@@ -236,12 +236,7 @@ class SnapshotStore:
             for school_id in school_ids:
                 pipe.hmget(self._keys.school_meta(school_id), list(FLAG_FIELDS))
             replies = await pipe.execute()
-        return {
-            school_id: SchoolFlags(
-                **{n: float(as_text(v)) for n, v in zip(FLAG_FIELDS, values, strict=True) if v}
-            )
-            for school_id, values in zip(school_ids, replies, strict=True)
-        }
+        return {school_id: _flags(values) for school_id, values in zip(school_ids, replies, strict=True)}
 
     async def pair_ids(self, school_ids: Sequence[int]) -> set[str]:
         """Every (school, API type) pair the integration snapshots of these schools hold."""
@@ -322,6 +317,11 @@ class SnapshotStore:
             for school_id in school_ids:
                 pipe.hlen(self._keys.snapshot_hashes(school_id, INTEGRATION))
             return dict(zip(school_ids, map(int, await pipe.execute()), strict=True))
+
+
+def _flags(values: Sequence[Any]) -> SchoolFlags:
+    """The flags from an HMGET of FLAG_FIELDS (absent fields stay None)."""
+    return SchoolFlags(**{n: float(as_text(v)) for n, v in zip(FLAG_FIELDS, values, strict=True) if v})
 
 
 def _check(resource: str) -> None:
