@@ -1,5 +1,6 @@
 # The two set-up commands: `make demo` runs the bridge with everything it needs; `make test` runs the checks.
 PYTHON ?= python3
+comma := ,
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-demo
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 $(SUITES_STAMP): pyproject.toml $(STAMP)
-	@$(call install,-e '.[dev,suites]')
+	@$(call install,-e '.[dev$(comma)suites]')
 	touch $(SUITES_STAMP)
 
 demo: $(DEMO_STAMP)
