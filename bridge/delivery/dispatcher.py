@@ -50,7 +50,7 @@ log = structlog.get_logger(__name__)
 GONE_REASON = "the endpoint answered 410 Gone"
 LEASE_MARGIN_SECONDS = 5.0  # the attempt is bounded by the timeout; this covers recording its outcome
 MAINTENANCE_SECONDS = 60.0
-WAKE_DEBOUNCE_SECONDS = 0.005
+WAKE_DEBOUNCE_SECONDS = 0.001
 Skipped = tuple[Subscription, OutgoingEvent, TraceOutcome]
 """An event not queued for a subscription, and why (`skipped` or `erased`)."""
 
@@ -85,6 +85,7 @@ class Dispatcher:
         self._tag = secrets.token_hex(6)
         self._counter = 0
         self._inflight: dict[asyncio.Task[None], tuple[str, str, str]] = {}
+        self._sending: set[asyncio.Task[None]] = set()  # the attempts of `_inflight` not yet answered
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -190,27 +191,28 @@ class Dispatcher:
         for subscription, event, why in skipped:
             await self.queue.skip(self.redis, subscription, event, now=now, outcome=why, once=once)
 
-    async def _enqueue_all(self, work: list[tuple[Subscription, OutgoingEvent]], **options: Any) -> list[Any]:
-        """Run the enqueue script for each (subscription, event), in order; one pipeline on plain Redis.
+    async def _enqueue_all(self, work: list[tuple[Subscription, OutgoingEvent]], **options: Any) -> list[int]:
+        """Queue each (subscription, event): one script call per subscription, its events in the order
+        given (its lanes keep their order); all in one pipeline on plain Redis. Returns per subscription
+        and event 1 when newly queued.
 
-        Redis Cluster refuses scripts inside pipelines, so there each subscription's items run one after
-        another (its lanes keep their order) while subscriptions proceed side by side.
+        Redis Cluster refuses scripts inside pipelines, so there each subscription's call runs on its own,
+        side by side with the others'.
         """
-        if not work:
+        per_subscription: dict[str, tuple[Subscription, list[OutgoingEvent]]] = {}
+        for subscription, event in work:
+            per_subscription.setdefault(subscription.id, (subscription, []))[1].append(event)
+        if not per_subscription:
             return []
         if not isinstance(self.redis, RedisCluster):
             async with self.redis.pipeline(transaction=False) as pipe:
-                for subscription, event in work:
-                    await self.queue.enqueue(pipe, subscription, event, **options)
-                return list(await pipe.execute())
-        per_subscription: dict[str, list[tuple[Subscription, OutgoingEvent]]] = {}
-        for item in work:
-            per_subscription.setdefault(item[0].id, []).append(item)
-
-        async def run(items: list[tuple[Subscription, OutgoingEvent]]) -> list[Any]:
-            return [await self.queue.enqueue(self.redis, s, e, **options) for s, e in items]
-
-        return [r for results in await asyncio.gather(*map(run, per_subscription.values())) for r in results]
+                for subscription, events in per_subscription.values():
+                    await self.queue.enqueue(pipe, subscription, events, **options)
+                replies = await pipe.execute()
+        else:
+            calls = [self.queue.enqueue(self.redis, s, e, **options) for s, e in per_subscription.values()]
+            replies = await asyncio.gather(*calls)
+        return [int(queued) for reply in replies for queued in reply]
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -242,7 +244,10 @@ class Dispatcher:
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_SECONDS
             await self._maintain(await self.store.snapshot(), now)
-        free = self.settings.delivery_concurrency - len(self._inflight)
+        # A slot is a request in flight: it frees when the answer is in, while the outcome is written
+        # (the lease held until then). Claimed deliveries stay at most twice the concurrency.
+        concurrency = self.settings.delivery_concurrency
+        free = min(concurrency - len(self._sending), 2 * concurrency - len(self._inflight))
         if free <= 0 or not subscriptions:
             return
         start = self._round_robin % len(subscriptions)
@@ -259,12 +264,21 @@ class Dispatcher:
             for delivery in claimed:
                 task = asyncio.create_task(self._deliver(subscription, delivery, token))
                 self._inflight[task] = (subscription.id, delivery.id, token)
+                self._sending.add(task)
                 task.add_done_callback(self._finished)
                 free -= 1
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
+        self._sending.discard(task)
         self._wake.set()
+
+    def _answered(self) -> None:
+        """The current attempt has its answer: its slot is free for the next claim."""
+        task = asyncio.current_task()
+        if task in self._sending:
+            self._sending.discard(task)
+            self._wake.set()
 
     async def _maintain(self, subscriptions: list[Subscription], now: float) -> None:
         cutoff = now - self.settings.event_retention_days * 86400
@@ -284,6 +298,7 @@ class Dispatcher:
                     # The subscription changed since this was queued: what it asks for now is what it gets.
                     body = project(decode(body), shape, may_skip=False) or body
             result = await self.sender.send(subscription, delivery.event_id, body)
+            self._answered()
             metrics.DELIVERY_ATTEMPT_DURATION.observe(result.duration_ms / 1000)
             await self._record(subscription, delivery, token, result)
         except (RedisError, OSError) as error:

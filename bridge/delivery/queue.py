@@ -17,6 +17,7 @@ matches, so a worker whose lease ran out can't disturb the one that took over.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -32,7 +33,7 @@ from bridge.delivery.models import (
     Subscription,
     TraceOutcome,
 )
-from bridge.store.codec import as_bytes
+from bridge.store.codec import as_bytes, packed
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
 
@@ -85,51 +86,56 @@ class DeliveryQueue:
 
     async def enqueue(
         self,
-        pipe: Pipeline | Redis,
+        client: Pipeline | Redis,
         subscription: Subscription,
-        event: OutgoingEvent,
+        events: Sequence[OutgoingEvent],
         *,
         now: float,
         once: bool = True,
         replay: bool = False,
     ) -> Any:
-        """Queue `event` for `subscription` on `pipe` (or run it now on a client: then 1 if it was queued,
-        0 if `once` found it queued already); with `once`, a second call is a no-op."""
+        """Queue `events` for `subscription` in one script call on `client` (a pipeline, or a client: then
+        the answer is per event 1 if it was queued, 0 if `once` found it queued already)."""
         sid = subscription.id
-        delivery = Delivery(
-            id=new_delivery_id(),
-            subscription_id=sid,
-            event_id=event.event_id,
-            event_type=event.event_type,
-            school_id=event.school_id,
-            sequence=event.sequence,
-            event_timestamp=event.timestamp,
-            body=event.body,
-            created_at=now,
-            replay=replay,
-        )
-        return await self._scripts.delivery_enqueue(
-            keys=[
-                self.keys.fanned(sid),
-                self.keys.deliveries(sid),
-                self.keys.due(sid),
-                self.keys.lane(sid, event.school_id),
-                self.keys.lanes(sid),
-                self.keys.traces(sid),
-            ],
-            args=[
-                event.event_id,
-                repr(event.timestamp),
-                delivery.id,
-                _msgpack.encode(delivery),
-                _flag(subscription.ordered),
-                repr(now),
-                str(event.school_id),
-                _flag(once),
-                queued_trace(delivery.id),
-            ],
-            client=pipe,
-        )
+        keys = [
+            self.keys.fanned(sid),
+            self.keys.deliveries(sid),
+            self.keys.due(sid),
+            self.keys.lanes(sid),
+            self.keys.traces(sid),
+        ]
+        lanes: dict[int, str] = {}
+        items: list[bytes] = []
+        for event in events:
+            school = event.school_id
+            if subscription.ordered and school not in lanes:
+                lanes[school] = str(len(lanes) + 1)
+                keys.append(self.keys.lane(sid, school))
+            delivery = Delivery(
+                id=new_delivery_id(),
+                subscription_id=sid,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                school_id=school,
+                sequence=event.sequence,
+                event_timestamp=event.timestamp,
+                body=event.body,
+                created_at=now,
+                replay=replay,
+            )
+            items.append(
+                packed(
+                    event.event_id,
+                    repr(event.timestamp),
+                    delivery.id,
+                    _msgpack.encode(delivery),
+                    str(school),
+                    queued_trace(delivery.id),
+                    lanes.get(school, "0"),
+                )
+            )
+        args: list[str | bytes] = [_flag(subscription.ordered), repr(now), _flag(once), b"".join(items)]
+        return await self._scripts.delivery_enqueue(keys=keys, args=args, client=client)
 
     async def skip(
         self,
@@ -263,29 +269,39 @@ class DeliveryQueue:
             self.keys.subscription(sid),
             self.keys.traces(sid),
         ]
-        args: list[str | bytes] = [repr(log_cutoff), _MAX_ATTEMPT_LOG]
+        lanes: dict[int, str] = {}
+        items: list[bytes] = []
         for done in batch:
             delivery = done.delivery
-            keys.append(self.keys.lane(sid, delivery.school_id))
+            lane = "0"
+            if done.subscription.ordered:
+                lane = lanes.get(delivery.school_id, "")
+                if not lane:
+                    lane = lanes[delivery.school_id] = str(len(lanes) + 1)
+                    keys.append(self.keys.lane(sid, delivery.school_id))
             delivered = DeliveryTrace(
                 delivery_id=delivery.id,
                 delivered_at=done.now,
                 attempts=delivery.attempts,
                 status=delivery.last_status,
             )
-            args += (
-                delivery.id,
-                done.token,
-                done.outcome,
-                repr(done.now),
-                repr(done.next_at),
-                _msgpack.encode(delivery),
-                _attempt_encoder.encode(done.attempt),
-                _flag(done.subscription.ordered),
-                delivery.event_id,
-                queued_trace(delivery.id),
-                _msgpack.encode(delivered),
+            items.append(
+                packed(
+                    delivery.id,
+                    done.token,
+                    done.outcome,
+                    repr(done.now),
+                    repr(done.next_at),
+                    _msgpack.encode(delivery),
+                    _attempt_encoder.encode(done.attempt),
+                    _flag(done.subscription.ordered),
+                    delivery.event_id,
+                    queued_trace(delivery.id),
+                    _msgpack.encode(delivered),
+                    lane,
+                )
             )
+        args: list[str | bytes] = [repr(log_cutoff), _MAX_ATTEMPT_LOG, b"".join(items)]
         results = await self._scripts.delivery_complete(keys=keys, args=args)
         return [_held(r) for r in results]
 

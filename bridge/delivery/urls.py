@@ -101,6 +101,16 @@ def _port(parts: SplitResult) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+def _refuse_private(host: str, addresses: list[str]) -> None:
+    for address in addresses:
+        reason = forbidden_reason(address)
+        if reason is not None:
+            raise UrlRefused(
+                f"host {host!r} resolves to a non-public address ({reason}); "
+                "set BRIDGE_ALLOW_PRIVATE_URLS=true to allow it"
+            )
+
+
 class UrlGuard:
     """Applies the address policy; `allow_private` is `BRIDGE_ALLOW_PRIVATE_URLS`."""
 
@@ -120,13 +130,7 @@ class UrlGuard:
                 raise UrlRefused(f"host {host!r} does not resolve: {error}") from None
         if not addresses:
             raise UrlRefused(f"host {host!r} does not resolve to any address")
-        for address in addresses:
-            reason = forbidden_reason(address)
-            if reason is not None:
-                raise UrlRefused(
-                    f"host {host!r} resolves to a non-public address ({reason}); "
-                    "set BRIDGE_ALLOW_PRIVATE_URLS=true to allow it"
-                )
+        _refuse_private(host, addresses)
         return addresses
 
     async def check(self, url: str) -> str:
@@ -136,11 +140,25 @@ class UrlGuard:
             await self._public_addresses(parts)
         return url
 
-    async def target(self, url: str) -> Target:
-        """Resolve and check right before sending, and pin the connection to the checked address."""
+    def at_hand(self, url: str) -> Target | None:
+        """The target when it needs no lookup (private URLs allowed, or an IP literal), else None."""
         parts = parse(url)
         if self.allow_private:
             return Target(url=url)
+        host = parts.hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        _refuse_private(host, [host])
+        return Target(url=url)
+
+    async def target(self, url: str) -> Target:
+        """Resolve and check right before sending, and pin the connection to the checked address."""
+        found = self.at_hand(url)
+        if found is not None:
+            return found
+        parts = parse(url)
         addresses = await self._public_addresses(parts)
         host = parts.hostname or ""
         if addresses == [host]:

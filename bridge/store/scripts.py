@@ -48,6 +48,23 @@ _FIELDS: Final = {
 }
 
 
+# Reads `n` fields written by `codec.packed` (each a 4-byte big-endian length, then its bytes) from
+# position `pos` of `s`; returns the position after them, then the fields. Plain Lua: Redis's `struct`
+# would do, but the embedded store of `memory://` has no `struct`.
+_FIELDS_LUA: Final = """
+local function fields(s, pos, n)
+  local out = {}
+  for k = 1, n do
+    local a, b, c, d = string.byte(s, pos, pos + 3)
+    local len = ((a * 256 + b) * 256 + c) * 256 + d
+    out[k] = string.sub(s, pos + 4, pos + 3 + len)
+    pos = pos + 4 + len
+  end
+  return pos, unpack(out, 1, n)
+end
+"""
+
+
 def _lua(source: str) -> str:
     """`source` with `$seq`, `$ver`, ... replaced by the field names of store/keys.py (Lua has no `$`)."""
     return Template(source).substitute(_FIELDS)
@@ -262,19 +279,33 @@ return #ids
 
 # --- a subscription's slot: its delivery queue (delivery/queue.py) ------------------------------------------
 
-# KEYS: fanned, deliveries, due, lane, lanes, traces
-# ARGV: event_id, event_ts, delivery_id, record, ordered, now, school_id, check_fanned, trace
-DELIVERY_ENQUEUE: Final = """
-if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 and ARGV[8] == '1' then return 0 end
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-redis.call('HSET', KEYS[6], ARGV[1], ARGV[9])
-if ARGV[5] == '1' then
-  redis.call('SADD', KEYS[5], ARGV[7])
-  if redis.call('RPUSH', KEYS[4], ARGV[3]) == 1 then redis.call('ZADD', KEYS[3], 'NX', ARGV[6], ARGV[3]) end
-else
-  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
+# KEYS: 1 fanned, 2 deliveries, 3 due, 4 lanes, 5 traces, then the lanes the items name (ordered only)
+# ARGV: 1 ordered, 2 now, 3 check_fanned, 4 the items, each 7 fields packed by `codec.packed`:
+#       event_id, event_ts, delivery_id, record, school_id, trace, lane (its index after KEYS[5])
+# Queues a batch of events for one subscription, in the order given (one call, not one per event).
+# Returns per item 1 when queued, 0 when `check_fanned` found the event queued already.
+DELIVERY_ENQUEUE: Final = _FIELDS_LUA + """
+local ordered, now, once, items = ARGV[1] == '1', ARGV[2], ARGV[3] == '1', ARGV[4]
+local out, pos = {}, 1
+local event_id, ts, id, record, school, trace, lane
+while pos <= #items do
+  pos, event_id, ts, id, record, school, trace, lane = fields(items, pos, 7)
+  if redis.call('ZADD', KEYS[1], 'NX', ts, event_id) == 0 and once then
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', KEYS[2], id, record)
+    redis.call('HSET', KEYS[5], event_id, trace)
+    if ordered then
+      redis.call('SADD', KEYS[4], school)
+      local key = KEYS[5 + tonumber(lane)]
+      if redis.call('RPUSH', key, id) == 1 then redis.call('ZADD', KEYS[3], 'NX', now, id) end
+    else
+      redis.call('ZADD', KEYS[3], now, id)
+    end
+    out[#out + 1] = 1
+  end
 end
-return 1
+return out
 """
 
 # KEYS: due, leases, deliveries.  ARGV: now, lease_until, token, limit
@@ -295,29 +326,31 @@ end
 return out
 """
 
-# KEYS: 1 due, 2 leases, 3 deliveries, 4 attempts, 5 dead, 6 subscription, 7 traces, then item i's lane at 7+i
-# ARGV: 1 log_cutoff, 2 log_max, then 11 per item: id, token, outcome, now, next_at, record, attempt, ordered,
-#       event_id, queued_trace, delivered_trace
+# KEYS: 1 due, 2 leases, 3 deliveries, 4 attempts, 5 dead, 6 subscription, 7 traces, then the items' lanes
+# ARGV: 1 log_cutoff, 2 log_max, 3 the items, each 12 fields packed by `codec.packed`: id, token, outcome,
+#       now, next_at, record, attempt, ordered, event_id, queued_trace, delivered_trace, lane (its index
+#       after KEYS[7])
 # A batch of finished attempts of one subscription, in the order given (one call, not one per delivery);
 # each item is what one completion was before. Returns per item -1 when its lease was lost, else the
 # subscription's failing_since after it ('' when not failing). On success the event's trace records it,
 # unless a later delivery of the event has taken its place. The attempt log is trimmed once per batch.
-DELIVERY_COMPLETE: Final = _lua("""
-local out = {}
+DELIVERY_COMPLETE: Final = _FIELDS_LUA + _lua("""
+local out, pos, items = {}, 1, ARGV[3]
 local exists = redis.call('EXISTS', KEYS[6]) == 1
-local n = (#ARGV - 2) / 11
-for i = 1, n do
-  local b = 2 + (i - 1) * 11
-  local id, outcome, now = ARGV[b + 1], ARGV[b + 3], ARGV[b + 4]
-  if redis.call('HGET', KEYS[2], id) ~= ARGV[b + 2] then
+local id, token, outcome, now, next_at, record, attempt, ordered, event_id, queued, delivered, lane
+while pos <= #items do
+  pos, id, token, outcome, now, next_at, record, attempt, ordered, event_id, queued, delivered, lane =
+    fields(items, pos, 12)
+  local i = #out + 1
+  if redis.call('HGET', KEYS[2], id) ~= token then
     out[i] = -1
   else
     redis.call('HDEL', KEYS[2], id)
-    redis.call('ZADD', KEYS[4], now, ARGV[b + 7])
+    redis.call('ZADD', KEYS[4], now, attempt)
     if outcome == 'ok' then
       redis.call('HDEL', KEYS[3], id)
-      if redis.call('HGET', KEYS[7], ARGV[b + 9]) == ARGV[b + 10] then
-        redis.call('HSET', KEYS[7], ARGV[b + 9], ARGV[b + 11])
+      if redis.call('HGET', KEYS[7], event_id) == queued then
+        redis.call('HSET', KEYS[7], event_id, delivered)
       end
       if exists then redis.call('HSET', KEYS[6], '$failing_since', 'null') end
     elseif exists then
@@ -325,22 +358,22 @@ for i = 1, n do
       if not since or since == 'null' then redis.call('HSET', KEYS[6], '$failing_since', now) end
     end
     if outcome == 'retry' or outcome == 'hold' then
-      redis.call('HSET', KEYS[3], id, ARGV[b + 6])
-      redis.call('ZADD', KEYS[1], ARGV[b + 5], id)
+      redis.call('HSET', KEYS[3], id, record)
+      redis.call('ZADD', KEYS[1], next_at, id)
     else
       if outcome == 'dead' then
-        redis.call('HSET', KEYS[3], id, ARGV[b + 6])
+        redis.call('HSET', KEYS[3], id, record)
         redis.call('ZADD', KEYS[5], now, id)
       end
       redis.call('ZREM', KEYS[1], id)
-      if ARGV[b + 8] == '1' then
-        local lane = KEYS[7 + i]
-        if redis.call('LINDEX', lane, 0) == id then
-          redis.call('LPOP', lane)
+      if ordered == '1' then
+        local key = KEYS[7 + tonumber(lane)]
+        if redis.call('LINDEX', key, 0) == id then
+          redis.call('LPOP', key)
         else
-          redis.call('LREM', lane, 1, id)
+          redis.call('LREM', key, 1, id)
         end
-        local nxt = redis.call('LINDEX', lane, 0)
+        local nxt = redis.call('LINDEX', key, 0)
         if nxt then redis.call('ZADD', KEYS[1], 'NX', now, nxt) end
       end
     end

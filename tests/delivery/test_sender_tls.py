@@ -25,6 +25,9 @@ class PinnedGuard(UrlGuard):
         super().__init__(allow_private=True)
         self.port = port
 
+    def at_hand(self, url: str) -> Target | None:
+        return None  # every host is looked up
+
     async def target(self, url: str) -> Target:
         return Target(
             url=f"https://127.0.0.1:{self.port}/in",
