@@ -284,7 +284,9 @@ return #ids
 #       event_id, event_ts, delivery_id, record, school_id, trace, lane (its index after KEYS[5])
 # Queues a batch of events for one subscription, in the order given (one call, not one per event).
 # Returns per item 1 when queued, 0 when `check_fanned` found the event queued already.
-DELIVERY_ENQUEUE: Final = _FIELDS_LUA + """
+DELIVERY_ENQUEUE: Final = (
+    _FIELDS_LUA
+    + """
 local ordered, now, once, items = ARGV[1] == '1', ARGV[2], ARGV[3] == '1', ARGV[4]
 local out, pos = {}, 1
 local event_id, ts, id, record, school, trace, lane
@@ -307,6 +309,7 @@ while pos <= #items do
 end
 return out
 """
+)
 
 # KEYS: due, leases, deliveries.  ARGV: now, lease_until, token, limit
 DELIVERY_CLAIM: Final = """
