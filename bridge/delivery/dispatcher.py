@@ -378,8 +378,14 @@ class Dispatcher:
             self._delivered_ok.inc()
             if not delivery.replay:
                 metrics.DELIVERY_LATENCY.observe(max(0.0, now - delivery.event_timestamp))
-            _bound(subscription, delivery).debug(
-                "delivery attempt", attempt=number, outcome=outcome, status=result.status_code
+            log.debug(
+                "delivery attempt",
+                subscription=subscription.id,
+                event_id=delivery.event_id,
+                school=delivery.school_id,
+                attempt=number,
+                outcome=outcome,
+                status=result.status_code,
             )
             return
         bound = _bound(subscription, delivery)

@@ -292,7 +292,7 @@ class DeliveryQueue:
                     done.outcome,
                     repr(done.now),
                     repr(done.next_at),
-                    _msgpack.encode(delivery),
+                    b"" if done.outcome == "ok" else _msgpack.encode(delivery),  # a success drops it
                     _attempt_encoder.encode(done.attempt),
                     _flag(done.subscription.ordered),
                     delivery.event_id,

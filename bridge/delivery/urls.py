@@ -12,6 +12,7 @@ With `BRIDGE_ALLOW_PRIVATE_URLS` nothing is resolved by us and the URL is used a
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
@@ -111,6 +112,21 @@ def _refuse_private(host: str, addresses: list[str]) -> None:
             )
 
 
+@functools.lru_cache(maxsize=4096)
+def _at_hand(url: str, allow_private: bool) -> Target | None:
+    """`UrlGuard.at_hand`, kept per URL: it needs nothing but the URL, and every attempt asks."""
+    parts = parse(url)
+    if allow_private:
+        return Target(url=url)
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    _refuse_private(host, [host])
+    return Target(url=url)
+
+
 class UrlGuard:
     """Applies the address policy; `allow_private` is `BRIDGE_ALLOW_PRIVATE_URLS`."""
 
@@ -142,16 +158,7 @@ class UrlGuard:
 
     def at_hand(self, url: str) -> Target | None:
         """The target when it needs no lookup (private URLs allowed, or an IP literal), else None."""
-        parts = parse(url)
-        if self.allow_private:
-            return Target(url=url)
-        host = parts.hostname or ""
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            return None
-        _refuse_private(host, [host])
-        return Target(url=url)
+        return _at_hand(url, self.allow_private)
 
     async def target(self, url: str) -> Target:
         """Resolve and check right before sending, and pin the connection to the checked address."""

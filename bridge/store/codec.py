@@ -6,6 +6,7 @@ without a cast at every call.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 
@@ -38,12 +39,14 @@ def entry_seq(entry_id: Any) -> int:
 
 
 def packed(*fields: bytes | str) -> bytes:
-    """Fields as one script argument, each a 4-byte big-endian length then its bytes (a script reads them
-    back with `fields` of store/scripts.py). One argument for a batch instead of one per field:
+    """Fields as one script argument: their lengths (4 bytes each, big-endian), then the fields (a script
+    reads them back with `fields` of store/scripts.py). One argument for a batch instead of one per field:
     redis-py encodes every argument of a call on its own, which made the largest Python cost of a batch."""
-    parts: list[bytes] = []
-    for field in fields:
-        data = field.encode() if isinstance(field, str) else field
-        parts.append(len(data).to_bytes(4, "big"))
-        parts.append(data)
-    return b"".join(parts)
+    data = [field.encode() if isinstance(field, str) else field for field in fields]
+    header = _HEADERS.get(len(data))
+    if header is None:
+        header = _HEADERS[len(data)] = struct.Struct(f">{len(data)}I")
+    return header.pack(*map(len, data)) + b"".join(data)
+
+
+_HEADERS: dict[int, struct.Struct] = {}

@@ -48,17 +48,19 @@ _FIELDS: Final = {
 }
 
 
-# Reads `n` fields written by `codec.packed` (each a 4-byte big-endian length, then its bytes) from
-# position `pos` of `s`; returns the position after them, then the fields. Plain Lua: Redis's `struct`
-# would do, but the embedded store of `memory://` has no `struct`.
+# Reads `n` fields written by `codec.packed` (their lengths, 4 bytes each, big-endian, then the fields)
+# from position `pos` of `s`; returns the position after them, then the fields. Plain Lua: Redis's
+# `struct` would do, but the embedded store of `memory://` has no `struct`.
 _FIELDS_LUA: Final = """
 local function fields(s, pos, n)
+  local b = {string.byte(s, pos, pos + 4 * n - 1)}
   local out = {}
+  pos = pos + 4 * n
   for k = 1, n do
-    local a, b, c, d = string.byte(s, pos, pos + 3)
-    local len = ((a * 256 + b) * 256 + c) * 256 + d
-    out[k] = string.sub(s, pos + 4, pos + 3 + len)
-    pos = pos + 4 + len
+    local j = 4 * (k - 1)
+    local len = ((b[j + 1] * 256 + b[j + 2]) * 256 + b[j + 3]) * 256 + b[j + 4]
+    out[k] = string.sub(s, pos, pos + len - 1)
+    pos = pos + len
   end
   return pos, unpack(out, 1, n)
 end
