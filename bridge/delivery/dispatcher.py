@@ -51,6 +51,7 @@ GONE_REASON = "the endpoint answered 410 Gone"
 LEASE_MARGIN_SECONDS = 5.0  # the attempt is bounded by the timeout; this covers recording its outcome
 MAINTENANCE_SECONDS = 60.0
 WAKE_DEBOUNCE_SECONDS = 0.001
+ENQUEUE_BATCH = 1000  # events of one subscription in one script call (Lua's unpack stays far from its limit)
 Skipped = tuple[Subscription, OutgoingEvent, TraceOutcome]
 """An event not queued for a subscription, and why (`skipped` or `erased`)."""
 
@@ -204,14 +205,27 @@ class Dispatcher:
             per_subscription.setdefault(subscription.id, (subscription, []))[1].append(event)
         if not per_subscription:
             return []
+        calls = [
+            (subscription, events[start : start + ENQUEUE_BATCH])
+            for subscription, events in per_subscription.values()
+            for start in range(0, len(events), ENQUEUE_BATCH)
+        ]
         if not isinstance(self.redis, RedisCluster):
             async with self.redis.pipeline(transaction=False) as pipe:
-                for subscription, events in per_subscription.values():
+                for subscription, events in calls:
                     await self.queue.enqueue(pipe, subscription, events, **options)
                 replies = await pipe.execute()
         else:
-            calls = [self.queue.enqueue(self.redis, s, e, **options) for s, e in per_subscription.values()]
-            replies = await asyncio.gather(*calls)
+
+            async def run(subscription_id: str) -> list[Any]:
+                return [
+                    await self.queue.enqueue(self.redis, s, events, **options)
+                    for s, events in calls
+                    if s.id == subscription_id
+                ]
+
+            runs = await asyncio.gather(*map(run, per_subscription))
+            replies = [reply for replies_of_one in runs for reply in replies_of_one]
         return [int(queued) for reply in replies for queued in reply]
 
     # -- the loop -----------------------------------------------------------------------------------

@@ -290,25 +290,40 @@ DELIVERY_ENQUEUE: Final = (
     _FIELDS_LUA
     + """
 local ordered, now, once, items = ARGV[1] == '1', ARGV[2], ARGV[3] == '1', ARGV[4]
-local out, pos = {}, 1
-local event_id, ts, id, record, school, trace, lane
+local rows, events, pos = {}, {}, 1
 while pos <= #items do
-  pos, event_id, ts, id, record, school, trace, lane = fields(items, pos, 7)
-  if redis.call('ZADD', KEYS[1], 'NX', ts, event_id) == 0 and once then
-    out[#out + 1] = 0
+  local r = {}
+  pos, r.event, r.ts, r.id, r.record, r.school, r.trace, r.lane = fields(items, pos, 7)
+  rows[#rows + 1] = r
+  events[#events + 1] = r.event
+end
+local known = once and redis.call('ZMSCORE', KEYS[1], unpack(events)) or {}
+local seen, out, marks, records, traces, due = {}, {}, {}, {}, {}, {}
+for i, r in ipairs(rows) do
+  if once and (known[i] or seen[r.event]) then
+    out[i] = 0
   else
-    redis.call('HSET', KEYS[2], id, record)
-    redis.call('HSET', KEYS[5], event_id, trace)
+    seen[r.event] = true
+    out[i] = 1
+    marks[#marks + 1] = r.ts; marks[#marks + 1] = r.event
+    records[#records + 1] = r.id; records[#records + 1] = r.record
+    traces[#traces + 1] = r.event; traces[#traces + 1] = r.trace
     if ordered then
-      redis.call('SADD', KEYS[4], school)
-      local key = KEYS[5 + tonumber(lane)]
-      if redis.call('RPUSH', key, id) == 1 then redis.call('ZADD', KEYS[3], 'NX', now, id) end
+      redis.call('SADD', KEYS[4], r.school)
+      if redis.call('RPUSH', KEYS[5 + tonumber(r.lane)], r.id) == 1 then
+        redis.call('ZADD', KEYS[3], 'NX', now, r.id)
+      end
     else
-      redis.call('ZADD', KEYS[3], now, id)
+      due[#due + 1] = now; due[#due + 1] = r.id
     end
-    out[#out + 1] = 1
   end
 end
+if #marks > 0 then
+  redis.call('ZADD', KEYS[1], 'NX', unpack(marks))
+  redis.call('HSET', KEYS[2], unpack(records))
+  redis.call('HSET', KEYS[5], unpack(traces))
+end
+if #due > 0 then redis.call('ZADD', KEYS[3], unpack(due)) end
 return out
 """
 )
@@ -316,17 +331,25 @@ return out
 # KEYS: due, leases, deliveries.  ARGV: now, lease_until, token, limit
 DELIVERY_CLAIM: Final = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
-local out = {}
-for _, id in ipairs(ids) do
-  local record = redis.call('HGET', KEYS[3], id)
-  if record then
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
-    redis.call('HSET', KEYS[2], id, ARGV[3])
-    out[#out + 1] = record
+if #ids == 0 then return {} end
+local records = redis.call('HMGET', KEYS[3], unpack(ids))
+local out, due, leases, gone = {}, {}, {}, {}
+for i, id in ipairs(ids) do
+  if records[i] then
+    due[#due + 1] = ARGV[2]; due[#due + 1] = id
+    leases[#leases + 1] = id; leases[#leases + 1] = ARGV[3]
+    out[#out + 1] = records[i]
   else
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
+    gone[#gone + 1] = id
   end
+end
+if #due > 0 then
+  redis.call('ZADD', KEYS[1], unpack(due))
+  redis.call('HSET', KEYS[2], unpack(leases))
+end
+if #gone > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('HDEL', KEYS[2], unpack(gone))
 end
 return out
 """
@@ -340,52 +363,74 @@ return out
 # subscription's failing_since after it ('' when not failing). On success the event's trace records it,
 # unless a later delivery of the event has taken its place. The attempt log is trimmed once per batch.
 DELIVERY_COMPLETE: Final = _FIELDS_LUA + _lua("""
-local out, pos, items = {}, 1, ARGV[3]
+local blob, rows, ids, pos = ARGV[3], {}, {}, 1
+while pos <= #blob do
+  local r = {}
+  pos, r.id, r.token, r.outcome, r.now, r.next_at, r.record, r.attempt, r.ordered, r.event, r.queued,
+    r.delivered, r.lane = fields(blob, pos, 12)
+  rows[#rows + 1] = r
+  ids[#ids + 1] = r.id
+end
+if #rows == 0 then return {} end
+local leases = redis.call('HMGET', KEYS[2], unpack(ids))
 local exists = redis.call('EXISTS', KEYS[6]) == 1
-local id, token, outcome, now, next_at, record, attempt, ordered, event_id, queued, delivered, lane
-while pos <= #items do
-  pos, id, token, outcome, now, next_at, record, attempt, ordered, event_id, queued, delivered, lane =
-    fields(items, pos, 12)
-  local i = #out + 1
-  if redis.call('HGET', KEYS[2], id) ~= token then
+local since = exists and redis.call('HGET', KEYS[6], '$failing_since')
+if since == 'null' then since = false end
+local first_since = since
+local out, held, log, delivered, unqueue, events = {}, {}, {}, {}, {}, {}
+for i, r in ipairs(rows) do
+  if leases[i] ~= r.token then
     out[i] = -1
   else
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('ZADD', KEYS[4], now, attempt)
-    if outcome == 'ok' then
-      redis.call('HDEL', KEYS[3], id)
-      if redis.call('HGET', KEYS[7], event_id) == queued then
-        redis.call('HSET', KEYS[7], event_id, delivered)
-      end
-      if exists then redis.call('HSET', KEYS[6], '$failing_since', 'null') end
-    elseif exists then
-      local since = redis.call('HGET', KEYS[6], '$failing_since')
-      if not since or since == 'null' then redis.call('HSET', KEYS[6], '$failing_since', now) end
+    held[#held + 1] = r.id
+    log[#log + 1] = r.now; log[#log + 1] = r.attempt
+    if r.outcome == 'ok' then
+      delivered[#delivered + 1] = r
+      events[#events + 1] = r.event
+      if exists then since = false end
+    elseif exists and not since then
+      since = r.now
     end
-    if outcome == 'retry' or outcome == 'hold' then
-      redis.call('HSET', KEYS[3], id, record)
-      redis.call('ZADD', KEYS[1], next_at, id)
+    if r.outcome == 'retry' or r.outcome == 'hold' then
+      redis.call('HSET', KEYS[3], r.id, r.record)
+      redis.call('ZADD', KEYS[1], r.next_at, r.id)
     else
-      if outcome == 'dead' then
-        redis.call('HSET', KEYS[3], id, record)
-        redis.call('ZADD', KEYS[5], now, id)
+      if r.outcome == 'dead' then
+        redis.call('HSET', KEYS[3], r.id, r.record)
+        redis.call('ZADD', KEYS[5], r.now, r.id)
       end
-      redis.call('ZREM', KEYS[1], id)
-      if ordered == '1' then
-        local key = KEYS[7 + tonumber(lane)]
-        if redis.call('LINDEX', key, 0) == id then
+      if r.ordered == '1' then
+        redis.call('ZREM', KEYS[1], r.id)
+        local key = KEYS[7 + tonumber(r.lane)]
+        if redis.call('LINDEX', key, 0) == r.id then
           redis.call('LPOP', key)
         else
-          redis.call('LREM', key, 1, id)
+          redis.call('LREM', key, 1, r.id)
         end
         local nxt = redis.call('LINDEX', key, 0)
-        if nxt then redis.call('ZADD', KEYS[1], 'NX', now, nxt) end
+        if nxt then redis.call('ZADD', KEYS[1], 'NX', r.now, nxt) end
+      else
+        unqueue[#unqueue + 1] = r.id
       end
     end
-    local since = exists and redis.call('HGET', KEYS[6], '$failing_since')
-    if not since or since == 'null' then out[i] = '' else out[i] = since end
+    out[i] = since or ''
   end
 end
+if #held > 0 then
+  redis.call('HDEL', KEYS[2], unpack(held))
+  redis.call('ZADD', KEYS[4], unpack(log))
+end
+if #unqueue > 0 then redis.call('ZREM', KEYS[1], unpack(unqueue)) end
+if #delivered > 0 then
+  local gone, traces, now = {}, redis.call('HMGET', KEYS[7], unpack(events)), {}
+  for j, r in ipairs(delivered) do
+    gone[j] = r.id
+    if traces[j] == r.queued then now[#now + 1] = r.event; now[#now + 1] = r.delivered end
+  end
+  redis.call('HDEL', KEYS[3], unpack(gone))
+  if #now > 0 then redis.call('HSET', KEYS[7], unpack(now)) end
+end
+if exists and since ~= first_since then redis.call('HSET', KEYS[6], '$failing_since', since or 'null') end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[2]) - 1)
 return out
