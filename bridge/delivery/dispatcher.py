@@ -36,6 +36,7 @@ from bridge.delivery.models import (
     OutgoingEvent,
     Subscription,
     TraceOutcome,
+    encode_attempt,
 )
 from bridge.delivery.policy import next_delay
 from bridge.delivery.projection import Envelope, Shape, decode, project, shape_of
@@ -375,6 +376,10 @@ class Dispatcher:
             duration_ms=result.duration_ms,
             response_body=result.response_body,
         )
+        if outcome == "hold":
+            # Disabled before the outcome is written: the held delivery is due again at once, and a
+            # claim made meanwhile (a slot frees as soon as the answer is in) must find it disabled.
+            await self.store.disable(subscription.id, GONE_REASON)
         held, failing_since = await self.completer.complete(
             Completion(
                 subscription=subscription,
@@ -417,7 +422,6 @@ class Dispatcher:
             return
         metrics.DELIVERIES.labels(outcome="gone" if outcome == "hold" else outcome).inc()
         if outcome == "hold":
-            await self.store.disable(subscription.id, GONE_REASON)
             bound.warning("subscription disabled: 410 Gone")
         elif failing_since is not None:
             limit = self.settings.disable_after_hours * 3600
@@ -451,7 +455,7 @@ class Dispatcher:
             duration_ms=result.duration_ms,
             response_body=result.response_body,
         )
-        await self.redis.zadd(self.keys.attempts(subscription.id), {msgspec.json.encode(attempt): now})
+        await self.redis.zadd(self.keys.attempts(subscription.id), {encode_attempt(attempt): now})
         if result.status_code == 410:
             await self.store.disable(subscription.id, GONE_REASON)
             log.warning("subscription disabled: 410 Gone to a test event", subscription=subscription.id)

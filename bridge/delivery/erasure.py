@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from bridge import catalogue, metrics
-from bridge.delivery.models import Attempt, DeliveryError, ErasureEntry
+from bridge.delivery.models import DeliveryError, ErasureEntry, decode_attempt, encode_attempt
 from bridge.delivery.queue import DeliveryQueue
 from bridge.delivery.store import InvalidSubscription, SubscriptionStore
 from bridge.errors import StoreError
@@ -54,8 +54,6 @@ KEEP_DONE_SECONDS: Final = 600.0
 """How long a finished entry keeps dispatchers from sending its events (a fan-out that raced it)."""
 ATTEMPTS: Final = 5
 _STREAM_PAGE: Final = 1000
-_attempt = msgspec.json.Decoder(Attempt)
-_encode = msgspec.json.Encoder()
 
 
 class UnknownRecord(DeliveryError):
@@ -238,9 +236,9 @@ class Eraser:
         rows: Any = await self.redis.zrange(key, 0, -1, withscores=True)
         changed = []
         for member, score in rows:
-            attempt = _attempt.decode(as_bytes(member))
+            attempt = decode_attempt(as_bytes(member))
             if attempt.event_id in event_ids and attempt.response_body:
-                blank = _encode.encode(msgspec.structs.replace(attempt, response_body=""))
+                blank = encode_attempt(msgspec.structs.replace(attempt, response_body=""))
                 changed.append((member, blank, score))
         if not changed:
             return

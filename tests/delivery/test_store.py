@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from bridge.delivery.dispatcher import Dispatcher
-from bridge.delivery.models import UnknownSubscription
+from bridge.delivery.models import Attempt, UnknownSubscription, encode_attempt
 from bridge.delivery.store import SubscriptionStore
 from bridge.testing.events import make_events
 from bridge.testing.receivers import Answer, Receiver
@@ -60,3 +63,25 @@ async def test_graceful_stop_hands_work_back_at_once(
     assert receiver.ids() == [events[0].event_id, events[0].event_id, events[1].event_id]
     assert second.running
     assert await second.store.counts(subscription.id) in ((0, 0), (1, 0))
+
+
+async def test_attempt_log_reads_entries_of_both_encodings(
+    dispatcher_factory: Callable[..., Dispatcher], redis: aioredis.Redis
+) -> None:
+    """Entries are msgpack arrays now; those a store kept from before (JSON objects) still read."""
+    dispatcher = dispatcher_factory()
+    subscription = await dispatcher.store.create(url="http://127.0.0.1/x")
+    shared: dict[str, Any] = {
+        "delivery_id": "dlv_1",
+        "event_id": "evt_1",
+        "event_type": "learner.updated",
+        "school_id": 7,
+        "duration_ms": 1.5,
+    }
+    old = Attempt(at=100.0, attempt=1, outcome="retry", status_code=500, **shared)
+    new = Attempt(at=200.0, attempt=2, outcome="ok", status_code=200, response_body="ok", **shared)
+    legacy = json.dumps(msgspec.structs.asdict(old)).encode()
+    await redis.zadd(dispatcher.keys.attempts(subscription.id), {legacy: old.at, encode_attempt(new): new.at})
+
+    assert await dispatcher.attempts(subscription.id, before=None, limit=10) == [new, old]
+    assert len(encode_attempt(new)) < len(msgspec.json.encode(msgspec.structs.asdict(new))) / 2
