@@ -3,7 +3,9 @@
 1. Processes: 20,000 `learner.updated` events (100 schools) are appended and fanned out to an unordered
    subscription (not timed); then 1 or 2 processes (bench/delivery_worker.py: the dispatcher `serve` runs,
    started as `serve` builds it) start delivering at one signal. Timed from the signal until the queue is
-   empty. Both counts are measured in the same run, the same way, so the ratio holds on any machine.
+   empty. Both counts are measured in the same run, the same way, so the ratio holds on any machine:
+   in the order 1, 2, 2, 1, each figure the mean of its two runs (a drift of the machine's speed during
+   the part weighs on both alike, and one noisy run does not decide the ratio).
 2. Backlog: an unordered subscription is disabled (an outage) while 100,000 events of 100 schools are
    fanned out to it by the dispatcher's own fan-out (the envelopes of the throughput run, each with an
    id of its own); then it is enabled, as an operator does (`PATCH enabled: true`), with the dispatcher
