@@ -108,9 +108,7 @@ class DeliveryQueue:
         items: list[bytes] = []
         for event in events:
             school = event.school_id
-            if subscription.ordered and school not in lanes:
-                lanes[school] = str(len(lanes) + 1)
-                keys.append(self.keys.lane(sid, school))
+            lane = self._lane(keys, lanes, sid, school) if subscription.ordered else "0"
             delivery = Delivery(
                 id=new_delivery_id(),
                 subscription_id=sid,
@@ -131,11 +129,20 @@ class DeliveryQueue:
                     _msgpack.encode(delivery),
                     str(school),
                     queued_trace(delivery.id),
-                    lanes.get(school, "0"),
+                    lane,
                 )
             )
         args: list[str | bytes] = [_flag(subscription.ordered), repr(now), _flag(once), b"".join(items)]
         return await self._scripts.delivery_enqueue(keys=keys, args=args, client=client)
+
+    def _lane(self, keys: list[str], lanes: dict[int, str], subscription_id: str, school_id: int) -> str:
+        """Where a script finds the school's lane: its key's index after the script's own keys, appended
+        to `keys` the first time the batch names the school."""
+        index = lanes.get(school_id)
+        if index is None:
+            index = lanes[school_id] = str(len(lanes) + 1)
+            keys.append(self.keys.lane(subscription_id, school_id))
+        return index
 
     async def skip(
         self,
@@ -273,12 +280,7 @@ class DeliveryQueue:
         items: list[bytes] = []
         for done in batch:
             delivery = done.delivery
-            lane = "0"
-            if done.subscription.ordered:
-                lane = lanes.get(delivery.school_id, "")
-                if not lane:
-                    lane = lanes[delivery.school_id] = str(len(lanes) + 1)
-                    keys.append(self.keys.lane(sid, delivery.school_id))
+            lane = self._lane(keys, lanes, sid, delivery.school_id) if done.subscription.ordered else "0"
             delivered = DeliveryTrace(
                 delivery_id=delivery.id,
                 delivered_at=done.now,
