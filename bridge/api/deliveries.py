@@ -10,8 +10,9 @@ their methods or `delivery.operations`.
 `event_deliveries` gives the per-subscription delivery state that `GET /v1/events/{id}` shows.
 
 Each attempt shows the request's headers as the attempt log lets them be told again: `webhook-id` (the
-event id), `content-type`, `user-agent`, `webhook-timestamp` (the attempt's start, to the second: the
-sender takes it after the address check) and `webhook-signature` masked (it is not kept). The body is
+event id), `content-type`, `user-agent`, `webhook-timestamp` (the one the request was signed with; for
+entries logged before it was kept, the attempt's start to the second) and `webhook-signature` masked
+(it is not kept). The body is
 the event: `GET /v1/events/{id}` (a test send's body is not kept).
 """
 
@@ -157,11 +158,14 @@ MASKED_SIGNATURE: Final = "v1,[masked]"
 
 def request_headers(attempt: Attempt) -> dict[str, str]:
     """The headers of an attempt's request, as far as the attempt log tells them."""
+    signed_at = attempt.signed_at
+    if signed_at is None:  # logged before the timestamp was kept: the attempt's start
+        signed_at = int(attempt.at - attempt.duration_ms / 1000)
     return {
         "content-type": "application/json",
         "user-agent": USER_AGENT,
         "webhook-id": attempt.event_id,
-        "webhook-timestamp": str(int(attempt.at - attempt.duration_ms / 1000)),
+        "webhook-timestamp": str(signed_at),
         "webhook-signature": MASKED_SIGNATURE,
     }
 

@@ -375,6 +375,7 @@ class Dispatcher:
             error=result.error,
             duration_ms=result.duration_ms,
             response_body=result.response_body,
+            signed_at=result.signed_at,
         )
         if outcome == "hold":
             # Disabled before the outcome is written: the held delivery is due again at once, and a
@@ -454,6 +455,7 @@ class Dispatcher:
             error=result.error,
             duration_ms=result.duration_ms,
             response_body=result.response_body,
+            signed_at=result.signed_at,
         )
         await self.redis.zadd(self.keys.attempts(subscription.id), {encode_attempt(attempt): now})
         if result.status_code == 410:

@@ -180,6 +180,8 @@ class AttemptResult(msgspec.Struct, kw_only=True):
     duration_ms: float
     response_body: str = ""
     retry_after: float | None = None
+    signed_at: int | None = None
+    """The `webhook-timestamp` the request was signed with (None when no request was attempted)."""
 
     @property
     def ok(self) -> bool:
@@ -201,6 +203,8 @@ class Attempt(msgspec.Struct, kw_only=True, array_like=True):
     error: str | None = None
     duration_ms: float
     response_body: str = ""
+    signed_at: int | None = None
+    """The request's `webhook-timestamp` (entries written before it was kept have None)."""
 
 
 _ATTEMPT_ENCODER = msgspec.msgpack.Encoder()

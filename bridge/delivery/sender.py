@@ -75,19 +75,20 @@ class Sender:
     ) -> AttemptResult:
         """One attempt. (`lane` is kept for callers: one pool serves every lane and keeps connections.)"""
         started = time.monotonic()
+        signed_at = int(time.time())
         try:
-            return await self._send(subscription, event_id, body, started)
+            return await self._send(subscription, event_id, body, started, signed_at)
         except TimeoutError:
-            return _failed(f"timed out after {self.timeout:g}s", started)
+            return _failed(f"timed out after {self.timeout:g}s", started, signed_at)
         except UrlRefused as error:
-            return _failed(f"refused: {error}", started)
+            return _failed(f"refused: {error}", started)  # no request was made
         except aiohttp.ClientError as error:
-            return _failed(f"{type(error).__name__}: {error}".rstrip(": "), started)
+            return _failed(f"{type(error).__name__}: {error}".rstrip(": "), started, signed_at)
         except OSError as error:
-            return _failed(f"{type(error).__name__}: {error}", started)
+            return _failed(f"{type(error).__name__}: {error}", started, signed_at)
 
     async def _send(
-        self, subscription: Subscription, event_id: str, body: bytes, started: float
+        self, subscription: Subscription, event_id: str, body: bytes, started: float, signed_at: int
     ) -> AttemptResult:
         # The session's total timeout bounds the request and the reading of the answer; a name to look
         # up first takes its time out of the same budget.
@@ -98,8 +99,8 @@ class Sender:
                 target = await self.guard.target(subscription.url)
             left = self.timeout - (time.monotonic() - started)
             options["timeout"] = aiohttp.ClientTimeout(total=max(left, 0.001))
-        now = time.time()
-        request_headers = signature_headers(subscription.signing_secrets(now), event_id, int(now), body)
+        live = subscription.signing_secrets(time.time())
+        request_headers = signature_headers(live, event_id, signed_at, body)
         request_headers["Content-Type"] = "application/json"
         if target.host_header:
             request_headers["Host"] = target.host_header
@@ -124,7 +125,11 @@ class Sender:
         text = b"".join(chunks).decode("utf-8", errors="replace")
         retry_after = parse_retry_after(retry_header) if status in (429, 503) else None
         return AttemptResult(
-            status_code=status, duration_ms=_elapsed(started), response_body=text, retry_after=retry_after
+            status_code=status,
+            duration_ms=_elapsed(started),
+            response_body=text,
+            retry_after=retry_after,
+            signed_at=signed_at,
         )
 
 
@@ -132,5 +137,5 @@ def _elapsed(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 3)
 
 
-def _failed(error: str, started: float) -> AttemptResult:
-    return AttemptResult(error=error, duration_ms=_elapsed(started))
+def _failed(error: str, started: float, signed_at: int | None = None) -> AttemptResult:
+    return AttemptResult(error=error, duration_ms=_elapsed(started), signed_at=signed_at)

@@ -66,6 +66,30 @@ async def test_attempt_log_is_paginated_newest_first(
     assert (await client.get("/v1/subscriptions/sub_nope/deliveries")).status_code == 404
 
 
+async def test_an_attempt_shows_the_headers_its_request_had(
+    client: httpx.AsyncClient, dispatcher: Dispatcher, receiver_factory: Receivers
+) -> None:
+    """All but the signature (not kept) as the subscriber received them, the timestamp included."""
+    receiver, url = receiver_factory()
+    sid = (await client.post("/v1/subscriptions", json={"url": url})).json()["id"]
+    event = make_event(1, 1)
+    await dispatcher.fan_out([event])
+    await dispatcher.start()
+    await wait_for(lambda: len(receiver.received) == 1)
+    got = {k.lower(): v for k, v in receiver.received[0].headers.items()}
+
+    async def logged() -> list[dict[str, object]]:
+        rows = (await client.get(f"/v1/subscriptions/{sid}/deliveries")).json()["data"]
+        return list(rows)
+
+    await wait_for(logged, what="the attempt logged")
+    (attempt,) = await logged()
+    shown = attempt["request_headers"]
+    assert shown["webhook-signature"] == "v1,[masked]"
+    for name in ("webhook-id", "webhook-timestamp", "content-type", "user-agent"):
+        assert shown[name] == got[name], name
+
+
 async def test_replay_window(
     client: httpx.AsyncClient, dispatcher: Dispatcher, source: MemoryEventSource, receiver_factory: Receivers
 ) -> None:
