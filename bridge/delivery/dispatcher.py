@@ -194,9 +194,9 @@ class Dispatcher:
             await self.queue.skip(self.redis, subscription, event, now=now, outcome=why, once=once)
 
     async def _enqueue_all(self, work: list[tuple[Subscription, OutgoingEvent]], **options: Any) -> list[int]:
-        """Queue each (subscription, event): one script call per subscription, its events in the order
-        given (its lanes keep their order); all in one pipeline on plain Redis. Returns per subscription
-        and event 1 when newly queued.
+        """Queue each (subscription, event): one script call per subscription and `ENQUEUE_BATCH` events,
+        in the order given (its lanes keep their order); all in one pipeline on plain Redis. Returns per
+        subscription and event 1 when newly queued.
 
         Redis Cluster refuses scripts inside pipelines, so there each subscription's call runs on its own,
         side by side with the others'.
@@ -204,29 +204,28 @@ class Dispatcher:
         per_subscription: dict[str, tuple[Subscription, list[OutgoingEvent]]] = {}
         for subscription, event in work:
             per_subscription.setdefault(subscription.id, (subscription, []))[1].append(event)
-        if not per_subscription:
-            return []
-        calls = [
-            (subscription, events[start : start + ENQUEUE_BATCH])
+        calls = [  # per subscription, its calls in order
+            [
+                (subscription, events[start : start + ENQUEUE_BATCH])
+                for start in range(0, len(events), ENQUEUE_BATCH)
+            ]
             for subscription, events in per_subscription.values()
-            for start in range(0, len(events), ENQUEUE_BATCH)
         ]
+        if not calls:
+            return []
         if not isinstance(self.redis, RedisCluster):
             async with self.redis.pipeline(transaction=False) as pipe:
-                for subscription, events in calls:
+                for subscription, events in (call for of_one in calls for call in of_one):
                     await self.queue.enqueue(pipe, subscription, events, **options)
                 replies = await pipe.execute()
         else:
 
-            async def run(subscription_id: str) -> list[Any]:
-                return [
-                    await self.queue.enqueue(self.redis, s, events, **options)
-                    for s, events in calls
-                    if s.id == subscription_id
-                ]
+            async def run(of_one: list[tuple[Subscription, list[OutgoingEvent]]]) -> list[Any]:
+                return [await self.queue.enqueue(self.redis, s, events, **options) for s, events in of_one]
 
-            runs = await asyncio.gather(*map(run, per_subscription))
-            replies = [reply for replies_of_one in runs for reply in replies_of_one]
+            replies = [
+                reply for replies_of_one in await asyncio.gather(*map(run, calls)) for reply in replies_of_one
+            ]
         return [int(queued) for reply in replies for queued in reply]
 
     # -- the loop -----------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ class Sender:
                 target = await self.guard.target(subscription.url)
             left = self.timeout - (time.monotonic() - started)
             options["timeout"] = aiohttp.ClientTimeout(total=max(left, 0.001))
-        live = subscription.signing_secrets(time.time())
+        live = subscription.signing_secrets(signed_at)
         request_headers = signature_headers(live, event_id, signed_at, body)
         request_headers["Content-Type"] = "application/json"
         if target.host_header:

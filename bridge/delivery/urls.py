@@ -166,10 +166,8 @@ class UrlGuard:
         if found is not None:
             return found
         parts = parse(url)
-        addresses = await self._public_addresses(parts)
+        addresses = await self._public_addresses(parts)  # a name: `at_hand` took IP literals
         host = parts.hostname or ""
-        if addresses == [host]:
-            return Target(url=url)
         address = addresses[0]
         literal = f"[{address}]" if ":" in address else address
         netloc = literal if parts.port is None else f"{literal}:{parts.port}"
