@@ -276,11 +276,12 @@ class DeliveryQueue:
             self.keys.subscription(sid),
             self.keys.traces(sid),
         ]
+        ordered = bool(batch) and batch[0].subscription.ordered  # fixed at a subscription's creation
         lanes: dict[int, str] = {}
         items: list[bytes] = []
         for done in batch:
             delivery = done.delivery
-            lane = self._lane(keys, lanes, sid, delivery.school_id) if done.subscription.ordered else "0"
+            lane = self._lane(keys, lanes, sid, delivery.school_id) if ordered else "0"
             delivered = DeliveryTrace(
                 delivery_id=delivery.id,
                 delivered_at=done.now,
@@ -296,14 +297,13 @@ class DeliveryQueue:
                     repr(done.next_at),
                     b"" if done.outcome == "ok" else _msgpack.encode(delivery),  # a success drops it
                     encode_attempt(done.attempt),
-                    _flag(done.subscription.ordered),
                     delivery.event_id,
                     queued_trace(delivery.id),
                     _msgpack.encode(delivered),
                     lane,
                 )
             )
-        args: list[str | bytes] = [repr(log_cutoff), _MAX_ATTEMPT_LOG, b"".join(items)]
+        args: list[str | bytes] = [repr(log_cutoff), _MAX_ATTEMPT_LOG, b"".join(items), _flag(ordered)]
         results = await self._scripts.delivery_complete(keys=keys, args=args)
         return [_held(r) for r in results]
 

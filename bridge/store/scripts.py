@@ -355,19 +355,19 @@ return out
 """
 
 # KEYS: 1 due, 2 leases, 3 deliveries, 4 attempts, 5 dead, 6 subscription, 7 traces, then the items' lanes
-# ARGV: 1 log_cutoff, 2 log_max, 3 the items, each 12 fields packed by `codec.packed`: id, token, outcome,
-#       now, next_at, record, attempt, ordered, event_id, queued_trace, delivered_trace, lane (its index
-#       after KEYS[7])
+# ARGV: 1 log_cutoff, 2 log_max, 3 the items, each 11 fields packed by `codec.packed`: id, token, outcome,
+#       now, next_at, record, attempt, event_id, queued_trace, delivered_trace, lane (its index after
+#       KEYS[7]); 4 ordered
 # A batch of finished attempts of one subscription, in the order given (one call, not one per delivery);
 # each item is what one completion was before. Returns per item -1 when its lease was lost, else the
 # subscription's failing_since after it ('' when not failing). On success the event's trace records it,
 # unless a later delivery of the event has taken its place. The attempt log is trimmed once per batch.
 DELIVERY_COMPLETE: Final = _FIELDS_LUA + _lua("""
-local blob, rows, ids, pos = ARGV[3], {}, {}, 1
+local blob, ordered, rows, ids, pos = ARGV[3], ARGV[4] == '1', {}, {}, 1
 while pos <= #blob do
   local r = {}
-  pos, r.id, r.token, r.outcome, r.now, r.next_at, r.record, r.attempt, r.ordered, r.event, r.queued,
-    r.delivered, r.lane = fields(blob, pos, 12)
+  pos, r.id, r.token, r.outcome, r.now, r.next_at, r.record, r.attempt, r.event, r.queued, r.delivered,
+    r.lane = fields(blob, pos, 11)
   rows[#rows + 1] = r
   ids[#ids + 1] = r.id
 end
@@ -399,7 +399,7 @@ for i, r in ipairs(rows) do
         redis.call('HSET', KEYS[3], r.id, r.record)
         redis.call('ZADD', KEYS[5], r.now, r.id)
       end
-      if r.ordered == '1' then
+      if ordered then
         redis.call('ZREM', KEYS[1], r.id)
         local key = KEYS[7 + tonumber(r.lane)]
         if redis.call('LINDEX', key, 0) == r.id then
@@ -422,13 +422,13 @@ if #held > 0 then
 end
 if #unqueue > 0 then redis.call('ZREM', KEYS[1], unpack(unqueue)) end
 if #delivered > 0 then
-  local gone, traces, now = {}, redis.call('HMGET', KEYS[7], unpack(events)), {}
+  local gone, traces, updates = {}, redis.call('HMGET', KEYS[7], unpack(events)), {}
   for j, r in ipairs(delivered) do
     gone[j] = r.id
-    if traces[j] == r.queued then now[#now + 1] = r.event; now[#now + 1] = r.delivered end
+    if traces[j] == r.queued then updates[#updates + 1] = r.event; updates[#updates + 1] = r.delivered end
   end
   redis.call('HDEL', KEYS[3], unpack(gone))
-  if #now > 0 then redis.call('HSET', KEYS[7], unpack(now)) end
+  if #updates > 0 then redis.call('HSET', KEYS[7], unpack(updates)) end
 end
 if exists and since ~= first_since then redis.call('HSET', KEYS[6], '$failing_since', since or 'null') end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
