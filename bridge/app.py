@@ -143,6 +143,8 @@ class Services:
 
         async def poll_feed(school_id: int, resource: str, due_at: float, force: bool) -> None:
             metrics.POLL_LAG.set(scheduler.max_lag_seconds())
+            # A reset is found before a poll can take a baseline that would tell it as `*.created`.
+            await marker.check()
             await poller.poll(school_id, force, resource=resource, due_at=due_at)
             handoff.wake()
 

@@ -12,7 +12,7 @@ every school), but its event types live here too, so that the one list of event 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -56,6 +56,10 @@ class Resource:
     """Turns a complete scan into the records to diff (e.g. flattening groups); None keeps it."""
     keys: Callable[[], Callable[[Record], str]] | None = None
     """A fresh key function per scan, when identity depends on the scan (occurrence numbers)."""
+    scan_keys: Callable[[Sequence[Sequence[Record]]], finance.TransactionKeys] | None = None
+    """Keys of a whole scan (its pages) paired with the snapshot, when identity depends on the scan: what
+    the poller uses (twins keep their numbers, a row repeated on two pages is one key); `keys` numbers them
+    in scan order."""
     compare: Callable[[Record], Record] | None = None
     """The form two versions of a record are compared in (amounts normalised); None compares as sent."""
     aged_out: Callable[[Record, Settings], bool] | None = None
@@ -141,6 +145,7 @@ RESOURCES: Final = (
         endpoint=_endpoint("financial_transactions", "/finplus/debtmanagement/financialtransactions"),
         identity="transaction digest",
         keys=finance.transaction_keys,
+        scan_keys=finance.TransactionKeys,
         query=_transaction_query,
         kinds=("created", "removed"),
         prepare=finance.flatten_transactions,

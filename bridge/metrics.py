@@ -101,7 +101,8 @@ POLLS: Final = Counter(
     "(the client integrations list). outcome: ok (scanned and diffed), failed (d6 error or bad answer: "
     "nothing diffed), skipped (not due yet), busy (another replica polls the school), denied (d6 refuses "
     "the school's data), lost_lease (another replica took over mid-poll), held (an integrations list "
-    "held back until the next poll agrees).",
+    "held back until the next poll agrees), duplicates (a scan with an id twice: not trusted until the "
+    "next scan agrees).",
     ["resource", "outcome"],
     registry=REGISTRY,
 )
@@ -141,8 +142,8 @@ INTEGRATIONS_HELD: Final = Counter(
 )
 STORE_RESETS: Final = Counter(
     f"{PREFIX}_store_resets",
-    "Times this process found that Redis had lost the bridge's data (its store marker was gone); every "
-    "school then took a silent new baseline and its sequence started again at 1.",
+    "Times this process found that Redis had lost the bridge's data (its store marker gone or replaced); "
+    "every school then took a silent new baseline and its sequence started again at 1.",
     registry=REGISTRY,
 )
 ERASURES: Final = Counter(
@@ -210,8 +211,9 @@ DELIVERIES: Final = Counter(
     "Delivery attempts from the queue, by outcome: ok (2xx), retry (failed, another attempt is "
     "scheduled), dead (failed, retries exhausted: now a dead letter), gone (410: the subscription "
     "was disabled, the delivery waits), lease_lost (the attempt outlived its lease; another worker "
-    "owns the delivery now), erased and expired (claimed but dropped unsent: its event is being erased, "
-    "or is older than the retention). Test sends are not counted.",
+    "owns the delivery now), erased, expired and skipped (claimed but dropped unsent: its event is being "
+    "erased, is older than the retention, or the subscription, changed since, no longer wants it). Test "
+    "sends are not counted.",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -22,6 +22,9 @@ T = TypeVar("T")
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
 REDIS_SCHEMES = ("redis", "rediss", "unix", "memory")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_DELIVERY_CONCURRENCY = 10_000
+"""The highest `BRIDGE_DELIVERY_CONCURRENCY`: a claim this large against a deeper backlog is tested
+(tests/delivery/test_claim_chunks.py)."""
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -123,7 +126,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, isatty: bool | No
         retry_schedule=env.schedule("BRIDGE_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE),
         delivery_timeout_seconds=env.number("BRIDGE_DELIVERY_TIMEOUT_SECONDS", 15.0, minimum=0.1),
         delivery_concurrency=int(
-            env.number("BRIDGE_DELIVERY_CONCURRENCY", 64, minimum=1, maximum=10_000, integer=True)
+            env.number(
+                "BRIDGE_DELIVERY_CONCURRENCY", 64, minimum=1, maximum=MAX_DELIVERY_CONCURRENCY, integer=True
+            )
         ),
         disable_after_hours=env.number("BRIDGE_DISABLE_AFTER_HOURS", 120.0, minimum=0.01),
         allow_private_urls=env.flag("BRIDGE_ALLOW_PRIVATE_URLS", False),

@@ -24,6 +24,7 @@ import msgspec
 import redis
 
 from bridge.d6.records import normalise
+from bridge.events.log import logged_bodies
 from bridge.store.keys import Keys
 from bridge.testing.receivers import Received
 
@@ -58,8 +59,10 @@ class SubscriptionSpec:
 
 def read_log(client: redis.Redis, school_id: int, prefix: str = "d6b") -> list[dict[str, Any]]:
     """Every envelope in the school's event log, in stream (sequence) order."""
-    entries = client.xrange(Keys(prefix).school_events(school_id))
-    return [msgspec.json.decode(fields[b"body"]) for _, fields in entries]
+    keys = Keys(prefix)
+    entries = client.xrange(keys.school_events(school_id))
+    bodies = client.hgetall(keys.school_bodies(school_id))
+    return [msgspec.json.decode(body) for body in logged_bodies(entries, bodies)]
 
 
 def check_log(

@@ -53,6 +53,7 @@ from structlog.testing import capture_logs
 from bridge import metrics
 from bridge.app import Services
 from bridge.d6.client import D6Client
+from bridge.events.log import logged_bodies
 from bridge.logs import configure_logging
 from bridge.settings import load_settings
 from bridge.simulator.state import World
@@ -118,10 +119,11 @@ class Rig:
                 pipe.hgetall(k.snapshot_records(school_id, resource))
                 pipe.get(k.snapshot_hold(school_id, resource))
             pipe.xrange(k.school_events(school_id))
+            pipe.hgetall(k.school_bodies(school_id))
             replies = await pipe.execute()
         meta = {key.decode(): value for key, value in replies[0].items()}
-        events = [msgspec.json.decode(fields[b"body"]) for _id, fields in replies[-1]]
-        return {"meta": meta, "snapshots": replies[1:-1], "events": events}
+        events = [msgspec.json.decode(body) for body in logged_bodies(replies[-2], replies[-1])]
+        return {"meta": meta, "snapshots": replies[1:-2], "events": events}
 
     async def close(self) -> None:
         await self.services.poller.d6.aclose()

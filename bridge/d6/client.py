@@ -323,9 +323,10 @@ class D6Client:
             elif endpoint is CLIENT_INTEGRATIONS:
                 integration_key(record)
             # else: identified by the catalogue's identity function when it is diffed
-        except D6MalformedResponse as error:
-            error.school_id = school_id
-            raise
+        except D6MalformedResponse as error:  # said again with the school (its text is made when raised)
+            raise D6MalformedResponse(
+                error.message, status_code=200, endpoint=error.endpoint, school_id=school_id
+            ) from None
         return record
 
 

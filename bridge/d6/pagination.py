@@ -125,7 +125,14 @@ async def paginate(
         maximum = _positive_int(meta.get("max_allowed_limit"))
         if maximum is not None:
             limits[endpoint.name] = maximum
-        records = [transform(record) for record in data]
+        try:
+            records = [transform(record) for record in data]
+        except (
+            D6MalformedResponse
+        ) as error:  # where the record was; its values stay out (docs/personal-data.md)
+            raise D6MalformedResponse(
+                f"{error.message} (page {number})", status_code=200, endpoint=label, school_id=school_id
+            ) from None
         yield Page(records=records, meta=meta, number=number, limit=limit)
 
         next_cursor = meta.get("next_cursor")

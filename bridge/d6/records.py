@@ -117,8 +117,10 @@ def record_id(resource: str | Endpoint, record: Record) -> int:
         raise ValueError(f"{endpoint.name} records have no single id; use integration_key")
     value = _identifier(record.get(endpoint.id_field))
     if not isinstance(value, int) or isinstance(value, bool):
+        # The field and the kind of value, never the value (docs/personal-data.md): this text reaches
+        # the logs and `/v1/schools`.
         raise D6MalformedResponse(
-            f"record without a usable {endpoint.id_field}: {record.get(endpoint.id_field)!r}",
+            f"record without a usable {endpoint.id_field} (got {kind_of(record.get(endpoint.id_field))})",
             endpoint=endpoint.collection,
         )
     return value
@@ -128,9 +130,38 @@ def integration_key(record: Record) -> tuple[int, int]:
     """A client integration's identity: (school_id, api_type_id)."""
     school = _identifier(record.get("school_id"))
     api_type = _identifier(record.get("api_type_id"))
-    if not isinstance(school, int) or not isinstance(api_type, int) or isinstance(school, bool):
+    usable = {
+        name: value
+        for name, value in (("school_id", school), ("api_type_id", api_type))
+        if isinstance(value, int) and not isinstance(value, bool)
+    }
+    if len(usable) < 2:
+        missing = " and ".join(name for name in ("school_id", "api_type_id") if name not in usable)
+        known = "".join(f"; its {name} {value}" for name, value in usable.items())
         raise D6MalformedResponse(
-            f"client integration without school_id/api_type_id: {record!r}",
+            f"client integration without a usable {missing}{known}",
             endpoint="/v2/settings/clientintegrations",
         )
-    return school, api_type
+    return usable["school_id"], usable["api_type_id"]
+
+
+def kind_of(value: Any) -> str:
+    """What an unusable value is, for an error that must not repeat it: `null`, `text`, `object` ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "empty text" if not value.strip() else "text"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def identifier(value: Any) -> Any:
+    """A value normalised as an `*_id` field is: integer-like to an int, empty text to None, else as sent."""
+    return _identifier(value)

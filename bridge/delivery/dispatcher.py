@@ -43,6 +43,7 @@ from bridge.delivery.projection import Envelope, Shape, decode, project, shape_o
 from bridge.delivery.queue import Completion, DeliveryQueue, Outcome
 from bridge.delivery.sender import Sender
 from bridge.delivery.store import SubscriptionStore
+from bridge.events.log import ERASED
 from bridge.settings import Settings
 from bridge.store.keys import Keys
 
@@ -51,6 +52,7 @@ log = structlog.get_logger(__name__)
 GONE_REASON = "the endpoint answered 410 Gone"
 LEASE_MARGIN_SECONDS = 5.0  # the attempt is bounded by the timeout; this covers recording its outcome
 MAINTENANCE_SECONDS = 60.0
+SWEEP_SECONDS = 3600.0  # the orphan sweep SCANs the whole keyspace: at start, then hourly
 WAKE_DEBOUNCE_SECONDS = 0.001
 ENQUEUE_BATCH = 1000  # events of one subscription in one script call (Lua's unpack stays far from its limit)
 Skipped = tuple[Subscription, OutgoingEvent, TraceOutcome]
@@ -92,6 +94,7 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._next_maintenance = 0.0
+        self._next_sweep = 0.0
         self._round_robin = 0
         # Taken once: looking a metric's labels up on every attempt adds up.
         self._delivered_ok = metrics.DELIVERIES.labels(outcome="ok")
@@ -298,43 +301,82 @@ class Dispatcher:
         cutoff = now - self.settings.event_retention_days * 86400
         for subscription in subscriptions:
             await self.queue.trim(subscription.id, cutoff=cutoff)
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_SECONDS
+            swept = await self.store.sweep()
+            if swept:
+                log.warning("keys of deleted subscriptions removed", count=len(swept), first=swept[:10])
 
     # -- one attempt --------------------------------------------------------------------------------
 
     async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> None:
         try:
-            if await self._withheld(subscription, delivery):
+            sent = await self._as_now(subscription, delivery)
+            if sent is None:
                 return
-            body = delivery.body
-            if delivery.created_at < subscription.updated_at:
-                shape = shape_of(subscription)
-                if shape is not None:
-                    # The subscription changed since this was queued: what it asks for now is what it gets.
-                    body = project(decode(body), shape, may_skip=False) or body
-            result = await self.sender.send(subscription, delivery.event_id, body)
+            result = await self.sender.send(subscription, sent.event_id, sent.body)
             self._answered()
             metrics.DELIVERY_ATTEMPT_DURATION.observe(result.duration_ms / 1000)
-            await self._record(subscription, delivery, token, result)
+            await self._record(subscription, sent, token, result)
         except (RedisError, OSError) as error:
             # The lease runs out and the delivery is attempted again: at-least-once holds.
             _bound(subscription, delivery).warning(
                 "delivery bookkeeping failed", error=f"{type(error).__name__}: {error}"
             )
 
-    async def _withheld(self, subscription: Subscription, delivery: Delivery) -> bool:
-        """Drop instead of sending a delivery whose event is being erased, or that has waited longer than the
-        retention (one the retention pass did not see: an earlier delivery of an event redelivered since)."""
-        erasing = self.store.erasing
-        if erasing and delivery.event_id in erasing:
-            outcome: TraceOutcome = "erased"
-        elif delivery.created_at < time.time() - self.settings.event_retention_days * 86400:
-            outcome = "expired"
-        else:
-            return False
+    async def _as_now(self, subscription: Subscription, delivery: Delivery) -> Delivery | None:
+        """The delivery as the subscription, as it is now, wants it sent: every send follows the subscription
+        as it is when sent (docs/delivery.md), whatever queued it. None when it is dropped instead
+        (`_withheld`); the body cut again (`_recut`) when the subscription changed since it was cut, and
+        kept so (the outcome is recorded with it)."""
+        outcome = self._withheld(subscription, delivery)
+        if outcome is None and delivery.shaped_at < subscription.updated_at:
+            recut = await self._recut(subscription, delivery)
+            if isinstance(recut, Delivery):
+                return recut
+            outcome = recut
+        if outcome is None:
+            return delivery
         await self.queue.drop(subscription.id, delivery, now=time.time(), outcome=outcome, leased_too=True)
         _bound(subscription, delivery).info("delivery dropped, not sent", outcome=outcome)
         metrics.DELIVERIES.labels(outcome=outcome).inc()
-        return True
+        return None
+
+    def _withheld(self, subscription: Subscription, delivery: Delivery) -> TraceOutcome | None:
+        """Why a delivery is dropped instead of sent, if it is: its event is being erased (`erased`); it has
+        waited longer than the retention (`expired`: one the retention pass did not see, an earlier delivery
+        of an event redelivered since); the subscription changed since and its `event_types` or `school_ids`
+        no longer match the event (`skipped`; a redelivery named to a subscription goes regardless of its
+        filters as they were when asked)."""
+        erasing = self.store.erasing
+        if erasing and delivery.event_id in erasing:
+            return "erased"
+        if delivery.created_at < time.time() - self.settings.event_retention_days * 86400:
+            return "expired"
+        if delivery.shaped_at < subscription.updated_at and not subscription.matches(
+            delivery.event_type, delivery.school_id
+        ):
+            return "skipped"
+        return None
+
+    async def _recut(self, subscription: Subscription, delivery: Delivery) -> Delivery | TraceOutcome:
+        """The delivery with its body cut again by the subscription's options as they are now, from the
+        event's envelope in the log (a body cut before cannot give back what it left out: a `redact` or
+        `fields` taken off must bring the values back); from the stored body when the log has the event no
+        more (that can only narrow it). `skipped` for an update whose changes all fall outside `fields` now,
+        `erased` for an event the log says was erased."""
+        logged = None if self.events is None else await self.events.get(delivery.event_id)
+        envelope = decode(delivery.body if logged is None else logged.body)
+        if logged is not None and envelope.data == ERASED:
+            return "erased"
+        shape = shape_of(subscription)
+        if shape is None:
+            body: bytes | None = delivery.body if logged is None else logged.body
+        else:
+            body = project(envelope, shape)
+        if body is None:
+            return "skipped"
+        return msgspec.structs.replace(delivery, body=body, projected_at=subscription.updated_at)
 
     async def _record(
         self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult

@@ -1,24 +1,36 @@
 """Erasing one record's personal data on request (`POST /v1/erasure`, SPEC section 12).
 
-A record's data is kept in five places, in three kinds of Redis slot: the school's event stream and its
-snapshot (`{s:N}`), the delivery hand-off stream (`{events}`), and each subscription's queue, dead
-letters and attempt log (`{sub:<id>}`). No one script can span them on Redis Cluster, so an erasure is
-a few steps, each atomic in its slot, in this order:
+A record's data is kept in four places, in two kinds of Redis slot: the school's event bodies and its
+snapshot (`{s:N}`), and each subscription's queue, dead letters and attempt log (`{sub:<id>}`). (The
+delivery hand-off stream, `{events}`, names events without their bodies; one written before that may
+still carry them.) No one script can span them on Redis Cluster, so an erasure is a few steps, each
+atomic in its slot, in this order:
 
 0. the journal (`Keys.erasures`, in `{subs}`) records the request and the record's event ids, and bumps
    the subscriptions version: from then on every dispatcher reloads it and neither queues nor sends any
    of those events (it drops a claimed one and records it as erased), whatever happens next;
 1. the school's slot (sync/snapshot.py `erase`): every event of the record keeps its id, type,
    sequence, timestamps and place in the indexes, but `data` (and `changes`) become
-   `{"erased": true}`; the snapshot keeps the record's digest only. Nothing upstream can bring the data
-   back after this step: replays read the erased envelopes, and a poll sees the record unchanged (or,
-   if d6 changed it, an erased record, which sync/diff.py leaves alone);
-2. the hand-off stream: entries of those events not yet fanned out are deleted;
+   `{"erased": true}`, overwriting the one stored body; the snapshot keeps the record's digest only.
+   Nothing upstream can bring the data back after this step: replays and the hand-off read the erased
+   envelopes, and a poll sees the record unchanged (or, if d6 changed it, an erased record, which
+   sync/diff.py leaves alone);
+2. the hand-off stream: entries of those events not yet fanned out will fan out nothing (the hand-off
+   reads the erased envelope and skips it); one written before the `bodies` hash, with a body, is
+   deleted;
 3. each subscription that had any of those events queued: its deliveries of them (pending or dead) are
    dropped with their bodies and recorded as erased (event delivery state `erased`, a line in its attempt
    log), and the subscriber's answers to them in the attempt log are blanked;
 4. the journal entry is marked done; it stays a few minutes (a fan-out that read an event just before
    step 0 is still caught by the dispatchers), then `resume` removes it.
+
+A fan-out that read an event before step 0 may queue it at any time after (a process stalled for longer
+than the journal's guard; a disabled subscription would keep the body until it is enabled). The hand-off
+closes that race itself: after it queues a batch it reads the events' erased state again
+(`EventLog.erased_among`) and drops what an erasure reached meanwhile (`drop_deliveries`). Either the
+erasure's step 3 finds the delivery queued, or the hand-off's read comes after step 1 and finds the event
+erased: each side writes before it reads the other's slot. A crash in between leaves the hand-off entry
+unconsumed, so the next holder fans it out again (a no-op) and checks again.
 
 A process that dies part-way leaves the entry unfinished: `resume` (every maintenance pass, any replica)
 runs the erasure again after a minute. Every step is idempotent, so running one twice, or a second
@@ -80,7 +92,7 @@ class ErasureResult(msgspec.Struct, kw_only=True):
     dead_letters: int
     """Dead letters of those events dropped."""
     handoff: int
-    """Hand-off entries of those events dropped before any subscription got them."""
+    """Hand-off entries of those events still waiting: they reach no subscription now."""
     snapshot: bool
     """Whether the snapshot's copy of the record was removed now (its digest stays)."""
 
@@ -142,7 +154,7 @@ class Eraser:
             raise StoreError(
                 f"school {school_id} kept changing while its {prefix} {record_id!r} was erased; try again"
             )
-        handoff = await self._drop_from_handoff(set(event_ids))
+        handoff = await self._drop_from_handoff({event_id for _seq, event_id, _body in live})
         deliveries, dead = await self._drop_deliveries(set(event_ids))
         await self.subscriptions.journal(key, msgspec.structs.replace(entry, done_at=time.time()))
         result = ErasureResult(
@@ -187,65 +199,87 @@ class Eraser:
         return finished
 
     async def _drop_from_handoff(self, event_ids: set[str]) -> int:
-        """Delete the hand-off entries of these events (one XDEL: atomic in the `{events}` slot)."""
+        """How many hand-off entries of these events wait after the cursor (they fan out nothing now);
+        those written with a body, before the `bodies` hash, are deleted (one XDEL, in the `{events}`
+        slot)."""
+        if not event_ids:
+            return 0
         stream = self.keys.delivery_stream()
+        raw = await self.redis.get(self.keys.handoff_cursor())
+        start = "(" + as_text(raw) if raw is not None else "-"
+        waiting = 0
         doomed: list[Any] = []
-        start = "-"
         while True:
             entries = await self.redis.xrange(stream, min=start, max="+", count=_STREAM_PAGE) or []
-            doomed += [
-                entry_id for entry_id, fields in entries if fields and as_text(fields[b"id"]) in event_ids
-            ]
+            for entry_id, fields in entries:
+                if fields and as_text(fields[b"id"]) in event_ids:
+                    waiting += 1
+                    if b"body" in fields:
+                        doomed.append(entry_id)
             if len(entries) < _STREAM_PAGE:
                 break
             start = "(" + as_text(entries[-1][0])
         if doomed:
             await self.redis.xdel(stream, *doomed)
-        return len(doomed)
+        return waiting
 
     async def _drop_deliveries(self, event_ids: set[str]) -> tuple[int, int]:
-        """Drop every stored delivery of these events, in each subscription that had one queued; returns
-        (pending dropped, dead letters dropped)."""
-        if not event_ids:
-            return 0, 0
-        ids = sorted(event_ids)
-        subscriptions = await self.subscriptions.list_all()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for subscription in subscriptions:
-                pipe.zmscore(self.keys.fanned(subscription.id), ids)
-            replies = await pipe.execute()
-        pending = dead = 0
-        now = time.time()
-        for subscription, scores in zip(subscriptions, replies, strict=True):
-            if not any(score is not None for score in scores or ()):
-                continue
-            for head in await self.queue.heads(subscription.id):
-                if head.event_id not in event_ids:
-                    continue
-                if await self.queue.drop(subscription.id, head, now=now, outcome="erased", leased_too=True):
-                    if head.state == "dead":
-                        dead += 1
-                    else:
-                        pending += 1
-            await self._blank_answers(subscription.id, event_ids)
-        return pending, dead
+        return await drop_deliveries(self.redis, self.keys, self.queue, self.subscriptions, event_ids)
 
-    async def _blank_answers(self, subscription_id: str, event_ids: set[str]) -> None:
-        """The subscriber's answers to these events in the attempt log (it may have echoed what it got)."""
-        key = self.keys.attempts(subscription_id)
-        rows: Any = await self.redis.zrange(key, 0, -1, withscores=True)
-        changed = []
-        for member, score in rows:
-            attempt = decode_attempt(as_bytes(member))
-            if attempt.event_id in event_ids and attempt.response_body:
-                blank = encode_attempt(msgspec.structs.replace(attempt, response_body=""))
-                changed.append((member, blank, score))
-        if not changed:
-            return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(key, *[member for member, _new, _score in changed])
-            pipe.zadd(key, {new: score for _member, new, score in changed})
-            await pipe.execute()
+
+async def drop_deliveries(
+    redis: aioredis.Redis,
+    keys: Keys,
+    queue: DeliveryQueue,
+    subscriptions: SubscriptionStore,
+    event_ids: set[str],
+) -> tuple[int, int]:
+    """Drop every stored delivery of these events, in each subscription that had one queued, and blank the
+    subscribers' answers to them; returns (pending dropped, dead letters dropped). Step 3 of an erasure,
+    and what the hand-off does for an event an erasure reached while it was queuing it."""
+    if not event_ids:
+        return 0, 0
+    ids = sorted(event_ids)
+    every = await subscriptions.list_all()
+    async with redis.pipeline(transaction=False) as pipe:
+        for subscription in every:
+            pipe.zmscore(keys.fanned(subscription.id), ids)
+        replies = await pipe.execute()
+    pending = dead = 0
+    now = time.time()
+    for subscription, scores in zip(every, replies, strict=True):
+        if not any(score is not None for score in scores or ()):
+            continue
+        for head in await queue.heads(subscription.id):
+            if head.event_id not in event_ids:
+                continue
+            if await queue.drop(subscription.id, head, now=now, outcome="erased", leased_too=True):
+                if head.state == "dead":
+                    dead += 1
+                else:
+                    pending += 1
+        await _blank_answers(redis, keys, subscription.id, event_ids)
+    return pending, dead
+
+
+async def _blank_answers(
+    redis: aioredis.Redis, keys: Keys, subscription_id: str, event_ids: set[str]
+) -> None:
+    """The subscriber's answers to these events in the attempt log (it may have echoed what it got)."""
+    key = keys.attempts(subscription_id)
+    rows: Any = await redis.zrange(key, 0, -1, withscores=True)
+    changed = []
+    for member, score in rows:
+        attempt = decode_attempt(as_bytes(member))
+        if attempt.event_id in event_ids and attempt.response_body:
+            blank = encode_attempt(msgspec.structs.replace(attempt, response_body=""))
+            changed.append((member, blank, score))
+    if not changed:
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zrem(key, *[member for member, _new, _score in changed])
+        pipe.zadd(key, {new: score for _member, new, score in changed})
+        await pipe.execute()
 
 
 def _prefix(resource: str) -> str:

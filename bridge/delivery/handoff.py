@@ -5,6 +5,12 @@ One replica at a time runs it (a lock with a TTL that the holder renews), so eac
 The holder reads entries after the shared cursor, fans them out, then moves the cursor and trims the
 stream behind it. A crash between the fan-out and the cursor move makes the next holder fan the same
 entries out again; `fan_out` queues an event for a subscription only once, so nothing is doubled.
+
+An entry names its event (id, school, sequence, type); the body is read from the school's `bodies` hash
+now, in one round trip per batch (events/log.py `envelopes`), so an erasure that overwrote it is seen, and
+an erased event fans out nothing. An entry written before that hash carries its own body, used only when
+the store has none. After the fan-out the batch's erased state is read again, and what an erasure reached
+meanwhile is dropped from the queues (delivery/erasure.py says why that closes the race).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import structlog
 from redis.exceptions import RedisError
 
 from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.erasure import drop_deliveries
 from bridge.delivery.models import OutgoingEvent
+from bridge.events.log import EventLog, Place, is_erased_body
 from bridge.store.codec import as_bytes, as_int, as_text
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
@@ -32,15 +40,9 @@ LOCK_SECONDS: Final = 10.0
 IDLE_SECONDS: Final = 0.2
 
 
-def outgoing(fields: Mapping[Any, Any] | None) -> OutgoingEvent:
+def _place(fields: Mapping[Any, Any] | None) -> Place:
     assert fields is not None
-    return OutgoingEvent.of(
-        as_text(fields[b"id"]),
-        as_int(fields[b"school_id"]),
-        as_text(fields[b"type"]),
-        as_int(fields[b"sequence"]),
-        as_bytes(fields[b"body"]),
-    )
+    return as_text(fields[b"id"]), as_int(fields[b"school_id"]), as_int(fields[b"sequence"])
 
 
 class Handoff:
@@ -53,6 +55,7 @@ class Handoff:
         self._owner = secrets.token_hex(8)
         self._task: asyncio.Task[None] | None = None
         self._scripts = scripts or Scripts(redis)
+        self._events = EventLog(redis, keys)
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -117,7 +120,26 @@ class Handoff:
         entries = await self.redis.xrange(stream, min=f"({cursor}", max="+", count=BATCH)
         if not entries:
             return 0
-        await self.dispatcher.fan_out([outgoing(fields) for _, fields in entries])
+        places = [_place(fields) for _, fields in entries]
+        stored = await self._events.envelopes(places)
+        events: list[OutgoingEvent] = []
+        fanned: list[Place] = []
+        for place, (_entry, fields) in zip(places, entries, strict=True):
+            assert fields is not None
+            body = stored.get(place[0]) or fields.get(b"body")
+            if body is None or is_erased_body(as_bytes(body)):
+                continue  # erased (or, past the retention, gone): nothing to send
+            event_id, school_id, sequence = place
+            events.append(
+                OutgoingEvent.of(event_id, school_id, as_text(fields[b"type"]), sequence, as_bytes(body))
+            )
+            fanned.append(place)
+        await self.dispatcher.fan_out(events)
+        overtaken = await self._events.erased_among(fanned)
+        if overtaken:
+            dispatcher = self.dispatcher
+            await drop_deliveries(self.redis, self.keys, dispatcher.queue, dispatcher.store, overtaken)
+            log.info("queued events an erasure reached meanwhile dropped", events=len(overtaken))
         last = as_text(entries[-1][0])
         if await self._scripts.handoff_advance(keys=[cursor_key], args=[cursor, last]):
             await self.redis.xtrim(stream, minid=last, approximate=False)

@@ -138,6 +138,14 @@ class Delivery(msgspec.Struct, kw_only=True):
     last_attempt_at: float | None = None
     dead_at: float | None = None
     replay: bool = False
+    projected_at: float | None = None
+    """The subscription's `updated_at` whose options cut `body` (None: when `created_at` says, as in entries
+    stored before it was kept). A subscription changed since gets the body cut again when it is sent."""
+
+    @property
+    def shaped_at(self) -> float:
+        """Since when `body` follows the subscription's options."""
+        return self.created_at if self.projected_at is None else self.projected_at
 
 
 class DeliveryTrace(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -147,7 +155,8 @@ class DeliveryTrace(msgspec.Struct, array_like=True, omit_defaults=True):
     the rest; on success the record is removed and the trace keeps when, after how many attempts and
     with which status. The encoding of a trace with only `delivery_id` is deterministic, so a script
     can compare it byte for byte. An event that was never sent here says why in `outcome`: `skipped`
-    (an update outside the subscription's `fields`; no delivery, `delivery_id` is ""), `erased` (its
+    (an update outside the subscription's `fields`, or an event it no longer matched when its delivery was
+    to be sent; `delivery_id` is "" when it was never queued), `erased` (its
     delivery was dropped by an erasure) or `expired` (dropped by retention before it could go out).
     """
 

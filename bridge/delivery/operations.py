@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import heapq
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Final
 
 import msgspec
 
@@ -18,9 +19,13 @@ from bridge.delivery.models import (
     Subscription,
     UnknownSubscription,
 )
+from bridge.delivery.projection import project_body, shape_of
 from bridge.events.envelope import decode_event, format_timestamp
 from bridge.events.ids import new_event_id
 from bridge.events.log import is_erased
+
+CHUNK: Final = 500
+"""Events of a replay's window, or dead letters, taken at once: memory stays bounded however many."""
 
 
 class UnknownEvent(DeliveryError):
@@ -67,6 +72,9 @@ async def send_test(dispatcher: Dispatcher, subscription: Subscription) -> tuple
             data={"subscription_id": subscription.id, "message": "a test event from d6 bridge"},
         )
     )
+    shape = shape_of(subscription)  # cut as every send is: by the subscription as it is now
+    if shape is not None:
+        body = project_body(body, shape, may_skip=False) or body
     return event_id, await dispatcher.send_test(subscription, event_id, body)
 
 
@@ -84,34 +92,48 @@ async def replay(
     until: float | None,
     only_failed: bool,
 ) -> int:
-    """Queue again every event of the window that the subscription matches.
+    """Queue again every event of the window that the subscription matches, `CHUNK` events at a time.
 
-    With `only_failed`, only events whose delivery to this subscription is a dead letter are sent,
-    and those dead letters are retried (so they leave the dead-letter list).
+    With `only_failed`, only events whose latest delivery to this subscription is a dead letter are
+    sent, and those dead letters are retried (so they leave the dead-letter list).
     """
     source = _events(dispatcher)
     if only_failed:
-        dead = {
-            d.event_id: d.id
-            for _, d in await dispatcher.queue.dead_letters(subscription.id, before=None, limit=1_000_000)
-        }
-        ids = []
-        async for event in source.window(since, until):
-            if event.event_id in dead:
-                ids.append(dead[event.event_id])
-        requeued = await dispatcher.queue.retry_dead(subscription, ids, now=time.time())
-        dispatcher.wake()
-        return len(requeued)
+        return await _retry_failed(dispatcher, subscription, source.window(since, until))
     queued = 0
     batch: list[OutgoingEvent] = []
     async for event in source.window(since, until):
         if subscription.matches(event.event_type, event.school_id):
             batch.append(event)
-            if len(batch) >= 500:
+            if len(batch) >= CHUNK:
                 queued += await dispatcher.enqueue(subscription, batch)
                 batch = []
     queued += await dispatcher.enqueue(subscription, batch)
     return queued
+
+
+async def _retry_failed(
+    dispatcher: Dispatcher, subscription: Subscription, events: AsyncIterator[OutgoingEvent]
+) -> int:
+    """Retry the dead letters of `events` (oldest first, so each lane keeps its order), `CHUNK` at a time."""
+    now = time.time()
+    requeued = 0
+    chunk: list[str] = []
+    async for event in events:
+        chunk.append(event.event_id)
+        if len(chunk) >= CHUNK:
+            requeued += await _retry_latest(dispatcher, subscription, chunk, now)
+            chunk = []
+    requeued += await _retry_latest(dispatcher, subscription, chunk, now)
+    dispatcher.wake()
+    return requeued
+
+
+async def _retry_latest(
+    dispatcher: Dispatcher, subscription: Subscription, event_ids: list[str], now: float
+) -> int:
+    latest = await dispatcher.queue.latest(subscription.id, event_ids)
+    return len(await dispatcher.queue.retry_dead(subscription, latest, now=now))
 
 
 async def redeliver(dispatcher: Dispatcher, event_id: str, subscription_id: str | None) -> list[str]:
@@ -154,16 +176,30 @@ async def retry_dead_letters(
         subscriptions = [await dispatcher.store.get(subscription_id)]
     else:
         subscriptions = await dispatcher.store.list_all()
-    wanted = None if ids is None else set(ids)
     requeued: list[str] = []
     now = time.time()
     for subscription in subscriptions:
-        dead = await dispatcher.queue.dead_ids(subscription.id)
-        chosen = dead if wanted is None else [i for i in dead if i in wanted]
-        if chosen:
+        if ids is None:
+            requeued += await _retry_all(dispatcher, subscription, now)
+        else:
+            chosen = await dispatcher.queue.dead_in_order(subscription.id, ids)
             requeued += await dispatcher.queue.retry_dead(subscription, chosen, now=now)
     dispatcher.wake()
     return requeued
+
+
+async def _retry_all(dispatcher: Dispatcher, subscription: Subscription, now: float) -> list[str]:
+    """Every dead letter of the subscription that died by `now` (not one that dies again meanwhile), oldest
+    death first (each lane keeps its order), `CHUNK` at a time."""
+    requeued: list[str] = []
+    start = 0  # the dead letters passed over (gone, or not dead after all) stay at the head of the list
+    while True:
+        page = await dispatcher.queue.dead_ids(subscription.id, until=now, start=start, count=CHUNK)
+        done = await dispatcher.queue.retry_dead(subscription, page, now=now)
+        requeued += done
+        start += len(page) - len(done)
+        if len(page) < CHUNK:
+            return requeued
 
 
 __all__ = [

@@ -1,8 +1,10 @@
 """What each subscription receives of an event: its `fields`, `redact` and `payload` (SPEC sections 4, 12).
 
 The event log keeps one envelope per event; a subscription with any of these options gets its own body,
-projected from that envelope when the event is queued for it (and again when it is sent, if the
-subscription changed since), and signed as sent. The id, type, timestamp, school, sequence and resource
+projected from that envelope when the event is queued for it, and signed as sent. Every send follows the
+subscription as it is when sent (docs/delivery.md): if it changed since, the dispatcher projects the body
+again from the logged envelope (`Dispatcher._recut`), whatever queued it (a retry, a retried dead letter,
+a replay, a redelivery). The id, type, timestamp, school, sequence and resource
 stay what they are; only `data` and `changes` differ:
 
 - `fields` (per event `resource`): the only `data` fields sent. The record's ids are always kept: the

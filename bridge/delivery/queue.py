@@ -42,6 +42,13 @@ from bridge.store.scripts import Scripts
 Outcome = Literal["ok", "retry", "dead", "hold"]
 MAX_ATTEMPT_LOG = 10_000
 TRIM_BATCH = 1000
+RETRY_CHUNK = 500  # dead letters read (with their bodies) at once when they are retried
+DROPPED: dict[TraceOutcome, str] = {
+    "erased": "erased on request",
+    "expired": "removed by retention",
+    "skipped": "not sent: the subscription, changed since, no longer wants it",
+}
+"""The attempt log's `error` for a delivery dropped unsent (`drop`)."""
 
 _msgpack = msgspec.msgpack.Encoder()
 _delivery = msgspec.msgpack.Decoder(Delivery)
@@ -95,7 +102,8 @@ class DeliveryQueue:
         replay: bool = False,
     ) -> Any:
         """Queue `events` for `subscription` in one script call on `client` (a pipeline, or a client: then
-        the answer is per event 1 if it was queued, 0 if `once` found it queued already)."""
+        the answer is per event 1 if it was queued, 0 if `once` found it queued already or the subscription
+        is gone)."""
         sid = subscription.id
         keys = [
             self.keys.fanned(sid),
@@ -103,6 +111,7 @@ class DeliveryQueue:
             self.keys.due(sid),
             self.keys.lanes(sid),
             self.keys.traces(sid),
+            self.keys.subscription(sid),  # a subscription deleted meanwhile gets nothing queued
         ]
         lanes: dict[int, str] = {}
         items: list[bytes] = []
@@ -119,6 +128,7 @@ class DeliveryQueue:
                 event_timestamp=event.timestamp,
                 body=event.body,
                 created_at=now,
+                projected_at=subscription.updated_at,  # the body was cut by this version of the subscription
                 replay=replay,
             )
             items.append(
@@ -159,7 +169,7 @@ class DeliveryQueue:
         sid = subscription.id
         trace = _msgpack.encode(DeliveryTrace(delivery_id="", outcome=outcome, at=now))
         return await self._scripts.delivery_skip(
-            keys=[self.keys.fanned(sid), self.keys.traces(sid)],
+            keys=[self.keys.fanned(sid), self.keys.traces(sid), self.keys.subscription(sid)],
             args=[event.event_id, repr(event.timestamp), trace, _flag(once)],
             client=pipe,
         )
@@ -185,7 +195,7 @@ class DeliveryQueue:
             school_id=delivery.school_id,
             attempt=delivery.attempts,
             outcome=outcome,
-            error="erased on request" if outcome == "erased" else "removed by retention",
+            error=DROPPED[outcome],
             duration_ms=0.0,
         )
         trace = DeliveryTrace(delivery_id=delivery.id, attempts=delivery.attempts, outcome=outcome, at=now)
@@ -333,21 +343,59 @@ class DeliveryQueue:
         records = await self.get(subscription_id, ids)
         return [(float(score), d) for (_, score), d in zip(rows, records, strict=True) if d is not None]
 
-    async def dead_ids(self, subscription_id: str) -> list[str]:
-        members: Any = await self.redis.zrange(self.keys.dead(subscription_id), 0, -1)
+    async def dead_ids(self, subscription_id: str, *, until: float, start: int, count: int) -> list[str]:
+        """Up to `count` dead letters that died at `until` or before, oldest death first, from the `start`-th
+        on (a page: retrying dead letters takes them out of the list)."""
+        members: Any = await self.redis.zrangebyscore(
+            self.keys.dead(subscription_id), "-inf", repr(until), start=start, num=count
+        )
         return [m.decode() for m in members]
+
+    async def dead_in_order(self, subscription_id: str, delivery_ids: list[str]) -> list[str]:
+        """Those of `delivery_ids` that are dead letters here, oldest death first."""
+        if not delivery_ids:
+            return []
+        scores: Any = await self.redis.zmscore(self.keys.dead(subscription_id), delivery_ids)
+        found = [(float(s), d) for d, s in zip(delivery_ids, scores, strict=True) if s is not None]
+        return [d for _, d in sorted(found)]
+
+    async def latest(self, subscription_id: str, event_ids: list[str]) -> list[str]:
+        """The latest delivery of each of `event_ids` that is still stored (queued or dead), in that order;
+        events delivered, never queued or not sent are left out."""
+        if not event_ids:
+            return []
+        raw: Any = await self.redis.hmget(self.keys.traces(subscription_id), event_ids)
+        traces = (_trace.decode(r) for r in raw if r is not None)
+        return [t.delivery_id for t in traces if t.delivered_at is None and t.outcome is None]
 
     async def retry_dead(
         self, subscription: Subscription, delivery_ids: list[str], *, now: float
     ) -> list[str]:
-        """Queue dead letters again with a fresh retry budget; returns the ids that were requeued."""
+        """Queue dead letters again with a fresh retry budget, in the order given; returns the ids that were
+        requeued. Records are read `RETRY_CHUNK` at a time. Each keeps its body and when that was cut
+        (`projected_at`): the dispatcher cuts it again if the subscription changed since."""
+        requeued: list[str] = []
+        for start in range(0, len(delivery_ids), RETRY_CHUNK):
+            chunk = delivery_ids[start : start + RETRY_CHUNK]
+            requeued += await self._retry_dead(subscription, chunk, now=now)
+        return requeued
+
+    async def _retry_dead(
+        self, subscription: Subscription, delivery_ids: list[str], *, now: float
+    ) -> list[str]:
         sid = subscription.id
         requeued: list[str] = []
         for delivery in await self.get(sid, delivery_ids):
             if delivery is None or delivery.state != "dead":
                 continue
             fresh = msgspec.structs.replace(
-                delivery, attempts=0, state="pending", dead_at=None, created_at=now, replay=True
+                delivery,
+                attempts=0,
+                state="pending",
+                dead_at=None,
+                created_at=now,
+                replay=True,
+                projected_at=delivery.shaped_at,
             )
             done = await self._scripts.delivery_retry_dead(
                 keys=[

@@ -10,6 +10,10 @@ connection reuse (one session, one keep-alive pool), the private-address check r
 connection with the connection pinned to the checked address (`UrlGuard.target`: the IP literal, the
 original `Host`, and for https the original name for SNI and the certificate check), our `User-Agent`,
 TLS verification against the system's CA bundle, and at most 4 KB of the answer read.
+
+Names are resolved by the guard, at most `DNS_TTL_SECONDS` (30 s) apart, never by aiohttp: it only sees
+IP literals, so its pool keeps connections per address and a subscriber that moves gets new ones. When a
+name has several addresses and no connection can be made to the first, the next is tried.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from bridge import __version__
 from bridge.delivery.models import AttemptResult, Subscription
 from bridge.delivery.policy import parse_retry_after
 from bridge.delivery.signing import headers as signature_headers
-from bridge.delivery.urls import UrlGuard, UrlRefused
+from bridge.delivery.urls import DNS_TTL_SECONDS, Target, UrlGuard, UrlRefused
 
 RESPONSE_BODY_LIMIT: Final = 4096
 USER_AGENT: Final = f"d6-bridge/{__version__}"
@@ -53,7 +57,7 @@ class Sender:
                 limit=self.concurrency + 4,
                 ssl=self._ssl,
                 keepalive_timeout=30.0,
-                ttl_dns_cache=None,  # no cache: with private URLs allowed, each attempt resolves afresh
+                ttl_dns_cache=int(DNS_TTL_SECONDS),  # bounded, though the guard hands it IP literals only
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -104,8 +108,26 @@ class Sender:
         request_headers["Content-Type"] = "application/json"
         if target.host_header:
             request_headers["Host"] = target.host_header
+        *others, last = (target.url, *target.fallbacks)
+        for url in others:
+            try:
+                return await self._post(url, target, body, request_headers, options, started, signed_at)
+            except aiohttp.ClientConnectorError:
+                continue  # no connection, so nothing was sent: the name's next address
+        return await self._post(last, target, body, request_headers, options, started, signed_at)
+
+    async def _post(
+        self,
+        url: str,
+        target: Target,
+        body: bytes,
+        request_headers: dict[str, str],
+        options: dict[str, Any],
+        started: float,
+        signed_at: int,
+    ) -> AttemptResult:
         async with self.session().post(
-            target.url,
+            url,
             data=body,
             headers=request_headers,
             allow_redirects=False,

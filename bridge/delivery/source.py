@@ -14,6 +14,7 @@ from bridge.events.envelope import decode_event
 from bridge.events.log import EventLog, is_erased
 
 PAGE: Final = 500
+"""Events of a window read at once: a window is never held whole, however long."""
 
 
 def to_outgoing(body: bytes) -> OutgoingEvent:
@@ -30,17 +31,15 @@ class LogEventSource:
         return to_outgoing(bodies[0]) if bodies else None
 
     async def window(self, since: float, until: float | None) -> AsyncIterator[OutgoingEvent]:
-        """Every event of the window, oldest first (so each school's events come in sequence order)."""
-        ids: list[str] = []
-        cursor: str | None = None
+        """Every event of the window, oldest first (so each school's events come in sequence order), read
+        `PAGE` at a time."""
+        after: str | None = None
         while True:
-            page, cursor = await self.log.list(since=since, until=until, limit=PAGE, cursor=cursor)
-            ids.extend(event.id for event in page)
-            if cursor is None:
-                break
-        ids.reverse()
-        for start in range(0, len(ids), PAGE):
-            for body in await self.log.raw(ids[start : start + PAGE]):
+            ids = await self.log.ids(since, until, after=after, limit=PAGE)
+            for body in await self.log.raw(ids):
                 event = decode_event(body)
                 if not is_erased(event):
                     yield OutgoingEvent.of(event.id, event.school_id, event.type, event.sequence, body)
+            if len(ids) < PAGE:
+                return
+            after = ids[-1]

@@ -151,6 +151,8 @@ class SubscriptionStore:
         self._clock = clock
         self._cache: list[Subscription] | None = None
         self._cache_version: bytes | None = None
+        self._suspects: set[str] = set()
+        """Index entries without a record at the last `sweep` (dropped if the next one finds them so too)."""
         self.erasing: frozenset[str] = frozenset()
         """Ids of the events an erasure is removing (reloaded with the cache): never sent, never queued."""
 
@@ -317,16 +319,58 @@ class SubscriptionStore:
         return await self.get(subscription_id)
 
     async def delete(self, subscription_id: str) -> None:
-        """Remove the subscription with its queue, dead letters and attempt log."""
+        """Remove the subscription with its queue, dead letters and attempt log.
+
+        The record goes first: from then on the delivery scripts queue nothing for it (DELIVERY_ENQUEUE
+        checks it, in the same slot), so a fan-out on another replica that read the subscription list just
+        before cannot add keys after these are gone. A crash part-way leaves keys without a record, which
+        `sweep` removes.
+        """
         await self.get(subscription_id)
+        await self.redis.delete(self.keys.subscription(subscription_id))
+        await self._remove_keys(subscription_id)
+        await self.redis.incr(self.keys.subscriptions_version())  # after the write, as in `create`
+
+    async def _remove_keys(self, subscription_id: str) -> None:
+        """Every key of a subscription whose record is gone, then its index entry (last: until then a
+        sweep still finds it)."""
         schools = await self.redis.smembers(self.keys.lanes(subscription_id))
         keys = self.keys.all_of(subscription_id)
         keys += [self.keys.lane(subscription_id, int(s)) for s in schools]
+        await self.redis.delete(*keys)
+        await self.redis.srem(self.keys.subscription_index(), subscription_id)
+
+    async def sweep(self, *, batch: int = 1000) -> list[str]:
+        """Remove the keys of subscriptions whose record is gone; returns their ids.
+
+        What it finds: a delete that died part-way, and queues that a fan-out wrote into a subscription
+        deleted under it before DELIVERY_ENQUEUE checked the record. It SCANs for every `{sub:*}` key (on
+        Redis Cluster redis-py scans each primary), which walks the whole keyspace: the dispatcher runs it
+        at start and then hourly, not on every maintenance pass. An index entry with no record and no key
+        is dropped only when the previous sweep saw it so too: on Redis Cluster a subscription being
+        created may be in the index a moment before its record is written.
+        """
+        found: set[str] = set()
+        async for key in self.redis.scan_iter(match=self.keys.subscription_key_pattern(), count=batch):
+            subscription_id = self.keys.subscription_of(_text(key))
+            if subscription_id is not None:
+                found.add(subscription_id)
+        indexed = {_text(m) for m in await self.redis.smembers(self.keys.subscription_index())}
+        candidates = sorted(found | indexed)
+        if not candidates:
+            self._suspects = set()
+            return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.srem(self.keys.subscription_index(), subscription_id)
-            pipe.delete(*keys)
-            await pipe.execute()
-        await self.redis.incr(self.keys.subscriptions_version())  # after the write, as in `create`
+            for subscription_id in candidates:
+                pipe.exists(self.keys.subscription(subscription_id))
+            exists = await pipe.execute()
+        missing = {sid for sid, there in zip(candidates, exists, strict=True) if not there}
+        index_only = missing - found
+        swept = sorted((missing & found) | (index_only & self._suspects))
+        self._suspects = index_only - self._suspects
+        for subscription_id in swept:
+            await self._remove_keys(subscription_id)
+        return swept
 
     async def counts(self, subscription_id: str) -> tuple[int, int]:
         """(pending deliveries, dead letters)."""

@@ -35,7 +35,8 @@ class EventDeliveryState(msgspec.Struct, kw_only=True):
     - `delivered`: a 2xx came back (`last_attempt_at` is when);
     - `dead`: retries exhausted; a dead letter (`POST /v1/dead-letters/retry` sends it again);
     - `expired`: the record was removed by retention (if it had not gone out, it never will);
-    - `skipped`: not sent: an update whose changes all fall outside the subscription's `fields`;
+    - `skipped`: not sent: an update whose changes all fall outside the subscription's `fields`, or an
+      event the subscription, changed since, no longer matched when it was to be sent;
     - `erased`: not sent (or not again): its delivery was dropped by an erasure (`POST /v1/erasure`).
 
     `next_attempt_at` is null while the subscription is disabled: its deliveries wait, kept, until it

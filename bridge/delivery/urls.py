@@ -2,11 +2,15 @@
 
 DNS rebinding: a host can resolve to a public address when the subscription is created and to
 127.0.0.1 or 169.254.169.254 later, or even between our check and the connection. So at delivery
-time `UrlGuard.target` resolves the host once, refuses the attempt if *any* address is not public,
+time `UrlGuard.target` resolves the host, refuses the attempt if *any* address is not public,
 and then connects to the very address it checked: the request goes to the IP literal, with the
 original `Host` header and, for https, the original name as TLS SNI and for certificate checks. No
 second lookup happens between check and connect, so a rebinding answer can't slip in.
-With `BRIDGE_ALLOW_PRIVATE_URLS` nothing is resolved by us and the URL is used as given.
+
+A name's answer is reused for `DNS_TTL_SECONDS` (30 s), then resolved and checked again: a subscriber
+that moves is found within that time, and the sender's kept-alive connections, pooled per address,
+follow it (a connection to the old address is no longer asked for). With `BRIDGE_ALLOW_PRIVATE_URLS` the
+same happens without the check. IP literals need no lookup.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import asyncio
 import functools
 import ipaddress
 import socket
+import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import msgspec
@@ -23,6 +29,9 @@ import msgspec
 from bridge.delivery.models import DeliveryError
 
 MAX_URL_LENGTH = 2048
+DNS_TTL_SECONDS: Final = 30.0
+"""How long a name's checked addresses are reused before it is resolved again (docs/delivery.md)."""
+MAX_TARGETS: Final = 4096
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -37,6 +46,8 @@ class Target(msgspec.Struct, kw_only=True, frozen=True):
     url: str
     host_header: str | None = None
     sni_hostname: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    """The same request at the name's other addresses, tried in order when a connection can't be made."""
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -112,29 +123,42 @@ def _refuse_private(host: str, addresses: list[str]) -> None:
             )
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=MAX_TARGETS)
 def _at_hand(url: str, allow_private: bool) -> Target | None:
-    """`UrlGuard.at_hand`, kept per URL: it needs nothing but the URL, and every attempt asks."""
+    """The target of a URL whose host is an IP literal, kept per URL: it needs nothing but the URL, and
+    every attempt asks. None for a name."""
     parts = parse(url)
-    if allow_private:
-        return Target(url=url)
     host = parts.hostname or ""
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return None
-    _refuse_private(host, [host])
+    if not allow_private:
+        _refuse_private(host, [host])
     return Target(url=url)
 
 
 class UrlGuard:
-    """Applies the address policy; `allow_private` is `BRIDGE_ALLOW_PRIVATE_URLS`."""
+    """Applies the address policy; `allow_private` is `BRIDGE_ALLOW_PRIVATE_URLS`. `dns_ttl` is no
+    setting: tests shorten it."""
 
-    def __init__(self, *, allow_private: bool, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        resolver: Resolver | None = None,
+        dns_ttl: float = DNS_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.allow_private = allow_private
+        self.dns_ttl = dns_ttl
         self._resolve = resolver or system_resolver
+        self._clock = clock
+        self._targets: dict[str, tuple[float, Target]] = {}
+        """URL -> (until when, its pinned target): the answers of the last `dns_ttl` seconds."""
 
-    async def _public_addresses(self, parts: SplitResult) -> list[str]:
+    async def _addresses(self, parts: SplitResult) -> list[str]:
+        """The host's addresses; unless private ones are allowed, refused if any is not public."""
         host = parts.hostname or ""
         try:
             ipaddress.ip_address(host)
@@ -146,35 +170,55 @@ class UrlGuard:
                 raise UrlRefused(f"host {host!r} does not resolve: {error}") from None
         if not addresses:
             raise UrlRefused(f"host {host!r} does not resolve to any address")
-        _refuse_private(host, addresses)
+        if not self.allow_private:
+            _refuse_private(host, addresses)
         return addresses
 
     async def check(self, url: str) -> str:
-        """Validate a URL a user gives us; returns it unchanged."""
+        """Validate a URL a user gives us (resolved now, not from the cache); returns it unchanged."""
         parts = parse(url)
         if not self.allow_private:
-            await self._public_addresses(parts)
+            await self._addresses(parts)
         return url
 
     def at_hand(self, url: str) -> Target | None:
-        """The target when it needs no lookup (private URLs allowed, or an IP literal), else None."""
-        return _at_hand(url, self.allow_private)
+        """The target when it needs no lookup (an IP literal, or a name resolved less than `dns_ttl`
+        seconds ago), else None."""
+        found = _at_hand(url, self.allow_private)
+        if found is not None:
+            return found
+        cached = self._targets.get(url)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        return None
 
     async def target(self, url: str) -> Target:
-        """Resolve and check right before sending, and pin the connection to the checked address."""
+        """Resolve and check right before sending, and pin the connection to the checked address; the
+        answer serves the next `dns_ttl` seconds."""
         found = self.at_hand(url)
         if found is not None:
             return found
         parts = parse(url)
-        addresses = await self._public_addresses(parts)  # a name: `at_hand` took IP literals
+        addresses = await self._addresses(parts)  # a name: `at_hand` took IP literals
         host = parts.hostname or ""
-        address = addresses[0]
-        literal = f"[{address}]" if ":" in address else address
-        netloc = literal if parts.port is None else f"{literal}:{parts.port}"
-        host_header = host if parts.port is None else f"{host}:{parts.port}"
-        pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-        return Target(
-            url=pinned,
-            host_header=host_header,
+        pinned = [_pinned(parts, address) for address in addresses]
+        target = Target(
+            url=pinned[0],
+            host_header=host if parts.port is None else f"{host}:{parts.port}",
             sni_hostname=host if parts.scheme == "https" else None,
+            fallbacks=tuple(pinned[1:]),
         )
+        now = self._clock()
+        if len(self._targets) >= MAX_TARGETS:
+            self._targets = {u: entry for u, entry in self._targets.items() if entry[0] > now}
+            if len(self._targets) >= MAX_TARGETS:
+                self._targets.clear()
+        self._targets[url] = (now + self.dns_ttl, target)
+        return target
+
+
+def _pinned(parts: SplitResult, address: str) -> str:
+    """The URL with its host replaced by `address` (the request goes there; the name goes in `Host`)."""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))

@@ -3,18 +3,22 @@
 The listing indexes are sorted sets whose scores are all 0, ordered by member: event ids are ULIDs, so
 member order is time order, a time window is a lexicographic range of ids, and a cursor is simply the last
 id of the previous page. One index per filter combination (all, per type, per school, per school and type)
-keeps every page one ZREVRANGEBYLEX, whatever the filter. Bodies stay in the school's event stream; the
-location hash says where (school, sequence).
+keeps every page one ZREVRANGEBYLEX, whatever the filter. Bodies stay in the school's slot, in its
+`bodies` hash by sequence (the school's event stream holds each event's id and type); the location hash
+says where (school, sequence). A stream written before that hash holds the envelopes itself: `envelopes`
+reads the hash first and falls back to the stream.
 
-An erased event (`POST /v1/erasure`, SPEC 12) keeps its id, type, sequence, timestamp and place in every
-index, but its `data` (and `changes`, if it had them) are `{"erased": true}`: its stream entry gave way to
-that envelope in the school's `erased` hash, where `raw` finds it (sync/snapshot.py `erase` writes both).
+An erased event (`POST /v1/erasure`, docs/personal-data.md) keeps its id, type, sequence, timestamp and
+place in every index, but its `data` (and `changes`, if it had them) are `{"erased": true}`: that envelope
+overwrote its body in the `bodies` hash, and the school's `erased` hash records it too (sync/snapshot.py
+`erase` writes both). An event erased before the `bodies` hash lost its stream entry instead, and its
+envelope is found in the `erased` hash alone.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -36,6 +40,8 @@ Page = tuple[list[Event], str | None]
 Events = list[Event]
 Bodies = list[bytes]
 Ids = list[str]
+Place = tuple[str, int, int]
+"""Where an event's body is: (event id, school id, sequence)."""
 RecordEvents = list[tuple[int, str, bytes]]
 """(sequence, event id, envelope) of each event of one record."""
 
@@ -77,6 +83,16 @@ class EventLog:
         events = await self._bodies(page)
         return events, (page[-1] if more and page else None)
 
+    async def ids(self, since: Moment, until: Moment | None, *, after: str | None, limit: int) -> Ids:
+        """Up to `limit` ids of a window (`since` and `until` as in `list`), oldest first, strictly after the
+        id `after` when given: the way through a window forwards, a page at a time."""
+        bottom = "[" + event_id_bound(_seconds(since), upper=False)
+        if after is not None and after >= bottom[1:]:
+            bottom = "(" + after
+        top = "+" if until is None else "[" + event_id_bound(_seconds(until), upper=True)
+        raw = await self._redis.zrangebylex(self._keys.event_index(), bottom, top, start=0, num=limit)
+        return [as_text(member) for member in raw]
+
     async def get(self, event_id: str) -> Event | None:
         """The published event with this id, or None."""
         if not is_event_id(event_id):
@@ -92,61 +108,99 @@ class EventLog:
         if not ids:
             return []
         locations = await self._redis.hmget(self._keys.event_locations(), ids)
-        wanted = [(eid, _location(loc)) for eid, loc in zip(ids, locations, strict=True) if loc is not None]
+        places = [
+            (eid, *_location(loc)[:2]) for eid, loc in zip(ids, locations, strict=True) if loc is not None
+        ]
+        found = await self.envelopes(places)
+        return [found[eid] for eid, _school, _seq in places if eid in found]
+
+    async def envelopes(self, places: Sequence[Place]) -> dict[str, bytes]:
+        """The envelope of each event at its place, by event id (an event the store no longer holds, past
+        the retention, is left out). One round trip for bodies in the `bodies` hash; stored data written
+        before it is read from the stream entry, or the `erased` hash, in a second."""
+        if not places:
+            return {}
+        k = self._keys
         async with self._redis.pipeline(transaction=False) as pipe:
-            for _eid, (school_id, seq, _type) in wanted:
-                pipe.xrange(self._keys.school_events(school_id), min=f"{seq}-0", max=f"{seq}-0")
+            for _eid, school_id, seq in places:
+                pipe.hget(k.school_bodies(school_id), str(seq))
+            bodies = await pipe.execute()
+        found = {
+            eid: as_bytes(body)
+            for (eid, _school, _seq), body in zip(places, bodies, strict=True)
+            if body is not None and _names(as_bytes(body), eid)
+        }
+        missing = [place for place in places if place[0] not in found]
+        if not missing:
+            return found
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _eid, school_id, seq in missing:
+                pipe.xrange(k.school_events(school_id), min=f"{seq}-0", max=f"{seq}-0")
+                pipe.hget(k.school_erased(school_id), str(seq))
             replies = await pipe.execute()
-        found: dict[str, bytes] = {}
-        for (eid, _loc), entries in zip(wanted, replies, strict=True):
+        for n, (eid, _school, _seq) in enumerate(missing):
+            entries, erased = replies[2 * n], replies[2 * n + 1]
             fields = entries[0][1] if entries else None
-            if fields and as_text(fields[b"id"]) == eid:
+            if fields and b"body" in fields and as_text(fields[b"id"]) == eid:
                 found[eid] = as_bytes(fields[b"body"])
-        missing = [(eid, loc) for eid, loc in wanted if eid not in found]
-        if missing:  # erased events: their envelopes are in the school's `erased` hash
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for _eid, (school_id, seq, _type) in missing:
-                    pipe.hget(self._keys.school_erased(school_id), str(seq))
-                erased = await pipe.execute()
-            for (eid, _loc), body in zip(missing, erased, strict=True):
-                if body is not None and _ERASED_ID.decode(body).id == eid:
-                    found[eid] = as_bytes(body)
-        return [found[eid] for eid, _loc in wanted if eid in found]
+            elif erased is not None and _names(as_bytes(erased), eid):
+                found[eid] = as_bytes(erased)
+        return found
+
+    async def erased_among(self, places: Sequence[Place]) -> set[str]:
+        """The ids among `places` of events an erasure reached (the `erased` hash): one round trip."""
+        if not places:
+            return set()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _eid, school_id, seq in places:
+                pipe.hget(self._keys.school_erased(school_id), str(seq))
+            replies = await pipe.execute()
+        return {
+            eid
+            for (eid, _school, _seq), body in zip(places, replies, strict=True)
+            if body is not None and _names(as_bytes(body), eid)
+        }
 
     async def record_events(
         self, school_id: int, resource: str, record_id: str
     ) -> tuple[int, RecordEvents, Ids]:
-        """For an erasure: the school's sequence when read, every event of one record that its stream still
-        holds as (sequence, id, body), and the ids of the record's events that are erased already.
+        """For an erasure: the school's sequence when read, every event of one record not erased yet as
+        (sequence, id, body), and the ids of the record's events that are erased already.
 
-        Reads the whole stream (the retention's worth of the school's events): erasures are rare.
+        Reads the whole stream (the retention's worth of the school's events) and the bodies of the
+        resource's events: erasures are rare.
         """
-        stream = self._keys.school_events(school_id)
-        seq = as_int(await self._redis.hget(self._keys.school_meta(school_id), META_SEQ))
+        k = self._keys
+        stream = k.school_events(school_id)
+        seq = as_int(await self._redis.hget(k.school_meta(school_id), META_SEQ))
+        erased: Ids = []
+        erased_seqs: set[int] = set()
+        for raw_seq, raw in (await self._redis.hgetall(k.school_erased(school_id))).items():
+            probe = _PROBE.decode(as_bytes(raw))
+            erased_seqs.add(int(as_text(raw_seq)))
+            if probe.resource == resource and probe.resource_id == record_id:
+                erased.append(probe.id)
         prefix = resource + "."
         found: RecordEvents = []
-        erased: Ids = []
         start = "-"
         while True:
             entries = await self._redis.xrange(stream, min=start, max="+", count=_STREAM_PAGE) or []
-            for entry_id, fields in entries:
-                if fields is None or not as_text(fields[b"type"]).startswith(prefix):
-                    continue
-                body = as_bytes(fields[b"body"])
-                probe = _PROBE.decode(body)
-                if probe.resource_id != record_id:
-                    continue
-                if as_text(entry_id).endswith("-0"):
-                    found.append((entry_seq(entry_id), probe.id, body))
-                else:
-                    erased.append(probe.id)  # the stand-in of an erased last event ("<seq>-1")
+            places = [
+                (as_text(fields[b"id"]), school_id, entry_seq(entry_id))
+                for entry_id, fields in entries
+                if fields is not None
+                and as_text(entry_id).endswith("-0")
+                and entry_seq(entry_id) not in erased_seqs
+                and as_text(fields[b"type"]).startswith(prefix)
+            ]
+            bodies = await self.envelopes(places)
+            for eid, _school, entry in places:
+                body = bodies.get(eid)
+                if body is not None and _PROBE.decode(body).resource_id == record_id:
+                    found.append((entry, eid, body))
             if len(entries) < _STREAM_PAGE:
                 break
             start = "(" + as_text(entries[-1][0])
-        for raw in (await self._redis.hgetall(self._keys.school_erased(school_id))).values():
-            probe = _PROBE.decode(as_bytes(raw))
-            if probe.resource == resource and probe.resource_id == record_id and probe.id not in erased:
-                erased.append(probe.id)
         return seq, found, erased
 
     async def trim(self, retention_days: float, *, now: float | None = None) -> int:
@@ -186,6 +240,7 @@ class EventLog:
     async def _trim_school(self, school_id: int, cutoff_ms: int) -> None:
         stream = self._keys.school_events(school_id)
         published = as_int(await self._redis.hget(self._keys.school_meta(school_id), META_PUBLISHED))
+        first: int | None = None
         start = "-"
         while True:
             entries = await self._redis.xrange(stream, min=start, max="+", count=_STREAM_PAGE) or []
@@ -195,14 +250,25 @@ class EventLog:
                 if seq > published or fields is None or event_id_ms(as_text(fields[b"id"])) >= cutoff_ms:
                     keep_from = seq
                     break
+            if first is None and entries:
+                first = entry_seq(entries[0][0])
             if keep_from is not None or len(entries) < _STREAM_PAGE:
                 if keep_from is None and entries:
                     keep_from = entry_seq(entries[-1][0]) + 1
-                if keep_from is not None:
+                if keep_from is not None and first is not None:
+                    # the bodies first: a crash in between leaves stream entries without one (past the
+                    # retention, no longer listed), never a body no trim would find again
+                    await self._trim_bodies(school_id, first, keep_from)
                     await self._redis.xtrim(stream, minid=f"{keep_from}-0", approximate=False)
                     await self._trim_erased(school_id, keep_from)
                 return
             start = f"{entry_seq(entries[-1][0]) + 1}-0"
+
+    async def _trim_bodies(self, school_id: int, first: int, keep_from: int) -> None:
+        """The envelopes of the sequences the stream trim removes (from its first entry on)."""
+        key = self._keys.school_bodies(school_id)
+        for low in range(first, keep_from, _TRIM_BATCH):
+            await self._redis.hdel(key, *[str(s) for s in range(low, min(low + _TRIM_BATCH, keep_from))])
 
     async def _trim_erased(self, school_id: int, keep_from: int) -> None:
         """The erased envelopes go with the part of the stream that retention removed."""
@@ -220,16 +286,35 @@ class _Probe(msgspec.Struct):
     resource_id: str
 
 
-class _Id(msgspec.Struct):
-    id: str
-
-
 _PROBE: Final = msgspec.json.Decoder(_Probe)
-_ERASED_ID: Final = msgspec.json.Decoder(_Id)
 
 
 def is_erased(event: Event) -> bool:
     return event.data == ERASED
+
+
+_ERASED_TAILS: Final = (b',"data":{"erased":true}}', b',"data":{"erased":true},"changes":{"erased":true}}')
+
+
+def is_erased_body(body: bytes) -> bool:
+    """`is_erased` of an envelope without decoding it: `data` and `changes` are its last fields, and an
+    erased envelope (`erased_body`) ends with them as `{"erased": true}`."""
+    return body.endswith(_ERASED_TAILS)
+
+
+def logged_bodies(entries: Sequence[Any] | None, bodies: Mapping[Any, Any] | None) -> Bodies:
+    """Every envelope of a school's event log in sequence order, from its stream entries (XRANGE) and its
+    `bodies` hash (HGETALL): the hash first, the stream entry's own `body` for data written before it."""
+    out: Bodies = []
+    bodies = bodies or {}
+    for entry_id, fields in entries or ():
+        seq = str(entry_seq(entry_id))
+        body = bodies.get(seq.encode(), bodies.get(seq))
+        if body is None and fields is not None:
+            body = fields.get(b"body")
+        if body is not None:
+            out.append(as_bytes(body))
+    return out
 
 
 def erased_body(body: bytes) -> bytes:
@@ -241,6 +326,20 @@ def erased_body(body: bytes) -> bytes:
             event, data=dict(ERASED), changes=None if event.changes is None else dict(ERASED)
         )
     )
+
+
+async def school_log(redis: aioredis.Redis, keys: Keys, school_id: int) -> Bodies:
+    """Every envelope of the school's event log, in sequence order (`logged_bodies`)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xrange(keys.school_events(school_id))
+        pipe.hgetall(keys.school_bodies(school_id))
+        entries, bodies = await pipe.execute()
+    return logged_bodies(entries, bodies)
+
+
+def _names(body: bytes, event_id: str) -> bool:
+    """Whether the envelope is the event's (its id is its first field)."""
+    return body.startswith(b'{"id":"' + event_id.encode() + b'"')
 
 
 def _location(raw: bytes | str) -> tuple[int, int, str]:

@@ -3,7 +3,9 @@
 A commit appends events to the school's own stream (one slot, atomic with the snapshot). Publishing copies
 every event with a sequence above the school's `published` watermark into the `{events}` slot, in one
 script per batch: the location hash (event id -> school, sequence, type), the listing indexes, and one
-entry in the delivery stream that delivery workers consume. Then the watermark moves forward.
+entry in the delivery stream that delivery workers consume. Then the watermark moves forward. No body
+leaves the school's slot: the hand-off entry names the event, and the hand-off reads its envelope from the
+school's `bodies` hash when it fans it out (delivery/handoff.py), so an erasure overwrites the one copy.
 
 The steps sit in two slots, so they cannot be one transaction; instead each is idempotent. The publish
 script adds an event only if its location was not yet recorded (HSETNX), so a crash between the script and
@@ -62,7 +64,7 @@ class Outbox:
                     k.event_index(school_id=school_id),
                     k.event_index(type=etype, school_id=school_id),
                 ]
-                args += [fields[b"id"], str(last_seq), etype, fields[b"body"]]
+                args += [fields[b"id"], str(last_seq), etype]
             added += int(await self._scripts.publish(keys=keys, args=args))
             await self._scripts.advance_published(keys=[meta], args=[last_seq])
             if len(entries) < self._batch:

@@ -202,6 +202,10 @@ class D6Api:
             if kind == "wrong_shape":
                 return Reply(200, {"data": {"unexpected": "shape"}, "meta": reply.body["meta"]}), True
             garble = garble or kind == "garble"
+            data = plan.reshape(reply.page, reply.body["data"])
+            if data is not None:
+                reply.body["data"] = data
+                repeated = True
             if plan.repeat_cursor:
                 meta = reply.body["meta"]
                 meta["next_cursor"] = reply.cursor or meta.get("next_cursor") or encode_cursor(Cursor(id=0))

@@ -7,6 +7,7 @@ faulted or not, and `times` counts the requests on which a fault actually took e
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections import deque
@@ -35,6 +36,14 @@ class FaultSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     repeat_cursor: bool = False
     empty_list: bool = False
     """A listing answers 200 with no records and no next cursor (d6 does this when something is wrong)."""
+    repeat_row_on_page: PageNumber | None = None
+    """Page n (from 2) starts with the last record of page n-1 again: d6 repeats a row."""
+    shift_on_page: PageNumber | None = None
+    """Page n (from 2) is served as if the list had moved under the cursor: it starts with the last record of
+    page n-1 again, and its own last record is not served in this scan (one missed, one repeated)."""
+    extra_record: dict[str, Any] | None = None
+    """A record appended, as given, to the data of page `extra_record_on_page` (a malformed row)."""
+    extra_record_on_page: PageNumber = 1
     school_id: int | None = None
     endpoint: str | None = None
     times: Annotated[int, msgspec.Meta(ge=0)] | None = None
@@ -53,10 +62,18 @@ def error_body(status: int, style: str, description: str = "Simulated fault") ->
 class FaultPlan:
     """What the faults decided for one request. Page faults are resolved once the page number is known."""
 
-    __slots__ = ("error", "garble", "latency", "rate_limited", "repeat_cursor", "spec")
+    __slots__ = ("error", "garble", "last_rows", "latency", "rate_limited", "repeat_cursor", "scope", "spec")
 
-    def __init__(self, spec: FaultSpec) -> None:
+    def __init__(
+        self,
+        spec: FaultSpec,
+        last_rows: dict[tuple[int | None, str], tuple[int, Any]] | None = None,
+        scope: tuple[int | None, str] = (None, ""),
+    ) -> None:
         self.spec = spec
+        self.last_rows = last_rows if last_rows is not None else {}
+        """(school, path) -> (page, the last record it served): what a repeated or shifted page repeats."""
+        self.scope = scope
         self.latency = spec.latency_ms / 1000.0
         self.rate_limited = False
         self.error = False
@@ -72,6 +89,21 @@ class FaultPlan:
         if spec.wrong_shape_on_page == page:
             return "wrong_shape"
         return None
+
+    def reshape(self, page: int, data: list[Any]) -> list[Any] | None:
+        """The page's records after the row faults (a repeated row, a shift, an extra record), or None when
+        none took effect. Remembers the page's last record for the page after it."""
+        spec = self.spec
+        before = self.last_rows.get(self.scope)
+        if data:
+            self.last_rows[self.scope] = (page, copy.deepcopy(data[-1]))
+        changed: list[Any] | None = None
+        repeat = page in (spec.repeat_row_on_page, spec.shift_on_page)
+        if repeat and before is not None and before[0] == page - 1:
+            changed = [before[1], *(data[:-1] if page == spec.shift_on_page and data else data)]
+        if spec.extra_record is not None and page == spec.extra_record_on_page:
+            changed = [*(data if changed is None else changed), copy.deepcopy(spec.extra_record)]
+        return changed
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -90,12 +122,14 @@ class Faults:
         self.fired = 0
         self._rng = random.Random(seed ^ 0xFA17)
         self._window: deque[float] = deque()
+        self._last_rows: dict[tuple[int | None, str], tuple[int, Any]] = {}
 
     def replace(self, spec: FaultSpec) -> None:
         self.spec = spec
         self.remaining = spec.times
         self.fired = 0
         self._window.clear()
+        self._last_rows.clear()
 
     def clear(self) -> None:
         self.replace(FaultSpec())
@@ -116,7 +150,7 @@ class Faults:
             return None
         if spec.endpoint is not None and spec.endpoint not in path:
             return None
-        plan = FaultPlan(spec)
+        plan = FaultPlan(spec, self._last_rows, (school_id, path))
         if spec.rate_limit_rps is not None:
             now = time.monotonic()
             window = self._window

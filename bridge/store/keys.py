@@ -19,14 +19,23 @@ schools), `{integrations}` (deployment-wide integration facts), `{subs}` (the su
 Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
 
     d6b:{s:1000}:meta                 hash: seq, published, ver:<r>, baseline:<r>, count:<r>, polled:<r>,
-                                      and the flags denied, revoked, purged (times); fields: META_* below
+                                      bodies, and the flags denied, revoked, purged (times); fields: META_*
     d6b:{s:1000}:snap:learner:hash    hash: record id -> 16-byte BLAKE2b digest of the canonical record
     d6b:{s:1000}:snap:learner:rec     hash: record id -> last known normalised record (msgpack)
     d6b:{s:1000}:snap:learner:hold    string: held-back removal id set (msgpack list), absent when none
-    d6b:{s:1000}:events               stream: entry id "<sequence>-0", fields id, type, body (the envelope);
-                                      an erased event's entry is deleted (the last one's is replaced by
-                                      "<sequence>-1", so the stream still ends at `seq`)
-    d6b:{s:1000}:erased               hash: sequence -> the erased envelope of that event (see `erased`)
+    d6b:{s:1000}:snap:learner:dup     string: digest of the last scan not trusted (an id in it twice; the
+                                      next must agree, sync/diff.py), with a TTL; absent after a clean one
+    d6b:{s:1000}:events               stream: entry id "<sequence>-0", fields id, type: no body, so nothing
+                                      personal (a stream keeps a deleted entry's bytes until its whole node
+                                      goes). Written before the `bodies` hash, entries also hold `body` (the
+                                      envelope), and an erased one was deleted (the last one replaced by
+                                      "<sequence>-1"); an erasure rewrites such a stream first (`bodies` in
+                                      meta says it was)
+    d6b:{s:1000}:bodies               hash: sequence -> the event's envelope, as signed and sent; an erasure
+                                      overwrites it (gone from memory at once, from the files at their next
+                                      save or rewrite); retention deletes it with the stream entry
+    d6b:{s:1000}:erased               hash: sequence -> the erased envelope of that event (which events an
+                                      erasure reached: `bodies` holds the same bytes)
     d6b:{s:1000}:lease:poll           string: fencing token of the current holder (with a TTL)
     d6b:{s:1000}:lease:poll:owner     string: who holds it (diagnostics only)
     d6b:{s:1000}:fence                counter: fencing tokens, monotonic per school across lease names
@@ -37,7 +46,8 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{events}:idx:t:<type>         the same, per event type
     d6b:{events}:idx:s:<school>       the same, per school
     d6b:{events}:idx:s:<school>:t:<type>
-    d6b:{events}:deliveries           stream: the hand-off to delivery workers (id, school_id, ...)
+    d6b:{events}:deliveries           stream: the hand-off to delivery workers (id, school_id, sequence,
+                                      type; no body: the hand-off reads it from the school's `bodies`)
     d6b:{events}:handoff              string: last delivery-stream entry id handed to the dispatcher
     d6b:{events}:handoff:lock         string: which replica runs the hand-off now (with a TTL)
     d6b:{integrations}:baseline       string: set once the first integrations poll was recorded
@@ -75,6 +85,9 @@ META_SEQ: Final = "seq"
 """The school's last event sequence (the last entry of its event stream)."""
 META_PUBLISHED: Final = "published"
 """The publish watermark: every event up to this sequence is in the `{events}` slot."""
+META_BODIES: Final = "bodies"
+"""Set ("1") once the school's event stream holds no envelope (every one is in its `bodies` hash): a stream
+that started empty, or one an erasure rewrote (store/scripts.py EVENTS_UNBODY)."""
 # The school flags (times; `SchoolFlags` in sync/snapshot.py says what each one means), in its order.
 META_DENIED: Final = "denied"
 META_REVOKED: Final = "revoked"
@@ -136,12 +149,24 @@ class Keys(msgspec.Struct, frozen=True):
     def snapshot_hold(self, school_id: int, resource: str) -> str:
         return self.school(school_id, f"snap:{resource}:hold")
 
+    def snapshot_dup(self, school_id: int, resource: str) -> str:
+        """String: the digest of the last scan with a duplicate id, which the next scan must match."""
+        return self.school(school_id, f"snap:{resource}:dup")
+
     def school_events(self, school_id: int) -> str:
         """The school's durable event log; the stream entry id is the event's sequence."""
         return self.school(school_id, "events")
 
+    def school_bodies(self, school_id: int) -> str:
+        """Hash: sequence -> the event's envelope (the stream holds its id and type only)."""
+        return self.school(school_id, "bodies")
+
+    def school_events_rewrite(self, school_id: int) -> str:
+        """Stream: where an erasure builds the school's event stream anew, for a moment (one script)."""
+        return self.school(school_id, "events:rewrite")
+
     def school_erased(self, school_id: int) -> str:
-        """Hash: sequence -> the envelope of an erased event (its stream entry is gone)."""
+        """Hash: sequence -> the envelope of an erased event (`bodies` holds the same)."""
         return self.school(school_id, "erased")
 
     def lease(self, school_id: int, name: str = "poll") -> str:
@@ -258,6 +283,16 @@ class Keys(msgspec.Struct, frozen=True):
         """Sorted set: the attempt log (JSON `Attempt`) by attempt time."""
         return self._sub(subscription_id, "attempts")
 
+    def subscription_key_pattern(self) -> str:
+        """SCAN pattern matching every key of every subscription (the orphan sweep, delivery/store.py)."""
+        return _glob_escape(f"{self.prefix}:{{sub:") + "*"
+
+    def subscription_of(self, key: str) -> str | None:
+        """The subscription id in one of its keys, None for any other key."""
+        head = f"{self.prefix}:{{sub:"
+        subscription_id, tagged, _ = key.removeprefix(head).partition("}:")
+        return subscription_id if key.startswith(head) and tagged else None
+
     def all_of(self, subscription_id: str) -> list[str]:
         """Every fixed key of a subscription (lanes come from `lanes`)."""
         return [
@@ -271,3 +306,8 @@ class Keys(msgspec.Struct, frozen=True):
             self.dead(subscription_id),
             self.attempts(subscription_id),
         ]
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a Redis glob (SCAN MATCH)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

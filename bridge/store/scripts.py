@@ -23,6 +23,7 @@ from redis.commands.core import AsyncScript
 
 from bridge.store.keys import (
     META_BASELINE,
+    META_BODIES,
     META_COUNT,
     META_DENIED,
     META_POLLED,
@@ -39,6 +40,7 @@ _FIELDS: Final = {
     "published": META_PUBLISHED,
     "ver": META_VERSION,
     "baseline": META_BASELINE,
+    "bodies": META_BODIES,
     "count": META_COUNT,
     "polled": META_POLLED,
     "denied": META_DENIED,
@@ -74,10 +76,12 @@ def _lua(source: str) -> str:
 
 # --- a school's slot: snapshots, events, leases (sync/snapshot.py, events/outbox.py, sync/lease.py) ---------
 
-# KEYS: 1 lease, 2 meta, 3 hashes, 4 records, 5 hold, 6 events stream
+# KEYS: 1 lease, 2 meta, 3 hashes, 4 records, 5 hold, 6 events stream, 7 bodies
 # ARGV: 1 token ("" = no lease check), 2 resource, 3 expected version, 4 now, 5 hold marker ("" = none),
 #       6 upserts n, 7 deletes n, 8 events n, 9 school flags n, then n*(id, digest, record), n*(id),
 #       n*(id, type, head, tail), n*(flag field, value; "" deletes the field)
+# Each event's envelope goes to the bodies hash (where an erasure overwrites it), its id and type to the
+# stream. A stream that was empty holds no envelope at all: `bodies` in meta says so.
 # Returns {"ok", first_seq, last_seq, new_version} | {"lost_lease", holder} | {"conflict", version}
 #       | {"corrupt", detail}
 COMMIT: Final = _lua("""
@@ -95,6 +99,7 @@ if last[1] then
   local last_seq = tonumber(string.match(last[1][1], '^(%d+)-'))
   if last_seq ~= seq then return {'corrupt', 'stream ends at ' .. last[1][1] .. ', seq is ' .. seq} end
 end
+local unbodied = not last[1]
 local n_up, n_del, n_ev = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local n_flags = tonumber(ARGV[9])
 local i = 10
@@ -112,10 +117,11 @@ if ARGV[5] == '' then redis.call('DEL', KEYS[5]) else redis.call('SET', KEYS[5],
 local first = seq + 1
 for _ = 1, n_ev do
   seq = seq + 1
-  redis.call('XADD', KEYS[6], seq .. '-0',
-    'id', ARGV[i], 'type', ARGV[i + 1], 'body', ARGV[i + 2] .. seq .. ARGV[i + 3])
+  redis.call('XADD', KEYS[6], seq .. '-0', 'id', ARGV[i], 'type', ARGV[i + 1])
+  redis.call('HSET', KEYS[7], seq, ARGV[i + 2] .. seq .. ARGV[i + 3])
   i = i + 4
 end
+if unbodied and n_ev > 0 then redis.call('HSET', KEYS[2], '$bodies', 1) end
 for _ = 1, n_flags do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[2], ARGV[i])
@@ -130,22 +136,22 @@ return {'ok', first, seq, version + 1}
 """)
 
 # KEYS: 1 locations, 2 all-index, 3 deliveries, then 3 per event: type index, school index, both
-# ARGV: 1 school id, then 4 per event: id, sequence, type, body
-# Adds each event once (HSETNX on its location is the guard), so publishing again is harmless.
+# ARGV: 1 school id, then 3 per event: id, sequence, type
+# Adds each event once (HSETNX on its location is the guard), so publishing again is harmless. The
+# hand-off entry names the event; its body stays in the school's `bodies` hash (delivery/handoff.py).
 PUBLISH: Final = """
 local school = ARGV[1]
 local added = 0
-local n = (#ARGV - 1) / 4
+local n = (#ARGV - 1) / 3
 for e = 0, n - 1 do
-  local a = 2 + e * 4
-  local id, seq, etype, body = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local a = 2 + e * 3
+  local id, seq, etype = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   if redis.call('HSETNX', KEYS[1], id, school .. ':' .. seq .. ':' .. etype) == 1 then
     redis.call('ZADD', KEYS[2], 0, id)
     redis.call('ZADD', KEYS[4 + e * 3], 0, id)
     redis.call('ZADD', KEYS[5 + e * 3], 0, id)
     redis.call('ZADD', KEYS[6 + e * 3], 0, id)
-    redis.call('XADD', KEYS[3], '*', 'id', id, 'school_id', school, 'sequence', seq, 'type', etype,
-      'body', body)
+    redis.call('XADD', KEYS[3], '*', 'id', id, 'school_id', school, 'sequence', seq, 'type', etype)
     added = added + 1
   end
 end
@@ -206,16 +212,18 @@ redis.call('HSET', KEYS[1], '$purged', ARGV[2])
 return 1
 """)
 
-# KEYS: 1 meta, 2 hashes, 3 records, 4 events stream, 5 erased bodies
+# KEYS: 1 meta, 2 hashes, 3 records, 4 events stream, 5 erased, 6 bodies
 # ARGV: 1 resource, 2 record id, 3 the school's seq when the events were read, 4 n, then n*(seq, id, body)
-# An erasure (sync/snapshot.py `erase`): each named event's stream entry gives way to its erased envelope in
-# the erased hash (the stream's last entry is replaced by "<seq>-1", so the commit still finds the stream
-# ending at `seq`), and the record's stored body leaves the snapshot while its digest stays. Refused when
-# the school has events it has not published yet or events came since they were read (the caller reads
-# again), or when an entry is not the event named. The resource's version moves, so a poll that diffed
-# against the record's old body cannot commit it back.
-# Returns {"ok", events erased, record removed (0/1), digest kept (0/1)} | {"moved", detail}
+# An erasure (sync/snapshot.py `erase`): each named event's envelope in the bodies hash is overwritten by
+# its erased envelope (also recorded in the erased hash), and the record's stored body leaves the
+# snapshot while its digest stays. The stream entries (id and type) stay. Refused when the school has
+# events it has not published yet or events came since they were read (the caller reads again), when an
+# entry is not the event named, or while the stream may still hold envelopes (`bodies` not set in meta:
+# the caller runs EVENTS_UNBODY first). The resource's version moves, so a poll that diffed against the
+# record's old body cannot commit it back.
+# Returns {"ok", events erased, record removed (0/1), digest kept (0/1)} | {"moved", detail} | {"unbody"}
 ERASE_RECORD: Final = _lua("""
+if redis.call('HGET', KEYS[1], '$bodies') ~= '1' then return {'unbody'} end
 local seq = tonumber(redis.call('HGET', KEYS[1], '$seq') or '0')
 if seq ~= tonumber(ARGV[3]) then return {'moved', 'the school has new events'} end
 if tonumber(redis.call('HGET', KEYS[1], '$published') or '0') < seq then
@@ -233,20 +241,46 @@ for i = 0, n - 1 do
   if found ~= id then return {'moved', 'entry ' .. s .. ' is not ' .. id} end
 end
 for i = 0, n - 1 do
-  local s, id, body = ARGV[5 + i * 3], ARGV[6 + i * 3], ARGV[7 + i * 3]
-  local entry = redis.call('XRANGE', KEYS[4], s .. '-0', s .. '-0')[1]
-  local etype = ''
-  for f = 1, #entry[2], 2 do
-    if entry[2][f] == 'type' then etype = entry[2][f + 1] end
-  end
+  local s, body = ARGV[5 + i * 3], ARGV[7 + i * 3]
+  redis.call('HSET', KEYS[6], s, body)
   redis.call('HSET', KEYS[5], s, body)
-  redis.call('XDEL', KEYS[4], s .. '-0')
-  if tonumber(s) == seq then redis.call('XADD', KEYS[4], s .. '-1', 'id', id, 'type', etype, 'body', body) end
 end
 local removed = redis.call('HDEL', KEYS[3], ARGV[2])
 local kept = redis.call('HEXISTS', KEYS[2], ARGV[2])
 if n > 0 or removed > 0 then redis.call('HINCRBY', KEYS[1], '$ver' .. ARGV[1], 1) end
 return {'ok', n, removed, kept}
+""")
+
+# KEYS: 1 meta, 2 events stream, 3 bodies, 4 the stream being rebuilt; ARGV: 1 page size
+# Before an erasure, once per school: a stream written before the bodies hash holds envelopes, and the
+# entries deleted from it (old erasures, retention) keep their bytes in its nodes until a whole node goes,
+# so Redis's files still write them. This moves every envelope into the bodies hash (unless it holds one
+# already), rebuilds the stream from the ids and types alone (same entry ids) and replaces it, so that no
+# byte of a deleted entry is left; then `bodies` in meta is set. One script: commits wait, and see the
+# same stream end. Returns how many entries were kept.
+EVENTS_UNBODY: Final = _lua("""
+local page, start, kept = tonumber(ARGV[1]), '-', 0
+redis.call('DEL', KEYS[4])
+while true do
+  local entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', page)
+  for _, entry in ipairs(entries) do
+    local id, etype, body = '', '', nil
+    for f = 1, #entry[2], 2 do
+      local name = entry[2][f]
+      if name == 'id' then id = entry[2][f + 1]
+      elseif name == 'type' then etype = entry[2][f + 1]
+      elseif name == 'body' then body = entry[2][f + 1] end
+    end
+    if body then redis.call('HSETNX', KEYS[3], string.match(entry[1], '^(%d+)-'), body) end
+    redis.call('XADD', KEYS[4], entry[1], 'id', id, 'type', etype)
+    kept = kept + 1
+  end
+  if #entries < page then break end
+  start = '(' .. entries[#entries][1]
+end
+if kept > 0 then redis.call('RENAME', KEYS[4], KEYS[2]) else redis.call('DEL', KEYS[2]) end
+redis.call('HSET', KEYS[1], '$bodies', 1)
+return kept
 """)
 
 # --- the `{events}` slot: the delivery hand-off (delivery/handoff.py) ---------------------------------------
@@ -281,11 +315,14 @@ return #ids
 
 # --- a subscription's slot: its delivery queue (delivery/queue.py) ------------------------------------------
 
-# KEYS: 1 fanned, 2 deliveries, 3 due, 4 lanes, 5 traces, then the lanes the items name (ordered only)
+# KEYS: 1 fanned, 2 deliveries, 3 due, 4 lanes, 5 traces, 6 subscription, then the lanes the items name
+#       (ordered only)
 # ARGV: 1 ordered, 2 now, 3 check_fanned, 4 the items, each 7 fields packed by `codec.packed`:
-#       event_id, event_ts, delivery_id, record, school_id, trace, lane (its index after KEYS[5])
+#       event_id, event_ts, delivery_id, record, school_id, trace, lane (its index after KEYS[6])
 # Queues a batch of events for one subscription, in the order given (one call, not one per event).
-# Returns per item 1 when queued, 0 when `check_fanned` found the event queued already.
+# Returns per item 1 when queued, 0 when `check_fanned` found the event queued already or the subscription
+# is gone: a fan-out that read the subscription list before a delete writes nothing (a delete removes the
+# record first, see delivery/store.py), so no queue outlives its subscription.
 DELIVERY_ENQUEUE: Final = (
     _FIELDS_LUA
     + """
@@ -296,6 +333,11 @@ while pos <= #items do
   pos, r.event, r.ts, r.id, r.record, r.school, r.trace, r.lane = fields(items, pos, 7)
   rows[#rows + 1] = r
   events[#events + 1] = r.event
+end
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  local refused = {}
+  for i = 1, #rows do refused[i] = 0 end
+  return refused
 end
 local known = once and redis.call('ZMSCORE', KEYS[1], unpack(events)) or {}
 local seen, out, marks, records, traces, due = {}, {}, {}, {}, {}, {}
@@ -310,7 +352,7 @@ for i, r in ipairs(rows) do
     traces[#traces + 1] = r.event; traces[#traces + 1] = r.trace
     if ordered then
       redis.call('SADD', KEYS[4], r.school)
-      if redis.call('RPUSH', KEYS[5 + tonumber(r.lane)], r.id) == 1 then
+      if redis.call('RPUSH', KEYS[6 + tonumber(r.lane)], r.id) == 1 then
         redis.call('ZADD', KEYS[3], 'NX', now, r.id)
       end
     else
@@ -329,27 +371,32 @@ return out
 )
 
 # KEYS: due, leases, deliveries.  ARGV: now, lease_until, token, limit
+# Works through the due ids in chunks of 500: Lua's `unpack` fails near 8,000 values ("too many results to
+# unpack"), and a claim may take `BRIDGE_DELIVERY_CONCURRENCY` (up to 10,000) deliveries at once.
 DELIVERY_CLAIM: Final = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
-if #ids == 0 then return {} end
-local records = redis.call('HMGET', KEYS[3], unpack(ids))
-local out, due, leases, gone = {}, {}, {}, {}
-for i, id in ipairs(ids) do
-  if records[i] then
-    due[#due + 1] = ARGV[2]; due[#due + 1] = id
-    leases[#leases + 1] = id; leases[#leases + 1] = ARGV[3]
-    out[#out + 1] = records[i]
-  else
-    gone[#gone + 1] = id
+local out = {}
+for first = 1, #ids, 500 do
+  local chunk = {unpack(ids, first, math.min(first + 499, #ids))}
+  local records = redis.call('HMGET', KEYS[3], unpack(chunk))
+  local due, leases, gone = {}, {}, {}
+  for i, id in ipairs(chunk) do
+    if records[i] then
+      due[#due + 1] = ARGV[2]; due[#due + 1] = id
+      leases[#leases + 1] = id; leases[#leases + 1] = ARGV[3]
+      out[#out + 1] = records[i]
+    else
+      gone[#gone + 1] = id
+    end
   end
-end
-if #due > 0 then
-  redis.call('ZADD', KEYS[1], unpack(due))
-  redis.call('HSET', KEYS[2], unpack(leases))
-end
-if #gone > 0 then
-  redis.call('ZREM', KEYS[1], unpack(gone))
-  redis.call('HDEL', KEYS[2], unpack(gone))
+  if #due > 0 then
+    redis.call('ZADD', KEYS[1], unpack(due))
+    redis.call('HSET', KEYS[2], unpack(leases))
+  end
+  if #gone > 0 then
+    redis.call('ZREM', KEYS[1], unpack(gone))
+    redis.call('HDEL', KEYS[2], unpack(gone))
+  end
 end
 return out
 """
@@ -436,10 +483,12 @@ redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[2]) - 1)
 return out
 """)
 
-# KEYS: fanned, traces.  ARGV: event_id, event_ts, trace, check_fanned
+# KEYS: fanned, traces, subscription.  ARGV: event_id, event_ts, trace, check_fanned
 # An event not sent to this subscription (an update outside its `fields`, or one being erased): its trace
-# says why; `fanned` makes a second fan-out of it a no-op, as for a queued one.
+# says why; `fanned` makes a second fan-out of it a no-op, as for a queued one. Returns 0 (and writes
+# nothing) when the subscription is gone, as DELIVERY_ENQUEUE does.
 DELIVERY_SKIP: Final = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 and ARGV[4] == '1' then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return 1
@@ -550,6 +599,7 @@ class Scripts:
         self.lease_release: AsyncScript = redis.register_script(LEASE_RELEASE)
         self.purge_snapshots: AsyncScript = redis.register_script(PURGE_SNAPSHOTS)
         self.erase_record: AsyncScript = redis.register_script(ERASE_RECORD)
+        self.events_unbody: AsyncScript = redis.register_script(EVENTS_UNBODY)
         self.handoff_advance: AsyncScript = redis.register_script(HANDOFF_ADVANCE)
         self.subscription_update: AsyncScript = redis.register_script(SUBSCRIPTION_UPDATE)
         self.subscription_resume: AsyncScript = redis.register_script(SUBSCRIPTION_RESUME)

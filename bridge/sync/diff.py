@@ -14,12 +14,21 @@ records, the removals are held back: nothing is emitted, the records stay in the
 set is stored as a marker. The next complete scan confirms it if it again lacks every held id; then the
 held ids are removed (and emitted). If some came back, it is not confirmed: the remaining removals are
 judged afresh (a mass again: a new hold; a few: ordinary removals). Creates and updates are never held.
+
+Duplicate ids (docs/guarantees.md): a scan in which one id appears twice (the list moved under the cursor, or
+d6 repeated a row) is not trusted at once. The plan names the ids (`duplicated`) and a digest of the whole
+scan (`scan_digest`: every id with its last row, and every row of a duplicated id in order); it is
+`trusted` only when the snapshot's `unsettled` digest, stored by the scan before, is the same: two
+consecutive scans agree. Then it is diffed as usual, the last row of an id winning. The poller stores the
+digest of a scan it does not trust, and clears it after a trusted one. A transaction feed's keys
+(d6/finance.py `TransactionKeys`) give the same key to one row repeated on two pages, so the same rule
+covers its exact repeats across a page boundary.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -50,6 +59,8 @@ class PreviousSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     hold: frozenset[str] | None = None
     version: int = 0
     baseline: bool = False
+    unsettled: bytes | None = None
+    """The `scan_digest` of the last scan that was not trusted (an id in it twice); None after a clean one."""
 
 
 class RecordChange(msgspec.Struct, kw_only=True, frozen=True):
@@ -69,6 +80,15 @@ class DiffPlan(msgspec.Struct, kw_only=True, frozen=True):
     missing: list[str]
     duplicates: int
     compare: Callable[[Record], Record] | None = None
+    duplicated: tuple[str, ...] = ()
+    """The ids that appeared more than once in the scan, sorted."""
+    scan_digest: bytes | None = None
+    """With `duplicated`: what the next scan must match to be trusted (see the module docstring)."""
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the scan may be diffed: no id twice, or the scan before was this same scan."""
+        return not self.duplicated or self.previous.unsettled == self.scan_digest
 
     @property
     def need_old(self) -> list[str]:
@@ -101,23 +121,31 @@ def plan_diff(
     records: Iterable[Record],
     id_of: str | Callable[[Record], str],
     compare: Callable[[Record], Record] | None = None,
+    *,
+    keys: Sequence[str] | None = None,
 ) -> DiffPlan:
-    """Hash the new scan and sort ids into created / changed / missing. `id_of` is a field or a function.
+    """Hash the new scan and sort ids into created / changed / missing. `id_of` is a field or a function;
+    `keys`, when given, are the records' ids in order instead (a transaction scan's `TransactionKeys`).
 
     `compare` gives the form records are compared in (amounts normalised). Digests are of the records as
     sent, so an unchanged record costs what it costs without one; a record whose digest moved is compared
     in that form by `finish_diff`, and one that differs only in form updates the snapshot silently."""
-    key = _key_function(id_of)
     scanned: dict[str, Record] = {}
     digests: dict[str, bytes] = {}
-    duplicates = 0
+    repeats: dict[str, list[bytes]] = {}  # a duplicated id -> the digest of each of its rows, in order
     encode, blake2b = _CANONICAL.encode, hashlib.blake2b  # the hot loop: tens of thousands of records
-    for record in records:
-        rid = key(record)
-        if rid in scanned:
-            duplicates += 1  # the same record on two pages: the last one wins
+    if keys is None:
+        key = _key_function(id_of)
+        keyed: Iterable[tuple[str, Record]] = ((key(record), record) for record in records)
+    else:
+        keyed = zip(keys, records, strict=True)
+    for rid, record in keyed:
+        row = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
+        if rid in scanned:  # the same id twice: the last row wins, and the scan is not trusted at once
+            repeats.setdefault(rid, [digests[rid]]).append(row)
         scanned[rid] = record
-        digests[rid] = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
+        digests[rid] = row
+    duplicated = tuple(sorted(repeats))
     old = previous.hashes
     created = [rid for rid in scanned if rid not in old]
     changed = [rid for rid in scanned if rid in old and old[rid] != digests[rid]]
@@ -129,9 +157,24 @@ def plan_diff(
         created=created,
         changed=changed,
         missing=missing,
-        duplicates=duplicates,
+        duplicates=sum(len(rows) - 1 for rows in repeats.values()),
         compare=compare,
+        duplicated=duplicated,
+        scan_digest=_scan_digest(digests, repeats) if duplicated else None,
     )
+
+
+def _scan_digest(digests: Mapping[str, bytes], repeats: Mapping[str, list[bytes]]) -> bytes:
+    """What a suspicious scan was: each id with its (last) row's digest, and each row of a duplicated id."""
+    summary = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    for rid in sorted(digests):
+        summary.update(f"{rid}\0".encode())
+        summary.update(digests[rid])
+    for rid in sorted(repeats):
+        summary.update(f"\1{rid}\0".encode())
+        for row in repeats[rid]:
+            summary.update(row)
+    return summary.digest()
 
 
 def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult:
@@ -233,7 +276,8 @@ def _key_function(id_of: str | Callable[[Record], str]) -> Callable[[Record], st
         if type(value) is int:  # the usual case, after normalisation
             return str(value)
         if value is None or isinstance(value, bool | dict | list):
-            raise D6MalformedResponse(f"record without a usable {field}: {value!r}")
+            # The field, never its value (docs/personal-data.md): this text reaches logs and `/v1/schools`.
+            raise D6MalformedResponse(f"record without a usable {field} (got {type(value).__name__})")
         return str(value)
 
     return key

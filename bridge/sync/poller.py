@@ -13,8 +13,14 @@ second) keeps the replica that polled last on time while the others skip. Becaus
 start, is recorded, a school that waited in the queue (d6 budget short) is not pushed back an interval.
 
 A scan that fails part way raises before anything is diffed: the snapshot and the event log stay as they
-were. A 401 "Client has not authorised access" hands the school to `on_denied` (the watcher revokes it
-once); the first scan of a denied school that reads again hands it to `on_restored` before anything is
+were. A complete scan in which one id appears twice (the list moved under the cursor, or d6 repeated a row)
+is not trusted at once (docs/guarantees.md): nothing is diffed, a digest of the scan is kept
+(`snap:<resource>:dup`), the poll counts as `duplicates` and is recorded like a failed one (its `last_error`
+names the ids), and the feed is polled again at its next turn; when that scan is the same scan, it is
+diffed, the last row of an id winning.
+
+A 401 "Client has not authorised access" hands the school to `on_denied` (the watcher revokes it once); the
+first scan of a denied school that reads again hands it to `on_restored` before anything is
 committed, so `integration.authorised` precedes the changes made while access was denied.
 
 A lease that cannot be released (Redis frozen or unreachable when the poll ends) is released in the
@@ -49,6 +55,22 @@ log = structlog.get_logger(__name__)
 
 LEASE_SECONDS: Final = 60.0
 RENEW_EVERY_SECONDS: Final = 20.0
+UNSETTLED_MIN_SECONDS: Final = 86_400.0
+"""How long the digest of an untrusted scan waits for the next scan at least (else four intervals)."""
+SHOWN_IDS: Final = 20
+"""Duplicated ids named in a log line and in `last_error` (the count says how many in all)."""
+
+
+class ScanUntrusted(Exception):
+    """A complete scan with a duplicate id that the scan before did not match: nothing is diffed."""
+
+    def __init__(self, duplicated: tuple[str, ...]) -> None:
+        self.duplicated = duplicated
+        shown = ", ".join(duplicated[:SHOWN_IDS]) + (", ..." if len(duplicated) > SHOWN_IDS else "")
+        super().__init__(
+            f"{len(duplicated)} id(s) appear twice in one scan: {shown}; nothing diffed until the next scan "
+            "agrees"
+        )
 
 
 class SchoolPoller:
@@ -161,12 +183,21 @@ class SchoolPoller:
             denied = (
                 self.on_restored is not None and (await self.snapshots.flags(school_id)).denied is not None
             )
-            records, pages = await self._scan(school_id, resource)
+            scanned, pages = await self._scan(school_id, resource)
+            records = [record for page in scanned for record in page]
             if lost.is_set():
                 raise LeaseLost(f"school {school_id}: lease lost during the scan")
             if denied and self.on_restored is not None:
                 await self.on_restored(school_id)  # before the changes: `authorised` comes first
-            emitted = await self._commit(school_id, resource, records, token)
+            emitted = await self._commit(school_id, resource, scanned, records, token)
+        except ScanUntrusted as untrusted:
+            bound.warning(
+                "scan not trusted: an id appears twice; nothing diffed, polled again",
+                duplicated=list(untrusted.duplicated[:SHOWN_IDS]),
+                count=len(untrusted.duplicated),
+            )
+            await self.status.failed(school_id, resource.name, f"{type(untrusted).__name__}: {untrusted}")
+            return "duplicates"
         except D6NotAuthorised as error:
             bound.warning("school denies access to its data", error=str(error))
             await self.status.failed(school_id, resource.name, f"access denied: {error}")
@@ -194,25 +225,46 @@ class SchoolPoller:
         )
         return "ok"
 
-    async def _scan(self, school_id: int, resource: Resource) -> tuple[list[Record], int]:
-        """Every record of every page and the number of pages, or an exception: never a partial list."""
-        records: list[Record] = []
-        count = 0
+    async def _scan(self, school_id: int, resource: Resource) -> tuple[list[list[Record]], int]:
+        """The records of every page, page by page (prepared), and the number of pages, or an exception:
+        never a partial list."""
+        scanned: list[list[Record]] = []
         pages: AsyncIterator[Page] = self.d6.scan_endpoint(
             resource.endpoint, school_id, **resource.query(self.settings)
         )
+        prepare = resource.prepare
         async for page in pages:
-            records.extend(page.records)
-            count += 1
-        if resource.prepare is not None:
-            records = resource.prepare(records)
-        metrics.RECORDS_SCANNED.labels(resource=resource.prefix).inc(len(records))
-        return records, count
+            scanned.append(prepare(page.records) if prepare is not None else page.records)
+        metrics.RECORDS_SCANNED.labels(resource=resource.prefix).inc(sum(map(len, scanned)))
+        return scanned, len(scanned)
 
-    async def _commit(self, school_id: int, feed: Resource, records: list[Record], token: int) -> int:
+    async def _commit(
+        self, school_id: int, feed: Resource, pages: list[list[Record]], records: list[Record], token: int
+    ) -> int:
         resource = feed.prefix
         previous = await self.snapshots.load(school_id, resource)
-        plan = plan_diff(previous, records, feed.key_function(), feed.compare)
+        keys = None
+        if feed.scan_keys is not None:  # identity depends on the scan: paired with the snapshot
+            keyer = feed.scan_keys(pages)
+            wanted = keyer.to_read(previous.hashes)
+            twins = await self.snapshots.records(school_id, resource, wanted) if wanted else {}
+            keys = keyer.keys(previous.hashes, twins)
+        plan = plan_diff(previous, records, feed.key_function(), feed.compare, keys=keys)
+        if plan.duplicated:  # kept (its TTL renewed) while scans repeat: the next must agree with this one
+            interval = self.settings.feed_interval(feed.name)
+            ttl = max(UNSETTLED_MIN_SECONDS, 4 * interval)
+            await self.snapshots.unsettle(school_id, resource, plan.scan_digest, ttl)
+            if not plan.trusted:
+                raise ScanUntrusted(plan.duplicated)
+            log.warning(
+                "scan with an id twice diffed: the scan before agreed",
+                school_id=school_id,
+                resource=resource,
+                duplicated=list(plan.duplicated[:SHOWN_IDS]),
+                count=len(plan.duplicated),
+            )
+        elif previous.unsettled is not None:  # a clean scan: the next suspicious one starts afresh
+            await self.snapshots.unsettle(school_id, resource, None, 0)
         result = finish_diff(plan, await self.snapshots.records(school_id, resource, plan.need_old))
         if feed.aged_out is not None and result.removed:
             result = _without_aged_out(result, feed, self.settings)

@@ -51,6 +51,7 @@ from bridge.store.scripts import Scripts
 from bridge.sync.diff import DiffResult, PreviousSnapshot, Record
 
 _CHUNK: Final = 1000
+_UNBODY_PAGE: Final = 500
 _PACK: Final = msgspec.msgpack.Encoder()
 _UNPACK_IDS: Final = msgspec.msgpack.Decoder(list[str])
 
@@ -75,7 +76,9 @@ class SchoolFlags(msgspec.Struct, kw_only=True, frozen=True):
     denied: float | None = None
     """Since when d6 has refused the school's data while the integrations list still shows it."""
     revoked: float | None = None
-    """Since when the school has had no pair in the integrations list."""
+    """Since when the school has had no pair in the integrations list; since its denial when it was denied
+    first (the purge clock counts from the first loss of authorisation, and leaving the list clears
+    `denied`)."""
     purged: float | None = None
     """When its record snapshots were purged (`BRIDGE_REVOKED_PURGE_DAYS`)."""
 
@@ -114,13 +117,24 @@ class SnapshotStore:
             pipe.hgetall(k.snapshot_hashes(school_id, resource))
             pipe.get(k.snapshot_hold(school_id, resource))
             pipe.hmget(k.school_meta(school_id), [meta_version(resource), meta_baseline(resource)])
-            raw_hashes, raw_hold, (ver, baseline) = await pipe.execute()
+            pipe.get(k.snapshot_dup(school_id, resource))
+            raw_hashes, raw_hold, (ver, baseline), raw_dup = await pipe.execute()
         return PreviousSnapshot(
             hashes={key.decode(): value for key, value in raw_hashes.items()},
             hold=frozenset(_UNPACK_IDS.decode(raw_hold)) if raw_hold else None,
             version=int(ver or 0),
             baseline=bool(baseline),
+            unsettled=as_bytes(raw_dup) if raw_dup else None,
         )
+
+    async def unsettle(self, school_id: int, resource: str, scan_digest: bytes | None, ttl: float) -> None:
+        """Store the digest of a scan not trusted (an id in it twice, sync/diff.py), or clear it (None)."""
+        _check(resource)
+        key = self._keys.snapshot_dup(school_id, resource)
+        if scan_digest is None:
+            await self._redis.delete(key)
+        else:
+            await self._redis.set(key, scan_digest, px=max(1, int(ttl * 1000)))
 
     async def records(self, school_id: int, resource: str, ids: Sequence[str]) -> dict[str, Record]:
         """The last known records of `ids` (those present), fetched in chunks."""
@@ -188,6 +202,7 @@ class SnapshotStore:
             k.snapshot_records(school_id, resource),
             k.snapshot_hold(school_id, resource),
             k.school_events(school_id),
+            k.school_bodies(school_id),
         ]
         await self._redis.sadd(k.known_schools(), str(school_id))
         reply = await self._scripts.commit(keys=keys, args=args)
@@ -275,8 +290,13 @@ class SnapshotStore:
         events: Sequence[tuple[int, str, bytes]],
     ) -> ErasureOutcome | None:
         """Erase one record in the school's slot, atomically (store/scripts.py ERASE_RECORD): `events`
-        (sequence, id, erased envelope) replace their stream entries, and the snapshot keeps the record's
-        digest but not its body, so the next poll neither re-creates nor removes it (sync/diff.py).
+        (sequence, id, erased envelope) overwrite their envelopes in the school's `bodies` hash, and the
+        snapshot keeps the record's digest but not its body, so the next poll neither re-creates nor
+        removes it (sync/diff.py). A hash overwritten is gone from memory at once and from Redis's files
+        at their next save or rewrite; a stream would keep a deleted entry's bytes (docs/personal-data.md).
+
+        A school whose event stream was written before the `bodies` hash has it rewritten first, once
+        (EVENTS_UNBODY: one script over the school's stream, so commits wait for it).
 
         `seq` is the school's sequence when the events were read; None means the school has moved on since
         (or has unpublished events): publish, read again and retry.
@@ -289,16 +309,32 @@ class SnapshotStore:
             k.snapshot_records(school_id, resource),
             k.school_events(school_id),
             k.school_erased(school_id),
+            k.school_bodies(school_id),
         ]
         args: list[Any] = [resource, record_id, seq, len(events)]
         for sequence, event_id, body in events:
             args += (sequence, event_id, body)
         reply = await self._scripts.erase_record(keys=keys, args=args)
+        if as_text(reply[0]) == "unbody":
+            await self.unbody(school_id)
+            reply = await self._scripts.erase_record(keys=keys, args=args)
         if as_text(reply[0]) != "ok":
             return None
         return ErasureOutcome(
             events=int(reply[1]), body_removed=bool(int(reply[2])), digest=bool(int(reply[3]))
         )
+
+    async def unbody(self, school_id: int) -> int:
+        """Rewrite the school's event stream without envelopes (store/scripts.py EVENTS_UNBODY); returns how
+        many entries it kept."""
+        k = self._keys
+        keys = [
+            k.school_meta(school_id),
+            k.school_events(school_id),
+            k.school_bodies(school_id),
+            k.school_events_rewrite(school_id),
+        ]
+        return int(await self._scripts.events_unbody(keys=keys, args=[_UNBODY_PAGE]))
 
     async def known_schools(self) -> list[int]:
         members = await self._redis.smembers(self._keys.known_schools())

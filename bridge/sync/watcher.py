@@ -21,8 +21,10 @@ Integration state is guarded against d6's bad days (SPEC 5):
   that reads its data again calls `restore`: `integration.authorised` once, back in the active set, and
   the poll diffs against the snapshot the school had;
 - a school revoked or denied for `BRIDGE_REVOKED_PURGE_DAYS` has its record snapshots purged, so a later
-  re-authorisation starts a fresh silent baseline;
-- every tick checks the store marker (store/marker.py), so a Redis that lost its data is noticed.
+  re-authorisation starts a fresh silent baseline; the days count from the first loss of authorisation (a
+  denied school that then leaves the list is `revoked` since its denial);
+- every tick checks the store marker (store/marker.py), so a Redis that lost its data is noticed; under
+  `BRIDGE_EMIT_INITIAL_SNAPSHOT` a new store's first list waits until its marker is confirmed.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ log = structlog.get_logger(__name__)
 
 RESOURCE = INTEGRATION
 CONCURRENCY = 32
+CONFIRM_INTERVALS = 1.5
+"""How long a new store's marker stays unconfirmed, in integrations intervals (`_awaiting_older_replicas`)."""
 _PACK_IDS = msgspec.msgpack.Encoder()
 _UNPACK_IDS = msgspec.msgpack.Decoder(list[str])
 
@@ -85,6 +89,7 @@ class IntegrationsWatcher:
         self.on_denied = on_denied
         """Called by the interval's winner with the denied schools to retry (one poll each)."""
         self.marker = marker
+        self._said_waiting = False
         self._lock = asyncio.Lock()  # the watcher and a revocation from a poll never commit at once here
 
     # -- the job ------------------------------------------------------------------------------------
@@ -93,6 +98,9 @@ class IntegrationsWatcher:
         """The scheduled job: poll d6 if this replica won the interval, then apply the active set."""
         if self.marker is not None:
             await self.marker.check()
+            if self._awaiting_older_replicas():
+                await self._apply_active()
+                return
         ttl_ms = max(1000, int(self.settings.integrations_poll_seconds * 1000) - 500)
         won = await self.redis.set(self.keys.integrations_lease(), self.replica_id, nx=True, px=ttl_ms)
         if won:
@@ -188,6 +196,7 @@ class IntegrationsWatcher:
         emit = await self.snapshots.integrations_baselined() or (
             self.settings.emit_initial_snapshot and not self._after_reset()
         )
+        lost = self._after_reset()  # a known school without an integration snapshot lost it in the reset
         semaphore = asyncio.Semaphore(CONCURRENCY)
         # A listed school's `denied` flag is cleared only by its pairs leaving the list, so it can be read
         # before the commits.
@@ -197,7 +206,12 @@ class IntegrationsWatcher:
 
         async def one(school_id: int) -> None:
             async with semaphore:
-                await self._commit_school(school_id, by_school.get(school_id, []), emit_created=emit)
+                await self._commit_school(
+                    school_id,
+                    by_school.get(school_id, []),
+                    emit_created=emit,
+                    lost=lost and school_id in known,
+                )
 
         # The active set first: when anyone sees `integration.activated`, the school is already polled.
         # (Its first poll is a silent baseline; with BRIDGE_EMIT_INITIAL_SNAPSHOT its `*.created` may take
@@ -207,8 +221,11 @@ class IntegrationsWatcher:
         await self.snapshots.mark_integrations_baselined()
         return denied
 
-    async def _commit_school(self, school_id: int, records: list[Record], *, emit_created: bool) -> int:
-        """Diff and commit one school's pairs; returns how many events it emitted."""
+    async def _commit_school(
+        self, school_id: int, records: list[Record], *, emit_created: bool, lost: bool = False
+    ) -> int:
+        """Diff and commit one school's pairs; returns how many events it emitted. `lost`: shortly after a
+        store reset, the school was known, so a missing integration snapshot is one the reset took."""
         for attempt in range(3):
             previous = await self.snapshots.load(school_id, RESOURCE)
             if not records and not previous.hashes:
@@ -218,7 +235,10 @@ class IntegrationsWatcher:
                 return 0
             flags = await self.snapshots.flags(school_id)  # read after the version: a race conflicts
             result = finish_diff(plan, await self.snapshots.records(school_id, RESOURCE, plan.need_old))
-            events = integration_events(result, school_id=school_id, emit_created=emit_created)
+            # A school whose integration snapshot the reset took (where the list's own baseline survived)
+            # takes a silent baseline, as its feeds do; a school authorised since is still told.
+            silent = lost and not previous.version
+            events = integration_events(result, school_id=school_id, emit_created=emit_created and not silent)
             remaining = len(previous.hashes) + len(result.created) - len(result.deletes)
             changed_flags: dict[str, float | None] = {}
             if flags.denied is not None:
@@ -226,8 +246,11 @@ class IntegrationsWatcher:
                 events = [e for e in events if e.type != "integration.revoked"]
                 if remaining == 0:
                     changed_flags[META_DENIED] = None
-            if remaining == 0 and flags.revoked is None:
-                changed_flags[META_REVOKED] = time.time()
+            if remaining == 0 and (flags.revoked is None or flags.denied is not None):
+                # The purge clock counts from the first loss of authorisation: a denied school that now
+                # leaves the list has been without it since its denial (docs/guarantees.md, revoked schools).
+                since = [t for t in (flags.revoked, flags.denied) if t is not None]
+                changed_flags[META_REVOKED] = min(since, default=time.time())
             elif remaining > 0 and flags.revoked is not None:
                 changed_flags.update({META_REVOKED: None, META_PURGED: None})
             try:
@@ -251,6 +274,20 @@ class IntegrationsWatcher:
 
     def _after_reset(self) -> bool:
         return self.marker is not None and self.marker.recent_reset()
+
+    def _awaiting_older_replicas(self) -> bool:
+        """Under BRIDGE_EMIT_INITIAL_SNAPSHOT, a store whose marker is new and records no reset may still be
+        found reset by an older replica (one checks before every integrations tick and school poll): the
+        first list, and with it every first poll, waits `CONFIRM_INTERVALS` integrations intervals (+1 s)
+        from the marker's creation, so that such a reset is not told as a flood (store/marker.py)."""
+        if self.marker is None or not self.settings.emit_initial_snapshot:
+            return False
+        window = CONFIRM_INTERVALS * self.settings.integrations_poll_seconds + 1.0
+        waiting = self.marker.unconfirmed(window)
+        if waiting and not self._said_waiting:
+            log.info("new store: waiting for older replicas before the initial snapshot", seconds=window)
+        self._said_waiting = waiting
+        return waiting
 
     async def _store_active(self, active: Iterable[int]) -> None:
         key = self.keys.integrations_active()

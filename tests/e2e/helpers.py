@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from bridge.app import Services, create_app
 from bridge.events.envelope import Event, decode_event
+from bridge.events.log import school_log
 from bridge.settings import Settings
 from bridge.store.keys import Keys
 from bridge.testing.servers import free_port
@@ -44,8 +45,7 @@ def api(services: Services) -> httpx.AsyncClient:
 
 async def school_events(redis: aioredis.Redis, school_id: int, prefix: str = "d6b") -> list[Event]:
     """Every event the school's log holds, in sequence order."""
-    entries = await redis.xrange(Keys(prefix).school_events(school_id))
-    return [decode_event(fields[b"body"]) for _, fields in entries]
+    return [decode_event(body) for body in await school_log(redis, Keys(prefix), school_id)]
 
 
 def start_replica(

@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bridge.events.envelope import decode_event
-from bridge.events.log import EventLog
+from bridge.events.log import EventLog, school_log
 from bridge.events.outbox import Outbox
 from bridge.store.keys import Keys
 from bridge.sync.diff import digest
@@ -69,7 +69,7 @@ async def test_kill_minus_nine_never_loses_or_duplicates_an_event(
     entries = await redis.xrange(KEYS.school_events(SCHOOL))
     # One event for every sequence, no gap, no duplicate.
     assert [entry_id for entry_id, _ in entries] == [f"{n}-0".encode() for n in range(1, meta.seq + 1)]
-    events = [decode_event(fields[b"body"]) for _, fields in entries]
+    events = [decode_event(body) for body in await school_log(redis, KEYS, SCHOOL)]
     assert [e.sequence for e in events] == list(range(1, meta.seq + 1))
     print(f"{meta.seq} events, {len({e.type for e in events})} types")
     assert len({e.id for e in events}) == len(events)

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from bridge.errors import LeaseLost, SnapshotConflict
 from bridge.events.envelope import decode_event
+from bridge.events.log import school_log
 from bridge.store.keys import Keys
 from bridge.sync.diff import diff, digest
 from bridge.sync.events import record_events
@@ -40,7 +41,7 @@ async def dump(redis: aioredis.Redis) -> dict[bytes, Any]:
 
 
 async def stream_events(redis: aioredis.Redis, school_id: int) -> list[Any]:
-    return [decode_event(f[b"body"]) for _id, f in await redis.xrange(KEYS.school_events(school_id))]
+    return [decode_event(body) for body in await school_log(redis, KEYS, school_id)]
 
 
 async def test_commit_writes_snapshot_events_and_meta(redis: aioredis.Redis) -> None:
@@ -142,5 +143,5 @@ async def test_commit_script_on_fakeredis() -> None:
     assert [e.sequence for e in await stream_events(redis, 9)] == [1, 2, 3, 4, 5, 6]
     with pytest.raises(LeaseLost):
         await poll(store, 9, learners(1), token=(token or 0) + 5)
-    assert msgspec.json.decode((await redis.xrange(KEYS.school_events(9)))[-1][1][b"body"])["sequence"] == 6
+    assert msgspec.json.decode((await school_log(redis, KEYS, 9))[-1])["sequence"] == 6
     await redis.aclose()

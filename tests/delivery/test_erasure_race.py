@@ -1,0 +1,91 @@
+"""An erasure racing a fan-out (bridge/delivery/erasure.py): a hand-off that read an event before the
+erasure began, and queues it only after the erasure finished and its journal entry was forgotten, must
+not leave the record's data waiting for a subscriber (a disabled one here), nor send it later.
+
+The steps are interleaved by hand: the hand-off is held just before it queues (after it read the event
+and the erasure journal), the whole erasure runs, the journal's guard ends, then the hand-off goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.erasure import KEEP_DONE_SECONDS, Eraser
+from bridge.delivery.handoff import Handoff
+from bridge.events.envelope import new_event
+from bridge.events.log import EventLog
+from bridge.events.outbox import Outbox
+from bridge.sync.diff import diff
+from bridge.sync.snapshot import SnapshotStore
+from bridge.testing.receivers import Receiver
+from bridge.testing.waiting import wait_for
+
+SCHOOL = 1000
+MARKER = "8801015009087"
+
+
+async def _commit(snapshots: SnapshotStore, learner_id: int, **data: Any) -> None:
+    record = {"learner_id": learner_id, **data}
+    previous = await snapshots.load(SCHOOL, "learner")
+    result = diff(
+        previous, [*(await snapshots.all_records(SCHOOL, "learner")).values(), record], "learner_id", {}
+    )
+    event = new_event(
+        "learner.created", school_id=SCHOOL, resource="learner", resource_id=str(learner_id), data=record
+    )
+    await snapshots.commit(SCHOOL, "learner", result, [event], token=None)
+
+
+async def test_a_fan_out_that_read_before_an_erasure_queues_nothing_of_it_after(
+    dispatcher_factory: Callable[..., Dispatcher],
+    receiver_factory: Callable[..., tuple[Receiver, str]],
+    redis: aioredis.Redis,
+) -> None:
+    receiver, url = receiver_factory()
+    dispatcher = dispatcher_factory()
+    store, keys = dispatcher.store, dispatcher.keys
+    subscription = await store.create(url=url)
+    await store.update(subscription.id, {"enabled": False})
+    snapshots = SnapshotStore(redis, keys, store.scripts)
+    outbox, events = Outbox(redis, keys, store.scripts), EventLog(redis, keys)
+    eraser = Eraser(redis, keys, snapshots=snapshots, events=events, outbox=outbox, subscriptions=store)
+    handoff = Handoff(redis, keys, dispatcher, store.scripts)
+
+    await _commit(snapshots, 5, id_number=MARKER)
+    await outbox.publish(SCHOOL)
+
+    reached, release = asyncio.Event(), asyncio.Event()
+    enqueue_all = dispatcher._enqueue_all
+
+    async def held(work: Any, **options: Any) -> list[int]:
+        reached.set()
+        await release.wait()
+        return await enqueue_all(work, **options)
+
+    dispatcher._enqueue_all = held  # type: ignore[method-assign]
+    step = asyncio.create_task(handoff.step())
+    await asyncio.wait_for(reached.wait(), 10)  # it read the event and the (empty) journal
+
+    erased = await eraser.erase(SCHOOL, "learner", "5")
+    assert erased.events == 1
+    await eraser.resume(now=time.time() + KEEP_DONE_SECONDS + 1)  # the journal's guard is over
+    release.set()
+    assert await step == 1
+    dispatcher._enqueue_all = enqueue_all  # type: ignore[method-assign]
+
+    waiting = await redis.hvals(keys.deliveries(subscription.id))
+    assert not any(MARKER.encode() in raw for raw in waiting)
+
+    # enabled again, it gets what came later, and nothing of the erased record
+    await _commit(snapshots, 6, id_number="later")
+    await outbox.publish(SCHOOL)
+    assert await handoff.step() == 1
+    await store.update(subscription.id, {"enabled": True})
+    await dispatcher.start()
+    await wait_for(lambda: any(b"later" in r.body for r in receiver.received), what="the later event")
+    assert not any(MARKER.encode() in r.body for r in receiver.received)
