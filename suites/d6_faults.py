@@ -153,6 +153,7 @@ async def check(rig: Rig, learners: int, debtors: int, fault: Fault) -> list[str
         return [f"the baseline poll ended {outcome!r}"]
     before = await rig.state(school_id)
     failed = counter("d6_bridge_polls_total", resource="school", outcome="failed")
+    held = counter("d6_bridge_polls_total", resource="school", outcome="duplicates")
     bad = counter("d6_bridge_d6_bad_answers_total")
     rig.fake.fault = fault
     with capture_logs() as logs:
@@ -176,13 +177,38 @@ async def check(rig: Rig, learners: int, debtors: int, fault: Fault) -> list[str
             problems.append("the school's sequence or counts changed")
         if after["snapshots"] != before["snapshots"]:
             problems.append("the snapshot or its held-back removals changed")
-    if fault.must_fail and fired:
+    if fault.must_fail and fired and outcome == "duplicates":
+        problems += _check_held(fault, after, before, held, logs)
+    elif fault.must_fail and fired:
         problems += _check_failed(fault, outcome, before, after, failed, bad, logs)
-    elif outcome not in ("ok", "failed"):
+    elif outcome not in ("ok", "failed", "duplicates"):
         problems.append(f"outcome {outcome!r}")
     if fault.family == "benign" and outcome != "ok":
         problems.append(f"a benign answer failed the poll ({outcome})")
     return problems
+
+
+def _check_held(
+    fault: Fault, after: dict[str, Any], before: dict[str, Any], held: float, logs: list[dict[str, Any]]
+) -> list[str]:
+    """A bad answer that repeats rows (the same page twice, a page that overlaps the next) reads as a scan
+    in which an id appears twice: held, not diffed, until the next scan agrees (docs/guarantees.md)."""
+    problems = _moved(fault, before, after)
+    if counter("d6_bridge_polls_total", resource="school", outcome="duplicates") != held + 1:
+        problems.append("polls_total{outcome=duplicates} did not move by one")
+    if not any(str(e.get("event", "")).startswith("scan not trusted") for e in logs):
+        problems.append("no 'scan not trusted' warning was logged")
+    return problems
+
+
+def _moved(fault: Fault, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The faulty resource's scan must not have committed (the other resource's may have, on its own)."""
+    moved = [
+        f
+        for f in (f"ver:{fault.resource}", f"polled:{fault.resource}")
+        if after["meta"].get(f) != before["meta"].get(f)
+    ]
+    return [f"the failed {fault.resource} scan committed ({', '.join(moved)} moved)"] if moved else []
 
 
 def _check_failed(
@@ -197,14 +223,7 @@ def _check_failed(
     problems = []
     if outcome != "failed":
         problems.append(f"a bad answer ended the poll {outcome!r}, not 'failed'")
-    # The other resource's scan may have been complete and committed on its own; this one must not.
-    moved = [
-        f
-        for f in (f"ver:{fault.resource}", f"polled:{fault.resource}")
-        if after["meta"].get(f) != before["meta"].get(f)
-    ]
-    if moved:
-        problems.append(f"the failed {fault.resource} scan committed ({', '.join(moved)} moved)")
+    problems += _moved(fault, before, after)
     if counter("d6_bridge_polls_total", resource="school", outcome="failed") != failed + 1:
         problems.append("polls_total{outcome=failed} did not move by one")
     if fault.malformed and counter("d6_bridge_d6_bad_answers_total") <= bad:
