@@ -1,6 +1,6 @@
-"""Delivery: signed webhooks per second out of the real dispatcher, and the latency from append to answer.
+"""Delivery: signed webhooks per second out of the real worker, and the latency from append to answer.
 
-The bridge is wired by `Services.build` on a redis-server of our own; only its hand-off and dispatcher
+The bridge is wired by `Services.build` on a redis-server of our own; only its hand-off and delivery worker
 run (no d6 polling). Subscriptions are made through `SubscriptionStore.create`. Events are appended the
 way the school poller appends them: a complete scan of a school's learners is diffed against its
 snapshot (`plan_diff`, `finish_diff`, `record_events`), committed with the events in one script
@@ -8,16 +8,16 @@ snapshot (`plan_diff`, `finish_diff`, `record_events`), committed with the event
 is a bare asyncio HTTP/1.1 server in a process of its own that answers 200 at once and counts.
 
 1. Unordered: 20,000 `learner.updated` events, 200 in each of 100 schools, are appended and published
-   before the clock starts. Timed: from starting the hand-off and the dispatcher until every delivery is
+   before the clock starts. Timed: from starting the hand-off and the delivery worker until every delivery is
    done (all 20,000 queued by the fan-out and none left in the queue, so each one's response was read
    and its outcome recorded). The fan-out runs inside the timed window.
 2. Ordered: the same with a default (`ordered`) subscription: 100 lanes, one event per school in flight.
 3. Latency: a default (ordered) subscription while one school is polled every 25 ms with 5 changed
-   learners (200 events/s, schools in turn) for 20 s, in the dispatcher's own event loop as in a serve
+   learners (200 events/s, schools in turn) for 20 s, in the worker's own event loop as in a serve
    process; each poll then wakes the hand-off, as `Services.build` does. Per event: from just before its
-   commit to the moment the dispatcher had the response (the `at` of its attempt in the bridge's attempt
+   commit to the moment the delivery worker had the response (the `at` of its attempt in the bridge's attempt
    log, taken right after the body was read). Also shown: to the receiver's receive time (same clock).
-4. Raw ceiling: the session the dispatcher's `Sender` makes (aiohttp), the same envelopes pre-signed, the
+4. Raw ceiling: the session the delivery `Sender` makes (aiohttp), the same envelopes pre-signed, the
    same concurrency (`BRIDGE_DELIVERY_CONCURRENCY`) as workers POSTing in a tight loop: no Redis, no
    bookkeeping. What the client can do here; httpx's ceiling is printed beside it.
 5. arq baseline: the same envelopes as arq 0.28.0 jobs (sign + POST with aiohttp, bench/arq/worker.py) in
@@ -101,16 +101,8 @@ ARQ_QUEUE = "arq:queue"
 
 
 def build(redis: aioredis.Redis, settings: Settings, tls: ssl.SSLContext | None) -> Services:
-    """The services `serve` builds; with `tls`, the dispatcher's sender trusts that context's CA."""
-    services = Services.build(settings, redis=redis)
-    if tls is not None:
-        services.dispatcher.sender = Sender(
-            services.subscriptions.guard,
-            timeout=settings.delivery_timeout_seconds,
-            concurrency=settings.delivery_concurrency,
-            ssl_context=tls,
-        )
-    return services
+    """The services `serve` builds; with `tls`, the delivery sender trusts that context's CA."""
+    return Services.build(settings, redis=redis, delivery_tls=tls)
 
 
 async def throughput(
@@ -129,7 +121,7 @@ async def throughput(
     appended = await append_events(services)
     await receiver.reset()
     started, cpu = time.perf_counter(), time.process_time()
-    await services.dispatcher.start()
+    await services.worker.start()
     services.handoff.start()
     finished = await until_delivered(services, subscription.id, EVENTS)
     cpu = time.process_time() - cpu
@@ -159,7 +151,7 @@ def check_order(events: list[Event], received: list[tuple[str, float]]) -> None:
 async def latency(
     redis: aioredis.Redis, settings: Settings, receiver: ReceiverProcess, tls: ssl.SSLContext | None = None
 ) -> dict[str, Any]:
-    """Append -> response latencies (ms) at a steady rate; the dispatcher runs while events come in."""
+    """Append -> response latencies (ms) at a steady rate; the delivery worker runs while events come in."""
     await redis.flushdb()
     services = build(redis, settings, tls)
     subscription = await services.subscriptions.create(url=receiver.url)
@@ -167,7 +159,7 @@ async def latency(
     for feed in feeds:
         await feed.poll(services, 0)
     settled()
-    await services.dispatcher.start()
+    await services.worker.start()
     services.handoff.start()
     await receiver.reset()
     appended: dict[str, float] = {}
@@ -183,7 +175,7 @@ async def latency(
     rate = len(appended) / (loop.time() - began)
     await until_delivered(services, subscription.id, len(appended))
     await stop(services)
-    attempts = await services.dispatcher.queue.attempts(subscription.id, before=None, limit=len(appended) * 2)
+    attempts = await services.deliveries.attempts(subscription.id, before=None, limit=len(appended) * 2)
     answered = {a.event_id: a.at for a in attempts if a.outcome == "ok"}
     stats = await receiver.stats(ids=True)
     verify_samples(stats, subscription.secret)

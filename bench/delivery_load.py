@@ -1,14 +1,14 @@
 """Delivery under load, for bench/delivery.py: more delivering processes on one Redis, and a backlog.
 
 1. Processes: 20,000 `learner.updated` events (100 schools) are appended and fanned out to an unordered
-   subscription (not timed); then 1 or 2 processes (bench/delivery_worker.py: the dispatcher `serve` runs,
+   subscription (not timed); then 1 or 2 processes (bench/delivery_worker.py: the worker `serve` runs,
    started as `serve` builds it) start delivering at one signal. Timed from the signal until the queue is
    empty. Both counts are measured in the same run, the same way, so the ratio holds on any machine:
    in the order 1, 2, 2, 1, each figure the mean of its two runs (a drift of the machine's speed during
    the part weighs on both alike, and one noisy run does not decide the ratio).
 2. Backlog: an unordered subscription is disabled (an outage) while 100,000 events of 100 schools are
-   fanned out to it by the dispatcher's own fan-out (the envelopes of the throughput run, each with an
-   id of its own); then it is enabled, as an operator does (`PATCH enabled: true`), with the dispatcher
+   fanned out to it by the intake's own fan-out (the envelopes of the throughput run, each with an
+   id of its own); then it is enabled, as an operator does (`PATCH enabled: true`), with the delivery worker
    running. Timed from the enabling until the queue is empty. INFO `used_memory` of Redis is read before
    the backlog, with it queued, and after the drain.
 """
@@ -98,17 +98,17 @@ async def backlog(
     await services.subscriptions.update(subscription.id, {"enabled": False})
     before = await used_memory(redis)
     for start in range(0, BACKLOG, BACKLOG_CHUNK):
-        await services.dispatcher.fan_out(
+        await services.intake.fan_out(
             [_fresh(n, bodies[n % len(bodies)]) for n in range(start, start + BACKLOG_CHUNK)]
         )
     queued = await used_memory(redis)
     await receiver.reset()
-    await services.dispatcher.start()
+    await services.worker.start()
     started, cpu = time.perf_counter(), time.process_time()
     await services.subscriptions.update(subscription.id, {"enabled": True})
     finished = await until_delivered(services, subscription.id, BACKLOG)
     cpu = time.process_time() - cpu
-    await services.dispatcher.stop()
+    await services.worker.stop()
     await services.d6.aclose()
     after = await used_memory(redis)
     stats = await receiver.stats()

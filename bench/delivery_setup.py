@@ -97,7 +97,7 @@ def settled() -> None:
 async def until_fanned(services: Services, subscription_id: str, count: int) -> None:
     """Wait until the hand-off has queued `count` events for the subscription."""
     deadline = time.monotonic() + DEADLINE_SECONDS
-    while await services.redis.zcard(services.dispatcher.keys.fanned(subscription_id)) < count:
+    while await services.redis.zcard(services.keys.fanned(subscription_id)) < count:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{count} events were not fanned out within {DEADLINE_SECONDS:g} s")
         await asyncio.sleep(POLL_SECONDS)
@@ -112,7 +112,7 @@ def bench_settings(redis_url: str) -> Settings:
 
 async def until_delivered(services: Services, subscription_id: str, count: int) -> float:
     """Wait until `count` events were queued for the subscription and none is left; returns when."""
-    keys = services.dispatcher.keys
+    keys = services.keys
     deadline = time.monotonic() + DEADLINE_SECONDS
     while time.monotonic() < deadline:
         async with services.redis.pipeline(transaction=False) as pipe:
@@ -127,7 +127,7 @@ async def until_delivered(services: Services, subscription_id: str, count: int) 
 
 async def stop(services: Services) -> None:
     await services.handoff.stop()
-    await services.dispatcher.stop()
+    await services.worker.stop()
     await services.d6.aclose()
 
 

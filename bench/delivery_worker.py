@@ -1,9 +1,9 @@
-"""One delivering process for bench/delivery_load.py: the dispatcher `serve` runs, and nothing else.
+"""One delivering process for bench/delivery_load.py: the delivery worker `serve` runs, and nothing else.
 
     python -m bench.delivery_worker REDIS_URL
 
 It builds the bridge's services as `serve` does, says it is ready (`bench:ready`, a counter), starts its
-dispatcher when it pops an item of `bench:go` and stops when it pops one of `bench:stop`, then adds the
+delivery worker when it pops an item of `bench:go` and stops when it pops one of `bench:stop`, then adds the
 CPU seconds it spent delivering to `bench:cpu`. (Bench-only keys on the benchmark's own redis-server.)
 """
 
@@ -33,10 +33,10 @@ async def main(url: str) -> None:
     await signals.incr(READY)
     await signals.blpop([GO], timeout=0)
     cpu = time.process_time()
-    await services.dispatcher.start()
+    await services.worker.start()
     await signals.blpop([STOP], timeout=0)
     cpu = time.process_time() - cpu
-    await services.dispatcher.stop()
+    await services.worker.stop()
     await services.d6.aclose()
     await signals.incrbyfloat(CPU, cpu)
     await signals.aclose()

@@ -25,6 +25,7 @@ from bench.common import make_school, median_seconds, private_redis, quiet_logs,
 from bridge.d6.pagination import check_listing
 from bridge.d6.records import Record, normalise_in_place, record_id
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.sync.diff import finish_diff, plan_diff
 from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
@@ -116,7 +117,7 @@ async def main() -> bool:
     laps = Laps()
     async with private_redis() as redis:
         keys = Keys("bench")
-        store, lease = SnapshotStore(redis, keys), Lease(redis, keys)
+        store, lease = SnapshotStore(redis, keys, Scripts(redis)), Lease(redis, keys, Scripts(redis))
         token = 0
 
         async def bridge_before() -> None:

@@ -27,6 +27,7 @@ from bridge.catalogue import BY_NAME, Resource
 from bridge.d6.client import D6Client
 from bridge.settings import Settings, load_settings
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.sync.diff import finish_diff, plan_diff
 from bridge.sync.events import record_events
 from bridge.sync.snapshot import SnapshotStore
@@ -133,7 +134,7 @@ async def main() -> bool:
     learners = books["learners"]
     balances, transactions = BY_NAME["balances"], BY_NAME["transactions"]
     async with private_redis() as redis:
-        store = SnapshotStore(redis, KEYS)
+        store = SnapshotStore(redis, KEYS, Scripts(redis))
         cases = {
             "balances, month end": await rate(
                 redis, store, balances, books["balances"], books["balances_aged"]

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 from bench.common import verdict
 from bridge.settings import Settings
+from bridge.sync import due
 from bridge.sync.planner import Feed, Planner
 from bridge.sync.rates import observe
 from bridge.sync.scheduler import DueQueue, phase_seconds
@@ -209,10 +210,7 @@ def is_due(planner: Planner | None, settings: Settings, status: FeedStatus, now:
     planned = planner.due(status.resource, status, now) if planner is not None else None
     if planned is not None:
         return planned
-    last = status.last_due if status.last_due is not None else status.last_started
-    interval = settings.feed_interval(status.resource)
-    tolerance = settings.feed_jitter(status.resource) + min(1.0, interval / 20)
-    return last is None or now >= last + interval - tolerance
+    return due.is_due(settings, status.resource, status, now, planned=False)
 
 
 def poll(

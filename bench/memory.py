@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from bench.common import Record, make_school, private_redis, quiet_logs, verdict
 from bridge.d6.records import normalise
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.sync.diff import finish_diff, plan_diff
 from bridge.sync.events import record_events
 from bridge.sync.snapshot import SnapshotStore
@@ -63,7 +64,7 @@ async def main() -> bool:
     }
     records = SCHOOLS * DEBTORS
     async with private_redis() as redis:
-        store = SnapshotStore(redis, KEYS)
+        store = SnapshotStore(redis, KEYS, Scripts(redis))
 
         async def fill_bridge() -> None:
             for school_id, debtors in schools.items():

@@ -2,7 +2,7 @@
 
     integrations watcher --active schools--> poll scheduler --due schools--> school poller
     school poller --commit snapshot + events (atomic)--> outbox --publish--> delivery stream
-    hand-off --fan out--> dispatcher --sign, send, retry--> subscribers
+    hand-off --fan out--> intake --queue--> worker --sign, send, retry--> subscribers
 
 Everything is built by `Services.build` from the settings, so the demo, the tests and `serve` run the same
 wiring. `create_app` adds the HTTP API and a lifespan that starts the background parts after the server
@@ -17,6 +17,8 @@ import math
 import os
 import secrets
 import socket
+import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Final
@@ -36,14 +38,20 @@ from bridge.api.wiring import MAX_REQUEST_BODY_BYTES as MAX_REQUEST_BODY_BYTES  
 from bridge.console import console_routes
 from bridge.d6.budget import RedisBudget
 from bridge.d6.client import D6Client
-from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.completer import Completer
 from bridge.delivery.erasure import Eraser
 from bridge.delivery.handoff import Handoff
+from bridge.delivery.intake import Intake
+from bridge.delivery.queue import DeliveryQueue
+from bridge.delivery.sender import Sender
+from bridge.delivery.service import DeliveryService
 from bridge.delivery.source import LogEventSource
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
+from bridge.delivery.worker import Worker
 from bridge.events.log import EventLog
 from bridge.events.outbox import Outbox
+from bridge.loops import poll
 from bridge.settings import Settings
 from bridge.store.keys import Keys
 from bridge.store.marker import StoreMarker
@@ -53,6 +61,7 @@ from bridge.sync.lease import Lease
 from bridge.sync.planner import Planner
 from bridge.sync.poller import SchoolPoller
 from bridge.sync.scheduler import PollScheduler
+from bridge.sync.school_state import SCHOOL_STATES, school_state
 from bridge.sync.snapshot import SnapshotStore
 from bridge.sync.status import PollStatusStore
 from bridge.sync.watcher import IntegrationsWatcher
@@ -86,7 +95,9 @@ class Services:
     poller: SchoolPoller
     scheduler: PollScheduler
     subscriptions: SubscriptionStore
-    dispatcher: Dispatcher
+    intake: Intake
+    worker: Worker
+    deliveries: DeliveryService
     handoff: Handoff
     eraser: Eraser
     replica_id: str
@@ -100,9 +111,11 @@ class Services:
         redis: aioredis.Redis | None = None,
         d6_transport: httpx.AsyncBaseTransport | None = None,
         poll_workers: int | None = None,
+        delivery_tls: ssl.SSLContext | None = None,
     ) -> Services:
         """Wire every part. Poll workers default to one per request a second of the d6 budget (4 to 32):
         a scan reads its pages one after another, so it takes that many to spend the budget when d6 is slow.
+        `delivery_tls` is the TLS context webhooks are sent with (the default one when None).
         """
         redis = redis if redis is not None else connect(settings)
         keys = Keys(settings.redis_prefix)
@@ -120,26 +133,25 @@ class Services:
         subscriptions = SubscriptionStore(
             redis, keys, UrlGuard(allow_private=settings.allow_private_urls), scripts=scripts
         )
-        dispatcher = Dispatcher(redis, settings, subscriptions, events=LogEventSource(events))
-        handoff = Handoff(redis, keys, dispatcher, scripts)
+        source = LogEventSource(events)
+        queue = DeliveryQueue(redis, keys, scripts)
+        sender = Sender(
+            subscriptions.guard,
+            timeout=settings.delivery_timeout_seconds,
+            concurrency=settings.delivery_concurrency,
+            ssl_context=delivery_tls,
+        )
+        completer = Completer(queue, lambda: time.time() - settings.event_retention_days * 86400)
+        worker = Worker(settings, queue, subscriptions, sender, completer, events=source)
+        intake = Intake(redis, queue, subscriptions, on_queued=worker.wake)
+        deliveries = DeliveryService(
+            queue, subscriptions, intake, sender, events=source, on_requeued=worker.wake
+        )
+        handoff = Handoff(redis, keys, intake, queue, subscriptions, scripts)
         marker = StoreMarker(redis, keys)
-        watcher = IntegrationsWatcher(
-            settings, redis, keys, d6, snapshots, outbox, replica_id=replica_id, marker=marker
-        )
-        planner = Planner(settings, status) if settings.poll_planning == "adaptive" else None
-        poller = SchoolPoller(
-            settings,
-            d6,
-            snapshots,
-            lease,
-            status,
-            outbox,
-            replica_id=replica_id,
-            on_denied=watcher.deny,
-            on_restored=watcher.restore,
-            recent_reset=marker.recent_reset,
-            planned_due=planner.due if planner is not None else None,
-        )
+        # The sync parts, each given the callbacks it calls at construction. The scheduler runs the two
+        # functions below (they reach the poller and the watcher only once it has started); the watcher
+        # tells the scheduler which schools are active or denied; the poller tells the watcher of a denial.
 
         async def poll_feed(school_id: int, resource: str, due_at: float, force: bool) -> None:
             metrics.POLL_LAG.set(scheduler.max_lag_seconds())
@@ -157,6 +169,7 @@ class Services:
                 )
             handoff.wake()
 
+        planner = Planner(settings, status) if settings.poll_planning == "adaptive" else None
         scheduler = PollScheduler(
             settings,
             poll_feed=poll_feed,
@@ -164,8 +177,31 @@ class Services:
             workers=poll_workers or min(32, max(4, math.ceil(settings.d6_max_rps))),
             planner=planner,
         )
-        watcher.on_active = scheduler.sync_schools
-        watcher.on_denied = scheduler.request_polls
+        watcher = IntegrationsWatcher(
+            settings,
+            redis,
+            keys,
+            d6,
+            snapshots,
+            outbox,
+            replica_id=replica_id,
+            marker=marker,
+            on_active=scheduler.sync_schools,
+            on_denied=scheduler.request_polls,
+        )
+        poller = SchoolPoller(
+            settings,
+            d6,
+            snapshots,
+            lease,
+            status,
+            outbox,
+            replica_id=replica_id,
+            on_denied=watcher.deny,
+            on_restored=watcher.restore,
+            recent_reset=marker.recent_reset,
+            planned_due=planner.due if planner is not None else None,
+        )
         return cls(
             settings=settings,
             redis=redis,
@@ -181,7 +217,9 @@ class Services:
             poller=poller,
             scheduler=scheduler,
             subscriptions=subscriptions,
-            dispatcher=dispatcher,
+            intake=intake,
+            worker=worker,
+            deliveries=deliveries,
             handoff=handoff,
             eraser=Eraser(
                 redis, keys, snapshots=snapshots, events=events, outbox=outbox, subscriptions=subscriptions
@@ -192,7 +230,7 @@ class Services:
     async def start(self) -> None:
         """Start the background parts. Redis being down is not fatal: they retry, and /health/ready tells."""
         log.info("bridge starting", replica=self.replica_id, version=__version__)
-        await self.dispatcher.start()
+        await self.worker.start()
         self.handoff.start()
         self.scheduler.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
@@ -206,7 +244,7 @@ class Services:
         self._tasks.clear()
         await self.scheduler.shutdown(grace)
         await self.handoff.stop()
-        await self.dispatcher.stop(grace)
+        await self.worker.stop(grace)
         await self.poller.aclose()
         await self.d6.aclose()
         with contextlib.suppress(RedisError, OSError):
@@ -224,14 +262,15 @@ class Services:
         pairs = await self.snapshots.integration_pair_counts(known)
         flags = await self.snapshots.flags_of(known)
         failing = await self.status.failing(known)
-        counts = dict.fromkeys(("active", "failing", "inactive", "denied", "revoked"), 0)
+        counts = dict.fromkeys(SCHOOL_STATES, 0)
         for school_id in known:
-            if school_id in active:
-                counts["failing" if school_id in failing else "active"] += 1
-            elif not pairs[school_id]:
-                counts["revoked"] += 1
-            else:
-                counts["denied" if flags[school_id].denied is not None else "inactive"] += 1
+            state = school_state(
+                active=school_id in active,
+                listed=bool(pairs[school_id]),
+                denied=flags[school_id].denied is not None,
+                failing=school_id in failing,
+            )
+            counts[state] += 1
         for state, count in counts.items():
             metrics.SCHOOLS.labels(state=state).set(count)
 
@@ -245,22 +284,29 @@ class Services:
         refresh gauges."""
         next_trim = 0.0
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                if await self.outbox.publish_pending():
-                    self.handoff.wake()
-                await self.refresh_metrics()
-                await self.eraser.resume()
-                if loop.time() >= next_trim:
-                    removed = await self.events.trim(self.settings.event_retention_days)
-                    if removed:
-                        log.info("old events removed", events=removed)
-                    next_trim = loop.time() + self._trim_every()
-            except (RedisError, OSError) as error:
-                log.warning("maintenance failed; retrying", error=f"{type(error).__name__}: {error}")
-            except Exception:
-                log.exception("maintenance crashed; retrying")
+
+        async def once() -> None:
+            nonlocal next_trim
+            if await self.outbox.publish_pending():
+                self.handoff.wake()
+            await self.refresh_metrics()
+            await self.eraser.resume()
+            if loop.time() >= next_trim:
+                removed = await self.events.trim(self.settings.event_retention_days)
+                if removed:
+                    log.info("old events removed", events=removed)
+                next_trim = loop.time() + self._trim_every()
+
+        async def pause(_: None) -> None:
             await asyncio.sleep(MAINTENANCE_SECONDS)
+
+        await poll(
+            once,
+            pause,
+            failed="maintenance failed; retrying",
+            crashed="maintenance crashed; retrying",
+            backoff=0,
+        )
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
@@ -276,7 +322,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
 
     api = parts(
         subscriptions=services.subscriptions,
-        dispatcher=services.dispatcher,
+        deliveries=services.deliveries,
         events=services.events,
         schools=Schools(
             settings=settings,
@@ -288,14 +334,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         health=Health(
             redis=services.redis,
             scheduler=services.scheduler,
-            dispatcher=services.dispatcher,
+            worker=services.worker,
             handoff=services.handoff,
             watcher=services.watcher,
             marker=services.marker,
         ),
         gauges=Gauges(
             subscriptions=services.subscriptions,
-            dispatcher=services.dispatcher,
+            worker=services.worker,
             more=services.refresh_metrics,
         ),
         eraser=services.eraser,

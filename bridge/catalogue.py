@@ -1,4 +1,5 @@
-"""The watched resources (SPEC section 10): each d6 collection the bridge polls per school, declared once.
+"""The watched resources (docs/events.md#catalogue): each d6 collection the bridge polls per school,
+declared once.
 
 An entry says everything the rest of the bridge needs: the d6 endpoint and the query it is scanned
 with, how a record is identified, the event prefix (`debtor` -> `debtor.created` ...), which event kinds
@@ -175,7 +176,7 @@ EVENT_TYPES: Final = (
     *(event_type for resource in RESOURCES for event_type in resource.event_types),
     TEST_EVENT_TYPE,
 )
-"""Every event type of the catalogue (SPEC 5), in the order the docs list them."""
+"""Every event type of the catalogue (docs/events.md#catalogue), in the order the docs list them."""
 EVENT_FAMILIES: Final = tuple(sorted({t.split(".")[0] for t in EVENT_TYPES}))
 SNAPSHOT_RESOURCES: Final = (*(resource.prefix for resource in RESOURCES), INTEGRATION)
 """Every snapshot a school can have."""

@@ -1,4 +1,4 @@
-"""Every Prometheus series of the bridge (SPEC section 7), on one registry of its own.
+"""Every Prometheus series of the bridge (docs/operations.md#metrics), on one registry of its own.
 
 The registry and its metric objects are the one deliberate exception to "nothing global but
 constants": Prometheus metrics are process-wide by nature, and a module-level registry (not the
@@ -148,8 +148,8 @@ STORE_RESETS: Final = Counter(
 )
 ERASURES: Final = Counter(
     f"{PREFIX}_erasures",
-    "Erasure requests carried out (POST /v1/erasure, SPEC 12), by the event resource of the record "
-    "(debtor, learner, balance, promise, note, transaction); a repeated request counts again.",
+    "Erasure requests carried out (POST /v1/erasure, docs/personal-data.md), by the event resource of "
+    "the record (debtor, learner, balance, promise, note, transaction); a repeated request counts again.",
     ["resource"],
     registry=REGISTRY,
 )
@@ -180,9 +180,10 @@ POLL_LAG: Final = Gauge(
 )
 PLANNED_INTERVAL: Final = Gauge(
     f"{PREFIX}_planned_poll_interval_seconds",
-    "The planned seconds between polls of a resource's feeds in this process' poll plan (SPEC 11), over "
-    "its feeds: stat min, median or max. The target interval while the d6 budget covers every feed; "
-    "under BRIDGE_POLL_PLANNING=adaptive, once it does not, the square-root plan. Set at each re-plan.",
+    "The planned seconds between polls of a resource's feeds in this process' poll plan "
+    "(docs/operations.md), over its feeds: stat min, median or max. The target interval while the d6 "
+    "budget covers every feed; under BRIDGE_POLL_PLANNING=adaptive, once it does not, the square-root "
+    "plan. Set at each re-plan.",
     ["resource", "stat"],
     registry=REGISTRY,
 )

@@ -22,13 +22,15 @@ T = TypeVar("T")
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
 REDIS_SCHEMES = ("redis", "rediss", "unix", "memory")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+POLL_JITTER_SHARE = 0.1
+"""An unset `BRIDGE_POLL_JITTER_SECONDS` is this share of `BRIDGE_SCHOOL_POLL_SECONDS`."""
 MAX_DELIVERY_CONCURRENCY = 10_000
 """The highest `BRIDGE_DELIVERY_CONCURRENCY`: a claim this large against a deeper backlog is tested
 (tests/delivery/test_claim_chunks.py)."""
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
-    """Every setting of the bridge; defaults are SPEC section 3's."""
+    """Every setting of the bridge; defaults are docs/configuration.md's."""
 
     d6_base_url: str = "https://integrate.d6plus.co.za/api"
     d6_username: str | None = None
@@ -46,6 +48,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     integrations_poll_seconds: float = 60.0
     school_poll_seconds: float = 300.0
     poll_jitter_seconds: float = 30.0
+    """Unset, `POLL_JITTER_SHARE` of `school_poll_seconds` (30 s of the default 300 s)."""
     auto_activate: bool = True
     api_type_ids: frozenset[int] | None = None
     debtor_scope: Literal["all", "active"] = "all"
@@ -66,8 +69,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """`adaptive`: when the d6 budget cannot cover every feed at its target interval, plan polls where
     changes happen (bridge/sync/planner.py); `fixed`: every feed takes its turn."""
     max_poll_seconds: float = 86400.0
-    """Under `adaptive`, the longest a feed may wait between polls, whatever its change rate."""
+    """Under `adaptive`, the longest a feed may wait between polls, whatever its change rate; unset, at
+    least the longest target interval."""
     log_format: Literal["json", "console"] = "json"
+    """Unset, `console` when stderr is a terminal."""
     log_level: str = "info"
 
     def feed_interval(self, resource: str) -> float:
@@ -95,65 +100,90 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError("BRIDGE_D6_PASSWORD", "required for serve; the integrator password from d6")
 
 
+_DEFAULT = Settings()
+"""Every default, read by `load_settings` for an unset variable."""
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, isatty: bool | None = None) -> Settings:
-    """Build `Settings` from `environ` (default: the process environment); raise `SettingsError`."""
+    """Build `Settings` from `environ` (default: the process environment); raise `SettingsError`.
+
+    An unset variable takes the field's default from `Settings` (`_DEFAULT`), the one place defaults are
+    written; only the defaults that follow other settings (the jitter, the longest wait, the log format on
+    a terminal) are computed here."""
     env = _Env(os.environ if environ is None else environ)
-    school_poll = env.number("BRIDGE_SCHOOL_POLL_SECONDS", 300.0, minimum=1.0)
+    d = _DEFAULT
+    school_poll = env.number("BRIDGE_SCHOOL_POLL_SECONDS", d.school_poll_seconds, minimum=1.0)
     if isatty is None:
         isatty = sys.stderr.isatty()
     return Settings(
-        d6_base_url=env.url("BRIDGE_D6_BASE_URL", "https://integrate.d6plus.co.za/api", ("http", "https")),
+        d6_base_url=env.url("BRIDGE_D6_BASE_URL", d.d6_base_url, ("http", "https")),
         d6_username=env.optional("BRIDGE_D6_USERNAME"),
         d6_password=env.optional("BRIDGE_D6_PASSWORD"),
-        d6_max_rps=env.number("BRIDGE_D6_MAX_RPS", 10.0, minimum=0.01),
-        d6_timeout_seconds=env.number("BRIDGE_D6_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-        redis_url=env.url("BRIDGE_REDIS_URL", "redis://localhost:6379/0", REDIS_SCHEMES),
-        redis_prefix=env.text("BRIDGE_REDIS_PREFIX", "d6b", forbid="{}: \t"),
-        redis_cluster=env.flag("BRIDGE_REDIS_CLUSTER", False),
+        d6_max_rps=env.number("BRIDGE_D6_MAX_RPS", d.d6_max_rps, minimum=0.01),
+        d6_timeout_seconds=env.number("BRIDGE_D6_TIMEOUT_SECONDS", d.d6_timeout_seconds, minimum=0.1),
+        redis_url=env.url("BRIDGE_REDIS_URL", d.redis_url, REDIS_SCHEMES),
+        redis_prefix=env.text("BRIDGE_REDIS_PREFIX", d.redis_prefix, forbid="{}: \t"),
+        redis_cluster=env.flag("BRIDGE_REDIS_CLUSTER", d.redis_cluster),
         admin_token=env.optional("BRIDGE_ADMIN_TOKEN"),
         readonly_token=env.readonly_token("BRIDGE_READONLY_TOKEN", env.optional("BRIDGE_ADMIN_TOKEN")),
-        host=env.text("BRIDGE_HOST", "0.0.0.0"),  # noqa: S104
-        port=int(env.number("BRIDGE_PORT", 8080, minimum=0, maximum=65535, integer=True)),
-        integrations_poll_seconds=env.number("BRIDGE_INTEGRATIONS_POLL_SECONDS", 60.0, minimum=1.0),
+        host=env.text("BRIDGE_HOST", d.host),
+        port=int(env.number("BRIDGE_PORT", d.port, minimum=0, maximum=65535, integer=True)),
+        integrations_poll_seconds=env.number(
+            "BRIDGE_INTEGRATIONS_POLL_SECONDS", d.integrations_poll_seconds, minimum=1.0
+        ),
         school_poll_seconds=school_poll,
         poll_jitter_seconds=env.number(
-            "BRIDGE_POLL_JITTER_SECONDS", school_poll * 0.1, minimum=0.0, maximum=school_poll
+            "BRIDGE_POLL_JITTER_SECONDS", school_poll * POLL_JITTER_SHARE, minimum=0.0, maximum=school_poll
         ),
-        auto_activate=env.flag("BRIDGE_AUTO_ACTIVATE", True),
+        auto_activate=env.flag("BRIDGE_AUTO_ACTIVATE", d.auto_activate),
         api_type_ids=env.id_set("BRIDGE_API_TYPE_IDS"),
-        debtor_scope=env.choice("BRIDGE_DEBTOR_SCOPE", "all", ("all", "active")),  # type: ignore[arg-type]
-        emit_initial_snapshot=env.flag("BRIDGE_EMIT_INITIAL_SNAPSHOT", False),
-        retry_schedule=env.schedule("BRIDGE_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE),
-        delivery_timeout_seconds=env.number("BRIDGE_DELIVERY_TIMEOUT_SECONDS", 15.0, minimum=0.1),
+        debtor_scope=env.choice(  # type: ignore[arg-type]
+            "BRIDGE_DEBTOR_SCOPE", d.debtor_scope, ("all", "active")
+        ),
+        emit_initial_snapshot=env.flag("BRIDGE_EMIT_INITIAL_SNAPSHOT", d.emit_initial_snapshot),
+        retry_schedule=env.schedule("BRIDGE_RETRY_SCHEDULE", d.retry_schedule),
+        delivery_timeout_seconds=env.number(
+            "BRIDGE_DELIVERY_TIMEOUT_SECONDS", d.delivery_timeout_seconds, minimum=0.1
+        ),
         delivery_concurrency=int(
             env.number(
-                "BRIDGE_DELIVERY_CONCURRENCY", 64, minimum=1, maximum=MAX_DELIVERY_CONCURRENCY, integer=True
+                "BRIDGE_DELIVERY_CONCURRENCY",
+                d.delivery_concurrency,
+                minimum=1,
+                maximum=MAX_DELIVERY_CONCURRENCY,
+                integer=True,
             )
         ),
-        disable_after_hours=env.number("BRIDGE_DISABLE_AFTER_HOURS", 120.0, minimum=0.01),
-        allow_private_urls=env.flag("BRIDGE_ALLOW_PRIVATE_URLS", False),
-        event_retention_days=env.number("BRIDGE_EVENT_RETENTION_DAYS", 30.0, minimum=0.001),
-        revoked_purge_days=env.number("BRIDGE_REVOKED_PURGE_DAYS", 7.0, minimum=0.0),
-        resources=env.resources("BRIDGE_RESOURCES"),
+        disable_after_hours=env.number("BRIDGE_DISABLE_AFTER_HOURS", d.disable_after_hours, minimum=0.01),
+        allow_private_urls=env.flag("BRIDGE_ALLOW_PRIVATE_URLS", d.allow_private_urls),
+        event_retention_days=env.number("BRIDGE_EVENT_RETENTION_DAYS", d.event_retention_days, minimum=0.001),
+        revoked_purge_days=env.number("BRIDGE_REVOKED_PURGE_DAYS", d.revoked_purge_days, minimum=0.0),
+        resources=env.resources("BRIDGE_RESOURCES", d.resources),
         resource_poll_seconds=env.resource_seconds("BRIDGE_RESOURCE_POLL_SECONDS"),
         transaction_window_days=int(
-            env.number("BRIDGE_TRANSACTION_WINDOW_DAYS", 45, minimum=1, maximum=3660, integer=True)
+            env.number(
+                "BRIDGE_TRANSACTION_WINDOW_DAYS",
+                d.transaction_window_days,
+                minimum=1,
+                maximum=3660,
+                integer=True,
+            )
         ),
         poll_planning=env.choice(  # type: ignore[arg-type]
-            "BRIDGE_POLL_PLANNING", "adaptive", ("adaptive", "fixed")
+            "BRIDGE_POLL_PLANNING", d.poll_planning, ("adaptive", "fixed")
         ),
         max_poll_seconds=_max_poll_seconds(env, school_poll),
         log_format=env.choice(  # type: ignore[arg-type]
-            "BRIDGE_LOG_FORMAT", "console" if isatty else "json", ("json", "console")
+            "BRIDGE_LOG_FORMAT", "console" if isatty else d.log_format, ("json", "console")
         ),
-        log_level=env.choice("BRIDGE_LOG_LEVEL", "info", LOG_LEVELS),
+        log_level=env.choice("BRIDGE_LOG_LEVEL", d.log_level, LOG_LEVELS),
     )
 
 
 def _max_poll_seconds(env: _Env, school_poll: float) -> float:
     """`BRIDGE_MAX_POLL_SECONDS`: at least every feed's target interval (a floor below the target is none)."""
     longest = max([school_poll, *env.resource_seconds("BRIDGE_RESOURCE_POLL_SECONDS").values()])
-    return env.number("BRIDGE_MAX_POLL_SECONDS", max(86400.0, longest), minimum=longest)
+    return env.number("BRIDGE_MAX_POLL_SECONDS", max(_DEFAULT.max_poll_seconds, longest), minimum=longest)
 
 
 class _Env:
@@ -257,11 +287,11 @@ class _Env:
             ids.add(int(item))
         return frozenset(ids)
 
-    def resources(self, name: str) -> tuple[str, ...]:
+    def resources(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         """A comma list of catalogue names, or `all`; returned in catalogue order."""
         value = self._raw(name)
         if value is None:
-            return DEFAULT_RESOURCES
+            return default
         if value.lower() == "all":
             return tuple(BY_NAME)
         names = {item.strip().lower() for item in value.split(",") if item.strip()}

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Redis, the d6 simulator over real HTTP, webhook receivers, dispatchers."""
+"""Shared fixtures: a real Redis, the d6 simulator over real HTTP, webhook receivers, the delivery parts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
 from bridge.settings import Settings
@@ -18,6 +17,7 @@ from bridge.testing.receivers import Receiver, ReceiverServer, Script
 from bridge.testing.redis import redis_server
 from bridge.testing.servers import SimulatorServer
 from bridge.testing.settings import fast_settings
+from tests.delivery.parts import DeliveryParts
 
 
 @pytest.fixture(scope="session")
@@ -92,14 +92,14 @@ def store_factory(redis: aioredis.Redis) -> Callable[[Settings], SubscriptionSto
 @pytest.fixture
 async def dispatcher_factory(
     redis: aioredis.Redis, store_factory: Callable[[Settings], SubscriptionStore]
-) -> AsyncIterator[Callable[..., Dispatcher]]:
-    """Build dispatchers (not started); every one is stopped after the test."""
-    built: list[Dispatcher] = []
+) -> AsyncIterator[Callable[..., DeliveryParts]]:
+    """Build delivery parts (tests/delivery/parts.py; worker not started); each is stopped after the test."""
+    built: list[DeliveryParts] = []
 
-    def build(settings: Settings | None = None, **kwargs: Any) -> Dispatcher:
+    def build(settings: Settings | None = None, **kwargs: Any) -> DeliveryParts:
         settings = settings or fast_settings()
         kwargs.setdefault("poll_interval", 0.05)
-        dispatcher = Dispatcher(redis, settings, store_factory(settings), **kwargs)
+        dispatcher = DeliveryParts(redis, settings, store_factory(settings), **kwargs)
         built.append(dispatcher)
         return dispatcher
 

@@ -1,4 +1,5 @@
-"""`GET /metrics`: the series of SPEC section 7 exist, and the delivery ones move with real deliveries.
+"""`GET /metrics`: the series docs/operations.md#metrics lists exist, and the delivery ones move with real
+deliveries.
 
 The registry is process-wide, so the tests compare scrapes taken before and after what they do.
 """
@@ -19,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge import metrics
 from bridge.api.metrics import Gauges, metrics_endpoint
 from bridge.api.wiring import build_api, parts
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
 from bridge.store.keys import Keys
@@ -28,8 +28,9 @@ from bridge.testing.receivers import Answer, Receiver
 from bridge.testing.servers import free_port
 from bridge.testing.settings import fast_settings
 from bridge.testing.waiting import wait_for
+from tests.delivery.parts import DeliveryParts
 
-SPEC_SERIES = {
+DOCUMENTED_SERIES = {
     "d6_bridge_d6_requests_total",
     "d6_bridge_d6_request_duration_seconds",
     "d6_bridge_d6_bad_answers_total",
@@ -68,9 +69,9 @@ class Scrape:
         }
 
 
-def build_app(dispatcher: Dispatcher) -> Litestar:
+def build_app(dispatcher: DeliveryParts) -> Litestar:
     """`GET /metrics` refreshing the gauges of the dispatcher's store, built as `create_app` builds it."""
-    gauges = Gauges(subscriptions=dispatcher.store, dispatcher=dispatcher)
+    gauges = Gauges(subscriptions=dispatcher.store, worker=dispatcher.worker)
     return build_api(dispatcher.settings, [metrics_endpoint], parts(gauges=gauges))
 
 
@@ -84,20 +85,20 @@ async def scrape(app: Litestar) -> Scrape:
 
 
 @pytest.fixture
-def dispatcher(dispatcher_factory: Callable[..., Dispatcher]) -> Dispatcher:
+def dispatcher(dispatcher_factory: Callable[..., DeliveryParts]) -> DeliveryParts:
     return dispatcher_factory()
 
 
-async def test_every_series_of_the_spec_is_exposed_with_the_prefix(dispatcher: Dispatcher) -> None:
+async def test_every_series_of_the_spec_is_exposed_with_the_prefix(dispatcher: DeliveryParts) -> None:
     page = await scrape(build_app(dispatcher))
     names = page.sample_names()
-    assert names >= SPEC_SERIES, SPEC_SERIES - names
+    assert names >= DOCUMENTED_SERIES, DOCUMENTED_SERIES - names
     assert all(f.name.startswith("d6_bridge_") for f in page.families)
     assert page.value("d6_bridge_deliveries_total", outcome="dead") >= 0  # exists before any delivery
 
 
 async def test_promtool_accepts_the_live_page_without_a_warning(
-    dispatcher: Dispatcher, receiver_factory: Callable[..., tuple[Receiver, str]]
+    dispatcher: DeliveryParts, receiver_factory: Callable[..., tuple[Receiver, str]]
 ) -> None:
     """`promtool check metrics` (Debian's `prometheus` package; `make test` installs it) on `/metrics`
     after deliveries and d6 answers have filled in label values: silent, exit 0, no `_created` series."""
@@ -126,7 +127,7 @@ async def test_promtool_accepts_the_live_page_without_a_warning(
 
 
 async def test_delivery_series_move_after_deliveries(
-    dispatcher: Dispatcher, receiver_factory: Callable[..., tuple[Receiver, str]]
+    dispatcher: DeliveryParts, receiver_factory: Callable[..., tuple[Receiver, str]]
 ) -> None:
     app = build_app(dispatcher)
     ok_receiver, ok_url = receiver_factory()
@@ -173,7 +174,7 @@ async def test_delivery_series_move_after_deliveries(
 
 
 async def test_a_410_counts_as_gone(
-    dispatcher: Dispatcher, receiver_factory: Callable[..., tuple[Receiver, str]]
+    dispatcher: DeliveryParts, receiver_factory: Callable[..., tuple[Receiver, str]]
 ) -> None:
     app = build_app(dispatcher)
     _, url = receiver_factory(lambda _r, _n: Answer(status=410))
@@ -193,7 +194,7 @@ async def test_a_410_counts_as_gone(
     assert after.value("d6_bridge_pending_deliveries") == 1  # kept for when it is enabled again
 
 
-async def test_d6_responses_are_counted_by_endpoint_and_status(dispatcher: Dispatcher) -> None:
+async def test_d6_responses_are_counted_by_endpoint_and_status(dispatcher: DeliveryParts) -> None:
     endpoint = "GET /v2/finplus/debtmanagement/learners"
     app = build_app(dispatcher)
     before = await scrape(app)
@@ -218,13 +219,13 @@ async def test_metrics_render_when_redis_is_down() -> None:
     )
     try:
         store = SubscriptionStore(down, Keys(settings.redis_prefix), UrlGuard(allow_private=True))
-        dispatcher = Dispatcher(down, settings, store)
+        dispatcher = DeliveryParts(down, settings, store)
         app = build_app(dispatcher)
         failures = "d6_bridge_scrape_refresh_failures_total"
         before = await scrape(app)
         after = await scrape(app)
         assert after.value(failures) - before.value(failures) == 1
-        assert after.sample_names() >= SPEC_SERIES
+        assert after.sample_names() >= DOCUMENTED_SERIES
         await dispatcher.stop(grace=0.1)
     finally:
         await down.aclose()

@@ -4,8 +4,8 @@
 `/v1/subscriptions/{id}/deliveries`, `/v1/subscriptions/{id}/replay`, `/v1/events/{id}/redeliver`,
 `/v1/dead-letters` and `/v1/dead-letters/retry`. Lists are newest first, in the one list envelope
 (`{"data", "meta": {"limit", "next_cursor"?}}`, see `common.py`): pass `next_cursor` back as `cursor`.
-Handlers receive `subscriptions` (the `SubscriptionStore`) and `dispatcher` (the `Dispatcher`), and call
-their methods or `delivery.operations`.
+Handlers receive `subscriptions` (the `SubscriptionStore`) and `deliveries` (the `DeliveryService`,
+delivery/service.py), and call their methods.
 
 `event_deliveries` gives the per-subscription delivery state that `GET /v1/events/{id}` shows.
 
@@ -40,12 +40,10 @@ from bridge.api.common import (
     score_cursor,
 )
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
-from bridge.delivery import operations
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Attempt, Delivery
 from bridge.delivery.sender import USER_AGENT
+from bridge.delivery.service import DeliveryService, EventDeliveryStatus
 from bridge.delivery.store import InvalidSubscription, SubscriptionStore
-from bridge.delivery.tracking import EventDeliveryStatus, delivery_states
 from bridge.events.envelope import Timestamp
 
 
@@ -121,7 +119,7 @@ class RetryResult(msgspec.Struct, kw_only=True):
 
 
 class EventDeliveryView(msgspec.Struct, kw_only=True):
-    """An event's latest delivery to one subscription (`bridge.delivery.tracking` says what each
+    """An event's latest delivery to one subscription (`bridge.delivery.service` says what each
     state means); times are RFC 3339, `next_attempt_at` null when none is scheduled."""
 
     subscription_id: str
@@ -135,7 +133,7 @@ class EventDeliveryView(msgspec.Struct, kw_only=True):
     next_attempt_at: Timestamp | None
 
 
-async def event_deliveries(dispatcher: Dispatcher, event_id: str) -> list[EventDeliveryView]:
+async def event_deliveries(deliveries: DeliveryService, event_id: str) -> list[EventDeliveryView]:
     """For `GET /v1/events/{id}`: one entry per subscription that has or had a delivery of the event."""
     return [
         EventDeliveryView(
@@ -149,7 +147,7 @@ async def event_deliveries(dispatcher: Dispatcher, event_id: str) -> list[EventD
             last_attempt_at=rfc3339(d.last_attempt_at),
             next_attempt_at=rfc3339(d.next_attempt_at),
         )
-        for d in await delivery_states(dispatcher, event_id)
+        for d in await deliveries.states(event_id)
     ]
 
 
@@ -208,13 +206,13 @@ class DeliveriesController(Controller):
     async def list_deliveries(
         self,
         subscriptions: Injected[SubscriptionStore],
-        dispatcher: Injected[Dispatcher],
+        deliveries: Injected[DeliveryService],
         subscription_id: FromPath[str],
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> AttemptPage:
         await subscriptions.get(subscription_id)
-        rows = await dispatcher.attempts(subscription_id, before=score_cursor(cursor), limit=limit)
+        rows = await deliveries.attempts(subscription_id, before=score_cursor(cursor), limit=limit)
         items = [
             AttemptView(
                 time=rfc3339(a.at) or "",
@@ -243,7 +241,7 @@ class DeliveriesController(Controller):
     async def replay_subscription(
         self,
         subscriptions: Injected[SubscriptionStore],
-        dispatcher: Injected[Dispatcher],
+        deliveries: Injected[DeliveryService],
         subscription_id: FromPath[str],
         data: JSONBody[ReplayRequest],
     ) -> ReplayResult:
@@ -252,9 +250,7 @@ class DeliveriesController(Controller):
         until = None if data.until is None else _timestamp(data.until)
         if until is not None and until < since:
             raise InvalidSubscription("until", "must not be before since")
-        queued = await operations.replay(
-            dispatcher, subscription, since=since, until=until, only_failed=data.only_failed
-        )
+        queued = await deliveries.replay(subscription, since=since, until=until, only_failed=data.only_failed)
         return ReplayResult(subscription_id=subscription_id, queued=queued)
 
     @post(
@@ -265,12 +261,12 @@ class DeliveriesController(Controller):
     )
     async def redeliver_event(
         self,
-        dispatcher: Injected[Dispatcher],
+        deliveries: Injected[DeliveryService],
         event_id: FromPath[str],
         data: JSONBody[RedeliverRequest | None] = None,
     ) -> RedeliverResult:
         subscription_id = None if data is None else data.subscription_id
-        targets = await operations.redeliver(dispatcher, event_id, subscription_id)
+        targets = await deliveries.redeliver(event_id, subscription_id)
         return RedeliverResult(event_id=event_id, subscription_ids=targets)
 
     @get(
@@ -280,7 +276,8 @@ class DeliveriesController(Controller):
     )
     async def list_dead_letters(
         self,
-        dispatcher: Injected[Dispatcher],
+        subscriptions: Injected[SubscriptionStore],
+        deliveries: Injected[DeliveryService],
         subscription_id: FromQuery[str | None] = None,
         school_id: Annotated[int | None, QueryParameter(ge=0, description="only this school's")] = None,
         limit: Limit = 50,
@@ -288,8 +285,8 @@ class DeliveriesController(Controller):
     ) -> DeadLetterPage:
         async def fetch(after: str | None) -> tuple[list[tuple[float, Delivery]], str | None]:
             size = limit if school_id is None else MAX_PAGE
-            rows = await operations.dead_letters(
-                dispatcher, subscription_id=subscription_id, before=score_cursor(after), limit=size
+            rows = await deliveries.dead_letters(
+                subscription_id=subscription_id, before=score_cursor(after), limit=size
             )
             return rows, next_score_cursor([score for score, _ in rows], size)
 
@@ -300,7 +297,7 @@ class DeliveriesController(Controller):
             cursor,
             limit,
         )
-        urls = {s.id: s.url for s in await dispatcher.store.list_all()}
+        urls = {s.id: s.url for s in await subscriptions.list_all()}
         items = [dead_letter_view(score, dead, urls) for score, dead in rows]
         return DeadLetterPage(data=items, meta=page_meta(limit, next_cursor))
 
@@ -311,10 +308,10 @@ class DeliveriesController(Controller):
         responses=error_responses(404, *BODY_ERRORS),
     )
     async def retry_dead_letters(
-        self, dispatcher: Injected[Dispatcher], data: JSONBody[RetryRequest | None] = None
+        self, deliveries: Injected[DeliveryService], data: JSONBody[RetryRequest | None] = None
     ) -> RetryResult:
         request = data or RetryRequest()
-        requeued = await operations.retry_dead_letters(
-            dispatcher, ids=request.ids, subscription_id=request.subscription_id
+        requeued = await deliveries.retry_dead_letters(
+            ids=request.ids, subscription_id=request.subscription_id
         )
         return RetryResult(requeued=requeued)

@@ -1,4 +1,5 @@
-"""`POST /v1/erasure`: remove one record's personal data from everything the bridge keeps (SPEC 12).
+"""`POST /v1/erasure`: remove one record's personal data from everything the bridge keeps
+(docs/personal-data.md#erase-a-record).
 
 The handler receives `eraser` (the `Eraser`, bridge/delivery/erasure.py, which says what is erased where
 and in which order). 202 with what was erased; a second request for the same record answers 202 with zero

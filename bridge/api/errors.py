@@ -25,9 +25,9 @@ from litestar.types import ExceptionHandlersMap
 from redis.exceptions import RedisError
 
 from bridge.api.common import error_response
-from bridge.delivery import operations
 from bridge.delivery.erasure import UnknownRecord
 from bridge.delivery.models import DeliveryError, UnknownSubscription
+from bridge.delivery.service import NoEventLog, UnknownEvent
 from bridge.delivery.store import InvalidSubscription
 from bridge.errors import BridgeError, D6Error, StoreError
 
@@ -42,9 +42,9 @@ def delivery_error_handler(_: Request[Any, Any, Any], error: Exception) -> Respo
     if isinstance(error, UnknownRecord):
         extra = {"school_id": error.school_id, "resource": error.resource, "record_id": error.record_id}
         return error_response(HTTP_404_NOT_FOUND, str(error), extra)
-    if isinstance(error, operations.UnknownEvent):
+    if isinstance(error, UnknownEvent):
         return error_response(HTTP_404_NOT_FOUND, str(error), {"event_id": error.event_id})
-    if isinstance(error, operations.NoEventLog):
+    if isinstance(error, NoEventLog):
         return error_response(HTTP_503_SERVICE_UNAVAILABLE, str(error))
     return error_response(HTTP_400_BAD_REQUEST, str(error))
 

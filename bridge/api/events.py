@@ -4,7 +4,8 @@
 them, so a page of those reads the log (narrowed by the other filters, a school best of all) page after
 page until it has found `limit` of them or read 10,000 events, and answers with a cursor to go on.
 
-Handlers receive `events` (the `EventLog`) and, for an event's delivery states, `dispatcher`.
+Handlers receive `events` (the `EventLog`) and, for an event's delivery states, `deliveries`
+(the `DeliveryService`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from bridge.api.auth import admin_guard
 from bridge.api.common import MAX_PAGE, Cursor, Injected, Limit, PageMeta, filtered_page, page_meta
 from bridge.api.contract import SECURITY, error_responses
 from bridge.api.deliveries import EventDeliveryView, event_deliveries
-from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery.service import DeliveryService
 from bridge.events.envelope import EVENT_TYPES, Event
 from bridge.events.log import EventLog
 
@@ -90,12 +91,11 @@ class EventsController(Controller):
         responses=error_responses(404),
     )
     async def get_event(
-        self, events: Injected[EventLog], dispatcher: Injected[Dispatcher], event_id: FromPath[str]
+        self, events: Injected[EventLog], deliveries: Injected[DeliveryService], event_id: FromPath[str]
     ) -> EventDetail:
         event = await events.get(event_id)
         if event is None:
             raise NotFoundException(
                 detail=f"no event with id {event_id!r} (unknown, or older than retention)"
             )
-        deliveries = await event_deliveries(dispatcher, event_id)
-        return EventDetail(event=event, deliveries=deliveries)
+        return EventDetail(event=event, deliveries=await event_deliveries(deliveries, event_id))

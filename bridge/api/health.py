@@ -1,7 +1,7 @@
 """Liveness and readiness.
 
 `/health/ready` receives `health`: the parts whose state makes the process ready (Redis, the scheduler,
-the dispatcher and the hand-off) and those that say when the integrations list was last read and when
+the delivery worker and the hand-off) and those that say when the integrations list was last read and when
 the store was last found reset.
 """
 
@@ -19,8 +19,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from bridge.api.common import Injected, rfc3339
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.handoff import Handoff
+from bridge.delivery.worker import Worker
 from bridge.events.envelope import Timestamp
 from bridge.store.marker import SHOW_RESET_SECONDS, StoreMarker
 from bridge.sync.scheduler import PollScheduler
@@ -49,7 +49,7 @@ class Health:
 
     redis: aioredis.Redis
     scheduler: PollScheduler
-    dispatcher: Dispatcher
+    worker: Worker
     handoff: Handoff
     watcher: IntegrationsWatcher
     marker: StoreMarker
@@ -102,5 +102,5 @@ def _scheduler(health: Health) -> Component:
 
 
 def _delivery(health: Health) -> Component:
-    running = health.dispatcher.running and health.handoff.running
+    running = health.worker.running and health.handoff.running
     return Component(name="delivery", ok=running, detail="running" if running else "stopped")

@@ -2,7 +2,7 @@
 
 No auth, like `/health/*`: the scrape comes from inside the deployment. The handler receives `gauges`:
 before rendering, the gauges that describe the shared store are refreshed from Redis (the delivery side's,
-from the subscription store and the dispatcher), then `more` is awaited when given (a serve process's
+from the subscription store and the delivery worker), then `more` is awaited when given (a serve process's
 poll gauges), so other parts can set their own gauges at scrape time. A refresh is bounded in time; if
 it fails (Redis down or slow) the page still renders, with those gauges at their last known values, and
 `d6_bridge_scrape_refresh_failures_total` counts the miss.
@@ -22,9 +22,9 @@ from redis.exceptions import RedisError
 
 from bridge import metrics
 from bridge.api.common import Injected
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.stats import refresh_delivery_gauges
 from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.worker import Worker
 
 log = structlog.get_logger(__name__)
 
@@ -38,14 +38,14 @@ class Gauges:
     """What a scrape refreshes before rendering."""
 
     subscriptions: SubscriptionStore
-    dispatcher: Dispatcher
+    worker: Worker
     more: Callable[[], Awaitable[None]] | None = None
 
     async def refresh(self) -> bool:
         """Refresh the store-backed gauges; False if that failed (counted, logged, never raised)."""
         try:
             async with asyncio.timeout(REFRESH_TIMEOUT_SECONDS):
-                await refresh_delivery_gauges(self.subscriptions, self.dispatcher)
+                await refresh_delivery_gauges(self.subscriptions, self.worker)
                 if self.more is not None:
                     await self.more()
         except (RedisError, OSError, TimeoutError) as error:

@@ -2,15 +2,16 @@
 
 Each watched resource of a school is a feed with its own schedule, status and counts (`feeds`); the
 school-level fields sum them up (`last_successful_poll`: the oldest of its feeds' last successes).
-A school's `state`: `active` (polled), `inactive` (authorised, not activated), `denied` (still in the
-client integrations list, but d6 refuses its data: retried at the integrations interval; `denied_since`),
-`revoked` (no pair left in the list; `revoked_since`). `snapshots_purged_at` is set once a school without
-authorisation for `BRIDGE_REVOKED_PURGE_DAYS` had its record snapshots deleted. `lag_seconds` is how
-long the school has been overdue: the time since its last due time plus one interval and the jitter (0
-when on time). It is read from Redis, so it is the same whichever replica answers. Each feed also shows
-its poll plan (SPEC 11): `planned_interval_seconds` (the interval its lag is measured against),
-`change_rate_per_hour` and `last_changes`; the plan is derived in each replica from the same shared
-status, so it too is the same whichever replica answers, give or take one re-plan.
+A school's `state` (bridge/sync/school_state.py): `active` (polled), `inactive` (authorised, not
+activated), `denied` (still in the client integrations list, but d6 refuses its data: retried at the
+integrations interval; `denied_since`), `revoked` (no pair left in the list; `revoked_since`).
+`snapshots_purged_at` is set once a school without authorisation for `BRIDGE_REVOKED_PURGE_DAYS` had its
+record snapshots deleted. `lag_seconds` is how long the school has been overdue: the time since its last
+due time plus one interval and the jitter (0 when on time). It is read from Redis, so it is the same
+whichever replica answers. Each feed also shows its poll plan (docs/operations.md#the-d6-request-budget):
+`planned_interval_seconds` (the interval its lag is measured against), `change_rate_per_hour` and
+`last_changes`; the plan is derived in each replica from the same shared status, so it too is the same
+whichever replica answers, give or take one re-plan.
 
 Handlers receive `schools`: the parts that know the schools (the integrations watcher, the poll status,
 the snapshot flags) and the scheduler that polls them.
@@ -36,6 +37,7 @@ from bridge.events.envelope import Timestamp
 from bridge.settings import Settings
 from bridge.sync.events import is_active
 from bridge.sync.scheduler import PollScheduler
+from bridge.sync.school_state import school_state
 from bridge.sync.snapshot import SnapshotStore
 from bridge.sync.status import PollStatusStore
 from bridge.sync.watcher import IntegrationsWatcher
@@ -75,7 +77,7 @@ class FeedView(msgspec.Struct, kw_only=True):
     lag_seconds: float
     planned_interval_seconds: float
     """Seconds between its polls in the poll plan: `interval_seconds` unless the d6 budget binds
-    (SPEC 11)."""
+    (docs/operations.md#the-d6-request-budget)."""
     change_rate_per_hour: float | None
     """Its estimated changes an hour: the rate the poll plan uses (from its own scans, decayed, leaning on
     its school's and its resource's while it has few); None before a scan follows another."""
@@ -128,14 +130,7 @@ async def school_view(schools: Schools, school_id: int, active: set[int], now: f
     status = await schools.status.get(school_id)
     flags = await schools.snapshots.flags(school_id)
     settings = schools.settings
-    if school_id in active:
-        state = "active"
-    elif not pairs:
-        state = "revoked"
-    elif flags.denied is not None:
-        state = "denied"
-    else:
-        state = "inactive"
+    state = school_state(active=school_id in active, listed=bool(pairs), denied=flags.denied is not None)
     name = next((p.get("school_name") for p in pairs if isinstance(p.get("school_name"), str)), None)
     scheduler = schools.scheduler
     planned = {name: scheduler.planned_interval(school_id, name) for name in status.feeds}

@@ -25,8 +25,8 @@ from litestar.params import FromPath, QueryParameter
 from bridge.api.auth import admin_guard
 from bridge.api.common import Injected
 from bridge.api.contract import SECURITY, error_responses
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Attempt
+from bridge.delivery.service import DeliveryService
 from bridge.delivery.store import SubscriptionStore
 from bridge.events.ids import event_id_ms, is_event_id
 
@@ -105,7 +105,7 @@ class StatsController(Controller):
     async def get_subscription_stats(
         self,
         subscriptions: Injected[SubscriptionStore],
-        dispatcher: Injected[Dispatcher],
+        deliveries: Injected[DeliveryService],
         subscription_id: FromPath[str],
         window_seconds: Annotated[
             int, QueryParameter(ge=60, le=7 * 86400, description="seconds back from now (default 3600)")
@@ -116,7 +116,7 @@ class StatsController(Controller):
         seen: list[Attempt] = []
         before: float | None = None
         while len(seen) < MAX_ATTEMPTS:
-            page = await dispatcher.attempts(subscription_id, before=before, limit=PAGE)
+            page = await deliveries.attempts(subscription_id, before=before, limit=PAGE)
             seen += [a for a in page if a.at >= start]
             if len(page) < PAGE or page[-1].at < start:
                 return summarise(subscription_id, window_seconds, seen, complete=True)

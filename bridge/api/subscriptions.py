@@ -1,7 +1,7 @@
 """`/v1/subscriptions`: register, read, change, remove, rotate the secret, send a test event.
 
 Each handler receives what it uses: `subscriptions` (the `SubscriptionStore`) and, to send a test event,
-`dispatcher` (the `Dispatcher`). Delivery-side errors become 400/404 with a detail a person can act on
+`deliveries` (the `DeliveryService`). Delivery-side errors become 400/404 with a detail a person can act on
 (see `errors.py`).
 """
 
@@ -18,10 +18,10 @@ from litestar.status_codes import HTTP_200_OK
 from bridge.api.auth import admin_guard
 from bridge.api.common import Cursor, Injected, Limit, PageMeta, keyset_page, page_meta, rfc3339
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
-from bridge.delivery import operations
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Subscription
+from bridge.delivery.policy import gone
 from bridge.delivery.projection import Payload
+from bridge.delivery.service import DeliveryService
 from bridge.delivery.store import SubscriptionStore
 from bridge.events.envelope import Timestamp
 
@@ -217,11 +217,11 @@ class SubscriptionController(Controller):
     async def test_subscription(
         self,
         subscriptions: Injected[SubscriptionStore],
-        dispatcher: Injected[Dispatcher],
+        deliveries: Injected[DeliveryService],
         subscription_id: FromPath[str],
     ) -> TestOutcome:
         subscription = await subscriptions.get(subscription_id)
-        event_id, result = await operations.send_test(dispatcher, subscription)
+        event_id, result = await deliveries.send_test(subscription)
         return TestOutcome(
             event_id=event_id,
             success=result.ok,
@@ -229,5 +229,5 @@ class SubscriptionController(Controller):
             error=result.error,
             duration_ms=result.duration_ms,
             response_body=result.response_body,
-            subscription_disabled=result.status_code == 410,
+            subscription_disabled=gone(result),
         )

@@ -7,13 +7,13 @@ mounts the controllers that use them (Litestar refuses to start an app that lack
 handler names, so a missing part fails at once, not on the first request).
 
     controller               receives
-    HealthController         health (Redis, scheduler, dispatcher, hand-off, watcher, store marker)
-    metrics_endpoint         gauges (subscription store, dispatcher, the poll gauges' refresh)
-    SubscriptionController   subscriptions, dispatcher
-    DeliveriesController     subscriptions, dispatcher
-    EventsController         events, dispatcher
+    HealthController         health (Redis, scheduler, delivery worker, hand-off, watcher, store marker)
+    metrics_endpoint         gauges (subscription store, delivery worker, the poll gauges' refresh)
+    SubscriptionController   subscriptions, deliveries (the delivery service: test sends)
+    DeliveriesController     subscriptions, deliveries
+    EventsController         events, deliveries (where an event stands with each subscription)
     EventTypesController     nothing (the catalogue is code: bridge/events/schemas.py)
-    StatsController          subscriptions, dispatcher (a subscription's attempt log)
+    StatsController          subscriptions, deliveries (a subscription's attempt log)
     SchoolsController        schools (settings, watcher, poll status, snapshots, scheduler)
     ErasureController        eraser (snapshots, event log, outbox, subscriptions: delivery/erasure.py)
     whoami                   nothing (the token's role, from the settings)
@@ -47,8 +47,8 @@ from bridge.api.middleware import request_id_middleware
 from bridge.api.schools import Schools, SchoolsController
 from bridge.api.stats import StatsController
 from bridge.api.subscriptions import SubscriptionController
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.erasure import Eraser
+from bridge.delivery.service import DeliveryService
 from bridge.delivery.store import SubscriptionStore
 from bridge.events.log import EventLog
 from bridge.settings import Settings
@@ -84,7 +84,7 @@ def provide(part: object) -> Provide:
 def parts(
     *,
     subscriptions: SubscriptionStore | None = None,
-    dispatcher: Dispatcher | None = None,
+    deliveries: DeliveryService | None = None,
     events: EventLog | None = None,
     schools: Schools | None = None,
     health: Health | None = None,
@@ -94,7 +94,7 @@ def parts(
     """The `Provide` of each part given, under the parameter name the handlers use for it."""
     given = {
         "subscriptions": subscriptions,
-        "dispatcher": dispatcher,
+        "deliveries": deliveries,
         "events": events,
         "schools": schools,
         "health": health,

@@ -1,7 +1,7 @@
 """Recording finished attempts in batches: one script call per subscription and batch, not per delivery.
 
 An attempt that has its answer hands its `Completion` here and waits for it to be written; its slot in
-the dispatcher (and its lease) stays taken until then, so every per-delivery guarantee holds as before:
+the worker (and its lease) stays taken until then, so every per-delivery guarantee holds as before:
 an ordered lane's head moves on only once its delivery is recorded, and a process killed before the
 write leaves the lease to run out, the delivery to be claimed again (at-least-once).
 

@@ -1,4 +1,4 @@
-"""Erasing one record's personal data on request (`POST /v1/erasure`, SPEC section 12).
+"""Erasing one record's personal data on request (`POST /v1/erasure`, docs/personal-data.md#erase-a-record).
 
 A record's data is kept in four places, in two kinds of Redis slot: the school's event bodies and its
 snapshot (`{s:N}`), and each subscription's queue, dead letters and attempt log (`{sub:<id>}`). (The

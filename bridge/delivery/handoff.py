@@ -1,7 +1,7 @@
-"""The hand-off: from the delivery stream (published events, in order) to the dispatcher's queues.
+"""The hand-off: from the delivery stream (published events, in order) to the delivery queues.
 
 One replica at a time runs it (a lock with a TTL that the holder renews), so each school's events reach
-`Dispatcher.fan_out` in stream order, which is `sequence` order per school: ordered lanes depend on it.
+`Intake.fan_out` in stream order, which is `sequence` order per school: ordered lanes depend on it.
 The holder reads entries after the shared cursor, fans them out, then moves the cursor and trims the
 stream behind it. A crash between the fan-out and the cursor move makes the next holder fan the same
 entries out again; `fan_out` queues an event for a subscription only once, so nothing is doubled.
@@ -25,10 +25,13 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.erasure import drop_deliveries
+from bridge.delivery.intake import Intake
 from bridge.delivery.models import OutgoingEvent
+from bridge.delivery.queue import DeliveryQueue
+from bridge.delivery.store import SubscriptionStore
 from bridge.events.log import EventLog, Place, is_erased_body
+from bridge.loops import poll
 from bridge.store.codec import as_bytes, as_int, as_text
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
@@ -47,14 +50,22 @@ def _place(fields: Mapping[Any, Any] | None) -> Place:
 
 class Handoff:
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, dispatcher: Dispatcher, scripts: Scripts | None = None
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        intake: Intake,
+        queue: DeliveryQueue,
+        subscriptions: SubscriptionStore,
+        scripts: Scripts,
     ) -> None:
         self.redis = redis
         self.keys = keys
-        self.dispatcher = dispatcher
+        self.intake = intake
+        self._queue = queue
+        self._subscriptions = subscriptions
         self._owner = secrets.token_hex(8)
         self._task: asyncio.Task[None] | None = None
-        self._scripts = scripts or Scripts(redis)
+        self._scripts = scripts
         self._events = EventLog(redis, keys)
         self._wake = asyncio.Event()
         self._stopping = False
@@ -86,21 +97,25 @@ class Handoff:
                 await self.redis.delete(self.keys.handoff_lock())
 
     async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                moved = await self.step() if await self._hold() else 0
-            except (RedisError, OSError) as error:
-                log.warning("hand-off failed; retrying", error=f"{type(error).__name__}: {error}")
-                moved = 0
-                await asyncio.sleep(1.0)
-            except Exception:
-                log.exception("hand-off crashed; retrying")
-                moved = 0
-                await asyncio.sleep(1.0)
-            if moved < BATCH:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+        await poll(
+            self._turn,
+            self._idle,
+            failed="hand-off failed; retrying",
+            crashed="hand-off crashed; retrying",
+            running=lambda: not self._stopping,
+        )
+
+    async def _turn(self) -> int:
+        """One batch if this process holds the lock; how many entries moved."""
+        return await self.step() if await self._hold() else 0
+
+    async def _idle(self, moved: int | None) -> None:
+        """After a short batch (or a failed one), wait for a wake-up or `IDLE_SECONDS`; after a full one,
+        go on at once."""
+        if (moved or 0) < BATCH:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
 
     async def _hold(self) -> bool:
         """Take the lock, or extend it if this process holds it."""
@@ -134,11 +149,10 @@ class Handoff:
                 OutgoingEvent.of(event_id, school_id, as_text(fields[b"type"]), sequence, as_bytes(body))
             )
             fanned.append(place)
-        await self.dispatcher.fan_out(events)
+        await self.intake.fan_out(events)
         overtaken = await self._events.erased_among(fanned)
         if overtaken:
-            dispatcher = self.dispatcher
-            await drop_deliveries(self.redis, self.keys, dispatcher.queue, dispatcher.store, overtaken)
+            await drop_deliveries(self.redis, self.keys, self._queue, self._subscriptions, overtaken)
             log.info("queued events an erasure reached meanwhile dropped", events=len(overtaken))
         last = as_text(entries[-1][0])
         if await self._scripts.handoff_advance(keys=[cursor_key], args=[cursor, last]):

@@ -216,6 +216,34 @@ class Attempt(msgspec.Struct, kw_only=True, array_like=True):
     """The request's `webhook-timestamp` (entries written before it was kept have None)."""
 
 
+def answered(
+    result: AttemptResult,
+    *,
+    at: float,
+    delivery_id: str,
+    event_id: str,
+    event_type: str,
+    school_id: int,
+    attempt: int,
+    outcome: str,
+) -> Attempt:
+    """The attempt log's line for a request that was sent (a queued delivery's or a test send's)."""
+    return Attempt(
+        at=at,
+        delivery_id=delivery_id,
+        event_id=event_id,
+        event_type=event_type,
+        school_id=school_id,
+        attempt=attempt,
+        outcome=outcome,
+        status_code=result.status_code,
+        error=result.error,
+        duration_ms=result.duration_ms,
+        response_body=result.response_body,
+        signed_at=result.signed_at,
+    )
+
+
 _ATTEMPT_ENCODER = msgspec.msgpack.Encoder()
 _ATTEMPT_DECODER = msgspec.msgpack.Decoder(Attempt)
 _JSON_OBJECT = msgspec.json.Decoder(dict[str, object])

@@ -1,4 +1,5 @@
-"""When to try again: the retry schedule with jitter, and `Retry-After` on 429 and 503."""
+"""What an answer means: when to try again (the retry schedule with jitter, `Retry-After` on 429 and 503),
+and when the endpoint is gone for good (410)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from email.utils import parsedate_to_datetime
 from bridge.delivery.models import AttemptResult
 
 JITTER = 0.2
+GONE_REASON = "the endpoint answered 410 Gone"
+
+
+def gone(result: AttemptResult) -> bool:
+    """410 Gone disables the subscription at once, for a queued delivery and a test send alike
+    (docs/delivery.md, docs/api.md); a queued delivery stays queued (its outcome is `hold`)."""
+    return result.status_code == 410
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

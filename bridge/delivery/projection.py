@@ -1,9 +1,10 @@
-"""What each subscription receives of an event: its `fields`, `redact` and `payload` (SPEC sections 4, 12).
+"""What each subscription receives of an event: its `fields`, `redact` and `payload`
+(docs/personal-data.md#send-each-subscriber-only-what-it-needs).
 
 The event log keeps one envelope per event; a subscription with any of these options gets its own body,
 projected from that envelope when the event is queued for it, and signed as sent. Every send follows the
-subscription as it is when sent (docs/delivery.md): if it changed since, the dispatcher projects the body
-again from the logged envelope (`Dispatcher._recut`), whatever queued it (a retry, a retried dead letter,
+subscription as it is when sent (docs/delivery.md): if it changed since, the worker projects the body
+again from the logged envelope (`Worker._recut`), whatever queued it (a retry, a retried dead letter,
 a replay, a redelivery). The id, type, timestamp, school, sequence and resource
 stay what they are; only `data` and `changes` differ:
 

@@ -373,7 +373,7 @@ class DeliveryQueue:
     ) -> list[str]:
         """Queue dead letters again with a fresh retry budget, in the order given; returns the ids that were
         requeued. Records are read `RETRY_CHUNK` at a time. Each keeps its body and when that was cut
-        (`projected_at`): the dispatcher cuts it again if the subscription changed since."""
+        (`projected_at`): the worker cuts it again if the subscription changed since."""
         requeued: list[str] = []
         for start in range(0, len(delivery_ids), RETRY_CHUNK):
             chunk = delivery_ids[start : start + RETRY_CHUNK]
@@ -427,6 +427,39 @@ class DeliveryQueue:
             self.keys.attempts(subscription_id), top, "-inf", 0, limit
         )
         return [decode_attempt(as_bytes(r)) for r in rows]
+
+    async def log_attempt(self, subscription_id: str, attempt: Attempt) -> None:
+        """Add one line to the attempt log outside a delivery (a test send): one ZADD."""
+        await self.redis.zadd(self.keys.attempts(subscription_id), {encode_attempt(attempt): attempt.at})
+
+    async def event_traces(
+        self, subscription_ids: Sequence[str], event_id: str
+    ) -> list[DeliveryTrace | None]:
+        """Per subscription, the trace of `event_id` (its latest delivery), None where it has none: one
+        pipelined round trip of one HGET per subscription."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in subscription_ids:
+                pipe.hget(self.keys.traces(sid), event_id)
+            raw: list[Any] = await pipe.execute()
+        return [None if r is None else _trace.decode(r) for r in raw]
+
+    async def standing(
+        self, deliveries: Sequence[tuple[str, str]]
+    ) -> list[tuple[bytes | None, float | None, bool]]:
+        """Per (subscription id, delivery id) still queued: its stored record, when it is due and whether it
+        is leased now: one pipelined round trip of three cheap reads each."""
+        if not deliveries:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, delivery_id in deliveries:
+                pipe.hget(self.keys.deliveries(sid), delivery_id)
+                pipe.zscore(self.keys.due(sid), delivery_id)
+                pipe.hexists(self.keys.leases(sid), delivery_id)
+            rows: list[Any] = await pipe.execute()
+        return [
+            (record, due, bool(leased))
+            for record, due, leased in zip(rows[::3], rows[1::3], rows[2::3], strict=True)
+        ]
 
     async def trim(self, subscription_id: str, *, cutoff: float, batch: int = TRIM_BATCH) -> int:
         """Forget attempts, events and dead letters older than `cutoff`, in batches; returns how many

@@ -1,7 +1,8 @@
-"""The event log as the dispatcher reads it for replays and redeliveries (`EventSource`).
+"""The event log as the worker and the delivery service read it (`EventSource`): bodies cut again,
+replays, redeliveries.
 
 A replay leaves out erased events (their envelope carries `{"erased": true}` and nothing to send); a
-redelivery of one is refused by `operations.redeliver`.
+redelivery of one is refused by `DeliveryService.redeliver`.
 """
 
 from __future__ import annotations

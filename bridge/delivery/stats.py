@@ -1,6 +1,6 @@
 """Totals of the delivery side read from Redis, and the Prometheus gauges they feed.
 
-Counters move as deliveries happen (see the dispatcher); what is *in* the store (pending deliveries,
+Counters move as deliveries happen (see the worker); what is *in* the store (pending deliveries,
 dead letters, subscriptions by state) is read when someone asks: `GET /metrics` calls
 `refresh_delivery_gauges` before rendering. The cost is one pipelined round trip of two cheap
 commands (HLEN, ZCARD) per subscription (`SubscriptionStore.counts_of`); the subscription list comes from
@@ -12,8 +12,8 @@ from __future__ import annotations
 import msgspec
 
 from bridge import metrics
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.worker import Worker
 
 
 class DeliveryTotals(msgspec.Struct, kw_only=True, frozen=True):
@@ -36,12 +36,10 @@ async def delivery_totals(store: SubscriptionStore) -> DeliveryTotals:
     return DeliveryTotals(enabled=enabled, disabled=len(subscriptions) - enabled, pending=pending, dead=dead)
 
 
-async def refresh_delivery_gauges(
-    store: SubscriptionStore, dispatcher: Dispatcher | None = None
-) -> DeliveryTotals:
+async def refresh_delivery_gauges(store: SubscriptionStore, worker: Worker | None = None) -> DeliveryTotals:
     """Set the store-backed delivery gauges (and this process's in-flight count); Redis errors propagate."""
-    if dispatcher is not None:
-        metrics.DELIVERIES_IN_FLIGHT.set(dispatcher.in_flight)
+    if worker is not None:
+        metrics.DELIVERIES_IN_FLIGHT.set(worker.in_flight)
     totals = await delivery_totals(store)
     metrics.PENDING_DELIVERIES.set(totals.pending)
     metrics.DEAD_LETTERS.set(totals.dead)

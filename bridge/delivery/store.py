@@ -1,8 +1,8 @@
 """Subscriptions in Redis: one hash per subscription (one JSON value per field) plus an index set.
 
-Fields are written one by one (HSET of only what changed), so an admin's PATCH and the dispatcher's
+Fields are written one by one (HSET of only what changed), so an admin's PATCH and the worker's
 bookkeeping (`failing_since`, disabling) never overwrite each other. Every change bumps a counter
-that dispatchers watch to reload their cached copy.
+that workers watch to reload their cached copy.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class SubscriptionStore:
         self.keys = keys
         self.guard = guard
         self.scripts = scripts or Scripts(redis)
-        """Registered once here; the dispatcher's queue runs its scripts on the same registration."""
+        """Registered once here; the delivery queue runs its scripts on the same registration."""
         self._clock = clock
         self._cache: list[Subscription] | None = None
         self._cache_version: bytes | None = None
@@ -345,7 +345,7 @@ class SubscriptionStore:
 
         What it finds: a delete that died part-way, and queues that a fan-out wrote into a subscription
         deleted under it before DELIVERY_ENQUEUE checked the record. It SCANs for every `{sub:*}` key (on
-        Redis Cluster redis-py scans each primary), which walks the whole keyspace: the dispatcher runs it
+        Redis Cluster redis-py scans each primary), which walks the whole keyspace: the worker runs it
         at start and then hourly, not on every maintenance pass. An index entry with no record and no key
         is dropped only when the previous sweep saw it so too: on Redis Cluster a subscription being
         created may be in the index a moment before its record is written.

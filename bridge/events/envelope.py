@@ -1,4 +1,4 @@
-"""The event envelope (SPEC section 5) and the one timestamp format of the bridge.
+"""The event envelope (docs/events.md#the-envelope) and the one timestamp format of the bridge.
 
 Event ids come from `bridge.events.ids` (time-sortable ULIDs).
 

@@ -34,12 +34,10 @@ BATCH: Final = 500
 class Outbox:
     """Moves committed events into the global structures; safe to run from every replica at once."""
 
-    def __init__(
-        self, redis: aioredis.Redis, keys: Keys, scripts: Scripts | None = None, *, batch: int = BATCH
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, scripts: Scripts, *, batch: int = BATCH) -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = scripts or Scripts(redis)
+        self._scripts = scripts
         self._batch = batch
 
     async def publish(self, school_id: int) -> int:

@@ -70,7 +70,7 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{sub:sub_1}:fanned            zset: event ids queued here (fan-out idempotency, retention), by time
     d6b:{sub:sub_1}:traces            hash: event id -> msgpack `DeliveryTrace` of its latest delivery here
     d6b:{sub:sub_1}:dead              zset: dead-lettered delivery ids by the time they died
-    d6b:{sub:sub_1}:attempts          zset: the attempt log (JSON `Attempt`) by attempt time
+    d6b:{sub:sub_1}:attempts          zset: the attempt log (msgpack `Attempt`) by attempt time
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ class Keys(msgspec.Struct, frozen=True):
     def handoff_lock(self) -> str:
         return f"{self.prefix}:{{events}}:handoff:lock"
 
-    # --- one subscription's slot (the delivery queue, bridge/delivery/queue.py) ------------------------
+    # --- the subscriptions' global slot `{subs}` (index, version, erasure journal) ---------------------
 
     def subscription_index(self) -> str:
         """Set of every subscription id."""
@@ -239,6 +239,8 @@ class Keys(msgspec.Struct, frozen=True):
     def erasures(self) -> str:
         """Hash: the erasure journal; in `{subs}` so that writing it and bumping the version is one MULTI."""
         return f"{self.prefix}:{{subs}}:erasing"
+
+    # --- one subscription's slot (the delivery queue, bridge/delivery/queue.py) ------------------------
 
     def _sub(self, subscription_id: str, suffix: str) -> str:
         return f"{self.prefix}:{{sub:{subscription_id}}}:{suffix}"
@@ -280,7 +282,7 @@ class Keys(msgspec.Struct, frozen=True):
         return self._sub(subscription_id, "dead")
 
     def attempts(self, subscription_id: str) -> str:
-        """Sorted set: the attempt log (JSON `Attempt`) by attempt time."""
+        """Sorted set: the attempt log (msgpack `Attempt`, delivery/models.py) by attempt time."""
         return self._sub(subscription_id, "attempts")
 
     def subscription_key_pattern(self) -> str:

@@ -10,7 +10,8 @@ global slot), so all of them run on Redis Cluster. Redis does not roll a script 
 half-way, so each script checks everything that could fail before its first write.
 
 `Scripts(redis)` registers them once (`register_script` computes the SHA; redis-py sends EVALSHA and
-falls back to loading the script); build it in the app's lifespan and hand it to the stores.
+falls back to loading the script); `Services.build` (bridge/app.py) builds the one instance and hands it
+to every store.
 """
 
 from __future__ import annotations

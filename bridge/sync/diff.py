@@ -9,11 +9,12 @@ Diffing is two steps so that the store reads old records only for the ids that n
 Records arrive normalised (d6/records.py), so comparing canonical bytes (sorted keys) means a reordered
 object or `"40"` vs `40` is no change.
 
-Mass-removal hold-back (SPEC 5): when a scan would remove more than half of a snapshot of at least 20
-records, the removals are held back: nothing is emitted, the records stay in the snapshot, and the held id
-set is stored as a marker. The next complete scan confirms it if it again lacks every held id; then the
-held ids are removed (and emitted). If some came back, it is not confirmed: the remaining removals are
-judged afresh (a mass again: a new hold; a few: ordinary removals). Creates and updates are never held.
+Mass-removal hold-back (docs/guarantees.md#detection-rules): when a scan would remove more than half of a
+snapshot of at least 20 records, the removals are held back: nothing is emitted, the records stay in the
+snapshot, and the held id set is stored as a marker. The next complete scan confirms it if it again lacks
+every held id; then the held ids are removed (and emitted). If some came back, it is not confirmed: the
+remaining removals are judged afresh (a mass again: a new hold; a few: ordinary removals). Creates and
+updates are never held.
 
 Duplicate ids (docs/guarantees.md): a scan in which one id appears twice (the list moved under the cursor, or
 d6 repeated a row) is not trusted at once. The plan names the ids (`duplicated`) and a digest of the whole
@@ -180,7 +181,8 @@ def _scan_digest(digests: Mapping[str, bytes], repeats: Mapping[str, list[bytes]
 def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult:
     """Field-level changes for updates, last known records for removals, and the hold-back rule.
 
-    A digest without a stored record is an erased record (`POST /v1/erasure`, SPEC 12): it stays erased.
+    A digest without a stored record is an erased record (docs/personal-data.md#erase-a-record): it stays
+    erased.
     If d6 changed it, nothing is emitted and its old digest stays (so nothing of it is stored again); if
     d6 no longer returns it, it leaves the snapshot silently (nothing of it is left to tell).
     """

@@ -1,4 +1,4 @@
-"""From a diff to the events the catalogue names (SPEC 5).
+"""From a diff to the events the catalogue names (docs/events.md#catalogue).
 
 Learners and debtors map one to one: created / updated / removed. Client integrations speak their own
 language: a new pair is `integration.authorised`, a change of `activated_by_integrator` is

@@ -21,12 +21,10 @@ from bridge.store.scripts import Scripts
 class Lease:
     """Acquire, renew and release school leases of one name."""
 
-    def __init__(
-        self, redis: aioredis.Redis, keys: Keys, scripts: Scripts | None = None, *, name: str = "poll"
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, scripts: Scripts, *, name: str = "poll") -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = scripts or Scripts(redis)
+        self._scripts = scripts
         self.name = name
 
     def _pair(self, school_id: int) -> list[str]:

@@ -1,5 +1,5 @@
-"""Poll planning (SPEC 11): when the d6 budget cannot poll every feed at its target interval, poll where
-the changes are.
+"""Poll planning (docs/operations.md#the-d6-request-budget): when the d6 budget cannot poll every feed
+at its target interval, poll where the changes are.
 
 A change waits, on average, half its feed's interval before a poll sees it. With feed i changing λ_i times
 a second, costing c_i requests a poll and polled f_i times a second, the mean detection lag of all changes
@@ -44,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from bridge.sync.due import is_due, soonest
 from bridge.sync.rates import HALF_LIFE_SECONDS as HALF_LIFE_SECONDS
 from bridge.sync.rates import decay
 from bridge.sync.rates import observe as observe
@@ -289,7 +290,7 @@ class Planner:
         turn = self.turn(feed)
         due = min(turn, now) if turn > -math.inf else min(due_at, now)
         last = self._last.get(feed)
-        if last is None or now >= last[1] + self._soonest(feed[1]):
+        if last is None or now >= last[1] + soonest(self.settings, feed[1]):
             self._last[feed] = (due, now)
         return due
 
@@ -299,10 +300,4 @@ class Planner:
         applies."""
         if not self.plan.binding:
             return None
-        last = status.last_started if status.last_started is not None else status.last_due
-        return last is None or now >= last + self._soonest(resource)
-
-    def _soonest(self, resource: str) -> float:
-        """The least time between two polls of a feed: its target interval less the due check's tolerance."""
-        interval = self.settings.feed_interval(resource)
-        return interval - self.settings.feed_jitter(resource) - min(1.0, interval / 20)
+        return is_due(self.settings, resource, status, now, planned=True)

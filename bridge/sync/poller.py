@@ -1,16 +1,20 @@
-"""One school's poll: lease, due check, complete scans of debtors and learners, diff, atomic commit.
+"""One school's poll: lease, due check, complete scan of each feed asked for, diff, atomic commit.
+
+A feed is one of the school's watched resources: those `BRIDGE_RESOURCES` selects (debtors and learners
+by default) among the six of the catalogue (bridge/catalogue.py: debtors, learners, balances, promises,
+notes, transactions). The scheduler asks for one feed at a time; without a resource, `poll` takes each
+watched one in turn.
 
     token = lease.acquire(school)            # one replica at a time; renewed while the poll runs
-    due?  (last start by any replica + interval - tolerance has passed, or the poll was asked for)
-    for debtor, learner: scan every page -> diff against the snapshot -> commit snapshot + events
-    publish the school's new events; release the lease
+    for each feed asked for:
+        due?  (last start by any replica + interval - tolerance has passed, or the poll was asked for)
+        scan every page -> diff against the snapshot -> commit snapshot + events -> publish them
+    release the lease
 
 Each replica has a job for every active school, so "due" is decided from the poll status in Redis that
-every replica shares: a poll records the time its school became due (its job's fire time), and a school
-is due again one interval after that, less a tolerance. APScheduler's jitter only delays a job, by at
-most `BRIDGE_POLL_JITTER_SECONDS`, so a tolerance of that much (plus 5% of the interval, at most a
-second) keeps the replica that polled last on time while the others skip. Because the due time, not the
-start, is recorded, a school that waited in the queue (d6 budget short) is not pushed back an interval.
+every replica shares, by bridge/sync/due.py's rule (or the poll plan's, `planned_due`, while it binds): a
+poll records the time its feed became due (its job's fire time), so a feed that waited in the queue (d6
+budget short) is not pushed back an interval.
 
 A scan that fails part way raises before anything is diffed: the snapshot and the event log stay as they
 were. A complete scan in which one id appears twice (the list moved under the cursor, or d6 repeated a row)
@@ -46,6 +50,7 @@ from bridge.errors import D6Error, D6MalformedResponse, D6NotAuthorised, LeaseLo
 from bridge.events.outbox import Outbox
 from bridge.settings import Settings
 from bridge.sync.diff import DiffResult, Record, finish_diff, plan_diff
+from bridge.sync.due import is_due
 from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
 from bridge.sync.snapshot import SnapshotStore
@@ -171,10 +176,7 @@ class SchoolPoller:
         planned = self.planned_due(resource, feed, time.time()) if self.planned_due is not None else None
         if planned is not None:
             return planned
-        last = feed.last_due if feed.last_due is not None else feed.last_started
-        interval = self.settings.feed_interval(resource)
-        tolerance = self.settings.feed_jitter(resource) + min(1.0, interval / 20)
-        return last is None or time.time() >= last + interval - tolerance
+        return is_due(self.settings, resource, feed, time.time(), planned=False)
 
     async def _poll(self, school_id: int, resource: Resource, token: int, lost: asyncio.Event) -> str:
         started = time.perf_counter()

@@ -104,10 +104,10 @@ class CommitResult(msgspec.Struct, kw_only=True, frozen=True):
 class SnapshotStore:
     """Reads snapshots for diffing and commits diffs with their events."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, scripts: Scripts | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, scripts: Scripts) -> None:
         self._redis = redis
         self._keys = keys
-        self._scripts = scripts or Scripts(redis)
+        self._scripts = scripts
 
     async def load(self, school_id: int, resource: str) -> PreviousSnapshot:
         """Digests, hold marker, version and baseline flag, read in one transaction (one slot)."""
@@ -341,7 +341,7 @@ class SnapshotStore:
         return sorted(int(m) for m in members)
 
     async def integrations_baselined(self) -> bool:
-        """Whether this deployment recorded its first integrations list (SPEC 5: that one is silent)."""
+        """Whether this deployment recorded its first integrations list (silent: docs/guarantees.md)."""
         return bool(await self._redis.exists(self._keys.integrations_baseline()))
 
     async def mark_integrations_baselined(self) -> None:

@@ -12,7 +12,8 @@ reads it back and schedules its polling jobs from it.
 The very first list of a deployment is a silent baseline (unless `BRIDGE_EMIT_INITIAL_SNAPSHOT`);
 activations that follow it are still emitted.
 
-Integration state is guarded against d6's bad days (SPEC 5):
+Integration state is guarded against d6's bad days (docs/guarantees.md, its hold-back
+and access-denied sections):
 - a list that would remove more than half of at least 20 known pairs, or comes back empty while pairs are
   known, is held: nothing changes until the next poll agrees (`_held`);
 - a school whose data calls answer 401 "Client has not authorised access" while it is still listed is
@@ -153,7 +154,7 @@ class IntegrationsWatcher:
         return None if raw is None else float(as_text(raw))
 
     async def _held(self, records: list[Record]) -> bool:
-        """The integrations-list hold-back (SPEC 5): True when this list must change nothing yet.
+        """The integrations-list hold-back (docs/guarantees.md): True when this list must change nothing yet.
 
         Suspicious: it comes back empty while pairs are known, or lacks more than half of at least 20 known
         pairs. The first such list is held (its missing pairs stored as a marker); the next poll agrees when

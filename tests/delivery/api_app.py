@@ -1,4 +1,4 @@
-"""The delivery controllers on a test dispatcher and its store, built by `build_api` as `create_app` does."""
+"""The delivery controllers on test delivery parts, built by `build_api` as `create_app` does."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ from litestar import Litestar
 from bridge.api.deliveries import DeliveriesController
 from bridge.api.subscriptions import SubscriptionController
 from bridge.api.wiring import build_api, parts
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.testing.settings import TOKEN
+from tests.delivery.parts import DeliveryParts
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def build_app(dispatcher: Dispatcher) -> Litestar:
+def build_app(dispatcher: DeliveryParts) -> Litestar:
     return build_api(
         dispatcher.settings,
         [SubscriptionController, DeliveriesController],
-        parts(subscriptions=dispatcher.store, dispatcher=dispatcher),
+        parts(subscriptions=dispatcher.store, deliveries=dispatcher.service),
     )
 
 

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.testing.events import MemoryEventSource, make_event
 from bridge.testing.receivers import Answer, Received, Receiver
 from bridge.testing.settings import fast_settings
 from bridge.testing.waiting import wait_for
 from tests.delivery.api_app import api_client, build_app
+from tests.delivery.parts import DeliveryParts
 
 Receivers = Callable[..., tuple[Receiver, str]]
 
@@ -28,18 +28,20 @@ def source() -> MemoryEventSource:
 
 
 @pytest.fixture
-async def dispatcher(dispatcher_factory: Callable[..., Dispatcher], source: MemoryEventSource) -> Dispatcher:
+async def dispatcher(
+    dispatcher_factory: Callable[..., DeliveryParts], source: MemoryEventSource
+) -> DeliveryParts:
     return dispatcher_factory(fast_settings(retry_schedule=(0.05,)), events=source)
 
 
 @pytest.fixture
-async def client(dispatcher: Dispatcher) -> AsyncIterator[httpx.AsyncClient]:
+async def client(dispatcher: DeliveryParts) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(build_app(dispatcher)) as test_client:
         yield test_client
 
 
 async def test_attempt_log_is_paginated_newest_first(
-    client: httpx.AsyncClient, dispatcher: Dispatcher, receiver_factory: Receivers
+    client: httpx.AsyncClient, dispatcher: DeliveryParts, receiver_factory: Receivers
 ) -> None:
     receiver, url = receiver_factory()
     sid = (await client.post("/v1/subscriptions", json={"url": url})).json()["id"]
@@ -67,7 +69,7 @@ async def test_attempt_log_is_paginated_newest_first(
 
 
 async def test_an_attempt_shows_the_headers_its_request_had(
-    client: httpx.AsyncClient, dispatcher: Dispatcher, receiver_factory: Receivers
+    client: httpx.AsyncClient, dispatcher: DeliveryParts, receiver_factory: Receivers
 ) -> None:
     """All but the signature (not kept) as the subscriber received them, the timestamp included."""
     receiver, url = receiver_factory()
@@ -91,7 +93,10 @@ async def test_an_attempt_shows_the_headers_its_request_had(
 
 
 async def test_replay_window(
-    client: httpx.AsyncClient, dispatcher: Dispatcher, source: MemoryEventSource, receiver_factory: Receivers
+    client: httpx.AsyncClient,
+    dispatcher: DeliveryParts,
+    source: MemoryEventSource,
+    receiver_factory: Receivers,
 ) -> None:
     receiver, url = receiver_factory()
     sid = (await client.post("/v1/subscriptions", json={"url": url, "event_types": ["learner.*"]})).json()[
@@ -126,7 +131,10 @@ async def test_replay_window(
 
 
 async def test_replay_only_failed_retries_dead_letters_of_the_window(
-    client: httpx.AsyncClient, dispatcher: Dispatcher, source: MemoryEventSource, receiver_factory: Receivers
+    client: httpx.AsyncClient,
+    dispatcher: DeliveryParts,
+    source: MemoryEventSource,
+    receiver_factory: Receivers,
 ) -> None:
     healthy = False
 
@@ -166,7 +174,10 @@ async def _wait_dead(client: httpx.AsyncClient, count: int) -> list[dict[str, ob
 
 
 async def test_redeliver_to_all_or_one(
-    client: httpx.AsyncClient, dispatcher: Dispatcher, source: MemoryEventSource, receiver_factory: Receivers
+    client: httpx.AsyncClient,
+    dispatcher: DeliveryParts,
+    source: MemoryEventSource,
+    receiver_factory: Receivers,
 ) -> None:
     first, first_url = receiver_factory()
     second, second_url = receiver_factory()
@@ -189,7 +200,7 @@ async def test_redeliver_to_all_or_one(
 
 
 async def test_dead_letters_list_and_retry(
-    client: httpx.AsyncClient, dispatcher: Dispatcher, receiver_factory: Receivers
+    client: httpx.AsyncClient, dispatcher: DeliveryParts, receiver_factory: Receivers
 ) -> None:
     healthy = False
     receiver, url = receiver_factory(lambda _r, _n: Answer() if healthy else Answer(status=502))

@@ -16,25 +16,25 @@ from bridge.api.auth import whoami
 from bridge.api.deliveries import DeliveriesController
 from bridge.api.subscriptions import SubscriptionController
 from bridge.api.wiring import build_api, parts
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.errors import SettingsError
 from bridge.logs import configure_logging
 from bridge.serve import secrets_of
 from bridge.settings import load_settings
 from bridge.testing.settings import TOKEN, fast_settings
+from tests.delivery.parts import DeliveryParts
 
 READER = "reader-token-abcdefghijklmnop"
 
 
 @pytest.fixture
 async def app_client(
-    dispatcher_factory: Callable[..., Dispatcher],
+    dispatcher_factory: Callable[..., DeliveryParts],
 ) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
     dispatcher = dispatcher_factory(fast_settings(readonly_token=READER))
     app = build_api(
         dispatcher.settings,
         [SubscriptionController, DeliveriesController, whoami],
-        parts(subscriptions=dispatcher.store, dispatcher=dispatcher),
+        parts(subscriptions=dispatcher.store, deliveries=dispatcher.service),
     )
     clients: list[httpx.AsyncClient] = []
 
@@ -93,7 +93,7 @@ async def test_the_reader_reads_and_changes_nothing(app_client: Callable[[str], 
 
 
 async def test_without_a_reader_token_only_the_admin_token_works(
-    dispatcher_factory: Callable[..., Dispatcher],
+    dispatcher_factory: Callable[..., DeliveryParts],
 ) -> None:
     dispatcher = dispatcher_factory(fast_settings())
     app = build_api(dispatcher.settings, [whoami], {})

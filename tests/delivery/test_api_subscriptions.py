@@ -9,22 +9,22 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.testing.receivers import Answer, Receiver
 from bridge.testing.settings import fast_settings
 from tests.delivery.api_app import api_client, build_app
+from tests.delivery.parts import DeliveryParts
 
 Receivers = Callable[..., tuple[Receiver, str]]
 
 
 @pytest.fixture
-async def client(dispatcher_factory: Callable[..., Dispatcher]) -> AsyncIterator[httpx.AsyncClient]:
+async def client(dispatcher_factory: Callable[..., DeliveryParts]) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(build_app(dispatcher_factory())) as test_client:
         yield test_client
 
 
 @pytest.fixture
-async def strict_client(dispatcher_factory: Callable[..., Dispatcher]) -> AsyncIterator[httpx.AsyncClient]:
+async def strict_client(dispatcher_factory: Callable[..., DeliveryParts]) -> AsyncIterator[httpx.AsyncClient]:
     app = build_app(dispatcher_factory(fast_settings(allow_private_urls=False)))
     async with api_client(app) as test_client:
         yield test_client
@@ -225,7 +225,7 @@ async def test_test_event_answered_410_disables_the_subscription(
     assert enabled.json()["enabled"] is True and enabled.json()["disabled_reason"] is None
 
 
-async def test_openapi_schema_describes_the_routes(dispatcher_factory: Callable[..., Dispatcher]) -> None:
+async def test_openapi_schema_describes_the_routes(dispatcher_factory: Callable[..., DeliveryParts]) -> None:
     schema = build_app(dispatcher_factory()).openapi_schema.to_schema()
     paths = schema["paths"]
     for path in (

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.settings import MAX_DELIVERY_CONCURRENCY, load_settings
 from bridge.store.codec import as_text
 from bridge.testing.events import make_events
 from bridge.testing.settings import fast_settings
+from tests.delivery.parts import DeliveryParts
 
-Factory = Callable[..., Dispatcher]
+Factory = Callable[..., DeliveryParts]
 
 
 async def test_a_claim_of_the_largest_concurrency_takes_that_many(dispatcher_factory: Factory) -> None:

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.delivery.completer import Completer
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Attempt, Delivery, Subscription
 from bridge.delivery.queue import Completion
 from bridge.testing.events import make_events
+from tests.delivery.parts import DeliveryParts
 
-Factory = Callable[..., Dispatcher]
+Factory = Callable[..., DeliveryParts]
 
 
 def finished(subscription: Subscription, delivery: Delivery, token: str, now: float) -> Completion:

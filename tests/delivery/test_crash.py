@@ -6,13 +6,13 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.testing.events import make_events
 from bridge.testing.receivers import Answer, Receiver
 from bridge.testing.settings import fast_settings
 from bridge.testing.waiting import wait_for
+from tests.delivery.parts import DeliveryParts
 
-Factory = Callable[..., Dispatcher]
+Factory = Callable[..., DeliveryParts]
 Receivers = Callable[..., tuple[Receiver, str]]
 
 
@@ -49,9 +49,9 @@ async def test_killed_dispatcher_work_is_finished_by_another_after_the_lease(
     await victim.start()
     await wait_for(lambda: len(receiver.received) >= 3, what="deliveries in flight")
     # kill -9: cancel everything, no release of leases, no bookkeeping.
-    assert victim._loop_task is not None
-    victim._loop_task.cancel()
-    for task in list(victim._inflight):
+    assert victim.worker._loop_task is not None
+    victim.worker._loop_task.cancel()
+    for task in list(victim.worker._inflight):
         task.cancel()
     await asyncio.sleep(0)
     leased = await victim.redis.hlen(victim.keys.leases(subscription.id))

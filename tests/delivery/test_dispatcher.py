@@ -10,15 +10,14 @@ from collections.abc import Callable
 from standardwebhooks.webhooks import Webhook
 
 from bridge import __version__
-from bridge.delivery import operations
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.store import SubscriptionStore
 from bridge.testing.events import make_event, make_events
 from bridge.testing.receivers import Answer, Received, Receiver
 from bridge.testing.settings import fast_settings
 from bridge.testing.waiting import wait_for
+from tests.delivery.parts import DeliveryParts
 
-Factory = Callable[..., Dispatcher]
+Factory = Callable[..., DeliveryParts]
 Receivers = Callable[..., tuple[Receiver, str]]
 
 
@@ -153,19 +152,19 @@ async def test_retries_on_schedule_then_dead_letter_then_retry(
         (1, "retry", 500),
     ]
     assert log[0].response_body == "boom"
-    rows = await operations.dead_letters(dispatcher, subscription_id=None, before=None, limit=10)
+    rows = await dispatcher.service.dead_letters(subscription_id=None, before=None, limit=10)
     assert [d.event_id for _, d in rows] == [first.event_id]
     # The lane moved on after the dead letter.
     healthy = True
     await dispatcher.fan_out([second])
     await wait_for(lambda: receiver.ids()[-1:] == [second.event_id])
-    requeued = await operations.retry_dead_letters(dispatcher, ids=[rows[0][1].id], subscription_id=None)
+    requeued = await dispatcher.service.retry_dead_letters(ids=[rows[0][1].id], subscription_id=None)
     assert requeued == [rows[0][1].id]
     await wait_for(lambda: receiver.ids()[-1:] == [first.event_id], what="the retried dead letter")
-    assert await operations.dead_letters(dispatcher, subscription_id=None, before=None, limit=10) == []
+    assert await dispatcher.service.dead_letters(subscription_id=None, before=None, limit=10) == []
 
 
-async def _dead_count(dispatcher: Dispatcher, subscription_id: str) -> bool:
+async def _dead_count(dispatcher: DeliveryParts, subscription_id: str) -> bool:
     return (await dispatcher.store.counts(subscription_id))[1] == 1
 
 
@@ -262,7 +261,7 @@ async def test_timeout_is_retried(dispatcher_factory: Factory, receiver_factory:
     assert log[1].duration_ms < 1000
 
 
-async def _log_size(dispatcher: Dispatcher, subscription_id: str, size: int) -> bool:
+async def _log_size(dispatcher: DeliveryParts, subscription_id: str, size: int) -> bool:
     return len(await dispatcher.queue.attempts(subscription_id, before=None, limit=100)) >= size
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard, UrlRefused
 from bridge.store.keys import Keys
@@ -24,6 +23,7 @@ from bridge.testing.receivers import Receiver, ReceiverServer
 from bridge.testing.servers import free_port
 from bridge.testing.settings import fast_settings
 from bridge.testing.waiting import wait_for
+from tests.delivery.parts import DeliveryParts
 
 TTL = 0.5
 NAME = "hooks.test"
@@ -60,15 +60,15 @@ def receivers() -> Iterator[tuple[Receiver, Receiver, int]]:
 
 
 @pytest.fixture
-async def dispatcher(redis: aioredis.Redis) -> AsyncIterator[Dispatcher]:
+async def dispatcher(redis: aioredis.Redis) -> AsyncIterator[DeliveryParts]:
     guard = UrlGuard(allow_private=True, dns_ttl=TTL)
-    built = Dispatcher(redis, fast_settings(), SubscriptionStore(redis, Keys(), guard), poll_interval=0.05)
+    built = DeliveryParts(redis, fast_settings(), SubscriptionStore(redis, Keys(), guard), poll_interval=0.05)
     yield built
     await built.stop(grace=1.0)
 
 
 async def test_deliveries_follow_a_name_to_its_new_address_after_the_ttl(
-    dispatcher: Dispatcher, dns: dict[str, list[str]], receivers: tuple[Receiver, Receiver, int]
+    dispatcher: DeliveryParts, dns: dict[str, list[str]], receivers: tuple[Receiver, Receiver, int]
 ) -> None:
     a, b, port = receivers
     dns[NAME] = ["127.0.0.1"]
@@ -105,7 +105,7 @@ async def test_the_address_check_applies_to_each_fresh_answer(dns: dict[str, lis
 
 
 async def test_an_address_that_refuses_the_connection_gives_way_to_the_next(
-    dispatcher: Dispatcher, dns: dict[str, list[str]], receivers: tuple[Receiver, Receiver, int]
+    dispatcher: DeliveryParts, dns: dict[str, list[str]], receivers: tuple[Receiver, Receiver, int]
 ) -> None:
     a, _, port = receivers
     dns[NAME] = ["127.0.0.3", "127.0.0.1"]  # nothing listens on the first

@@ -14,7 +14,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.erasure import KEEP_DONE_SECONDS, Eraser
 from bridge.delivery.handoff import Handoff
 from bridge.events.envelope import new_event
@@ -24,6 +23,7 @@ from bridge.sync.diff import diff
 from bridge.sync.snapshot import SnapshotStore
 from bridge.testing.receivers import Receiver
 from bridge.testing.waiting import wait_for
+from tests.delivery.parts import DeliveryParts
 
 SCHOOL = 1000
 MARKER = "8801015009087"
@@ -42,7 +42,7 @@ async def _commit(snapshots: SnapshotStore, learner_id: int, **data: Any) -> Non
 
 
 async def test_a_fan_out_that_read_before_an_erasure_queues_nothing_of_it_after(
-    dispatcher_factory: Callable[..., Dispatcher],
+    dispatcher_factory: Callable[..., DeliveryParts],
     receiver_factory: Callable[..., tuple[Receiver, str]],
     redis: aioredis.Redis,
 ) -> None:
@@ -54,20 +54,20 @@ async def test_a_fan_out_that_read_before_an_erasure_queues_nothing_of_it_after(
     snapshots = SnapshotStore(redis, keys, store.scripts)
     outbox, events = Outbox(redis, keys, store.scripts), EventLog(redis, keys)
     eraser = Eraser(redis, keys, snapshots=snapshots, events=events, outbox=outbox, subscriptions=store)
-    handoff = Handoff(redis, keys, dispatcher, store.scripts)
+    handoff = Handoff(redis, keys, dispatcher.intake, dispatcher.queue, store, store.scripts)
 
     await _commit(snapshots, 5, id_number=MARKER)
     await outbox.publish(SCHOOL)
 
     reached, release = asyncio.Event(), asyncio.Event()
-    enqueue_all = dispatcher._enqueue_all
+    enqueue_all = dispatcher.intake._enqueue_all
 
     async def held(work: Any, **options: Any) -> list[int]:
         reached.set()
         await release.wait()
         return await enqueue_all(work, **options)
 
-    dispatcher._enqueue_all = held  # type: ignore[method-assign]
+    dispatcher.intake._enqueue_all = held  # type: ignore[method-assign]
     step = asyncio.create_task(handoff.step())
     await asyncio.wait_for(reached.wait(), 10)  # it read the event and the (empty) journal
 
@@ -76,7 +76,7 @@ async def test_a_fan_out_that_read_before_an_erasure_queues_nothing_of_it_after(
     await eraser.resume(now=time.time() + KEEP_DONE_SECONDS + 1)  # the journal's guard is over
     release.set()
     assert await step == 1
-    dispatcher._enqueue_all = enqueue_all  # type: ignore[method-assign]
+    dispatcher.intake._enqueue_all = enqueue_all  # type: ignore[method-assign]
 
     waiting = await redis.hvals(keys.deliveries(subscription.id))
     assert not any(MARKER.encode() in raw for raw in waiting)

@@ -10,7 +10,6 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Subscription
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
@@ -22,8 +21,9 @@ from bridge.testing.receivers import Receiver
 from bridge.testing.redis import redis_cluster
 from bridge.testing.settings import fast_settings
 from bridge.testing.waiting import wait_for
+from tests.delivery.parts import DeliveryParts
 
-Factory = Callable[..., Dispatcher]
+Factory = Callable[..., DeliveryParts]
 Receivers = Callable[..., tuple[Receiver, str]]
 Stores = Callable[[Settings], SubscriptionStore]
 
@@ -111,7 +111,7 @@ async def test_the_sweep_finds_orphans_on_every_node_of_a_cluster() -> None:
         try:
             redis = cast(aioredis.Redis, client)
             store = SubscriptionStore(redis, Keys(), UrlGuard(allow_private=True))
-            dispatcher = Dispatcher(redis, fast_settings(), store)
+            dispatcher = DeliveryParts(redis, fast_settings(), store)
             created = [await store.create(url="http://127.0.0.1:9/hook") for _ in range(12)]
             assert await dispatcher.fan_out(make_events(1000, 2)) == 24
             crashed = created[::2]  # their ids hash to slots on every node, most likely

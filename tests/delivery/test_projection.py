@@ -1,5 +1,5 @@
-"""Per-subscription `fields`, `redact` and `payload` (SPEC 4, 12): what each subscriber receives, signed as
-sent, against real Redis and real receivers; the 400s that name a bad option."""
+"""Per-subscription `fields`, `redact` and `payload` (docs/personal-data.md): what each subscriber receives,
+signed as sent, against real Redis and real receivers; the 400s that name a bad option."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import msgspec
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import OutgoingEvent
 from bridge.delivery.projection import decode, mask, project, shape_of
 from bridge.delivery.store import InvalidSubscription
-from bridge.delivery.tracking import delivery_states
 from bridge.events.envelope import FieldChange, encode_event, new_event
 from bridge.testing.receivers import Receiver
 from bridge.testing.waiting import wait_for
 from tests.delivery.api_app import api_client, build_app
+from tests.delivery.parts import DeliveryParts
 
-Factory = Callable[..., Dispatcher]
+Factory = Callable[..., DeliveryParts]
 Receivers = Callable[..., tuple[Receiver, str]]
 
 ID_NUMBER = "8001015009087"
@@ -189,7 +188,7 @@ async def test_each_subscriber_gets_its_own_body_signed_and_skips_are_recorded(
     thin_bodies = [Webhook(thin.secret).verify(r.body, r.headers) for r in thin_receiver.received]
     assert all("data" not in b for b in thin_bodies) and thin_bodies[1]["changes"] == {"employer": {}}
 
-    states = {s.subscription_id: s.state for s in await delivery_states(dispatcher, outside.event_id)}
+    states = {s.subscription_id: s.state for s in await dispatcher.service.states(outside.event_id)}
     assert states == {full.id: "delivered", minimal.id: "skipped", thin.id: "delivered"}
     await dispatcher.stop()
     assert len(minimal_receiver.received) == 1

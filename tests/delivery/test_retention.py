@@ -10,26 +10,27 @@ from collections.abc import Callable
 import msgspec
 import redis.asyncio as aioredis
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Attempt, encode_attempt
 from bridge.events.envelope import Event, new_event
 from bridge.events.ids import event_id_at
 from bridge.events.log import EventLog, erased_body
 from bridge.events.outbox import Outbox
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.sync.diff import PreviousSnapshot, diff
 from bridge.sync.snapshot import SnapshotStore
 from bridge.testing.events import make_event
 from bridge.testing.receivers import Receiver
+from tests.delivery.parts import DeliveryParts
 
-Factory = Callable[..., Dispatcher]
+Factory = Callable[..., DeliveryParts]
 Receivers = Callable[..., tuple[Receiver, str]]
 DAY = 86400.0
 
 
 async def commit_events(redis: aioredis.Redis, school_id: int, specs: list[tuple[str, float]]) -> list[Event]:
     """Events of learner 0 of the given (type, detection time), committed with an empty diff."""
-    store = SnapshotStore(redis, Keys("d6b"))
+    store = SnapshotStore(redis, Keys("d6b"), Scripts(redis))
     result = diff(PreviousSnapshot(hashes={}), [], "learner_id", {})
     events = [
         msgspec.structs.replace(
@@ -91,11 +92,11 @@ async def test_an_erased_events_stand_in_goes_with_the_stream(redis: aioredis.Re
         7,
         [("learner.created", now - 40 * DAY), ("learner.updated", now - 39 * DAY), ("learner.created", now)],
     )
-    await Outbox(redis, keys).publish(7)
+    await Outbox(redis, keys, Scripts(redis)).publish(7)
     log = EventLog(redis, keys)
     seq, live, _ = await log.record_events(7, "learner", "0")
     assert [event_id for _s, event_id, _b in live] == [committed[0].id, committed[1].id]
-    done = await SnapshotStore(redis, keys).erase(
+    done = await SnapshotStore(redis, keys, Scripts(redis)).erase(
         7, "learner", "0", seq=seq, events=[(s, i, erased_body(b)) for s, i, b in live]
     )
     assert done is not None and done.events == 2

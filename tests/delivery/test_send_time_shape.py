@@ -4,7 +4,7 @@ retried dead letter, a replay (`only_failed` too), a redelivery and the test sen
 dropped an option gets the whole value again: the body is cut again from the logged envelope.
 
 Through the API, on a real Redis, a real event log and a real receiver. Dead letters, replays and window
-reads go in bounded chunks (`queue.RETRY_CHUNK`, `operations.CHUNK`, `source.PAGE`): set small here, the
+reads go in bounded chunks (`queue.RETRY_CHUNK`, `service.CHUNK`, `source.PAGE`): set small here, the
 results are the same and no read takes more than a chunk.
 """
 
@@ -21,22 +21,22 @@ import pytest
 import redis.asyncio as aioredis
 from standardwebhooks.webhooks import Webhook
 
-from bridge.delivery import operations, queue, source
-from bridge.delivery.dispatcher import Dispatcher
+from bridge.delivery import queue, service, source
 from bridge.delivery.models import Delivery, OutgoingEvent
 from bridge.delivery.source import LogEventSource
-from bridge.delivery.tracking import delivery_states
 from bridge.events.envelope import FieldChange, new_event
 from bridge.events.ids import event_id_at
 from bridge.events.log import EventLog
 from bridge.events.outbox import Outbox
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.sync.diff import PreviousSnapshot, diff
 from bridge.sync.snapshot import SnapshotStore
 from bridge.testing.receivers import Answer, Received, Receiver
 from bridge.testing.settings import fast_settings
 from bridge.testing.waiting import wait_for
 from tests.delivery.api_app import api_client, build_app
+from tests.delivery.parts import DeliveryParts
 
 Receivers = Callable[..., tuple[Receiver, str]]
 SCHOOL = 1000
@@ -69,12 +69,12 @@ def log(redis: aioredis.Redis) -> EventLog:
 
 
 @pytest.fixture
-def dispatcher(dispatcher_factory: Callable[..., Dispatcher], log: EventLog) -> Dispatcher:
+def dispatcher(dispatcher_factory: Callable[..., DeliveryParts], log: EventLog) -> DeliveryParts:
     return dispatcher_factory(fast_settings(retry_schedule=(0.05,)), events=LogEventSource(log))
 
 
 @pytest.fixture
-async def client(dispatcher: Dispatcher) -> AsyncIterator[httpx.AsyncClient]:
+async def client(dispatcher: DeliveryParts) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(build_app(dispatcher)) as test_client:
         yield test_client
 
@@ -84,7 +84,7 @@ async def logged(
 ) -> list[OutgoingEvent]:
     """Debtor events of (type, extra envelope fields) committed and published to the event log, as the
     detection side does; answers them as the log hands them to the dispatcher."""
-    snapshots = SnapshotStore(redis, KEYS)
+    snapshots = SnapshotStore(redis, KEYS, Scripts(redis))
     version = (await snapshots.load(SCHOOL, "learner")).version
     result = msgspec.structs.replace(diff(PreviousSnapshot(hashes={}), [], "learner_id", {}), version=version)
     now = time.time()
@@ -104,7 +104,7 @@ async def logged(
         for n, (event_type, extra) in enumerate(specs)
     ]
     committed = (await snapshots.commit(SCHOOL, "learner", result, events, token=None)).events
-    await Outbox(redis, KEYS).publish(SCHOOL)
+    await Outbox(redis, KEYS, Scripts(redis)).publish(SCHOOL)
     found = [await LogEventSource(log).get(event.id) for event in committed]
     assert all(found)
     return [event for event in found if event is not None]
@@ -184,7 +184,7 @@ PATCHES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]]
 async def test_a_retried_dead_letter_goes_as_the_subscription_is_now(
     name: str,
     client: httpx.AsyncClient,
-    dispatcher: Dispatcher,
+    dispatcher: DeliveryParts,
     redis: aioredis.Redis,
     log: EventLog,
     receiver_factory: Receivers,
@@ -216,7 +216,7 @@ async def test_a_retried_dead_letter_goes_as_the_subscription_is_now(
 async def test_every_way_of_retrying_a_dead_letter_masks_what_the_patch_says(
     how: Callable[[httpx.AsyncClient, str], Any],
     client: httpx.AsyncClient,
-    dispatcher: Dispatcher,
+    dispatcher: DeliveryParts,
     redis: aioredis.Redis,
     log: EventLog,
     receiver_factory: Receivers,
@@ -244,7 +244,7 @@ async def test_every_way_of_retrying_a_dead_letter_masks_what_the_patch_says(
 async def test_a_dead_letter_the_subscription_no_longer_matches_is_dropped_as_skipped(
     narrowed: dict[str, Any],
     client: httpx.AsyncClient,
-    dispatcher: Dispatcher,
+    dispatcher: DeliveryParts,
     redis: aioredis.Redis,
     log: EventLog,
     receiver_factory: Receivers,
@@ -262,7 +262,7 @@ async def test_a_dead_letter_the_subscription_no_longer_matches_is_dropped_as_sk
     await retry_all(client, sub["id"])
 
     async def skipped() -> bool:
-        states = await delivery_states(dispatcher, event.event_id)
+        states = await dispatcher.service.states(event.event_id)
         return [s.state for s in states] == ["skipped"]
 
     await wait_for(skipped, what="the delivery recorded as skipped")
@@ -274,7 +274,7 @@ async def test_a_dead_letter_the_subscription_no_longer_matches_is_dropped_as_sk
 
 async def test_an_update_outside_the_fields_now_is_not_sent_on_retry(
     client: httpx.AsyncClient,
-    dispatcher: Dispatcher,
+    dispatcher: DeliveryParts,
     redis: aioredis.Redis,
     log: EventLog,
     receiver_factory: Receivers,
@@ -293,7 +293,7 @@ async def test_an_update_outside_the_fields_now_is_not_sent_on_retry(
     await retry_all(client, sub["id"])
 
     async def skipped() -> bool:
-        return [s.state for s in await delivery_states(dispatcher, event.event_id)] == ["skipped"]
+        return [s.state for s in await dispatcher.service.states(event.event_id)] == ["skipped"]
 
     await wait_for(skipped, what="the update recorded as skipped")
     assert len(receiver.received) == failed
@@ -301,7 +301,7 @@ async def test_an_update_outside_the_fields_now_is_not_sent_on_retry(
 
 async def test_a_waiting_delivery_gets_back_what_a_patch_unmasks(
     client: httpx.AsyncClient,
-    dispatcher: Dispatcher,
+    dispatcher: DeliveryParts,
     redis: aioredis.Redis,
     log: EventLog,
     receiver_factory: Receivers,
@@ -323,7 +323,7 @@ async def test_a_waiting_delivery_gets_back_what_a_patch_unmasks(
 
 async def test_a_redelivery_named_to_a_subscription_still_goes_regardless_of_its_filters(
     client: httpx.AsyncClient,
-    dispatcher: Dispatcher,
+    dispatcher: DeliveryParts,
     redis: aioredis.Redis,
     log: EventLog,
     receiver_factory: Receivers,
@@ -356,7 +356,7 @@ def test_a_delivery_stored_before_projected_at_was_kept_reads_as_cut_when_queued
 
 
 async def test_a_retry_after_a_failure_follows_a_patch_made_in_between(
-    dispatcher_factory: Callable[..., Dispatcher],
+    dispatcher_factory: Callable[..., DeliveryParts],
     redis: aioredis.Redis,
     log: EventLog,
     receiver_factory: Receivers,
@@ -411,13 +411,13 @@ async def test_many_dead_letters_go_in_chunks_with_the_same_result(
     only_failed: bool,
     monkeypatch: pytest.MonkeyPatch,
     client: httpx.AsyncClient,
-    dispatcher: Dispatcher,
+    dispatcher: DeliveryParts,
     redis: aioredis.Redis,
     log: EventLog,
     receiver_factory: Receivers,
 ) -> None:
     monkeypatch.setattr(queue, "RETRY_CHUNK", 3, raising=False)
-    monkeypatch.setattr(operations, "CHUNK", 4, raising=False)
+    monkeypatch.setattr(service, "CHUNK", 4, raising=False)
     monkeypatch.setattr(source, "PAGE", 2)
     switch = Switch()
     receiver, url = receiver_factory(switch)

@@ -10,12 +10,12 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.delivery.dispatcher import Dispatcher
 from bridge.delivery.models import Attempt, UnknownSubscription, encode_attempt
 from bridge.delivery.store import SubscriptionStore
 from bridge.testing.events import make_events
 from bridge.testing.receivers import Answer, Receiver
 from bridge.testing.waiting import wait_for
+from tests.delivery.parts import DeliveryParts
 
 
 async def test_disable_after_delete_does_not_resurrect(
@@ -31,7 +31,7 @@ async def test_disable_after_delete_does_not_resurrect(
 
 
 async def test_delete_removes_queue_and_keys(
-    dispatcher_factory: Callable[..., Dispatcher], redis: aioredis.Redis
+    dispatcher_factory: Callable[..., DeliveryParts], redis: aioredis.Redis
 ) -> None:
     dispatcher = dispatcher_factory()
     subscription = await dispatcher.store.create(url="http://127.0.0.1:9/x")
@@ -45,7 +45,7 @@ async def test_delete_removes_queue_and_keys(
 
 
 async def test_graceful_stop_hands_work_back_at_once(
-    dispatcher_factory: Callable[..., Dispatcher], receiver_factory: Callable[..., tuple[Receiver, str]]
+    dispatcher_factory: Callable[..., DeliveryParts], receiver_factory: Callable[..., tuple[Receiver, str]]
 ) -> None:
     receiver, url = receiver_factory(lambda _r, n: Answer(delay=5.0) if n == 1 else Answer())
     first = dispatcher_factory(lease_seconds=60)
@@ -66,7 +66,7 @@ async def test_graceful_stop_hands_work_back_at_once(
 
 
 async def test_attempt_log_reads_entries_of_both_encodings(
-    dispatcher_factory: Callable[..., Dispatcher], redis: aioredis.Redis
+    dispatcher_factory: Callable[..., DeliveryParts], redis: aioredis.Redis
 ) -> None:
     """Entries are msgpack arrays now; those a store kept from before (JSON objects) still read."""
     dispatcher = dispatcher_factory()

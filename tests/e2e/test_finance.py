@@ -1,6 +1,7 @@
-"""The Finance+ feeds end to end (SPEC 10): balances, promises, notes and transactions from the simulator's
-books over HTTP, a real Redis, the bridge's own wiring; every new event type, the transaction window, the
-note deletion rule, the school's one sequence, and a failed scan of each resource that emits nothing."""
+"""The Finance+ feeds end to end (docs/events.md#catalogue): balances, promises, notes and transactions
+from the simulator's books over HTTP, a real Redis, the bridge's own wiring; every new event type, the
+transaction window, the note deletion rule, the school's one sequence, and a failed scan of each resource
+that emits nothing."""
 
 from __future__ import annotations
 

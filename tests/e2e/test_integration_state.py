@@ -1,6 +1,6 @@
-"""Integration state under d6's bad days (SPEC 5): access denied while listed, an empty or mass-removing
-integrations list, revoked schools purged, a store that lost its data. The simulator over HTTP, a real
-Redis, the bridge's own wiring."""
+"""Integration state under d6's bad days (docs/guarantees.md): access denied while listed, an empty or
+mass-removing integrations list, revoked schools purged, a store that lost its data. The simulator over
+HTTP, a real Redis, the bridge's own wiring."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Personal data end to end (SPEC 12), on the simulator and real receivers: a subscriber configured for the
-minimum receives nothing else; a redacted value appears in no delivered body, log line or attempt log;
-an erasure leaves nothing of the record in any API answer, delivery or log line, and later polls neither
-re-create nor remove it; on Redis Cluster too."""
+"""Personal data end to end (docs/personal-data.md), on the simulator and real receivers: a subscriber
+configured for the minimum receives nothing else; a redacted value appears in no delivered body, log line
+or attempt log; an erasure leaves nothing of the record in any API answer, delivery or log line, and later
+polls neither re-create nor remove it; on Redis Cluster too."""
 
 from __future__ import annotations
 

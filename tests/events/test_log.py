@@ -13,6 +13,7 @@ from bridge.events.ids import event_id_at
 from bridge.events.log import EventLog
 from bridge.events.outbox import Outbox
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.sync.diff import PreviousSnapshot, diff
 from bridge.sync.snapshot import SnapshotStore
 
@@ -21,7 +22,7 @@ KEYS = Keys("d6b")
 
 async def commit_events(redis: aioredis.Redis, school_id: int, specs: list[tuple[str, float]]) -> list[Event]:
     """Commit events of the given (type, detection time) to a school, with an empty diff."""
-    store = SnapshotStore(redis, KEYS)
+    store = SnapshotStore(redis, KEYS, Scripts(redis))
     version = (await store.load(school_id, "learner")).version
     result = msgspec.structs.replace(diff(PreviousSnapshot(hashes={}), [], "learner_id", {}), version=version)
     events = [
@@ -57,7 +58,7 @@ async def test_publish_then_list_and_get(redis: aioredis.Redis) -> None:
     committed = await commit_events(redis, 1, [("learner.created", now), ("debtor.updated", now + 0.001)])
     log = EventLog(redis, KEYS)
     assert await log.get(committed[0].id) is None  # not yet published
-    assert await Outbox(redis, KEYS).publish(1) == 2
+    assert await Outbox(redis, KEYS, Scripts(redis)).publish(1) == 2
     page, cursor = await log.list()
     assert [e.id for e in page] == [committed[1].id, committed[0].id] and cursor is None
     assert await log.get(committed[0].id) == committed[0]
@@ -68,7 +69,7 @@ async def test_publish_then_list_and_get(redis: aioredis.Redis) -> None:
 async def test_publish_twice_or_after_a_crash_adds_nothing_twice(redis: aioredis.Redis) -> None:
     now = time.time()
     await commit_events(redis, 1, [("learner.created", now + i / 1000) for i in range(7)])
-    outbox = Outbox(redis, KEYS, batch=3)
+    outbox = Outbox(redis, KEYS, Scripts(redis), batch=3)
     assert await outbox.publish(1) == 7
     assert await outbox.publish(1) == 0
     # A crash after the publish script and before the watermark: the watermark falls behind.
@@ -86,7 +87,7 @@ async def test_publish_pending_sweeps_every_lagging_school(redis: aioredis.Redis
     now = time.time()
     for school in (1, 2, 3):
         await commit_events(redis, school, [("learner.created", now)] * school)
-    outbox = Outbox(redis, KEYS)
+    outbox = Outbox(redis, KEYS, Scripts(redis))
     await outbox.publish(2)
     assert await outbox.pending() == {1: 1, 3: 3}
     assert await outbox.publish_pending() == 4
@@ -98,7 +99,7 @@ async def test_filters_and_cursor_pagination(redis: aioredis.Redis) -> None:
     a = await commit_events(redis, 1, [("learner.created", base + i) for i in range(10)])
     b = await commit_events(redis, 2, [("debtor.removed", base + 10 + i) for i in range(5)])
     c = await commit_events(redis, 1, [("debtor.removed", base + 20 + i) for i in range(3)])
-    await Outbox(redis, KEYS).publish_pending()
+    await Outbox(redis, KEYS, Scripts(redis)).publish_pending()
     log = EventLog(redis, KEYS)
     everything = a + b + c
     newest_first = [e.id for e in reversed(everything)]
@@ -134,7 +135,7 @@ async def test_trim_removes_old_events_everywhere(redis: aioredis.Redis) -> None
     young = await commit_events(redis, 1, [("learner.updated", now - 2 * day + i) for i in range(3)])
     other = await commit_events(redis, 2, [("debtor.created", now - 31 * day)])
     unpublished_old = await commit_events(redis, 3, [("debtor.created", now - 50 * day)])
-    outbox = Outbox(redis, KEYS)
+    outbox = Outbox(redis, KEYS, Scripts(redis))
     await outbox.publish(1)
     await outbox.publish(2)
     log = EventLog(redis, KEYS)

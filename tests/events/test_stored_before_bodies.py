@@ -17,6 +17,7 @@ from bridge.events.envelope import encode_event, new_event
 from bridge.events.log import EventLog, erased_body, school_log
 from bridge.events.outbox import Outbox
 from bridge.store.keys import META_BODIES, META_PUBLISHED, META_SEQ, Keys
+from bridge.store.scripts import Scripts
 from bridge.sync.snapshot import SnapshotStore
 from tests.delivery.test_retention import DAY, commit_events
 
@@ -71,7 +72,7 @@ async def test_old_data_reads_and_its_first_erasure_leaves_no_byte_of_it(redis: 
     seq, live, erased = await log.record_events(SCHOOL, "learner", "1")
     assert (seq, [(s, i) for s, i, _b in live], erased) == (3, [(1, ids[0]), (3, ids[2])], [])
     assert [b for _s, _i, b in live] == [bodies[0], bodies[2]]
-    done = await SnapshotStore(redis, KEYS).erase(
+    done = await SnapshotStore(redis, KEYS, Scripts(redis)).erase(
         SCHOOL, "learner", "1", seq=seq, events=[(s, i, erased_body(b)) for s, i, b in live]
     )
     assert done is not None and done.events == 2
@@ -93,7 +94,7 @@ async def test_retention_deletes_the_bodies_with_their_entries(redis: aioredis.R
         3,
         [("learner.created", now - 40 * DAY), ("learner.updated", now - 39 * DAY), ("learner.created", now)],
     )
-    await Outbox(redis, KEYS).publish(3)
+    await Outbox(redis, KEYS, Scripts(redis)).publish(3)
     assert sorted(await redis.hkeys(KEYS.school_bodies(3))) == [b"1", b"2", b"3"]
     await EventLog(redis, KEYS).trim(30, now=now)
     assert await redis.hkeys(KEYS.school_bodies(3)) == [b"3"]

@@ -16,6 +16,7 @@ from bridge.events.envelope import decode_event
 from bridge.events.log import EventLog, school_log
 from bridge.events.outbox import Outbox
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.sync.diff import digest
 from bridge.sync.snapshot import SnapshotStore
 
@@ -64,7 +65,7 @@ async def test_kill_minus_nine_never_loses_or_duplicates_an_event(
         await redis.delete(KEYS.lease(SCHOOL), KEYS.lease_owner(SCHOOL))  # the dead holder's lease expires
     print(f"{rounds} rounds")
 
-    store = SnapshotStore(redis, KEYS)
+    store = SnapshotStore(redis, KEYS, Scripts(redis))
     meta = await store.meta(SCHOOL)
     entries = await redis.xrange(KEYS.school_events(SCHOOL))
     # One event for every sequence, no gap, no duplicate.
@@ -96,7 +97,7 @@ async def test_kill_minus_nine_never_loses_or_duplicates_an_event(
     assert meta.resources["learner"].count == len(records)
 
     # Publishing what the killed processes left behind: each event exactly once everywhere.
-    await Outbox(redis, KEYS).publish_pending()
+    await Outbox(redis, KEYS, Scripts(redis)).publish_pending()
     assert (await store.meta(SCHOOL)).published == meta.seq
     deliveries = await redis.xrange(KEYS.delivery_stream())
     assert sorted(f[b"id"].decode() for _, f in deliveries) == sorted(e.id for e in events)

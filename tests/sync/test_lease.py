@@ -5,13 +5,14 @@ import asyncio
 import redis.asyncio as aioredis
 
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.sync.lease import Lease
 
 KEYS = Keys("d6b")
 
 
 async def test_acquire_is_exclusive_and_tokens_grow(redis: aioredis.Redis) -> None:
-    lease = Lease(redis, KEYS)
+    lease = Lease(redis, KEYS, Scripts(redis))
     first = await lease.acquire(1000, "replica-a", 30)
     assert first is not None
     assert await lease.acquire(1000, "replica-b", 30) is None
@@ -25,7 +26,7 @@ async def test_acquire_is_exclusive_and_tokens_grow(redis: aioredis.Redis) -> No
 
 
 async def test_renew_and_release_need_the_current_token(redis: aioredis.Redis) -> None:
-    lease = Lease(redis, KEYS)
+    lease = Lease(redis, KEYS, Scripts(redis))
     token = await lease.acquire(1, "a", 30)
     assert token is not None
     assert not await lease.renew(1, token + 1, 30)
@@ -37,7 +38,7 @@ async def test_renew_and_release_need_the_current_token(redis: aioredis.Redis) -
 
 
 async def test_lease_expires_and_the_old_token_is_fenced_off(redis: aioredis.Redis) -> None:
-    lease = Lease(redis, KEYS)
+    lease = Lease(redis, KEYS, Scripts(redis))
     old = await lease.acquire(1, "slow", 0.05)
     assert old is not None
     await asyncio.sleep(0.1)
@@ -49,7 +50,8 @@ async def test_lease_expires_and_the_old_token_is_fenced_off(redis: aioredis.Red
 
 
 async def test_lease_names_are_independent_but_share_the_counter(redis: aioredis.Redis) -> None:
-    poll, integration = Lease(redis, KEYS), Lease(redis, KEYS, name="integration")
+    scripts = Scripts(redis)
+    poll, integration = Lease(redis, KEYS, scripts), Lease(redis, KEYS, scripts, name="integration")
     a = await poll.acquire(1, "x", 30)
     b = await integration.acquire(1, "y", 30)
     assert a is not None and b is not None and b > a

@@ -11,6 +11,7 @@ from bridge.errors import LeaseLost, SnapshotConflict
 from bridge.events.envelope import decode_event
 from bridge.events.log import school_log
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.sync.diff import diff, digest
 from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
@@ -45,7 +46,7 @@ async def stream_events(redis: aioredis.Redis, school_id: int) -> list[Any]:
 
 
 async def test_commit_writes_snapshot_events_and_meta(redis: aioredis.Redis) -> None:
-    store, lease = SnapshotStore(redis, KEYS), Lease(redis, KEYS)
+    store, lease = SnapshotStore(redis, KEYS, Scripts(redis)), Lease(redis, KEYS, Scripts(redis))
     token = await lease.acquire(1000, "a", 30)
     committed = await poll(store, 1000, learners(25), token=token)
     assert [e.sequence for e in committed.events] == list(range(1, 26))
@@ -63,7 +64,7 @@ async def test_commit_writes_snapshot_events_and_meta(redis: aioredis.Redis) -> 
 async def test_sequences_are_consecutive_per_school_across_commits_and_resources(
     redis: aioredis.Redis,
 ) -> None:
-    store = SnapshotStore(redis, KEYS)
+    store = SnapshotStore(redis, KEYS, Scripts(redis))
     await poll(store, 1, learners(5), token=None)
     await poll(store, 2, learners(3), token=None)
     await poll(store, 1, learners(5, grade="5"), token=None)
@@ -78,7 +79,7 @@ async def test_sequences_are_consecutive_per_school_across_commits_and_resources
 
 
 async def test_wrong_or_stale_token_changes_nothing(redis: aioredis.Redis) -> None:
-    store, lease = SnapshotStore(redis, KEYS), Lease(redis, KEYS)
+    store, lease = SnapshotStore(redis, KEYS, Scripts(redis)), Lease(redis, KEYS, Scripts(redis))
     token = await lease.acquire(7, "a", 30)
     assert token is not None
     await poll(store, 7, learners(5), token=token)
@@ -101,7 +102,7 @@ async def test_wrong_or_stale_token_changes_nothing(redis: aioredis.Redis) -> No
 
 
 async def test_version_mismatch_changes_nothing(redis: aioredis.Redis) -> None:
-    store = SnapshotStore(redis, KEYS)
+    store = SnapshotStore(redis, KEYS, Scripts(redis))
     await poll(store, 7, learners(5), token=None)
     previous = await store.load(7, "learner")
     old = await store.all_records(7, "learner")
@@ -115,7 +116,7 @@ async def test_version_mismatch_changes_nothing(redis: aioredis.Redis) -> None:
 
 
 async def test_empty_commit_records_the_poll_and_hold_marker(redis: aioredis.Redis) -> None:
-    store = SnapshotStore(redis, KEYS)
+    store = SnapshotStore(redis, KEYS, Scripts(redis))
     await poll(store, 5, learners(30), token=None, emit_created=False)
     assert await stream_events(redis, 5) == []
     held = await poll(store, 5, learners(10), token=None)
@@ -131,7 +132,7 @@ async def test_empty_commit_records_the_poll_and_hold_marker(redis: aioredis.Red
 
 async def test_commit_script_on_fakeredis() -> None:
     redis = fakeredis.FakeAsyncRedis(decode_responses=False)
-    store, lease = SnapshotStore(redis, KEYS), Lease(redis, KEYS)
+    store, lease = SnapshotStore(redis, KEYS, Scripts(redis)), Lease(redis, KEYS, Scripts(redis))
     token = await lease.acquire(9, "demo", 30)
     await poll(store, 9, learners(3), token=token)
     committed = await poll(store, 9, learners(2, grade="7"), token=token)
