@@ -22,6 +22,26 @@ class SettingsError(BridgeError):
         super().__init__(f"{variable}: {problem}")
 
 
+class InvalidRequest(BridgeError):
+    """A request to the API names something we cannot use: a field, a query parameter, a cursor (400).
+
+    `field` is what is wrong, as the caller spelled it; the message never repeats a value it was sent."""
+
+    def __init__(self, field: str, problem: str, **extra: Any) -> None:
+        self.field = field
+        self.problem = problem
+        self.extra = {"field": field, **extra}
+        super().__init__(f"{field}: {problem}")
+
+
+class NotFound(BridgeError):
+    """A request names a thing the bridge does not hold (404); `extra` says which."""
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        self.extra = extra
+        super().__init__(message)
+
+
 class StoreError(BridgeError):
     """The store (Redis) could not be reached or refused an operation."""
 

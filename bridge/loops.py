@@ -1,4 +1,4 @@
-"""The loop of a background worker (the hand-off, the dispatcher, the serve process' maintenance).
+"""The loop of a background worker (the hand-off, the delivery worker, the serve process' maintenance).
 
 Each runs one step after another until it stops: a step that cannot reach Redis (or the network) is logged
 as a warning and retried, any other failure is logged with its traceback and retried too, so one bad step

@@ -13,6 +13,7 @@ from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
 from bridge.settings import Settings
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.testing.receivers import Receiver, ReceiverServer, Script
 from bridge.testing.redis import redis_server
 from bridge.testing.servers import SimulatorServer
@@ -84,7 +85,7 @@ def receiver_factory() -> Iterator[Callable[..., tuple[Receiver, str]]]:
 def store_factory(redis: aioredis.Redis) -> Callable[[Settings], SubscriptionStore]:
     def build(settings: Settings) -> SubscriptionStore:
         guard = UrlGuard(allow_private=settings.allow_private_urls)
-        return SubscriptionStore(redis, Keys(settings.redis_prefix), guard)
+        return SubscriptionStore(redis, Keys(settings.redis_prefix), guard, scripts=Scripts(redis))
 
     return build
 

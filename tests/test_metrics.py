@@ -23,6 +23,7 @@ from bridge.api.wiring import build_api, parts
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.testing.events import make_events
 from bridge.testing.receivers import Answer, Receiver
 from bridge.testing.servers import free_port
@@ -218,7 +219,9 @@ async def test_metrics_render_when_redis_is_down() -> None:
         f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5, socket_timeout=0.5
     )
     try:
-        store = SubscriptionStore(down, Keys(settings.redis_prefix), UrlGuard(allow_private=True))
+        store = SubscriptionStore(
+            down, Keys(settings.redis_prefix), UrlGuard(allow_private=True), scripts=Scripts(down)
+        )
         dispatcher = DeliveryParts(down, settings, store)
         app = build_app(dispatcher)
         failures = "d6_bridge_scrape_refresh_failures_total"

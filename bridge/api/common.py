@@ -27,7 +27,7 @@ from litestar import MediaType, Response
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter, SkipValidation
 
-from bridge.delivery.store import InvalidSubscription
+from bridge.errors import InvalidRequest
 from bridge.events.envelope import format_timestamp
 
 T = TypeVar("T")
@@ -80,11 +80,9 @@ def score_cursor(cursor: str | None) -> float | None:
     try:
         value = float(cursor)
     except ValueError:
-        raise InvalidSubscription(
-            "cursor", "is not a cursor this API gave out; pass next_cursor back"
-        ) from None
+        raise InvalidRequest("cursor", "is not a cursor this API gave out; pass next_cursor back") from None
     if value != value:
-        raise InvalidSubscription("cursor", "is not a cursor this API gave out; pass next_cursor back")
+        raise InvalidRequest("cursor", "is not a cursor this API gave out; pass next_cursor back")
     return value
 
 
@@ -138,6 +136,4 @@ def int_cursor(cursor: str | None) -> int | None:
     try:
         return int(cursor)
     except ValueError:
-        raise InvalidSubscription(
-            "cursor", "is not a cursor this API gave out; pass next_cursor back"
-        ) from None
+        raise InvalidRequest("cursor", "is not a cursor this API gave out; pass next_cursor back") from None

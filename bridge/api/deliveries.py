@@ -43,7 +43,8 @@ from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_bod
 from bridge.delivery.models import Attempt, Delivery
 from bridge.delivery.sender import USER_AGENT
 from bridge.delivery.service import DeliveryService, EventDeliveryStatus
-from bridge.delivery.store import InvalidSubscription, SubscriptionStore
+from bridge.delivery.store import SubscriptionStore
+from bridge.errors import InvalidRequest
 from bridge.events.envelope import Timestamp
 
 
@@ -249,7 +250,7 @@ class DeliveriesController(Controller):
         since = _timestamp(data.since)
         until = None if data.until is None else _timestamp(data.until)
         if until is not None and until < since:
-            raise InvalidSubscription("until", "must not be before since")
+            raise InvalidRequest("until", "must not be before since")
         queued = await deliveries.replay(subscription, since=since, until=until, only_failed=data.only_failed)
         return ReplayResult(subscription_id=subscription_id, queued=queued)
 

@@ -28,15 +28,12 @@ from bridge.api.common import error_response
 from bridge.delivery.erasure import UnknownRecord
 from bridge.delivery.models import DeliveryError, UnknownSubscription
 from bridge.delivery.service import NoEventLog, UnknownEvent
-from bridge.delivery.store import InvalidSubscription
-from bridge.errors import BridgeError, D6Error, StoreError
+from bridge.errors import BridgeError, D6Error, InvalidRequest, NotFound, StoreError
 
 log = structlog.get_logger(__name__)
 
 
 def delivery_error_handler(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    if isinstance(error, InvalidSubscription):
-        return error_response(HTTP_400_BAD_REQUEST, str(error), error.extra)
     if isinstance(error, UnknownSubscription):
         return error_response(HTTP_404_NOT_FOUND, str(error), {"subscription_id": error.subscription_id})
     if isinstance(error, UnknownRecord):
@@ -70,7 +67,12 @@ def validation_error_handler(_: Request[Any, Any, Any], error: Exception) -> Res
 
 
 def bridge_error_handler(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    """d6 trouble is a 502 and store trouble a 503: both name what failed, neither is a 500."""
+    """A bad request is a 400 and a missing thing a 404; d6 trouble is a 502 and store trouble a 503: each
+    names what failed, none is a 500."""
+    if isinstance(error, InvalidRequest):
+        return error_response(HTTP_400_BAD_REQUEST, str(error), error.extra)
+    if isinstance(error, NotFound):
+        return error_response(HTTP_404_NOT_FOUND, str(error), error.extra)
     if isinstance(error, D6Error):
         status, detail = HTTP_502_BAD_GATEWAY, f"d6 did not answer usefully: {error}"
     elif isinstance(error, StoreError):

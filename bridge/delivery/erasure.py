@@ -50,8 +50,8 @@ import structlog
 from bridge import catalogue, metrics
 from bridge.delivery.models import DeliveryError, ErasureEntry, decode_attempt, encode_attempt
 from bridge.delivery.queue import DeliveryQueue
-from bridge.delivery.store import InvalidSubscription, SubscriptionStore
-from bridge.errors import StoreError
+from bridge.delivery.store import SubscriptionStore
+from bridge.errors import InvalidRequest, StoreError
 from bridge.events.log import EventLog, erased_body
 from bridge.events.outbox import Outbox
 from bridge.store.codec import as_bytes, as_text
@@ -120,15 +120,15 @@ class Eraser:
         """Erase one record (see the module docstring); UnknownRecord when nothing knows it."""
         prefix = _prefix(resource)
         if school_id <= 0:
-            raise InvalidSubscription("school_id", "must be a positive school id")
+            raise InvalidRequest("school_id", "must be a positive school id")
         if not record_id or len(record_id) > 200:
-            raise InvalidSubscription("record_id", "must be the record's id (the events' resource_id)")
+            raise InvalidRequest("record_id", "must be the record's id (the events' resource_id)")
         key = f"{school_id}:{prefix}:{record_id}"
         started = time.time()
         outcome = None
         for _ in range(ATTEMPTS):
             await self.outbox.publish(school_id)  # the erasure needs every event of the school published
-            seq, live, erased_before = await self.events.record_events(school_id, prefix, record_id)
+            seq, live, erased_before = await self.events.events_of_record(school_id, prefix, record_id)
             known = live or erased_before or await self.snapshots.has_record(school_id, prefix, record_id)
             if not known:
                 raise UnknownRecord(school_id, prefix, record_id)
@@ -285,11 +285,11 @@ async def _blank_answers(
 def _prefix(resource: str) -> str:
     """The event `resource` (`debtor`) of a catalogue resource, by either of its names."""
     if resource == catalogue.INTEGRATION:
-        raise InvalidSubscription(
+        raise InvalidRequest(
             "resource", "integrations are the school's own record, not a person's: they cannot be erased"
         )
     try:
         return catalogue.resource(resource).prefix
     except ValueError:
         known = ", ".join(r.prefix for r in catalogue.RESOURCES)
-        raise InvalidSubscription("resource", f"unknown resource {resource!r}: one of {known}") from None
+        raise InvalidRequest("resource", f"unknown resource {resource!r}: one of {known}") from None

@@ -44,11 +44,12 @@ class Intake:
         """
         if not events:
             return 0
-        subscriptions = await self.store.snapshot()
+        current = await self.store.current()
+        subscriptions = current.subscriptions
         shapes = [shape_of(s) for s in subscriptions]
-        if self.store.erasing or any(shapes):
+        if current.erasing or any(shapes):
             work, skipped = _shaped(
-                events, list(zip(subscriptions, shapes, strict=True)), self.store.erasing, matching=True
+                events, list(zip(subscriptions, shapes, strict=True)), current.erasing, matching=True
             )
             await self._skip_all(skipped, once=True)
         else:  # the usual case: every subscription gets the logged envelope as it is
@@ -67,7 +68,8 @@ class Intake:
         many were queued (an update outside the subscription's `fields` is recorded as skipped instead)."""
         if not events:
             return 0
-        work, skipped = _shaped(events, [(subscription, shape_of(subscription))], self.store.erasing)
+        erasing = (await self.store.current()).erasing
+        work, skipped = _shaped(events, [(subscription, shape_of(subscription))], erasing)
         await self._skip_all(skipped, once=False)
         await self._enqueue_all(work, now=time.time(), once=False, replay=True)
         self._on_queued()

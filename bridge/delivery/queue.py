@@ -86,10 +86,10 @@ class Completion(msgspec.Struct, kw_only=True, frozen=True):
 class DeliveryQueue:
     """Moves deliveries with the `delivery_*` scripts of store/scripts.py."""
 
-    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts | None = None) -> None:
+    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
         self.redis = redis
         self.keys = keys
-        self._scripts = scripts or Scripts(redis)
+        self._scripts = scripts
 
     async def enqueue(
         self,

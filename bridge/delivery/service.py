@@ -289,7 +289,7 @@ class DeliveryService:
     async def states(self, event_id: str) -> list[EventDeliveryState]:
         """For each subscription that has or had a delivery of `event_id`: where it stands, by
         subscription id."""
-        subscriptions = sorted(await self._store.snapshot(), key=lambda s: s.id)
+        subscriptions = sorted((await self._store.current()).subscriptions, key=lambda s: s.id)
         if not subscriptions:
             return []
         traces = await self._queue.event_traces([s.id for s in subscriptions], event_id)

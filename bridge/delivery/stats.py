@@ -27,7 +27,7 @@ class DeliveryTotals(msgspec.Struct, kw_only=True, frozen=True):
 
 
 async def delivery_totals(store: SubscriptionStore) -> DeliveryTotals:
-    subscriptions = await store.snapshot()
+    subscriptions = (await store.current()).subscriptions
     pending = dead = 0
     for pending_here, dead_here in await store.counts_of([s.id for s in subscriptions]):
         pending += max(0, pending_here)

@@ -17,7 +17,6 @@ from redis.asyncio import Redis
 from bridge.delivery.ids import new_subscription_id
 from bridge.delivery.models import (
     SECRET_OVERLAP_SECONDS,
-    DeliveryError,
     ErasureEntry,
     Subscription,
     UnknownSubscription,
@@ -26,6 +25,8 @@ from bridge.delivery.models import (
 from bridge.delivery.projection import PAYLOADS, RESOURCES, Payload
 from bridge.delivery.signing import new_secret
 from bridge.delivery.urls import UrlGuard, UrlRefused
+from bridge.errors import InvalidRequest
+from bridge.store.codec import as_text
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
 
@@ -37,14 +38,11 @@ _json = msgspec.json.Encoder()
 _journal = msgspec.json.Decoder(ErasureEntry)
 
 
-class InvalidSubscription(DeliveryError):
-    """A field of a subscription request has a value we can't use."""
+class InvalidSubscription(InvalidRequest):
+    """A field of a subscription (its URL, filters, shape, description) has a value we can't use (400).
 
-    def __init__(self, field: str, problem: str, **extra: Any) -> None:
-        self.field = field
-        self.problem = problem
-        self.extra = {"field": field, **extra}
-        super().__init__(f"{field}: {problem}")
+    Only for a subscription's own fields: any other bad request (a cursor, an erasure's ids) is an
+    `InvalidRequest`."""
 
 
 def validate_event_types(event_types: list[str] | None) -> list[str] | None:
@@ -133,6 +131,15 @@ def validate_description(description: str | None) -> str | None:
     return description
 
 
+class Current(msgspec.Struct, frozen=True, kw_only=True):
+    """What `SubscriptionStore.current` loaded: every subscription, and the ids of the events an erasure is
+    removing (the erasure journal, docs/personal-data.md), reloaded together whenever the subscriptions
+    version moves. Those events are neither queued nor sent."""
+
+    subscriptions: list[Subscription]
+    erasing: frozenset[str]
+
+
 class SubscriptionStore:
     def __init__(
         self,
@@ -140,21 +147,19 @@ class SubscriptionStore:
         keys: Keys,
         guard: UrlGuard,
         *,
-        scripts: Scripts | None = None,
+        scripts: Scripts,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.guard = guard
-        self.scripts = scripts or Scripts(redis)
-        """Registered once here; the delivery queue runs its scripts on the same registration."""
+        self.scripts = scripts
+        """The one registration `Services.build` makes (bridge/app.py), shared with every other part."""
         self._clock = clock
-        self._cache: list[Subscription] | None = None
+        self._cache: Current | None = None
         self._cache_version: bytes | None = None
         self._suspects: set[str] = set()
         """Index entries without a record at the last `sweep` (dropped if the next one finds them so too)."""
-        self.erasing: frozenset[str] = frozenset()
-        """Ids of the events an erasure is removing (reloaded with the cache): never sent, never queued."""
 
     async def _check_url(self, url: str) -> str:
         try:
@@ -210,7 +215,7 @@ class SubscriptionStore:
         return subscription
 
     async def list_all(self) -> list[Subscription]:
-        ids = sorted(_text(m) for m in await self.redis.smembers(self.keys.subscription_index()))
+        ids = sorted(as_text(m) for m in await self.redis.smembers(self.keys.subscription_index()))
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -219,13 +224,15 @@ class SubscriptionStore:
             rows = await pipe.execute()
         return [_decode(raw) for raw in rows if raw]
 
-    async def snapshot(self) -> list[Subscription]:
-        """Every subscription, from a per-process cache reloaded whenever anything changed."""
+    async def current(self) -> Current:
+        """Every subscription and the events being erased, from a per-process cache reloaded whenever
+        anything changed (a subscription or the erasure journal: both bump the version)."""
         raw = await self.redis.get(self.keys.subscriptions_version())
-        version = None if raw is None else _text(raw).encode()
+        version = None if raw is None else as_text(raw).encode()
         if self._cache is None or version != self._cache_version:
-            self._cache = await self.list_all()
-            self.erasing = frozenset(e for entry in await self.erasures() for e in entry.event_ids)
+            subscriptions = await self.list_all()
+            erasing = frozenset(e for entry in await self.erasures() for e in entry.event_ids)
+            self._cache = Current(subscriptions=subscriptions, erasing=erasing)
             self._cache_version = version
         return self._cache
 
@@ -352,10 +359,10 @@ class SubscriptionStore:
         """
         found: set[str] = set()
         async for key in self.redis.scan_iter(match=self.keys.subscription_key_pattern(), count=batch):
-            subscription_id = self.keys.subscription_of(_text(key))
+            subscription_id = self.keys.subscription_of(as_text(key))
             if subscription_id is not None:
                 found.add(subscription_id)
-        indexed = {_text(m) for m in await self.redis.smembers(self.keys.subscription_index())}
+        indexed = {as_text(m) for m in await self.redis.smembers(self.keys.subscription_index())}
         candidates = sorted(found | indexed)
         if not candidates:
             self._suspects = set()
@@ -395,10 +402,6 @@ def _encode_fields(fields: Mapping[str, Any]) -> dict[Any, Any]:
     return {name: _json.encode(value) for name, value in fields.items()}
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _decode(raw: Mapping[bytes | str, bytes | str]) -> Subscription:
-    fields = {_text(k): msgspec.json.decode(v) for k, v in raw.items()}
+    fields = {as_text(k): msgspec.json.decode(v) for k, v in raw.items()}
     return msgspec.convert(fields, Subscription)

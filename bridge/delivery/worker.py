@@ -43,6 +43,7 @@ from bridge.delivery.queue import Completion, DeliveryQueue, Outcome
 from bridge.delivery.sender import Sender
 from bridge.delivery.store import SubscriptionStore
 from bridge.events.log import ERASED
+from bridge.loops import poll
 from bridge.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -87,6 +88,8 @@ class Worker:
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
         self._round_robin = 0
+        self._erasing: frozenset[str] = frozenset()
+        """The events being erased, as the last tick loaded them with the subscriptions it claims for."""
         # Taken once: looking a metric's labels up on every attempt adds up.
         self._delivered_ok = metrics.DELIVERIES.labels(outcome="ok")
 
@@ -137,33 +140,36 @@ class Worker:
     # -- the loop -----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self._tick()
-            except (RedisError, OSError) as error:
-                log.warning("dispatcher tick failed", error=f"{type(error).__name__}: {error}")
-                await asyncio.sleep(1.0)
-            except Exception:
-                log.exception("dispatcher tick crashed")
-                await asyncio.sleep(1.0)
-            if self._stopping:
-                break
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
-            else:
-                # Woken by a finished attempt or a fan-out: gather a few more before claiming again,
-                # so a busy process makes one round of claims per batch, not per delivery.
-                await asyncio.sleep(WAKE_DEBOUNCE_SECONDS)
-            self._wake.clear()
+        await poll(
+            self._tick,
+            self._idle,
+            failed="dispatcher tick failed",
+            crashed="dispatcher tick crashed",
+            running=lambda: not self._stopping,
+        )
+
+    async def _idle(self, _: None) -> None:
+        """Until woken (a finished attempt, a fan-out) or `poll_interval` passes; nothing when stopping."""
+        if self._stopping:
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        except TimeoutError:
+            pass
+        else:
+            # Woken by a finished attempt or a fan-out: gather a few more before claiming again,
+            # so a busy process makes one round of claims per batch, not per delivery.
+            await asyncio.sleep(WAKE_DEBOUNCE_SECONDS)
+        self._wake.clear()
 
     async def _tick(self) -> None:
-        subscriptions = [s for s in await self._store.snapshot() if s.enabled]
+        current = await self._store.current()
+        self._erasing = current.erasing
+        subscriptions = [s for s in current.subscriptions if s.enabled]
         now = time.time()
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_SECONDS
-            await self._maintain(await self._store.snapshot(), now)
+            await self._maintain((await self._store.current()).subscriptions, now)
         # A slot is a request in flight: it frees when the answer is in, while the outcome is written
         # (the lease held until then). Claimed deliveries stay at most twice the concurrency.
         concurrency = self._settings.delivery_concurrency
@@ -251,7 +257,7 @@ class Worker:
         of an event redelivered since); the subscription changed since and its `event_types` or `school_ids`
         no longer match the event (`skipped`; a redelivery named to a subscription goes regardless of its
         filters as they were when asked)."""
-        erasing = self._store.erasing
+        erasing = self._erasing
         if erasing and delivery.event_id in erasing:
             return "erased"
         if delivery.created_at < time.time() - self._settings.event_retention_days * 86400:

@@ -161,7 +161,7 @@ class EventLog:
             if body is not None and _names(as_bytes(body), eid)
         }
 
-    async def record_events(
+    async def events_of_record(
         self, school_id: int, resource: str, record_id: str
     ) -> tuple[int, RecordEvents, Ids]:
         """For an erasure: the school's sequence when read, every event of one record not erased yet as

@@ -1,9 +1,9 @@
 """One school's poll: lease, due check, complete scan of each feed asked for, diff, atomic commit.
 
-A feed is one of the school's watched resources: those `BRIDGE_RESOURCES` selects (debtors and learners
-by default) among the six of the catalogue (bridge/catalogue.py: debtors, learners, balances, promises,
-notes, transactions). The scheduler asks for one feed at a time; without a resource, `poll` takes each
-watched one in turn.
+A feed is a (school, resource) pair (bridge/catalogue.py); a school's watched resources are those
+`BRIDGE_RESOURCES` selects (debtors and learners by default) among the six of the catalogue (debtors,
+learners, balances, promises, notes, transactions). The scheduler asks for one feed at a time; without a
+resource, `poll` takes each watched one in turn.
 
     token = lease.acquire(school)            # one replica at a time; renewed while the poll runs
     for each feed asked for:
@@ -241,49 +241,49 @@ class SchoolPoller:
         return scanned, len(scanned)
 
     async def _commit(
-        self, school_id: int, feed: Resource, pages: list[list[Record]], records: list[Record], token: int
+        self, school_id: int, resource: Resource, pages: list[list[Record]], records: list[Record], token: int
     ) -> int:
-        resource = feed.prefix
-        previous = await self.snapshots.load(school_id, resource)
+        prefix = resource.prefix
+        previous = await self.snapshots.load(school_id, prefix)
         keys = None
-        if feed.scan_keys is not None:  # identity depends on the scan: paired with the snapshot
-            keyer = feed.scan_keys(pages)
+        if resource.scan_keys is not None:  # identity depends on the scan: paired with the snapshot
+            keyer = resource.scan_keys(pages)
             wanted = keyer.to_read(previous.hashes)
-            twins = await self.snapshots.records(school_id, resource, wanted) if wanted else {}
+            twins = await self.snapshots.records(school_id, prefix, wanted) if wanted else {}
             keys = keyer.keys(previous.hashes, twins)
-        plan = plan_diff(previous, records, feed.key_function(), feed.compare, keys=keys)
+        plan = plan_diff(previous, records, resource.key_function(), resource.compare, keys=keys)
         if plan.duplicated:  # kept (its TTL renewed) while scans repeat: the next must agree with this one
-            interval = self.settings.feed_interval(feed.name)
+            interval = self.settings.feed_interval(resource.name)
             ttl = max(UNSETTLED_MIN_SECONDS, 4 * interval)
-            await self.snapshots.unsettle(school_id, resource, plan.scan_digest, ttl)
+            await self.snapshots.unsettle(school_id, prefix, plan.scan_digest, ttl)
             if not plan.trusted:
                 raise ScanUntrusted(plan.duplicated)
             log.warning(
                 "scan with an id twice diffed: the scan before agreed",
                 school_id=school_id,
-                resource=resource,
+                resource=prefix,
                 duplicated=list(plan.duplicated[:SHOWN_IDS]),
                 count=len(plan.duplicated),
             )
         elif previous.unsettled is not None:  # a clean scan: the next suspicious one starts afresh
-            await self.snapshots.unsettle(school_id, resource, None, 0)
-        result = finish_diff(plan, await self.snapshots.records(school_id, resource, plan.need_old))
-        if feed.aged_out is not None and result.removed:
-            result = _without_aged_out(result, feed, self.settings)
+            await self.snapshots.unsettle(school_id, prefix, None, 0)
+        result = finish_diff(plan, await self.snapshots.records(school_id, prefix, plan.need_old))
+        if resource.aged_out is not None and result.removed:
+            result = _without_aged_out(result, resource, self.settings)
         if result.held_back:
-            metrics.MASS_REMOVALS_HELD.labels(resource=resource).inc()
+            metrics.MASS_REMOVALS_HELD.labels(resource=prefix).inc()
             log.warning(
                 "mass removal held back until the next scan agrees",
                 school_id=school_id,
-                resource=resource,
+                resource=prefix,
                 held=result.held_back,
                 had=len(previous.hashes),
             )
         emit_created = previous.baseline or (
             self.settings.emit_initial_snapshot and not (self.recent_reset and self.recent_reset())
         )
-        events = record_events(result, school_id=school_id, resource=resource, emit_created=emit_created)
-        committed = await self.snapshots.commit(school_id, resource, result, events, token=token)
+        events = record_events(result, school_id=school_id, resource=prefix, emit_created=emit_created)
+        committed = await self.snapshots.commit(school_id, prefix, result, events, token=token)
         for event in committed.events:
             metrics.EVENTS_EMITTED.labels(type=event.type).inc()
         return len(committed.events)
@@ -318,11 +318,11 @@ class SchoolPoller:
                 await task
 
 
-def _without_aged_out(result: DiffResult, feed: Resource, settings: Settings) -> DiffResult:
+def _without_aged_out(result: DiffResult, resource: Resource, settings: Settings) -> DiffResult:
     """Removals of records that left a windowed scan by growing old are dropped from the snapshot silently:
     only a record that vanished from inside the window is `removed`."""
-    assert feed.aged_out is not None
-    kept = [change for change in result.removed if not feed.aged_out(change.record, settings)]
+    assert resource.aged_out is not None
+    kept = [change for change in result.removed if not resource.aged_out(change.record, settings)]
     if len(kept) == len(result.removed):
         return result
     return msgspec.structs.replace(result, removed=kept)

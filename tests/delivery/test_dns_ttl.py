@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard, UrlRefused
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.testing.events import make_events
 from bridge.testing.receivers import Receiver, ReceiverServer
 from bridge.testing.servers import free_port
@@ -62,7 +63,8 @@ def receivers() -> Iterator[tuple[Receiver, Receiver, int]]:
 @pytest.fixture
 async def dispatcher(redis: aioredis.Redis) -> AsyncIterator[DeliveryParts]:
     guard = UrlGuard(allow_private=True, dns_ttl=TTL)
-    built = DeliveryParts(redis, fast_settings(), SubscriptionStore(redis, Keys(), guard), poll_interval=0.05)
+    store = SubscriptionStore(redis, Keys(), guard, scripts=Scripts(redis))
+    built = DeliveryParts(redis, fast_settings(), store, poll_interval=0.05)
     yield built
     await built.stop(grace=1.0)
 

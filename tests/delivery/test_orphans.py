@@ -10,12 +10,12 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from bridge.delivery.models import Subscription
-from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.store import Current, SubscriptionStore
 from bridge.delivery.urls import UrlGuard
 from bridge.settings import Settings
 from bridge.store.codec import as_text
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.testing.events import make_events
 from bridge.testing.receivers import Receiver
 from bridge.testing.redis import redis_cluster
@@ -43,17 +43,17 @@ async def test_a_delete_between_reading_the_list_and_enqueueing_leaves_no_key(
     elsewhere = store_factory(settings)  # another replica's store, deleting through its own API path
     subscription = await dispatcher.store.create(url="http://127.0.0.1:9/hook", ordered=ordered)
     events = make_events(1000, 3) + make_events(1001, 2)
-    read_list = dispatcher.store.snapshot
+    read_list = dispatcher.store.current
 
-    async def read_then_deleted_elsewhere() -> list[Subscription]:
-        subscriptions = await read_list()
-        assert [s.id for s in subscriptions] == [subscription.id]
+    async def read_then_deleted_elsewhere() -> Current:
+        current = await read_list()
+        assert [s.id for s in current.subscriptions] == [subscription.id]
         await elsewhere.delete(subscription.id)
         if erasing:  # the fan-out records the erased events as skipped instead (its other script)
-            dispatcher.store.erasing = frozenset(e.event_id for e in events)
-        return subscriptions
+            return Current(subscriptions=current.subscriptions, erasing=frozenset(e.event_id for e in events))
+        return current
 
-    dispatcher.store.snapshot = read_then_deleted_elsewhere  # type: ignore[method-assign]
+    dispatcher.store.current = read_then_deleted_elsewhere  # type: ignore[method-assign]
     assert await dispatcher.fan_out(events) == 0
     assert await keys_of(redis, subscription.id) == []
     assert await elsewhere.list_all() == []
@@ -110,7 +110,7 @@ async def test_the_sweep_finds_orphans_on_every_node_of_a_cluster() -> None:
         client = RedisCluster.from_url(url)
         try:
             redis = cast(aioredis.Redis, client)
-            store = SubscriptionStore(redis, Keys(), UrlGuard(allow_private=True))
+            store = SubscriptionStore(redis, Keys(), UrlGuard(allow_private=True), scripts=Scripts(redis))
             dispatcher = DeliveryParts(redis, fast_settings(), store)
             created = [await store.create(url="http://127.0.0.1:9/hook") for _ in range(12)]
             assert await dispatcher.fan_out(make_events(1000, 2)) == 24

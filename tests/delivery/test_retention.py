@@ -94,7 +94,7 @@ async def test_an_erased_events_stand_in_goes_with_the_stream(redis: aioredis.Re
     )
     await Outbox(redis, keys, Scripts(redis)).publish(7)
     log = EventLog(redis, keys)
-    seq, live, _ = await log.record_events(7, "learner", "0")
+    seq, live, _ = await log.events_of_record(7, "learner", "0")
     assert [event_id for _s, event_id, _b in live] == [committed[0].id, committed[1].id]
     done = await SnapshotStore(redis, keys, Scripts(redis)).erase(
         7, "learner", "0", seq=seq, events=[(s, i, erased_body(b)) for s, i, b in live]

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
 from bridge.store.keys import Keys
+from bridge.store.scripts import Scripts
 from bridge.testing.receivers import Answer, Receiver
 from bridge.testing.servers import SimulatorServer, ThreadedServer
 from bridge.testing.waiting import wait_for
@@ -35,7 +36,7 @@ async def test_every_event_arrives_after_a_delivering_process_is_stopped(
     }
     with ThreadedServer(receiver) as hook:
         # Subscribed before the bridge starts, so it is owed every event from the first poll on.
-        store = SubscriptionStore(redis, Keys("d6b"), UrlGuard(allow_private=True))
+        store = SubscriptionStore(redis, Keys("d6b"), UrlGuard(allow_private=True), scripts=Scripts(redis))
         await store.create(url=f"{hook.url}/d6")
         victim, _port = start_replica(redis_url, sim.base_url, tmp_path, **overrides)
         survivor = None

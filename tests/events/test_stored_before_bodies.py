@@ -69,7 +69,7 @@ async def test_old_data_reads_and_its_first_erasure_leaves_no_byte_of_it(redis: 
     assert await school_log(redis, KEYS, SCHOOL) == [bodies[0], bodies[2]]
     assert b"ID-2-2-secret" in (await redis.dump(KEYS.school_events(SCHOOL)) or b"")  # deleted, still there
 
-    seq, live, erased = await log.record_events(SCHOOL, "learner", "1")
+    seq, live, erased = await log.events_of_record(SCHOOL, "learner", "1")
     assert (seq, [(s, i) for s, i, _b in live], erased) == (3, [(1, ids[0]), (3, ids[2])], [])
     assert [b for _s, _i, b in live] == [bodies[0], bodies[2]]
     done = await SnapshotStore(redis, KEYS, Scripts(redis)).erase(
@@ -84,7 +84,7 @@ async def test_old_data_reads_and_its_first_erasure_leaves_no_byte_of_it(redis: 
     assert b"secret" not in stream
     assert not any(b"secret" in v for v in await redis.hvals(KEYS.school_bodies(SCHOOL)))
     assert [e.data for e in await log._bodies(ids)] == [{"erased": True}] * 3
-    assert sorted((await log.record_events(SCHOOL, "learner", "1"))[2]) == sorted([ids[0], ids[2]])
+    assert sorted((await log.events_of_record(SCHOOL, "learner", "1"))[2]) == sorted([ids[0], ids[2]])
 
 
 async def test_retention_deletes_the_bodies_with_their_entries(redis: aioredis.Redis) -> None:
