@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from bridge import __version__, metrics
 from bridge.api.health import Health
 from bridge.api.metrics import Gauges
+from bridge.api.records import Records
 from bridge.api.schools import Schools
 from bridge.api.wiring import API_ROUTES, build_api, parts
 from bridge.api.wiring import MAX_REQUEST_BODY_BYTES as MAX_REQUEST_BODY_BYTES  # suites read it here
@@ -331,6 +332,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             snapshots=services.snapshots,
             scheduler=services.scheduler,
         ),
+        records=Records(settings=settings, snapshots=services.snapshots, watcher=services.watcher),
         health=Health(
             redis=services.redis,
             scheduler=services.scheduler,

@@ -15,6 +15,7 @@ handler names, so a missing part fails at once, not on the first request).
     EventTypesController     nothing (the catalogue is code: bridge/events/schemas.py)
     StatsController          subscriptions, deliveries (a subscription's attempt log)
     SchoolsController        schools (settings, watcher, poll status, snapshots, scheduler)
+    RecordsController        records (settings, snapshots, watcher: the state API reads Redis only)
     ErasureController        eraser (snapshots, event log, outbox, subscriptions: delivery/erasure.py)
     whoami                   nothing (the token's role, from the settings)
 """
@@ -44,6 +45,7 @@ from bridge.api.events import EventsController
 from bridge.api.health import Health, HealthController
 from bridge.api.metrics import Gauges, metrics_endpoint
 from bridge.api.middleware import request_id_middleware
+from bridge.api.records import Records, RecordsController
 from bridge.api.schools import Schools, SchoolsController
 from bridge.api.stats import StatsController
 from bridge.api.subscriptions import SubscriptionController
@@ -65,6 +67,7 @@ API_ROUTES: Final[Sequence[ControllerRouterHandler]] = (
     EventsController,
     EventTypesController,
     SchoolsController,
+    RecordsController,
     StatsController,
     ErasureController,
     whoami,
@@ -87,6 +90,7 @@ def parts(
     deliveries: DeliveryService | None = None,
     events: EventLog | None = None,
     schools: Schools | None = None,
+    records: Records | None = None,
     health: Health | None = None,
     gauges: Gauges | None = None,
     eraser: Eraser | None = None,
@@ -97,6 +101,7 @@ def parts(
         "deliveries": deliveries,
         "events": events,
         "schools": schools,
+        "records": records,
         "health": health,
         "gauges": gauges,
         "eraser": eraser,

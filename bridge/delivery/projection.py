@@ -119,6 +119,17 @@ def project(envelope: Envelope, shape: Shape, *, may_skip: bool = True) -> bytes
     return _encoder.encode(projected)
 
 
+def project_record(resource: str, data: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
+    """One record's `data` as `shape` lets it out, cut and masked as `project` cuts an envelope's `data`
+    (the state API's rows, docs/consumers.md): the ids always kept, `redact` masked, nothing when thin."""
+    if shape.thin:
+        return {}
+    kept = {name: value for name, value in data.items() if shape.allows(resource, name)}
+    if shape.redact:
+        kept = {name: mask(value) if name in shape.redact else value for name, value in kept.items()}
+    return kept
+
+
 def project_body(body: bytes, shape: Shape, *, may_skip: bool = True) -> bytes | None:
     return project(decode(body), shape, may_skip=may_skip)
 

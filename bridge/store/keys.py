@@ -20,7 +20,9 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
 
     d6b:{s:1000}:meta                 hash: seq, published, ver:<r>, baseline:<r>, count:<r>, polled:<r>,
                                       bodies, and the flags denied, revoked, purged (times); fields: META_*
-    d6b:{s:1000}:snap:learner:hash    hash: record id -> 16-byte BLAKE2b digest of the canonical record
+    d6b:{s:1000}:snap:learner:hash    hash: record id -> 16-byte BLAKE2b digest of the canonical record,
+                                      then the record's sequence in ASCII decimal (the last event that
+                                      told its state; no suffix = 0: docs/events.md#per-record-sequence)
     d6b:{s:1000}:snap:learner:rec     hash: record id -> last known normalised record (msgpack)
     d6b:{s:1000}:snap:learner:hold    string: held-back removal id set (msgpack list), absent when none
     d6b:{s:1000}:snap:learner:dup     string: digest of the last scan not trusted (an id in it twice; the

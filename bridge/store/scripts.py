@@ -79,10 +79,14 @@ def _lua(source: str) -> str:
 
 # KEYS: 1 lease, 2 meta, 3 hashes, 4 records, 5 hold, 6 events stream, 7 bodies
 # ARGV: 1 token ("" = no lease check), 2 resource, 3 expected version, 4 now, 5 hold marker ("" = none),
-#       6 upserts n, 7 deletes n, 8 events n, 9 school flags n, then n*(id, digest, record), n*(id),
+#       6 upserts n, 7 deletes n, 8 events n, 9 school flags n, then n*(id, digest, record, told), n*(id),
 #       n*(id, type, head, tail), n*(flag field, value; "" deletes the field)
 # Each event's envelope goes to the bodies hash (where an erasure overwrites it), its id and type to the
 # stream. A stream that was empty holds no envelope at all: `bodies` in meta says so.
+# The per-record sequence (docs/events.md#per-record-sequence): an upsert's `told` is the 1-based index in
+# this batch of the event that tells its new state, and the digest hash stores digest .. that event's
+# sequence (ASCII decimal). `told` 0 (no event: a silent baseline, a change no event tells) keeps the
+# suffix the record had, none for a new record: no suffix reads as 0.
 # Returns {"ok", first_seq, last_seq, new_version} | {"lost_lease", holder} | {"conflict", version}
 #       | {"corrupt", detail}
 COMMIT: Final = _lua("""
@@ -105,9 +109,16 @@ local n_up, n_del, n_ev = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]
 local n_flags = tonumber(ARGV[9])
 local i = 10
 for _ = 1, n_up do
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
-  i = i + 3
+  local id, value, told = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
+  if told > 0 then
+    value = value .. string.format('%d', seq + told)
+  else
+    local old = redis.call('HGET', KEYS[3], id)
+    if old then value = value .. string.sub(old, #value + 1) end
+  end
+  redis.call('HSET', KEYS[3], id, value)
+  redis.call('HSET', KEYS[4], id, ARGV[i + 2])
+  i = i + 4
 end
 for _ = 1, n_del do
   redis.call('HDEL', KEYS[3], ARGV[i])
@@ -165,6 +176,45 @@ local current = tonumber(redis.call('HGET', KEYS[1], '$published') or '0')
 local wanted = tonumber(ARGV[1])
 if wanted > current then redis.call('HSET', KEYS[1], '$published', wanted) return wanted end
 return current
+""")
+
+# KEYS: 1 meta, 2 hashes, 3 records; ARGV: 1 after ("" = from the first), 2 limit
+# One page of a snapshot for the state API (sync/snapshot.py `read_records`), read with the school's
+# sequence in one step. Order: ids that are integers (digits, no leading zero, at most 15 of them, so exact
+# as a Lua number) by value, then the others as text (Lua compares strings with strcoll; Redis takes
+# LC_COLLATE from its environment, "C" = byte order in the usual images). It reads every id of the resource
+# (HKEYS) and sorts those after `after`, so a page costs the size of the resource, not of the page: fine
+# for a school (about 1,500 records); the text ids are sorted only when the integers do not fill the page.
+# Returns {seq, more (0/1), ids, their digest-hash values, their records (nil: erased)}
+RECORDS_PAGE: Final = _lua("""
+local after, limit = ARGV[1], tonumber(ARGV[2])
+local function integer(id)
+  if id == '0' or (#id <= 15 and string.find(id, '^[1-9]%d*$$')) then return tonumber(id) end
+  return nil
+end
+local after_int = after ~= '' and integer(after) or nil
+local texts_only = after ~= '' and not after_int
+local ints, texts = {}, {}
+for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  local n = integer(id)
+  if n then
+    if not texts_only and (not after_int or n > after_int) then ints[#ints + 1] = n end
+  elseif not texts_only or id > after then
+    texts[#texts + 1] = id
+  end
+end
+table.sort(ints)
+local page = {}
+for k = 1, math.min(#ints, limit) do page[k] = string.format('%d', ints[k]) end
+if #page < limit and #texts > 0 then
+  table.sort(texts)
+  for k = 1, math.min(#texts, limit - #page) do page[#page + 1] = texts[k] end
+end
+local seq = redis.call('HGET', KEYS[1], '$seq') or '0'
+local more = (#ints + #texts > #page) and 1 or 0
+if #page == 0 then return {seq, more, {}, {}, {}} end
+local values = redis.call('HMGET', KEYS[2], unpack(page))
+return {seq, more, page, values, redis.call('HMGET', KEYS[3], unpack(page))}
 """)
 
 # KEYS: 1 lease, 2 owner, 3 fence; ARGV: 1 owner, 2 ttl ms. Returns the new token or false.
@@ -599,6 +649,7 @@ class Scripts:
         self.lease_renew: AsyncScript = redis.register_script(LEASE_RENEW)
         self.lease_release: AsyncScript = redis.register_script(LEASE_RELEASE)
         self.purge_snapshots: AsyncScript = redis.register_script(PURGE_SNAPSHOTS)
+        self.records_page: AsyncScript = redis.register_script(RECORDS_PAGE)
         self.erase_record: AsyncScript = redis.register_script(ERASE_RECORD)
         self.events_unbody: AsyncScript = redis.register_script(EVENTS_UNBODY)
         self.handoff_advance: AsyncScript = redis.register_script(HANDOFF_ADVANCE)

@@ -1,7 +1,15 @@
 """The per (school, resource) snapshot in Redis, and the atomic commit of a diff with its events.
 
-A snapshot is two hashes in the school's slot: id -> 16-byte digest (all that a diff needs, read with one
-HGETALL) and id -> last known record, packed by store/records.py (read only for changed and removed ids).
+A snapshot is two hashes in the school's slot: id -> 16-byte digest and the record's sequence (all that a
+diff needs, read with one HGETALL) and id -> last known record, packed by store/records.py (read only for
+changed and removed ids).
+
+The record's sequence (docs/events.md#per-record-sequence) is the school sequence of the last event that told
+its current state: ASCII decimal after the digest, none for 0 (a record taken in a silent baseline, or
+written before sequences were kept). The diff sees only the digest (`load` cuts the suffix off); the commit
+script writes the suffix, since only it knows the events' sequences: each upsert names the event of its
+batch that told it (`_told`), and one no event told keeps the sequence it had.
+
 The school's `meta` hash holds the per-resource version, baseline flag, record count and last successful
 poll time, plus the school's event `seq` and `published` watermark.
 
@@ -26,7 +34,7 @@ a duplicate or lost event when two writers race.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -48,9 +56,11 @@ from bridge.store.keys import (
 )
 from bridge.store.records import pack_record, unpack_record
 from bridge.store.scripts import Scripts
-from bridge.sync.diff import DiffResult, PreviousSnapshot, Record
+from bridge.sync.diff import DIGEST_BYTES, DiffResult, PreviousSnapshot, Record
 
 _CHUNK: Final = 1000
+MAX_PAGE: Final = 5000
+"""The largest `limit` of `read_records` (Lua's `unpack` of one page stays far below its limit)."""
 _UNBODY_PAGE: Final = 500
 _PACK: Final = msgspec.msgpack.Encoder()
 _UNPACK_IDS: Final = msgspec.msgpack.Decoder(list[str])
@@ -95,6 +105,21 @@ class ErasureOutcome(msgspec.Struct, kw_only=True, frozen=True):
     """Whether the snapshot knows the record (its digest stays)."""
 
 
+class RecordRow(msgspec.Struct, kw_only=True, frozen=True):
+    resource_id: str
+    sequence: int
+    data: dict[str, Any] | None
+    """None: the record was erased (only its digest is kept, docs/personal-data.md)."""
+
+
+class RecordsPage(msgspec.Struct, kw_only=True, frozen=True):
+    rows: list[RecordRow]
+    as_of_sequence: int
+    """The school's sequence (meta `seq`) when the page was read, in the same step."""
+    next_after: str | None
+    """The resource_id to continue after (keyset), None on the last page."""
+
+
 class CommitResult(msgspec.Struct, kw_only=True, frozen=True):
     version: int
     events: list[Event]
@@ -120,7 +145,7 @@ class SnapshotStore:
             pipe.get(k.snapshot_dup(school_id, resource))
             raw_hashes, raw_hold, (ver, baseline), raw_dup = await pipe.execute()
         return PreviousSnapshot(
-            hashes={key.decode(): value for key, value in raw_hashes.items()},
+            hashes={key.decode(): value[:DIGEST_BYTES] for key, value in raw_hashes.items()},
             hold=frozenset(_UNPACK_IDS.decode(raw_hold)) if raw_hold else None,
             version=int(ver or 0),
             baseline=bool(baseline),
@@ -185,8 +210,9 @@ class SnapshotStore:
             len(events),
             len(flags or {}),
         ]
+        told = _told(events)
         for rid, dig, record in result.upserts:
-            args += (rid, dig, pack_record(record))
+            args += (rid, dig, pack_record(record), told.get(rid, 0))
         args += result.deletes
         for event in events:
             head, tail = split_for_sequence(event)
@@ -219,6 +245,47 @@ class SnapshotStore:
         first, version = int(reply[1]), int(reply[3])
         numbered = [msgspec.structs.replace(e, sequence=first + n) for n, e in enumerate(events)]
         return CommitResult(version=version, events=numbered)
+
+    async def read_records(
+        self,
+        school_id: int,
+        resource: str,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        ids: Sequence[str] | None = None,
+    ) -> RecordsPage:
+        """A page of the snapshot with each record's sequence, and the school's sequence read in the same
+        step (Redis only). Keyset-paged after `after` in id order (integers by value, then the others as
+        text: store/scripts.py RECORDS_PAGE); with `ids`, exactly those that exist, in that order, unpaged.
+        A resource without a snapshot has no rows."""
+        _check(resource)
+        k = self._keys
+        meta, hashes, stored = (
+            k.school_meta(school_id),
+            k.snapshot_hashes(school_id, resource),
+            k.snapshot_records(school_id, resource),
+        )
+        if ids is not None:
+            wanted = list(dict.fromkeys(ids))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hget(meta, META_SEQ)
+                if wanted:
+                    pipe.hmget(hashes, wanted)
+                    pipe.hmget(stored, wanted)
+                seq, *found = await pipe.execute()
+            rows = _rows(zip(wanted, *found, strict=True)) if wanted else []
+            return RecordsPage(rows=rows, as_of_sequence=int(seq or 0), next_after=None)
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be 1 to {MAX_PAGE}, not {limit}")
+        reply = await self._scripts.records_page(keys=[meta, hashes, stored], args=[after or "", limit])
+        seq, more, page, values, records = reply
+        rows = _rows(zip(map(as_text, page), values, records, strict=True))
+        return RecordsPage(
+            rows=rows,
+            as_of_sequence=int(seq),
+            next_after=rows[-1].resource_id if int(more) and rows else None,
+        )
 
     async def meta(self, school_id: int) -> SchoolMeta:
         raw = await self._redis.hgetall(self._keys.school_meta(school_id))
@@ -358,6 +425,25 @@ class SnapshotStore:
 def _flags(values: Sequence[Any]) -> SchoolFlags:
     """The flags from an HMGET of FLAG_FIELDS (absent fields stay None)."""
     return SchoolFlags(**{n: float(as_text(v)) for n, v in zip(FLAG_FIELDS, values, strict=True) if v})
+
+
+def _told(events: Sequence[Event]) -> dict[str, int]:
+    """Record id -> the 1-based index in the batch of the event that tells its new state: the commit script
+    writes that event's sequence as the record's. A diff gives a record at most one event."""
+    return {event.resource_id: n for n, event in enumerate(events, 1)}
+
+
+def _rows(found: Iterable[tuple[str, Any, Any]]) -> list[RecordRow]:
+    """Rows from (id, digest-hash value, packed record): no value, no record (it is gone)."""
+    return [
+        RecordRow(
+            resource_id=rid,
+            sequence=int(as_bytes(value)[DIGEST_BYTES:] or 0),
+            data=unpack_record(as_bytes(raw)) if raw is not None else None,
+        )
+        for rid, value, raw in found
+        if value is not None
+    ]
 
 
 def _check(resource: str) -> None:
