@@ -44,12 +44,14 @@ from bridge.delivery.erasure import Eraser
 from bridge.delivery.handoff import Handoff
 from bridge.delivery.intake import Intake
 from bridge.delivery.queue import DeliveryQueue
+from bridge.delivery.resync import Resyncs
 from bridge.delivery.sender import Sender
 from bridge.delivery.service import DeliveryService
 from bridge.delivery.source import LogEventSource
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
 from bridge.delivery.worker import Worker
+from bridge.errors import InvalidRequest
 from bridge.events.log import EventLog
 from bridge.events.outbox import Outbox
 from bridge.loops import poll
@@ -101,6 +103,7 @@ class Services:
     deliveries: DeliveryService
     handoff: Handoff
     eraser: Eraser
+    resyncs: Resyncs
     replica_id: str
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -149,6 +152,7 @@ class Services:
             queue, subscriptions, intake, sender, events=source, on_requeued=worker.wake
         )
         handoff = Handoff(redis, keys, intake, queue, subscriptions, scripts)
+        resyncs = Resyncs(redis, keys, snapshots, queue, subscriptions, settings, on_queued=worker.wake)
         marker = StoreMarker(redis, keys)
         # The sync parts, each given the callbacks it calls at construction. The scheduler runs the two
         # functions below (they reach the poller and the watcher only once it has started); the watcher
@@ -160,6 +164,17 @@ class Services:
             await marker.check()
             await poller.poll(school_id, force, resource=resource, due_at=due_at)
             handoff.wake()
+
+        async def baseline_taken(school_id: int, resource: str) -> None:
+            """A feed's new baseline is committed (by this replica): resync it to every subscription created
+            with `"initial": "snapshot"` that covers it (docs/api.md#automatic-snapshots)."""
+            for subscription in (await subscriptions.current()).subscriptions:
+                if not subscription.follows_baselines(school_id, resource):
+                    continue
+                try:
+                    await resyncs.start(subscription, [school_id], [resource])
+                except InvalidRequest as error:  # e.g. a school_ids changed under it: nothing to send
+                    log.info("no automatic snapshot", subscription=subscription.id, reason=str(error))
 
         async def poll_integrations() -> None:
             try:
@@ -200,6 +215,7 @@ class Services:
             replica_id=replica_id,
             on_denied=watcher.deny,
             on_restored=watcher.restore,
+            on_baseline=baseline_taken,
             recent_reset=marker.recent_reset,
             planned_due=planner.due if planner is not None else None,
         )
@@ -225,6 +241,7 @@ class Services:
             eraser=Eraser(
                 redis, keys, snapshots=snapshots, events=events, outbox=outbox, subscriptions=subscriptions
             ),
+            resyncs=resyncs,
             replica_id=replica_id,
         )
 
@@ -232,6 +249,7 @@ class Services:
         """Start the background parts. Redis being down is not fatal: they retry, and /health/ready tells."""
         log.info("bridge starting", replica=self.replica_id, version=__version__)
         await self.worker.start()
+        self.resyncs.start_loop()
         self.handoff.start()
         self.scheduler.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
@@ -245,6 +263,7 @@ class Services:
         self._tasks.clear()
         await self.scheduler.shutdown(grace)
         await self.handoff.stop()
+        await self.resyncs.stop_loop()
         await self.worker.stop(grace)
         await self.poller.aclose()
         await self.d6.aclose()
@@ -347,5 +366,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             more=services.refresh_metrics,
         ),
         eraser=services.eraser,
+        resyncs=services.resyncs,
     )
     return build_api(settings, [*API_ROUTES, console_routes], api, lifespan=[lifespan])

@@ -35,6 +35,8 @@ class Settings(Protocol):
 
 
 RECORD_KINDS: Final = ("created", "updated", "removed")
+SNAPSHOT_KIND: Final = "snapshot"
+"""`<prefix>.snapshot`: one record's current state, sent by a resync (docs/events.md#resyncs)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +70,18 @@ class Resource:
     description: str = ""
 
     @property
-    def event_types(self) -> tuple[str, ...]:
+    def change_types(self) -> tuple[str, ...]:
+        """The types of the change events a poll detects (`debtor.created` ...)."""
         return tuple(f"{self.prefix}.{kind}" for kind in self.kinds)
+
+    @property
+    def snapshot_type(self) -> str:
+        """The type a resync sends each record as (`debtor.snapshot`)."""
+        return f"{self.prefix}.{SNAPSHOT_KIND}"
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return (*self.change_types, self.snapshot_type)
 
     def key_function(self) -> str | Callable[[Record], str]:
         """What identifies a record in the scan about to be diffed."""
@@ -170,10 +182,19 @@ INTEGRATION_EVENT_TYPES: Final = (
     "integration.revoked",
 )
 TEST_EVENT_TYPE: Final = "webhook.test"
+RESYNC: Final = "resync"
+"""The `resource` of the markers that frame a resync's snapshot events (`resource_id`: the resync id)."""
+RESYNC_STARTED: Final = "resync.started"
+RESYNC_COMPLETED: Final = "resync.completed"
+RESYNC_EVENT_TYPES: Final = (RESYNC_STARTED, RESYNC_COMPLETED)
+SNAPSHOT_EVENT_TYPES: Final = tuple(resource.snapshot_type for resource in RESOURCES)
+"""`debtor.snapshot` ...: a subscription that matches none of them gets no resync (docs/api.md)."""
+BY_SNAPSHOT_TYPE: Final = {resource.snapshot_type: resource for resource in RESOURCES}
 
 EVENT_TYPES: Final = (
     *INTEGRATION_EVENT_TYPES,
     *(event_type for resource in RESOURCES for event_type in resource.event_types),
+    *RESYNC_EVENT_TYPES,
     TEST_EVENT_TYPE,
 )
 """Every event type of the catalogue (docs/events.md#catalogue), in the order the docs list them."""

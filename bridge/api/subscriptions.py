@@ -1,28 +1,31 @@
 """`/v1/subscriptions`: register, read, change, remove, rotate the secret, send a test event.
 
-Each handler receives what it uses: `subscriptions` (the `SubscriptionStore`) and, to send a test event,
-`deliveries` (the `DeliveryService`). Delivery-side errors become 400/404 with a detail a person can act on
-(see `errors.py`).
+Each handler receives what it uses: `subscriptions` (the `SubscriptionStore`), to send a test event
+`deliveries` (the `DeliveryService`), to start a resync `resyncs` (delivery/resync.py). Delivery-side
+errors become 400/404 with a detail a person can act on (see `errors.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
-from litestar.status_codes import HTTP_200_OK
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from bridge.api.auth import admin_guard
 from bridge.api.common import Cursor, Injected, Limit, PageMeta, keyset_page, page_meta, rfc3339
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
-from bridge.delivery.models import Subscription
+from bridge.delivery.models import Initial, Subscription
 from bridge.delivery.policy import gone
 from bridge.delivery.projection import Payload
+from bridge.delivery.resync import Resyncs
 from bridge.delivery.service import DeliveryService
-from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.store import InvalidSubscription, SubscriptionStore, validate_initial
+from bridge.errors import InvalidRequest
 from bridge.events.envelope import Timestamp
 
 
@@ -40,6 +43,9 @@ class SubscriptionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     """Fields sent masked: all but their last four characters replaced by `*`, in `data` and `changes`."""
     payload: Payload = "full"
     """`thin`: no `data`, and `changes` reduced to the changed field names."""
+    initial: Initial = "none"
+    """`snapshot`: start with a resync of the whole scope (the answer's `resync_id`), and get one of each
+    feed that takes a new baseline; needs `event_types` that take a `*.snapshot` type."""
 
 
 class SubscriptionPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -63,6 +69,7 @@ class SubscriptionView(msgspec.Struct, kw_only=True):
     fields: dict[str, list[str]] | None
     redact: list[str] | None
     payload: Payload
+    initial: Initial
     enabled: bool
     disabled_reason: str | None
     failing_since: Timestamp | None
@@ -77,11 +84,30 @@ class SubscriptionWithSecret(SubscriptionView, kw_only=True):
     """Only the answers to create and rotate-secret show the secret."""
 
     secret: str
+    resync_id: str | msgspec.UnsetType = msgspec.UNSET
+    """Only in the answer to create with `"initial": "snapshot"`: the resync of its whole scope, under
+    way (docs/api.md#automatic-snapshots)."""
 
 
 class SubscriptionPage(msgspec.Struct, kw_only=True):
     data: list[SubscriptionView]
     meta: PageMeta
+
+
+class ResyncRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    school_ids: list[int] | None = None
+    """The schools to send (default: the subscription's `school_ids`, else every school the bridge knows);
+    each must be in the subscription's scope."""
+    resources: list[str] | None = None
+    """The resources to send (`debtors`, `learners`, ...; default: every watched one whose
+    `<prefix>.snapshot` the subscription's `event_types` take)."""
+
+
+class ResyncStarted(msgspec.Struct, kw_only=True):
+    resync_id: str
+    """Named by every `resync.started` and `resync.completed` of this resync (`data.resync_id`)."""
+    feeds: int
+    """(school, resource) pairs it sends: each framed by `resync.started` and `resync.completed`."""
 
 
 class TestOutcome(msgspec.Struct, kw_only=True):
@@ -108,6 +134,7 @@ def view(subscription: Subscription, counts: tuple[int, int] | None = None) -> S
         fields=subscription.fields,
         redact=subscription.redact,
         payload=subscription.payload,
+        initial=subscription.initial,
         enabled=subscription.enabled,
         disabled_reason=subscription.disabled_reason,
         failing_since=rfc3339(subscription.failing_since),
@@ -137,8 +164,17 @@ class SubscriptionController(Controller):
         responses=error_responses(*BODY_ERRORS),
     )
     async def create_subscription(
-        self, subscriptions: Injected[SubscriptionStore], data: JSONBody[SubscriptionCreate]
+        self,
+        subscriptions: Injected[SubscriptionStore],
+        data: JSONBody[SubscriptionCreate],
+        resyncs: Injected[Resyncs | None] = None,
     ) -> SubscriptionWithSecret:
+        """With `"initial": "snapshot"`, its first resync (its whole scope) is asked for before the answer,
+        which names it (docs/api.md#automatic-snapshots). A resync that cannot be asked for takes the new
+        subscription away again: the client may simply try again."""
+        if data.initial == "snapshot" and resyncs is None:  # an app built without the resync runner
+            validate_initial(data.initial, data.event_types)
+            raise InvalidSubscription("initial", "snapshot: this bridge app runs no resyncs")
         subscription = await subscriptions.create(
             url=data.url,
             event_types=data.event_types,
@@ -148,8 +184,20 @@ class SubscriptionController(Controller):
             fields=data.fields,
             redact=data.redact,
             payload=data.payload,
+            initial=data.initial,
         )
-        return view_with_secret(subscription)
+        created = view_with_secret(subscription)
+        if subscription.initial != "snapshot" or resyncs is None:
+            return created
+        try:
+            resync_id, _feeds = await resyncs.start(subscription)
+        except BaseException as error:
+            with contextlib.suppress(Exception):
+                await subscriptions.delete(subscription.id)
+            if isinstance(error, InvalidRequest):  # e.g. its snapshot types are of resources not watched
+                raise InvalidSubscription("initial", f"snapshot: {error.problem}") from None
+            raise
+        return msgspec.structs.replace(created, resync_id=resync_id)
 
     @get("/", summary="Every subscription, by id (secrets not shown)", responses=error_responses())
     async def list_subscriptions(
@@ -207,6 +255,28 @@ class SubscriptionController(Controller):
         self, subscriptions: Injected[SubscriptionStore], subscription_id: FromPath[str]
     ) -> SubscriptionWithSecret:
         return view_with_secret(await subscriptions.rotate_secret(subscription_id))
+
+    @post(
+        "/{subscription_id:str}/resync",
+        summary="Send the current records as snapshot events, framed by resync.started and resync.completed",
+        description="Queued at once, sent in each school's lane after what was already queued "
+        "(docs/consumers.md). A feed already being resynced is not sent twice: the answer then names the "
+        "resync under way.",
+        status_code=HTTP_202_ACCEPTED,
+        responses=error_responses(403, 404, *BODY_ERRORS),
+    )
+    async def resync_subscription(
+        self,
+        subscriptions: Injected[SubscriptionStore],
+        subscription_id: FromPath[str],
+        data: JSONBody[ResyncRequest],
+        resyncs: Injected[Resyncs | None] = None,
+    ) -> ResyncStarted:
+        subscription = await subscriptions.get(subscription_id)
+        if resyncs is None:  # an app built without the resync runner (some tests' apps)
+            raise InvalidRequest("subscription_id", "this bridge app runs no resyncs")
+        resync_id, feeds = await resyncs.start(subscription, data.school_ids, data.resources)
+        return ResyncStarted(resync_id=resync_id, feeds=feeds)
 
     @post(
         "/{subscription_id:str}/test",

@@ -17,6 +17,7 @@ handler names, so a missing part fails at once, not on the first request).
     SchoolsController        schools (settings, watcher, poll status, snapshots, scheduler)
     RecordsController        records (settings, snapshots, watcher: the state API reads Redis only)
     ErasureController        eraser (snapshots, event log, outbox, subscriptions: delivery/erasure.py)
+    SubscriptionController   also resyncs (`POST .../resync`: delivery/resync.py)
     whoami                   nothing (the token's role, from the settings)
 """
 
@@ -50,6 +51,7 @@ from bridge.api.schools import Schools, SchoolsController
 from bridge.api.stats import StatsController
 from bridge.api.subscriptions import SubscriptionController
 from bridge.delivery.erasure import Eraser
+from bridge.delivery.resync import Resyncs
 from bridge.delivery.service import DeliveryService
 from bridge.delivery.store import SubscriptionStore
 from bridge.events.log import EventLog
@@ -94,6 +96,7 @@ def parts(
     health: Health | None = None,
     gauges: Gauges | None = None,
     eraser: Eraser | None = None,
+    resyncs: Resyncs | None = None,
 ) -> dict[str, Provide]:
     """The `Provide` of each part given, under the parameter name the handlers use for it."""
     given = {
@@ -105,6 +108,7 @@ def parts(
         "health": health,
         "gauges": gauges,
         "eraser": eraser,
+        "resyncs": resyncs,
     }
     return {name: provide(part) for name, part in given.items() if part is not None}
 

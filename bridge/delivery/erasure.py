@@ -21,6 +21,9 @@ atomic in its slot, in this order:
 3. each subscription that had any of those events queued: its deliveries of them (pending or dead) are
    dropped with their bodies and recorded as erased (event delivery state `erased`, a line in its attempt
    log), and the subscriber's answers to them in the attempt log are blanked;
+   Snapshot deliveries of the record (`<prefix>.snapshot`, sent by a resync: delivery/resync.py) are in
+   no event log, so each subscription's deliveries are scanned for them (HSCAN, in batches: erasures are
+   rare) and those found are dropped the same way;
 4. the journal entry is marked done; it stays a few minutes (a fan-out that read an event just before
    step 0 is still caught by the dispatchers), then `resume` removes it.
 
@@ -49,7 +52,7 @@ import structlog
 
 from bridge import catalogue, metrics
 from bridge.delivery.models import DeliveryError, ErasureEntry, decode_attempt, encode_attempt
-from bridge.delivery.queue import DeliveryQueue
+from bridge.delivery.queue import DeliveryHead, DeliveryQueue
 from bridge.delivery.store import SubscriptionStore
 from bridge.errors import InvalidRequest, StoreError
 from bridge.events.log import EventLog, erased_body
@@ -66,6 +69,28 @@ KEEP_DONE_SECONDS: Final = 600.0
 """How long a finished entry keeps dispatchers from sending its events (a fan-out that raced it)."""
 ATTEMPTS: Final = 5
 _STREAM_PAGE: Final = 1000
+_SCAN_BATCH: Final = 500
+
+
+class _Stored(msgspec.Struct, kw_only=True):
+    """The parts of a stored `Delivery` that say whose record its body tells."""
+
+    id: str
+    event_id: str
+    event_type: str
+    school_id: int
+    event_timestamp: float
+    attempts: int = 0
+    state: str = "pending"
+    body: bytes
+
+
+class _Subject(msgspec.Struct):
+    resource_id: str
+
+
+_stored = msgspec.msgpack.Decoder(_Stored)
+_subject = msgspec.json.Decoder(_Subject)
 
 
 class UnknownRecord(DeliveryError):
@@ -156,6 +181,10 @@ class Eraser:
             )
         handoff = await self._drop_from_handoff({event_id for _seq, event_id, _body in live})
         deliveries, dead = await self._drop_deliveries(set(event_ids))
+        snapshot_pending, snapshot_dead = await drop_snapshot_deliveries(
+            self.redis, self.keys, self.queue, self.subscriptions, school_id, prefix, record_id
+        )
+        deliveries, dead = deliveries + snapshot_pending, dead + snapshot_dead
         await self.subscriptions.journal(key, msgspec.structs.replace(entry, done_at=time.time()))
         result = ErasureResult(
             school_id=school_id,
@@ -259,6 +288,51 @@ async def drop_deliveries(
                 else:
                     pending += 1
         await _blank_answers(redis, keys, subscription.id, event_ids)
+    return pending, dead
+
+
+async def drop_snapshot_deliveries(
+    redis: aioredis.Redis,
+    keys: Keys,
+    queue: DeliveryQueue,
+    subscriptions: SubscriptionStore,
+    school_id: int,
+    prefix: str,
+    record_id: str,
+) -> tuple[int, int]:
+    """Drop every stored `<prefix>.snapshot` delivery (pending or dead) of one record, in every subscription,
+    recorded as erased; returns (pending dropped, dead letters dropped). Each deliveries hash is scanned in
+    batches (HSCAN), so memory stays bounded however many deliveries wait."""
+    event_type = f"{prefix}.snapshot"
+    pending = dead = 0
+    now = time.time()
+    for subscription in await subscriptions.list_all():
+        cursor: Any = 0
+        chunk: Any
+        while True:
+            cursor, chunk = await redis.hscan(keys.deliveries(subscription.id), cursor, count=_SCAN_BATCH)
+            for raw in chunk.values():
+                stored = _stored.decode(as_bytes(raw))
+                if stored.event_type != event_type or stored.school_id != school_id:
+                    continue
+                if _subject.decode(stored.body).resource_id != record_id:
+                    continue
+                head = DeliveryHead(
+                    id=stored.id,
+                    event_id=stored.event_id,
+                    event_type=stored.event_type,
+                    school_id=stored.school_id,
+                    event_timestamp=stored.event_timestamp,
+                    attempts=stored.attempts,
+                    state=stored.state,
+                )
+                if await queue.drop(subscription.id, head, now=now, outcome="erased", leased_too=True):
+                    if stored.state == "dead":
+                        dead += 1
+                    else:
+                        pending += 1
+            if not cursor:
+                break
     return pending, dead
 
 

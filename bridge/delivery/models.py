@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 import msgspec
 
-from bridge.catalogue import EVENT_FAMILIES, EVENT_TYPES
+from bridge.catalogue import BY_NAME, EVENT_FAMILIES, EVENT_TYPES, RESYNC_EVENT_TYPES, SNAPSHOT_EVENT_TYPES
 from bridge.errors import BridgeError
 from bridge.events.ids import event_id_ms
 
@@ -68,6 +68,20 @@ def unknown_event_types(patterns: list[str]) -> list[str]:
 
 
 def type_matches(patterns: list[str] | None, event_type: str) -> bool:
+    """Whether a subscription's `event_types` take `event_type`. A `resync.*` marker goes with the
+    snapshot events it frames (docs/events.md#resyncs): it matches whenever some `*.snapshot` type does,
+    whether or not `resync.*` is listed."""
+    if event_type in RESYNC_EVENT_TYPES:
+        return bool(snapshot_types(patterns))
+    return _listed(patterns, event_type)
+
+
+def snapshot_types(patterns: list[str] | None) -> list[str]:
+    """The `*.snapshot` types these `event_types` take: a resync (and `"initial": "snapshot"`) needs one."""
+    return [event_type for event_type in SNAPSHOT_EVENT_TYPES if _listed(patterns, event_type)]
+
+
+def _listed(patterns: list[str] | None, event_type: str) -> bool:
     if patterns is None:
         return True
     for pattern in patterns:
@@ -76,6 +90,10 @@ def type_matches(patterns: list[str] | None, event_type: str) -> bool:
         if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
             return True
     return False
+
+
+Initial = Literal["none", "snapshot"]
+INITIALS: Final = ("none", "snapshot")
 
 
 class Subscription(msgspec.Struct, kw_only=True):
@@ -101,11 +119,20 @@ class Subscription(msgspec.Struct, kw_only=True):
     """Fields sent masked to their last four characters, in `data` and `changes`."""
     payload: Literal["full", "thin"] = "full"
     """`thin`: no `data`, `changes` reduced to the field names."""
+    initial: Initial = "none"
+    """`snapshot`: a resync of its scope at creation, and of each feed that takes a new baseline
+    (docs/api.md#automatic-snapshots); set at creation only."""
 
     def matches(self, event_type: str, school_id: int) -> bool:
         if self.school_ids is not None and school_id not in self.school_ids:
             return False
         return type_matches(self.event_types, event_type)
+
+    def follows_baselines(self, school_id: int, resource: str) -> bool:
+        """Whether a new baseline of this feed (`resource` as `debtors`) is resynced to it: created with
+        `"initial": "snapshot"`, and its scope takes the feed's snapshot type
+        (docs/api.md#automatic-snapshots)."""
+        return self.initial == "snapshot" and self.matches(BY_NAME[resource].snapshot_type, school_id)
 
     def signing_secrets(self, now: float) -> list[str]:
         """The current secret, and the previous one while its 24 h overlap lasts."""

@@ -16,10 +16,13 @@ from redis.asyncio import Redis
 
 from bridge.delivery.ids import new_subscription_id
 from bridge.delivery.models import (
+    INITIALS,
     SECRET_OVERLAP_SECONDS,
     ErasureEntry,
+    Initial,
     Subscription,
     UnknownSubscription,
+    snapshot_types,
     unknown_event_types,
 )
 from bridge.delivery.projection import PAYLOADS, RESOURCES, Payload
@@ -125,6 +128,23 @@ def _field_names(field: str, names: Any) -> list[str]:
     return sorted(set(names))
 
 
+def validate_initial(initial: Any, event_types: list[str] | None) -> Initial:
+    """`snapshot` needs a `*.snapshot` type among `event_types` (docs/api.md#automatic-snapshots)."""
+    if initial not in INITIALS:
+        raise InvalidSubscription(
+            "initial", f"unknown initial mode {initial!r}: one of {', '.join(INITIALS)}"
+        )
+    if initial == "none":
+        return "none"
+    if not snapshot_types(event_types):
+        raise InvalidSubscription(
+            "initial",
+            "snapshot needs event_types that take a snapshot type (debtor.snapshot, or a family such as "
+            "learner.*, or every type); these take none, so there would be nothing to send",
+        )
+    return "snapshot"
+
+
 def validate_description(description: str | None) -> str | None:
     if description is not None and len(description) > MAX_DESCRIPTION:
         raise InvalidSubscription("description", f"at most {MAX_DESCRIPTION} characters")
@@ -178,13 +198,16 @@ class SubscriptionStore:
         fields: dict[str, list[str]] | None = None,
         redact: list[str] | None = None,
         payload: str = "full",
+        initial: str = "none",
     ) -> Subscription:
         now = self._clock()
+        checked = await self._check_url(url)
+        event_types = validate_event_types(event_types)
         subscription = Subscription(
             id=new_subscription_id(),
-            url=await self._check_url(url),
+            url=checked,
             secret=new_secret(),
-            event_types=validate_event_types(event_types),
+            event_types=event_types,
             school_ids=validate_school_ids(school_ids),
             description=validate_description(description),
             ordered=ordered,
@@ -193,6 +216,7 @@ class SubscriptionStore:
             fields=validate_fields(fields),
             redact=validate_redact(redact),
             payload=validate_payload(payload),
+            initial=validate_initial(initial, event_types),
         )
         fields = msgspec.structs.asdict(subscription)
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -9,7 +9,9 @@ from the definitions the events themselves use, so the three cannot drift apart:
   date is null, everything else is as d6 sends it (amounts are strings). d6 adds fields over time and
   the bridge passes them on, so unknown fields are allowed; and a subscription's `fields` may leave
   fields out, so none is required;
-- the event types are `bridge.catalogue.EVENT_TYPES`, each with its resource from the catalogue;
+- the event types are `bridge.catalogue.EVENT_TYPES`, each with its resource from the catalogue; a
+  `*.snapshot` carries the record as its change events do, and the `resync.*` markers that frame them
+  have `data` of their own (`ResyncStarted`, `ResyncCompleted`: docs/events.md#resyncs);
 - each example is made by `new_event`, the function that makes every real event.
 
 The schemas describe the full payload. A subscription with `"payload": "thin"` receives the envelope
@@ -25,7 +27,17 @@ from typing import Annotated, Any, Final, TypeAlias
 
 import msgspec
 
-from bridge.catalogue import BY_PREFIX, EVENT_TYPES, INTEGRATION, TEST_EVENT_TYPE
+from bridge.catalogue import (
+    BY_NAME,
+    BY_PREFIX,
+    EVENT_TYPES,
+    INTEGRATION,
+    RESYNC,
+    RESYNC_COMPLETED,
+    RESYNC_STARTED,
+    SNAPSHOT_KIND,
+    TEST_EVENT_TYPE,
+)
 from bridge.events.envelope import Event, FieldChange, new_event
 
 UNSET = msgspec.UNSET
@@ -158,6 +170,36 @@ class TestMessage(msgspec.Struct, kw_only=True):
     message: str
 
 
+FeedName: TypeAlias = Annotated[
+    str,
+    msgspec.Meta(
+        description="the resource as BRIDGE_RESOURCES and the state API name it, e.g. debtors",
+        extra_json_schema={"enum": list(BY_NAME)},
+    ),
+]
+ResyncId: TypeAlias = Annotated[str, msgspec.Meta(description="the id POST .../resync answered")]
+
+
+class ResyncStarted(msgspec.Struct, kw_only=True):
+    """The `data` of `resync.started`: the feed's `*.snapshot` events follow, then `resync.completed`."""
+
+    resync_id: ResyncId
+    resource: FeedName
+    as_of_sequence: int
+    """The school's sequence when the feed was read: every change up to it is in the snapshots sent."""
+    count: int
+    """How many `*.snapshot` events of this feed follow."""
+
+
+class ResyncCompleted(msgspec.Struct, kw_only=True):
+    """The `data` of `resync.completed`: a record of the feed not told since `resync.started` is gone."""
+
+    resync_id: ResyncId
+    resource: FeedName
+    count: int
+    """How many `*.snapshot` events of this feed were sent."""
+
+
 TEST_RESOURCE: Final = "subscription"
 DATA: Final[Mapping[str, type[msgspec.Struct]]] = {
     INTEGRATION: Integration,
@@ -169,7 +211,12 @@ DATA: Final[Mapping[str, type[msgspec.Struct]]] = {
     "transaction": Transaction,
     TEST_RESOURCE: TestMessage,
 }
-"""The `data` of each event `resource`."""
+"""The `data` of each event `resource` (the `resync` markers: `MARKER_DATA`)."""
+MARKER_DATA: Final[Mapping[str, type[msgspec.Struct]]] = {
+    RESYNC_STARTED: ResyncStarted,
+    RESYNC_COMPLETED: ResyncCompleted,
+}
+"""The `data` of each `resync.*` marker, by type."""
 
 INTEGRATION_DESCRIPTIONS: Final = {
     "integration.authorised": "a (school, API type) pair appeared in d6's client integrations list, or a "
@@ -183,12 +230,34 @@ KIND_DESCRIPTIONS: Final = {
     "created": "{what} appeared",
     "updated": "{what} changed; `changes` has each changed field, old and new",
     "removed": "{what} is no longer returned by d6; `data` is the last known record",
+    SNAPSHOT_KIND: "{what} as the bridge holds it now, sent by a resync between resync.started and "
+    "resync.completed; `sequence` is the record's own (that of the last event that told its state, 0 for "
+    "a silent baseline), not a new number of the school's sequence",
+}
+MARKER_DESCRIPTIONS: Final = {
+    RESYNC_STARTED: "a resync of one feed (school and resource) begins: its *.snapshot events follow, "
+    "each record once, then resync.completed; `sequence` is data.as_of_sequence, not a new number",
+    RESYNC_COMPLETED: "every *.snapshot event of the feed's resync was sent: a record of that feed not "
+    "told since the matching resync.started no longer exists",
 }
 TEST_DESCRIPTION: Final = "sent by POST /v1/subscriptions/{id}/test only, at once and outside the queue"
 
 EXAMPLE_AT: Final = 1_795_425_723.123456  # 2026-11-23T09:22:03.123456Z
 EXAMPLE_ID: Final = "evt_01M83VJ80XNKFNH7CBV9QJE906"
 EXAMPLE_SCHOOL: Final = 1000
+EXAMPLE_SEQUENCE: Final = 1289
+EXAMPLE_RECORD_SEQUENCE: Final = 1184
+"""A `*.snapshot` example's sequence: its record's, older than the school's."""
+EXAMPLE_RESYNC: Final = "rsy_01M83VJ7ZRS5B3M0TQ2J7G4W1D"
+MARKER_EXAMPLES: Final[Mapping[str, dict[str, Any]]] = {
+    RESYNC_STARTED: {
+        "resync_id": EXAMPLE_RESYNC,
+        "resource": "debtors",
+        "as_of_sequence": EXAMPLE_SEQUENCE,
+        "count": 412,
+    },
+    RESYNC_COMPLETED: {"resync_id": EXAMPLE_RESYNC, "resource": "debtors", "count": 412},
+}
 EXAMPLES: Final[Mapping[str, tuple[str, dict[str, Any], str, Any]]] = {
     # resource: (resource_id, data, the field an `updated` example changes, its old value)
     INTEGRATION: (
@@ -332,10 +401,16 @@ class EventTypeInfo(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def resource_of(event_type: str) -> str:
-    """The `resource` of an event type's events: the catalogue prefix, `integration` or `subscription`."""
+    """The `resource` of an event type's events: the catalogue prefix, `integration`, `resync` or
+    `subscription`."""
     if event_type == TEST_EVENT_TYPE:
         return TEST_RESOURCE
     return event_type.split(".")[0]
+
+
+def data_of(event_type: str) -> type[msgspec.Struct]:
+    """The struct an event type's `data` is."""
+    return MARKER_DATA.get(event_type) or DATA[resource_of(event_type)]
 
 
 def describe(event_type: str) -> str:
@@ -343,6 +418,8 @@ def describe(event_type: str) -> str:
         return TEST_DESCRIPTION
     if event_type in INTEGRATION_DESCRIPTIONS:
         return INTEGRATION_DESCRIPTIONS[event_type]
+    if event_type in MARKER_DESCRIPTIONS:
+        return MARKER_DESCRIPTIONS[event_type]
     prefix, kind = event_type.split(".")
     return KIND_DESCRIPTIONS[kind].format(what=BY_PREFIX[prefix].description)
 
@@ -352,13 +429,13 @@ def event_schema(event_type: str) -> dict[str, Any]:
     `*.updated`. Self-contained: every `$ref` is resolved in place."""
     resource = resource_of(event_type)
     _, components = msgspec.json.schema_components(
-        [Event, FieldChange, *DATA.values()], ref_template="{name}"
+        [Event, FieldChange, *DATA.values(), *MARKER_DATA.values()], ref_template="{name}"
     )
     envelope = copy.deepcopy(components[Event.__name__])
     properties = envelope["properties"]
     properties["type"] = {"type": "string", "const": event_type}
     properties["resource"] = {"type": "string", "const": resource}
-    properties["data"] = components[DATA[resource].__name__]
+    properties["data"] = components[data_of(event_type).__name__]
     if not event_type.endswith(".updated"):
         del properties["changes"]
     envelope["title"] = event_type
@@ -368,8 +445,15 @@ def event_schema(event_type: str) -> dict[str, Any]:
 
 def example(event_type: str) -> dict[str, Any]:
     resource = resource_of(event_type)
-    resource_id, data, field, old = EXAMPLES[resource]
-    changes = {field: FieldChange(old=old, new=data[field])} if event_type.endswith(".updated") else None
+    sequence = EXAMPLE_SEQUENCE
+    if resource == RESYNC:
+        resource_id, data = EXAMPLE_RESYNC, dict(MARKER_EXAMPLES[event_type])
+        changes = None
+    else:
+        resource_id, data, field, old = EXAMPLES[resource]
+        changes = {field: FieldChange(old=old, new=data[field])} if event_type.endswith(".updated") else None
+        if event_type.endswith(f".{SNAPSHOT_KIND}"):
+            sequence = EXAMPLE_RECORD_SEQUENCE
     test = event_type == TEST_EVENT_TYPE
     event = new_event(
         event_type,
@@ -380,7 +464,7 @@ def example(event_type: str) -> dict[str, Any]:
         changes=changes,
         now=EXAMPLE_AT,
     )
-    event = msgspec.structs.replace(event, id=EXAMPLE_ID, sequence=0 if test else 1289)
+    event = msgspec.structs.replace(event, id=EXAMPLE_ID, sequence=0 if test else sequence)
     built: dict[str, Any] = msgspec.to_builtins(event)
     return built
 

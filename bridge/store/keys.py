@@ -73,6 +73,14 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{sub:sub_1}:traces            hash: event id -> msgpack `DeliveryTrace` of its latest delivery here
     d6b:{sub:sub_1}:dead              zset: dead-lettered delivery ids by the time they died
     d6b:{sub:sub_1}:attempts          zset: the attempt log (msgpack `Attempt`) by attempt time
+    d6b:{sub:sub_1}:resyncs           hash: resync id -> JSON `Resync`; "<id>:<n>" -> JSON progress of its
+                                      n-th feed; "<id>:lo" -> its first feed not done (delivery/resync.py)
+    d6b:{sub:sub_1}:resyncs:active    zset: ids of the resyncs under way, by creation time
+    d6b:{sub:sub_1}:resyncs:unconfirmed  zset: snapshot event ids of unordered resyncs not yet confirmed
+                                      delivered or dead, scored by their feed's number
+    d6b:{sub:sub_1}:resyncs:counter   counter: resync lease tokens and feed numbers
+    d6b:{sub:sub_1}:resync:<id>:lease string: the token of the replica running that resync (with a TTL),
+                                      and `:owner` who it is
 """
 
 from __future__ import annotations
@@ -287,6 +295,28 @@ class Keys(msgspec.Struct, frozen=True):
         """Sorted set: the attempt log (msgpack `Attempt`, delivery/models.py) by attempt time."""
         return self._sub(subscription_id, "attempts")
 
+    def resyncs(self, subscription_id: str) -> str:
+        """Hash: the subscription's resyncs and each feed's progress (delivery/resync.py)."""
+        return self._sub(subscription_id, "resyncs")
+
+    def resyncs_active(self, subscription_id: str) -> str:
+        """Sorted set: the ids of the resyncs under way, by creation time."""
+        return self._sub(subscription_id, "resyncs:active")
+
+    def resyncs_unconfirmed(self, subscription_id: str) -> str:
+        """Sorted set: snapshot event ids of unordered resyncs not yet delivered or dead, by feed number."""
+        return self._sub(subscription_id, "resyncs:unconfirmed")
+
+    def resyncs_counter(self, subscription_id: str) -> str:
+        """Counter: resync lease tokens and feed numbers."""
+        return self._sub(subscription_id, "resyncs:counter")
+
+    def resync_lease(self, subscription_id: str, resync_id: str) -> str:
+        return self._sub(subscription_id, f"resync:{resync_id}:lease")
+
+    def resync_lease_owner(self, subscription_id: str, resync_id: str) -> str:
+        return self._sub(subscription_id, f"resync:{resync_id}:lease:owner")
+
     def subscription_key_pattern(self) -> str:
         """SCAN pattern matching every key of every subscription (the orphan sweep, delivery/store.py)."""
         return _glob_escape(f"{self.prefix}:{{sub:") + "*"
@@ -309,6 +339,10 @@ class Keys(msgspec.Struct, frozen=True):
             self.traces(subscription_id),
             self.dead(subscription_id),
             self.attempts(subscription_id),
+            self.resyncs(subscription_id),
+            self.resyncs_active(subscription_id),
+            self.resyncs_unconfirmed(subscription_id),
+            self.resyncs_counter(subscription_id),
         ]
 
 

@@ -27,6 +27,12 @@ A 401 "Client has not authorised access" hands the school to `on_denied` (the wa
 first scan of a denied school that reads again hands it to `on_restored` before anything is
 committed, so `integration.authorised` precedes the changes made while access was denied.
 
+A commit that takes a feed's new baseline (no `baseline:<r>` before it: a newly active school's first
+poll, the first after a purge, every feed after a store reset) hands the feed to `on_baseline` once it
+is committed and its events published: the bridge resyncs it to the subscriptions created with
+`"initial": "snapshot"` (docs/api.md#automatic-snapshots). The commit is fenced by the lease and the
+snapshot version, so of several replicas only the one whose commit took the baseline calls it.
+
 A lease that cannot be released (Redis frozen or unreachable when the poll ends) is released in the
 background as soon as Redis answers again, so the school is not locked out for the rest of the TTL.
 """
@@ -91,6 +97,7 @@ class SchoolPoller:
         replica_id: str,
         on_denied: Callable[[int], Awaitable[object]] | None = None,
         on_restored: Callable[[int], Awaitable[object]] | None = None,
+        on_baseline: Callable[[int, str], Awaitable[object]] | None = None,
         recent_reset: Callable[[], bool] | None = None,
         lease_seconds: float = LEASE_SECONDS,
         planned_due: Callable[[str, FeedStatus, float], bool | None] | None = None,
@@ -104,6 +111,8 @@ class SchoolPoller:
         self.replica_id = replica_id
         self.on_denied = on_denied
         self.on_restored = on_restored
+        self.on_baseline = on_baseline
+        """Told (school, resource name) after a commit that took the feed's new baseline."""
         self.recent_reset = recent_reset
         """True shortly after a store reset: first scans stay silent, even with EMIT_INITIAL_SNAPSHOT."""
         self.lease_seconds = lease_seconds
@@ -191,7 +200,7 @@ class SchoolPoller:
                 raise LeaseLost(f"school {school_id}: lease lost during the scan")
             if denied and self.on_restored is not None:
                 await self.on_restored(school_id)  # before the changes: `authorised` comes first
-            emitted = await self._commit(school_id, resource, scanned, records, token)
+            emitted, baselined = await self._commit(school_id, resource, scanned, records, token)
         except ScanUntrusted as untrusted:
             bound.warning(
                 "scan not trusted: an id appears twice; nothing diffed, polled again",
@@ -220,12 +229,28 @@ class SchoolPoller:
             metrics.observe_detection_lag(resource.prefix, since, emitted)
         if emitted:
             await self.outbox.publish(school_id)
+        if baselined:
+            await self._baseline_taken(school_id, resource)
         seconds = time.perf_counter() - started
         metrics.POLL_DURATION.labels(resource=resource.prefix).observe(seconds)
         bound.info(
             "feed polled", seconds=round(seconds, 3), events=emitted, records=len(records), pages=pages
         )
         return "ok"
+
+    async def _baseline_taken(self, school_id: int, resource: Resource) -> None:
+        """Tell `on_baseline`; the poll succeeded whatever it answers (its failure is logged)."""
+        if self.on_baseline is None:
+            return
+        try:
+            await self.on_baseline(school_id, resource.name)
+        except Exception as error:
+            log.warning(
+                "new baseline not passed on to automatic snapshots",
+                school_id=school_id,
+                resource=resource.name,
+                error=f"{type(error).__name__}: {error}",
+            )
 
     async def _scan(self, school_id: int, resource: Resource) -> tuple[list[list[Record]], int]:
         """The records of every page, page by page (prepared), and the number of pages, or an exception:
@@ -242,7 +267,8 @@ class SchoolPoller:
 
     async def _commit(
         self, school_id: int, resource: Resource, pages: list[list[Record]], records: list[Record], token: int
-    ) -> int:
+    ) -> tuple[int, bool]:
+        """Diff and commit; answers how many events were emitted and whether it took a new baseline."""
         prefix = resource.prefix
         previous = await self.snapshots.load(school_id, prefix)
         keys = None
@@ -286,7 +312,7 @@ class SchoolPoller:
         committed = await self.snapshots.commit(school_id, prefix, result, events, token=token)
         for event in committed.events:
             metrics.EVENTS_EMITTED.labels(type=event.type).inc()
-        return len(committed.events)
+        return len(committed.events), not previous.baseline
 
     def _count(self, outcome: str) -> str:
         metrics.POLLS.labels(resource="school", outcome=outcome).inc()

@@ -32,10 +32,13 @@ class Materialiser:
             return self.records[feed][record_id][0]
         return self.tombstones.get(feed, {}).get(record_id, -1)
 
-    def put(self, feed: Feed, record_id: str, sequence: int, data: dict[str, Any] | None) -> None:
-        """A record's state as of `sequence`: a state API row, *.created, *.updated, *.snapshot."""
+    def put(
+        self, feed: Feed, record_id: str, sequence: int, data: dict[str, Any] | None, *, state: bool = False
+    ) -> None:
+        """A record as of `sequence`: *.created, *.updated, or (`state`) a state API row or *.snapshot."""
         self.seen.get(feed, set()).add(record_id)
-        if sequence > self.held(feed, record_id):  # only newer news
+        held = self.held(feed, record_id)
+        if sequence > held or (state and sequence == held):  # newer news; a state read refreshes its own
             self.records.setdefault(feed, {})[record_id] = (sequence, data or {})
             self.tombstones.get(feed, {}).pop(record_id, None)
 
@@ -48,12 +51,13 @@ class Materialiser:
     def load(self, school_id: int, resource: str, rows: list[dict[str, Any]]) -> None:
         """Rows of `GET /v1/schools/{school_id}/records/{resource}`."""
         for row in rows:
-            self.put((school_id, PREFIX[resource]), row["resource_id"], row["sequence"], row["data"])
+            feed = (school_id, PREFIX[resource])
+            self.put(feed, row["resource_id"], row["sequence"], row["data"], state=True)
 
     def apply(self, event: dict[str, Any]) -> None:
         """One webhook body (or `GET /v1/events` item)."""
         school, sequence, kind = event["school_id"], event["sequence"], event["type"].split(".")[-1]
-        if event["type"].startswith("resync."):  # coming: resync markers
+        if event["type"].startswith("resync."):  # resync markers: data.resource names the feed
             feed = (school, PREFIX[event["data"]["resource"]])
             if kind == "started":
                 self.seen[feed] = set()
@@ -65,8 +69,8 @@ class Materialiser:
                 self.tombstones.pop(feed, None)
             return
         feed, record_id = (school, event["resource"]), event["resource_id"]
-        if kind == "snapshot":  # coming: no change sequence of its own, so no gap check
-            self.put(feed, record_id, sequence, event.get("data"))
+        if kind == "snapshot":  # the record's own sequence, not a change's: no gap check
+            self.put(feed, record_id, sequence, event.get("data"), state=True)
             return
         if kind not in CHANGES:
             return  # webhook.test

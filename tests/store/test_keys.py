@@ -118,6 +118,10 @@ def test_layout_is_what_stored_data_was_written_with() -> None:
         "d6b:{sub:sub_1}:traces",
         "d6b:{sub:sub_1}:dead",
         "d6b:{sub:sub_1}:attempts",
+        "d6b:{sub:sub_1}:resyncs",
+        "d6b:{sub:sub_1}:resyncs:active",
+        "d6b:{sub:sub_1}:resyncs:unconfirmed",
+        "d6b:{sub:sub_1}:resyncs:counter",
         "d6b:{sub:sub_1}:lane:1000",
     ]
     fields = [META_SEQ, META_PUBLISHED, *SCHOOL_FLAGS, SUBSCRIPTION_FAILING_SINCE]
