@@ -72,16 +72,9 @@ _STREAM_PAGE: Final = 1000
 _SCAN_BATCH: Final = 500
 
 
-class _Stored(msgspec.Struct, kw_only=True):
-    """The parts of a stored `Delivery` that say whose record its body tells."""
+class _Stored(DeliveryHead, kw_only=True):
+    """The parts of a stored `Delivery` that say whose record its body tells: its head and its body."""
 
-    id: str
-    event_id: str
-    event_type: str
-    school_id: int
-    event_timestamp: float
-    attempts: int = 0
-    state: str = "pending"
     body: bytes
 
 
