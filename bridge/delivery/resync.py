@@ -424,7 +424,9 @@ class Resyncs:
                 return await self._queue(subscription, resync, index, done, [], after=[completed])
             state = msgspec.structs.replace(state, phase="running")
         limit = min(self.chunk, room - 2)
-        if limit <= 0:
+        if limit <= 0 or limit < min(self.chunk, self.max_pending - 2):
+            # Wait for room for a whole chunk: a page read costs the feed's id list (read_records), so
+            # reading a few records at a time as deliveries trickle out would cost that again and again.
             return 0, state
         before: list[OutgoingEvent] = []
         if state.phase == "start":
