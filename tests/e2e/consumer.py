@@ -24,6 +24,8 @@ class Materialiser:
         self.records: dict[Feed, dict[str, tuple[int, dict[str, Any]]]] = {}
         self.tombstones: dict[Feed, dict[str, int]] = {}  # removed id -> its removal's sequence
         self.seen: dict[Feed, set[str]] = {}  # ids told since the feed's resync.started
+        self.resyncs: dict[Feed, str] = {}  # the resync under way per feed (its id)
+        self.finished: set[tuple[str, Feed]] = set()  # (resync id, feed) done: a marker again does nothing
         self.last_change: dict[int, int] = {}  # school -> sequence of the last change event
         self.gaps: list[tuple[int, int, int]] = []  # (school, expected sequence, received)
 
@@ -59,10 +61,18 @@ class Materialiser:
         school, sequence, kind = event["school_id"], event["sequence"], event["type"].split(".")[-1]
         if event["type"].startswith("resync."):  # resync markers: data.resource names the feed
             feed = (school, PREFIX[event["data"]["resource"]])
+            resync_id = event["data"]["resync_id"]
+            if (resync_id, feed) in self.finished:
+                return  # a marker sent again (a retry, a redelivery) after its resync completed
             if kind == "started":
-                self.seen[feed] = set()
+                if self.resyncs.get(feed) != resync_id:  # a started sent twice must not forget the seen
+                    self.resyncs[feed], self.seen[feed] = resync_id, set()
             elif kind == "completed":
-                seen = self.seen.pop(feed, set())
+                if self.resyncs.get(feed) != resync_id:
+                    return  # a completed sent twice (a retry): the first one did the work
+                del self.resyncs[feed]
+                self.finished.add((resync_id, feed))
+                seen = self.seen.pop(feed)
                 held = self.records.get(feed, {})
                 for record_id in [r for r in held if r not in seen]:
                     del held[record_id]  # not told since resync.started: it no longer exists
