@@ -173,7 +173,9 @@ class Eraser:
                 f"school {school_id} kept changing while its {prefix} {record_id!r} was erased; try again"
             )
         handoff = await self._drop_from_handoff({event_id for _seq, event_id, _body in live})
-        deliveries, dead = await self._drop_deliveries(set(event_ids))
+        deliveries, dead = await drop_deliveries(
+            self.redis, self.keys, self.queue, self.subscriptions, set(event_ids)
+        )
         snapshot_pending, snapshot_dead = await drop_snapshot_deliveries(
             self.redis, self.keys, self.queue, self.subscriptions, school_id, prefix, record_id
         )
@@ -245,9 +247,6 @@ class Eraser:
             await self.redis.xdel(stream, *doomed)
         return waiting
 
-    async def _drop_deliveries(self, event_ids: set[str]) -> tuple[int, int]:
-        return await drop_deliveries(self.redis, self.keys, self.queue, self.subscriptions, event_ids)
-
 
 async def drop_deliveries(
     redis: aioredis.Redis,
@@ -310,16 +309,7 @@ async def drop_snapshot_deliveries(
                     continue
                 if _subject.decode(stored.body).resource_id != record_id:
                     continue
-                head = DeliveryHead(
-                    id=stored.id,
-                    event_id=stored.event_id,
-                    event_type=stored.event_type,
-                    school_id=stored.school_id,
-                    event_timestamp=stored.event_timestamp,
-                    attempts=stored.attempts,
-                    state=stored.state,
-                )
-                if await queue.drop(subscription.id, head, now=now, outcome="erased", leased_too=True):
+                if await queue.drop(subscription.id, stored, now=now, outcome="erased", leased_too=True):
                     if stored.state == "dead":
                         dead += 1
                     else:

@@ -59,6 +59,7 @@ from bridge.delivery.store import SubscriptionStore
 from bridge.errors import InvalidRequest
 from bridge.events.envelope import format_timestamp
 from bridge.events.ids import new_event_id, ulid
+from bridge.events.log import ERASED
 from bridge.loops import poll
 from bridge.settings import Settings
 from bridge.store.codec import as_bytes, as_int, as_text
@@ -86,7 +87,6 @@ NEVER_CUT: Final = math.inf
 
 Phase = Literal["start", "starting", "running", "draining", "done"]
 _json = msgspec.json.Encoder()
-_encoder = msgspec.json.Encoder()
 _trace = msgspec.msgpack.Decoder(DeliveryTrace)
 _head = msgspec.msgpack.Decoder(DeliveryHead)
 
@@ -377,7 +377,7 @@ class Resyncs:
             i: Progress() if r is None else _progress.decode(as_bytes(r))
             for i, r in zip(window, stored, strict=True)
         }
-        pending = await self._pending(sid)
+        pending = max(0, (await self.subscriptions.counts(sid))[0])  # undelivered, dead letters aside
         queued = 0
         for index in window:
             feed, state = resync.feeds[index], progress[index]
@@ -399,14 +399,6 @@ class Resyncs:
         if lo >= len(resync.feeds):
             await self._end(sid, resync, "done")
         return queued
-
-    async def _pending(self, sid: str) -> int:
-        """Undelivered deliveries of the subscription (its dead letters left aside)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hlen(self.keys.deliveries(sid))
-            pipe.zcard(self.keys.dead(sid))
-            stored, dead = await pipe.execute()
-        return max(0, int(stored) - int(dead))
 
     async def _feed(
         self, subscription: Subscription, resync: Resync, index: int, state: Progress, room: int
@@ -485,7 +477,7 @@ class Resyncs:
                 data=dict(ERASED) if row.data is None else row.data,
             )
             body = None if shape is None or row.data is None else project(envelope, shape, may_skip=False)
-            body = body or _encoder.encode(envelope)
+            body = body or _json.encode(envelope)
             events.append(OutgoingEvent.of(event_id, feed.school_id, event_type, row.sequence, body))
         return events
 
@@ -507,7 +499,7 @@ class Resyncs:
             resource_id=resync.id,
             data=data,
         )
-        body = _encoder.encode(envelope)
+        body = _json.encode(envelope)
         return OutgoingEvent.of(event_id, feed.school_id, event_type, state.as_of_sequence, body)
 
     async def _queue(
@@ -532,7 +524,8 @@ class Resyncs:
         # An unordered subscription confirms these through their traces (`_unconfirmed`) before it goes on;
         # every other trace is dropped at once.
         confirm = [] if subscription.ordered else [e.event_id for e in (*before, *snapshots)]
-        forget = [event_id for event_id in event_ids if event_id not in set(confirm)]
+        confirmed = set(confirm)
+        forget = [event_id for event_id in event_ids if event_id not in confirmed]
         cluster = isinstance(self.redis, RedisCluster)
         replies: list[Any] = []
         if cluster:
@@ -629,9 +622,6 @@ class Resyncs:
                 *(_feed_field(rid, i) for i in range(len(old.feeds) if old else 0)),
             ]
             await self.redis.hdel(hashed, *fields)
-
-
-ERASED: Final = {"erased": True}
 
 
 def _feed_field(resync_id: str, index: int) -> str:

@@ -169,7 +169,7 @@ class Worker:
         now = time.time()
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_SECONDS
-            await self._maintain((await self._store.current()).subscriptions, now)
+            await self._maintain(current.subscriptions, now)
         # A slot is a request in flight: it frees when the answer is in, while the outcome is written
         # (the lease held until then). Claimed deliveries stay at most twice the concurrency.
         concurrency = self._settings.delivery_concurrency
