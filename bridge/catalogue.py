@@ -189,7 +189,6 @@ RESYNC_COMPLETED: Final = "resync.completed"
 RESYNC_EVENT_TYPES: Final = (RESYNC_STARTED, RESYNC_COMPLETED)
 SNAPSHOT_EVENT_TYPES: Final = tuple(resource.snapshot_type for resource in RESOURCES)
 """`debtor.snapshot` ...: a subscription that matches none of them gets no resync (docs/api.md)."""
-BY_SNAPSHOT_TYPE: Final = {resource.snapshot_type: resource for resource in RESOURCES}
 
 EVENT_TYPES: Final = (
     *INTEGRATION_EVENT_TYPES,

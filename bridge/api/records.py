@@ -34,13 +34,13 @@ from bridge.api.contract import SECURITY, error_responses
 from bridge.catalogue import BY_NAME
 from bridge.delivery.projection import Shape, project_record
 from bridge.errors import InvalidRequest, NotFound
+from bridge.events.log import ERASED
 from bridge.settings import Settings
 from bridge.sync.snapshot import RecordRow, SnapshotStore
 from bridge.sync.watcher import IntegrationsWatcher
 
 MAX_IDS: Final = 1000
 """The most record ids one `ids=` may name."""
-ERASED: Final = {"erased": True}
 _CURSOR: Final = re.compile(r"[A-Za-z0-9_-]+")
 _BAD_CURSOR: Final = "is not a cursor this API gave out; pass meta.next_cursor back"
 

@@ -194,10 +194,10 @@ class IntegrationsWatcher:
             integration_id(record)  # raises D6MalformedResponse on a pair without ids: nothing is diffed
             by_school[int(record["school_id"])].append(record)
         known = set(await self.snapshots.known_schools())
-        emit = await self.snapshots.integrations_baselined() or (
-            self.settings.emit_initial_snapshot and not self._after_reset()
-        )
         lost = self._after_reset()  # a known school without an integration snapshot lost it in the reset
+        emit = await self.snapshots.integrations_baselined() or (
+            self.settings.emit_initial_snapshot and not lost
+        )
         semaphore = asyncio.Semaphore(CONCURRENCY)
         # A listed school's `denied` flag is cleared only by its pairs leaving the list, so it can be read
         # before the commits.
