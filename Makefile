@@ -92,7 +92,7 @@ $(ARQ_STAMP): bench/arq/requirements.txt
 	touch $(ARQ_STAMP)
 
 bench: $(SUITES_STAMP) $(ARQ_STAMP) redis-server
-	@status=0; for name in diff_throughput memory d6_requests finance delivery freshness resync; do \
+	@status=0; for name in diff_throughput memory d6_requests finance delivery freshness resync feed; do \
 	  $(BIN)/python -m bench.$$name || status=1; echo; done; exit $$status
 
 # Proof under fire (bench/RESULTS.md, README "Guarantees"): each prints its figures and PASS or FAIL.

@@ -41,6 +41,7 @@ from bridge.d6.budget import RedisBudget
 from bridge.d6.client import D6Client
 from bridge.delivery.completer import Completer
 from bridge.delivery.erasure import Eraser
+from bridge.delivery.feed import Feed, Notices
 from bridge.delivery.handoff import Handoff
 from bridge.delivery.intake import Intake
 from bridge.delivery.queue import DeliveryQueue
@@ -49,6 +50,7 @@ from bridge.delivery.sender import Sender
 from bridge.delivery.service import DeliveryService
 from bridge.delivery.source import LogEventSource
 from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.tokens import TokenStore
 from bridge.delivery.urls import UrlGuard
 from bridge.delivery.worker import Worker
 from bridge.errors import InvalidRequest
@@ -104,6 +106,8 @@ class Services:
     handoff: Handoff
     eraser: Eraser
     resyncs: Resyncs
+    feed: Feed
+    tokens: TokenStore
     replica_id: str
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -147,12 +151,24 @@ class Services:
         )
         completer = Completer(queue, lambda: time.time() - settings.event_retention_days * 86400)
         worker = Worker(settings, queue, subscriptions, sender, completer, events=source)
-        intake = Intake(redis, queue, subscriptions, on_queued=worker.wake)
+        notices = Notices(redis, keys)
+        intake = Intake(redis, queue, subscriptions, on_queued=worker.wake, notices=notices)
         deliveries = DeliveryService(
             queue, subscriptions, intake, sender, events=source, on_requeued=worker.wake
         )
         handoff = Handoff(redis, keys, intake, queue, subscriptions, scripts)
-        resyncs = Resyncs(redis, keys, snapshots, queue, subscriptions, settings, on_queued=worker.wake)
+        resyncs = Resyncs(
+            redis, keys, snapshots, queue, subscriptions, settings, on_queued=worker.wake, notices=notices
+        )
+        feed = Feed(
+            redis,
+            keys,
+            queue,
+            subscriptions,
+            notices,
+            retention_seconds=settings.event_retention_days * 86400,
+            events=source,
+        )
         marker = StoreMarker(redis, keys)
         # The sync parts, each given the callbacks it calls at construction. The scheduler runs the two
         # functions below (they reach the poller and the watcher only once it has started); the watcher
@@ -242,6 +258,8 @@ class Services:
                 redis, keys, snapshots=snapshots, events=events, outbox=outbox, subscriptions=subscriptions
             ),
             resyncs=resyncs,
+            feed=feed,
+            tokens=TokenStore(redis, keys, subscriptions),
             replica_id=replica_id,
         )
 
@@ -263,6 +281,7 @@ class Services:
         self._tasks.clear()
         await self.scheduler.shutdown(grace)
         await self.handoff.stop()
+        await self.feed.notices.stop()
         await self.resyncs.stop_loop()
         await self.worker.stop(grace)
         await self.poller.aclose()
@@ -367,5 +386,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         ),
         eraser=services.eraser,
         resyncs=services.resyncs,
+        feed=services.feed,
+        tokens=services.tokens,
     )
-    return build_api(settings, [*API_ROUTES, console_routes], api, lifespan=[lifespan])
+    return build_api(
+        settings, [*API_ROUTES, console_routes], api, lifespan=[lifespan], tokens=services.tokens
+    )

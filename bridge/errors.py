@@ -42,6 +42,15 @@ class NotFound(BridgeError):
         super().__init__(message)
 
 
+class Conflict(BridgeError):
+    """A request that cannot be done in the state the thing it names is in (409); the message says what
+    to do instead."""
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        self.extra = extra
+        super().__init__(message)
+
+
 class StoreError(BridgeError):
     """The store (Redis) could not be reached or refused an operation."""
 

@@ -22,6 +22,7 @@ SECRET_KEYS = re.compile(
 SECRET_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"),
     re.compile(r"whsec_[A-Za-z0-9+/=]+"),
+    re.compile(r"d6bs_[A-Za-z0-9_-]+"),  # a subscription token (bridge/delivery/tokens.py): never in settings
     re.compile(r"(?i)(http-x-password['\"]?\s*[:=]\s*['\"]?)[^\s\"',;}]+"),
     re.compile(r"(?i)((?:password|token|secret)=)[^\s&\"',;]+"),
     re.compile(r"(://[^/\s:@]+:)[^@/\s]+(@)"),

@@ -57,9 +57,10 @@ class ErrorBody(msgspec.Struct, kw_only=True):
 
 DESCRIPTIONS: Final = {
     400: "The request is not valid; `detail` names the field and the problem",
-    401: "No admin token, or a wrong one",
-    403: "The token is the read-only one (`BRIDGE_READONLY_TOKEN`): it may not change anything",
+    401: "No token, a wrong one, or a revoked subscription token",
+    403: "The read-only token on a change, or a subscription token outside its own subscription's routes",
     404: "No such subscription, event, school or record",
+    409: "Not in this state (a feed of a webhook subscription, a test send to a pull one); see `detail`",
     413: "The body is larger than the limit (1 MB)",
     415: "The body is not JSON; send it with `Content-Type: application/json`",
     503: "The store (Redis) is unavailable; try again",

@@ -1,7 +1,8 @@
 """Every error the API answers, mapped in one place (`EXCEPTION_HANDLERS`, set on the app).
 
 - Delivery-side requests that cannot be done as asked: 400 (bad field), 404 (unknown subscription or
-  event), 503 (no event log), each with a detail a person can act on.
+  event), 409 (not in this state: a feed read on a webhook subscription), 503 (no event log), each with a
+  detail a person can act on.
 - Litestar's own validation errors are rewritten to name each bad field and the problem.
 - d6 trouble is a 502 and store trouble (Redis) a 503: both name what failed, neither is a 500.
 - A bug is a 500 with a plain detail; its traceback goes to the log, never to the caller.
@@ -17,6 +18,7 @@ from litestar.exceptions import ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_502_BAD_GATEWAY,
     HTTP_503_SERVICE_UNAVAILABLE,
@@ -28,7 +30,7 @@ from bridge.api.common import error_response
 from bridge.delivery.erasure import UnknownRecord
 from bridge.delivery.models import DeliveryError, UnknownSubscription
 from bridge.delivery.service import NoEventLog, UnknownEvent
-from bridge.errors import BridgeError, D6Error, InvalidRequest, NotFound, StoreError
+from bridge.errors import BridgeError, Conflict, D6Error, InvalidRequest, NotFound, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +75,8 @@ def bridge_error_handler(request: Request[Any, Any, Any], error: Exception) -> R
         return error_response(HTTP_400_BAD_REQUEST, str(error), error.extra)
     if isinstance(error, NotFound):
         return error_response(HTTP_404_NOT_FOUND, str(error), error.extra)
+    if isinstance(error, Conflict):
+        return error_response(HTTP_409_CONFLICT, str(error), error.extra)
     if isinstance(error, D6Error):
         status, detail = HTTP_502_BAD_GATEWAY, f"d6 did not answer usefully: {error}"
     elif isinstance(error, StoreError):

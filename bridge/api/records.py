@@ -9,9 +9,12 @@ cursor is the last id shown, base64url-encoded so that any id survives a query s
 is a 400. `ids=` fetches given records instead (no paging). Only Redis is read, never d6.
 
 An erased record (docs/personal-data.md#erase-a-record) shows `"data": {"erased": true}`, as its erased
-events do. `shape` is the projection hook: the admin and read-only tokens see every field (no shape);
-a subscription-scoped token will see the record cut by its subscription's `fields`, `redact` and `payload`
-(`project_record`, docs/personal-data.md#send-each-subscriber-only-what-it-needs).
+events do. The admin and read-only tokens see every school, feed and field. A subscription token
+(docs/api.md#subscription-tokens) sees only the schools of its subscription's `school_ids` and the resources
+whose event types its `event_types` take (`records_guard`: 403 naming what is outside), each record cut by
+its subscription's `fields`, `redact` and `payload` (`project_record`,
+docs/personal-data.md#send-each-subscriber-only-what-it-needs). `shape` is the hook a test uses to cut the
+admin's rows the same way (None in a serve process: every field).
 
 Handlers receive `records`: the settings (which resources are watched), the snapshots and the watcher.
 """
@@ -25,13 +28,17 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
+from litestar.connection import ASGIConnection
+from litestar.exceptions import PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, QueryParameter
 
-from bridge.api.auth import admin_guard
+from bridge.api.auth import admin_guard, caller_of
 from bridge.api.common import Cursor, Injected, Limit
 from bridge.api.contract import SECURITY, error_responses
 from bridge.catalogue import BY_NAME
+from bridge.delivery.models import Subscription, type_matches
 from bridge.delivery.projection import Shape, project_record
 from bridge.errors import InvalidRequest, NotFound
 from bridge.events.log import ERASED
@@ -129,6 +136,35 @@ def row_view(prefix: str, row: RecordRow, shape: Shape | None) -> RecordView:
     return RecordView(resource_id=row.resource_id, sequence=row.sequence, data=data)
 
 
+def outside_scope(subscription: Subscription, school_id: int, resource: str) -> str | None:
+    """Why this feed is outside the subscription's scope, or None when it is within (a resource that is not
+    one is left to the handler's 404)."""
+    if subscription.school_ids is not None and school_id not in subscription.school_ids:
+        return (
+            f"school {school_id} is outside this subscription token's scope (its subscription's school_ids)"
+        )
+    entry = BY_NAME.get(resource)
+    if entry is not None and not any(type_matches(subscription.event_types, t) for t in entry.event_types):
+        return (
+            f"resource {resource} is outside this subscription token's scope (its subscription's event_types "
+            f"take none of {entry.prefix}.*)"
+        )
+    return None
+
+
+async def records_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """`admin_guard` for the admin and read-only tokens; a subscription token reaches only the feeds within
+    its subscription's scope (403 naming the school or resource outside it)."""
+    caller = await caller_of(connection)
+    if caller.subscription is None:
+        await admin_guard(connection, handler)
+        return
+    school_id, resource = connection.path_params["school_id"], connection.path_params["resource"]
+    why = outside_scope(caller.subscription, school_id, resource)
+    if why is not None:
+        raise PermissionDeniedException(detail=why)
+
+
 async def known_school(records: Records, school_id: int) -> bool:
     if school_id in await records.watcher.active_schools():
         return True
@@ -138,7 +174,7 @@ async def known_school(records: Records, school_id: int) -> bool:
 class RecordsController(Controller):
     path = "/v1/schools"
     tags = ["schools"]
-    guards = [admin_guard]
+    guards = [records_guard]
     security = SECURITY
 
     @get(
@@ -146,10 +182,11 @@ class RecordsController(Controller):
         summary="The current records of one feed, from the snapshot, with each record's sequence",
         description="Keyset pages by record id; `ids` fetches given records instead. Reads the bridge's "
         "store only (never d6). `meta.as_of_sequence`: the school's sequence when the page was read.",
-        responses=error_responses(404),
+        responses=error_responses(403, 404),
     )
     async def list_records(
         self,
+        request: Request[Any, Any, Any],
         records: Injected[Records],
         school_id: FromPath[int],
         resource: FromPath[str],
@@ -165,6 +202,9 @@ class RecordsController(Controller):
         shape: Injected[Shape | None] = None,
     ) -> RecordsPage:
         prefix = watched_prefix(records.settings, resource)
+        caller = await caller_of(request)
+        if caller.subscription is not None:
+            shape = caller.shape
         after = decode_cursor(cursor)
         wanted = None if ids is None else parse_ids(ids)
         if wanted is not None and after is not None:

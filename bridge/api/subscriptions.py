@@ -16,21 +16,25 @@ from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
-from bridge.api.auth import admin_guard
+from bridge.api.auth import admin_guard, subscription_guard
 from bridge.api.common import Cursor, Injected, Limit, PageMeta, keyset_page, page_meta, rfc3339
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
-from bridge.delivery.models import Initial, Subscription
+from bridge.delivery.models import DeliveryKind, Initial, Subscription
 from bridge.delivery.policy import gone
 from bridge.delivery.projection import Payload
 from bridge.delivery.resync import Resyncs
 from bridge.delivery.service import DeliveryService
 from bridge.delivery.store import InvalidSubscription, SubscriptionStore, validate_initial
-from bridge.errors import InvalidRequest
+from bridge.errors import Conflict, InvalidRequest
 from bridge.events.envelope import Timestamp
 
 
 class SubscriptionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    url: str
+    url: str | None = None
+    """The webhook endpoint (https); required for `webhook`, absent for `pull`."""
+    delivery: DeliveryKind = "webhook"
+    """`pull`: no url; its events are read from `GET .../feed` or `GET .../stream` (docs/pull.md). Set at
+    creation only."""
     event_types: list[str] | None = None
     school_ids: list[int] | None = None
     description: str | None = None
@@ -61,7 +65,9 @@ class SubscriptionPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 
 class SubscriptionView(msgspec.Struct, kw_only=True):
     id: str
-    url: str
+    url: str | None
+    """None for a pull subscription."""
+    delivery: DeliveryKind
     event_types: list[str] | None
     school_ids: list[int] | None
     description: str | None
@@ -77,6 +83,7 @@ class SubscriptionView(msgspec.Struct, kw_only=True):
     updated_at: Timestamp
     previous_secret_expires_at: Timestamp | None
     pending_deliveries: int | None = None
+    """Deliveries not yet done: for a pull subscription, the events after its committed position."""
     dead_letters: int | None = None
 
 
@@ -126,7 +133,8 @@ def view(subscription: Subscription, counts: tuple[int, int] | None = None) -> S
     expires = subscription.previous_secret_expires_at
     return SubscriptionView(
         id=subscription.id,
-        url=subscription.url,
+        url=subscription.url if not subscription.pulled else None,
+        delivery=subscription.delivery,
         event_types=subscription.event_types,
         school_ids=subscription.school_ids,
         description=subscription.description,
@@ -160,7 +168,7 @@ class SubscriptionController(Controller):
 
     @post(
         "/",
-        summary="Register a webhook endpoint; the answer holds its signing secret",
+        summary="Register a webhook endpoint (or a pull feed); the answer holds its signing secret",
         responses=error_responses(*BODY_ERRORS),
     )
     async def create_subscription(
@@ -185,6 +193,7 @@ class SubscriptionController(Controller):
             redact=data.redact,
             payload=data.payload,
             initial=data.initial,
+            delivery=data.delivery,
         )
         created = view_with_secret(subscription)
         if subscription.initial != "snapshot" or resyncs is None:
@@ -199,13 +208,20 @@ class SubscriptionController(Controller):
             raise
         return msgspec.structs.replace(created, resync_id=resync_id)
 
-    @get("/", summary="Every subscription, by id (secrets not shown)", responses=error_responses())
+    @get(
+        "/",
+        summary="Every subscription, by id, with its queue counts (secrets not shown)",
+        responses=error_responses(),
+    )
     async def list_subscriptions(
         self, subscriptions: Injected[SubscriptionStore], limit: Limit = 50, cursor: Cursor = None
     ) -> SubscriptionPage:
         ordered = sorted(await subscriptions.list_all(), key=lambda s: s.id)
         page, next_cursor = keyset_page(ordered, lambda s: s.id, cursor or None, limit)
-        return SubscriptionPage(data=[view(s) for s in page], meta=page_meta(limit, next_cursor))
+        counts = await subscriptions.counts_of([s.id for s in page])
+        return SubscriptionPage(
+            data=[view(s, c) for s, c in zip(page, counts, strict=True)], meta=page_meta(limit, next_cursor)
+        )
 
     @get(
         "/{subscription_id:str}",
@@ -263,6 +279,7 @@ class SubscriptionController(Controller):
         "(docs/consumers.md). A feed already being resynced is not sent twice: the answer then names the "
         "resync under way.",
         status_code=HTTP_202_ACCEPTED,
+        guards=[subscription_guard],  # its own subscription token may ask one (of its own scope, as any)
         responses=error_responses(403, 404, *BODY_ERRORS),
     )
     async def resync_subscription(
@@ -282,7 +299,7 @@ class SubscriptionController(Controller):
         "/{subscription_id:str}/test",
         summary="Send a webhook.test event now",
         status_code=HTTP_200_OK,
-        responses=error_responses(403, 404),
+        responses=error_responses(403, 404, 409),
     )
     async def test_subscription(
         self,
@@ -291,6 +308,11 @@ class SubscriptionController(Controller):
         subscription_id: FromPath[str],
     ) -> TestOutcome:
         subscription = await subscriptions.get(subscription_id)
+        if subscription.pulled:
+            raise Conflict(
+                "a pull subscription is never sent anything: read its feed (GET .../feed) instead",
+                subscription_id=subscription_id,
+            )
         event_id, result = await deliveries.send_test(subscription)
         return TestOutcome(
             event_id=event_id,

@@ -18,7 +18,13 @@ handler names, so a missing part fails at once, not on the first request).
     RecordsController        records (settings, snapshots, watcher: the state API reads Redis only)
     ErasureController        eraser (snapshots, event log, outbox, subscriptions: delivery/erasure.py)
     SubscriptionController   also resyncs (`POST .../resync`: delivery/resync.py)
-    whoami                   nothing (the token's role, from the settings)
+    FeedController           subscriptions, feed (a pull subscription's feed and stream: delivery/feed.py)
+    SubscriptionTokensController  tokens (the `TokenStore`), subscriptions, events (one event as a
+                             subscription receives it)
+    whoami                   nothing (the caller, as the guards found it)
+
+The guards read `settings` and `tokens` (the `TokenStore`, to know a subscription token) from `app.state`:
+they run before the parts are handed in.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from bridge.api.erasure import ErasureController
 from bridge.api.errors import EXCEPTION_HANDLERS
 from bridge.api.event_types import EventTypesController, webhooks
 from bridge.api.events import EventsController
+from bridge.api.feed import FeedController
 from bridge.api.health import Health, HealthController
 from bridge.api.metrics import Gauges, metrics_endpoint
 from bridge.api.middleware import request_id_middleware
@@ -50,10 +57,13 @@ from bridge.api.records import Records, RecordsController
 from bridge.api.schools import Schools, SchoolsController
 from bridge.api.stats import StatsController
 from bridge.api.subscriptions import SubscriptionController
+from bridge.api.tokens import SubscriptionTokensController
 from bridge.delivery.erasure import Eraser
+from bridge.delivery.feed import Feed
 from bridge.delivery.resync import Resyncs
 from bridge.delivery.service import DeliveryService
 from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.tokens import TokenStore
 from bridge.events.log import EventLog
 from bridge.settings import Settings
 
@@ -65,6 +75,7 @@ API_ROUTES: Final[Sequence[ControllerRouterHandler]] = (
     HealthController,
     metrics_endpoint,
     SubscriptionController,
+    FeedController,
     DeliveriesController,
     EventsController,
     EventTypesController,
@@ -72,6 +83,7 @@ API_ROUTES: Final[Sequence[ControllerRouterHandler]] = (
     RecordsController,
     StatsController,
     ErasureController,
+    SubscriptionTokensController,
     whoami,
 )
 """Every controller of the API (the console's static files are mounted next to them by `create_app`)."""
@@ -97,6 +109,8 @@ def parts(
     gauges: Gauges | None = None,
     eraser: Eraser | None = None,
     resyncs: Resyncs | None = None,
+    tokens: TokenStore | None = None,
+    feed: Feed | None = None,
 ) -> dict[str, Provide]:
     """The `Provide` of each part given, under the parameter name the handlers use for it."""
     given = {
@@ -109,6 +123,8 @@ def parts(
         "gauges": gauges,
         "eraser": eraser,
         "resyncs": resyncs,
+        "tokens": tokens,
+        "feed": feed,
     }
     return {name: provide(part) for name, part in given.items() if part is not None}
 
@@ -119,15 +135,17 @@ def build_api(
     dependencies: Mapping[str, Provide],
     *,
     lifespan: Sequence[Lifespan] = (),
+    tokens: TokenStore | None = None,
 ) -> Litestar:
     """The app: the handlers, their parts, request ids, one error map, the documented contract.
 
-    `settings` stays in `app.state` for the admin guard (guards run before dependencies are resolved).
+    `settings` and `tokens` stay in `app.state` for the guards (they run before dependencies are resolved);
+    without `tokens` no subscription token is known (each is a 401).
     """
     return Litestar(
         route_handlers=list(route_handlers),
         dependencies=dict(dependencies),
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "tokens": tokens}),
         lifespan=list(lifespan),
         middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,

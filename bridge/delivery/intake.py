@@ -3,7 +3,8 @@ redeliveries), and the (subscription, event) pairs not sent recorded as skipped 
 
 Each subscription gets the body its options cut (`projection.py`): an update whose changes all fall
 outside its `fields` is recorded as `skipped`, an event being erased as `erased`. The worker is told
-(`on_queued`) so it claims the new work at once rather than at its next tick.
+(`on_queued`) so it claims the new work at once rather than at its next tick, and the readers of pull
+subscriptions' feeds through `Notices` (feed.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from bridge.delivery.feed import Notices
 from bridge.delivery.models import OutgoingEvent, Subscription, TraceOutcome
 from bridge.delivery.projection import Envelope, Shape, decode, project, shape_of
 from bridge.delivery.queue import DeliveryQueue
@@ -29,12 +31,19 @@ Skipped = tuple[Subscription, OutgoingEvent, TraceOutcome]
 
 class Intake:
     def __init__(
-        self, redis: Redis, queue: DeliveryQueue, store: SubscriptionStore, on_queued: Callable[[], None]
+        self,
+        redis: Redis,
+        queue: DeliveryQueue,
+        store: SubscriptionStore,
+        on_queued: Callable[[], None],
+        *,
+        notices: Notices | None = None,
     ) -> None:
         self.redis = redis
         self.queue = queue
         self.store = store
         self._on_queued = on_queued
+        self._notices = notices
 
     async def fan_out(self, events: Sequence[OutgoingEvent]) -> int:
         """Queue every event for every matching subscription (enabled or not); safe to repeat.
@@ -109,6 +118,7 @@ class Intake:
         ]
         if not calls:
             return []
+        pulled = [subscription.id for subscription, _ in per_subscription.values() if subscription.pulled]
         if not isinstance(self.redis, RedisCluster):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for subscription, events in (call for of_one in calls for call in of_one):
@@ -122,6 +132,8 @@ class Intake:
             replies = [
                 reply for replies_of_one in await asyncio.gather(*map(run, calls)) for reply in replies_of_one
             ]
+        if pulled and self._notices is not None:
+            await self._notices.publish(pulled)  # their readers wake (feed.py)
         return [int(queued) for reply in replies for queued in reply]
 
 

@@ -94,13 +94,18 @@ def _listed(patterns: list[str] | None, event_type: str) -> bool:
 
 Initial = Literal["none", "snapshot"]
 INITIALS: Final = ("none", "snapshot")
+DeliveryKind = Literal["webhook", "pull"]
+DELIVERY_KINDS: Final = ("webhook", "pull")
+"""`webhook`: POSTed to `url`; `pull`: no `url`, read from its feed (docs/pull.md)."""
 
 
 class Subscription(msgspec.Struct, kw_only=True):
-    """A webhook endpoint and what it wants. Stored as a Redis hash, one JSON value per field."""
+    """A consumer and what it wants: a webhook endpoint, or a pull feed. Stored as a Redis hash, one JSON
+    value per field."""
 
     id: str
     url: str
+    """Empty for a pull subscription."""
     secret: str
     event_types: list[str] | None = None
     school_ids: list[int] | None = None
@@ -122,6 +127,13 @@ class Subscription(msgspec.Struct, kw_only=True):
     initial: Initial = "none"
     """`snapshot`: a resync of its scope at creation, and of each feed that takes a new baseline
     (docs/api.md#automatic-snapshots); set at creation only."""
+    delivery: DeliveryKind = "webhook"
+    """`pull`: nothing is POSTed; its deliveries wait in its feed until a reader commits past them
+    (delivery/feed.py); set at creation only."""
+
+    @property
+    def pulled(self) -> bool:
+        return self.delivery == "pull"
 
     def matches(self, event_type: str, school_id: int) -> bool:
         if self.school_ids is not None and school_id not in self.school_ids:

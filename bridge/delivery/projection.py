@@ -16,7 +16,7 @@ stay what they are; only `data` and `changes` differ:
   in both sides of `changes`. A value of four characters or fewer is masked whole, so that no short value
   arrives as it is.
 - `payload: "thin"`: no `data`, and `changes` reduced to the field names (`{"grade": {}}`); the subscriber
-  reads the rest with `GET /v1/events/{id}`.
+  reads the rest with `GET /v1/subscriptions/{id}/events/{event_id}` and its subscription token.
 
 A subscription with none of these options costs nothing here: `shape_of` answers None and its events go
 out as logged, byte for byte.

@@ -113,11 +113,13 @@ class DeliveryQueue:
             self.keys.traces(sid),
             self.keys.subscription(sid),  # a subscription deleted meanwhile gets nothing queued
         ]
+        if subscription.pulled:
+            keys.append(self.keys.feed(sid))
         lanes: dict[int, str] = {}
         items: list[bytes] = []
         for event in events:
             school = event.school_id
-            lane = self._lane(keys, lanes, sid, school) if subscription.ordered else "0"
+            lane = self._lane(keys, lanes, sid, school) if _laned(subscription) else "0"
             delivery = Delivery(
                 id=new_delivery_id(),
                 subscription_id=sid,
@@ -142,7 +144,13 @@ class DeliveryQueue:
                     lane,
                 )
             )
-        args: list[str | bytes] = [_flag(subscription.ordered), repr(now), _flag(once), b"".join(items)]
+        args: list[str | bytes] = [
+            _flag(_laned(subscription)),
+            repr(now),
+            _flag(once),
+            b"".join(items),
+            _flag(subscription.pulled),
+        ]
         return await self._scripts.delivery_enqueue(keys=keys, args=args, client=client)
 
     def _lane(self, keys: list[str], lanes: dict[int, str], subscription_id: str, school_id: int) -> str:
@@ -467,6 +475,7 @@ class DeliveryQueue:
         (a disabled subscription's, say) goes too, with its body: its trace says `expired`."""
         sid = subscription_id
         await self._expire_waiting(sid, cutoff=cutoff, batch=batch)
+        await self._trim_feed(sid, cutoff=cutoff)
         keys = [
             self.keys.attempts(sid),
             self.keys.fanned(sid),
@@ -482,6 +491,17 @@ class DeliveryQueue:
             removed += events + dead
             if events < batch and dead < batch:
                 return removed
+
+    async def _trim_feed(self, subscription_id: str, *, cutoff: float) -> None:
+        """A pull subscription's feed loses its entries queued before `cutoff` (their deliveries went in
+        `_expire_waiting`); its `floor` then says so, and a cursor behind it is expired (delivery/feed.py)."""
+        first_kept = int(cutoff * 1000)
+        if await self.redis.xtrim(
+            self.keys.feed(subscription_id), minid=f"{first_kept}-0", approximate=False
+        ):
+            await self.redis.hset(
+                self.keys.feed_at(subscription_id), "floor", f"{first_kept - 1}-{2**64 - 1}"
+            )
 
     async def _expire_waiting(self, subscription_id: str, *, cutoff: float, batch: int) -> int:
         """Drop the deliveries still stored for events older than `cutoff` (found through their traces)."""
@@ -521,6 +541,12 @@ def _held(result: Any) -> tuple[bool, float | None]:
         return False, None
     text = result.decode() if isinstance(result, bytes) else str(result)
     return True, float(text) if text else None
+
+
+def _laned(subscription: Subscription) -> bool:
+    """Whether its deliveries wait in per-school lanes: an ordered webhook subscription's (a pull
+    subscription's feed is one list in queuing order, which keeps each school's order by itself)."""
+    return subscription.ordered and not subscription.pulled
 
 
 def _flag(value: bool) -> str:

@@ -52,6 +52,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, WatchError
 
 from bridge.catalogue import BY_NAME, BY_PREFIX
+from bridge.delivery.feed import Notices
 from bridge.delivery.models import DeliveryTrace, OutgoingEvent, Subscription, type_matches
 from bridge.delivery.projection import Envelope, project, shape_of
 from bridge.delivery.queue import DeliveryHead, DeliveryQueue
@@ -136,6 +137,7 @@ class Resyncs:
         settings: Settings,
         *,
         on_queued: Callable[[], None],
+        notices: Notices | None = None,
         chunk: int = CHUNK,
         max_pending: int = MAX_PENDING,
     ) -> None:
@@ -148,6 +150,7 @@ class Resyncs:
         self.chunk = chunk
         self.max_pending = max_pending
         self._on_queued = on_queued
+        self._notices = notices
         self._scripts: Scripts = subscriptions.scripts
         self._owner = secrets.token_hex(8)
         self._task: asyncio.Task[None] | None = None
@@ -546,6 +549,8 @@ class Resyncs:
             written = await pipe.execute()
         if not cluster:
             replies = written[: len(batches)]
+        if subscription.pulled and self._notices is not None:
+            await self._notices.publish([sid])
         if batches and not any(int(n) for reply in replies for n in reply):
             return None
         return len(event_ids), progress

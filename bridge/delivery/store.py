@@ -16,8 +16,10 @@ from redis.asyncio import Redis
 
 from bridge.delivery.ids import new_subscription_id
 from bridge.delivery.models import (
+    DELIVERY_KINDS,
     INITIALS,
     SECRET_OVERLAP_SECONDS,
+    DeliveryKind,
     ErasureEntry,
     Initial,
     Subscription,
@@ -145,6 +147,23 @@ def validate_initial(initial: Any, event_types: list[str] | None) -> Initial:
     return "snapshot"
 
 
+def validate_delivery(delivery: Any, url: str | None) -> DeliveryKind:
+    """`webhook` needs a `url`; `pull` takes none (docs/pull.md)."""
+    if delivery not in DELIVERY_KINDS:
+        raise InvalidSubscription(
+            "delivery", f"unknown delivery kind {delivery!r}: one of {', '.join(DELIVERY_KINDS)}"
+        )
+    if delivery == "pull" and url is not None:
+        raise InvalidSubscription(
+            "url", "a pull subscription has no url: its events are read from its feed; leave url out"
+        )
+    if delivery == "webhook" and url is None:
+        raise InvalidSubscription(
+            "url", 'required for a webhook subscription (or create one with "delivery": "pull")'
+        )
+    return "pull" if delivery == "pull" else "webhook"
+
+
 def validate_description(description: str | None) -> str | None:
     if description is not None and len(description) > MAX_DESCRIPTION:
         raise InvalidSubscription("description", f"at most {MAX_DESCRIPTION} characters")
@@ -190,7 +209,7 @@ class SubscriptionStore:
     async def create(
         self,
         *,
-        url: str,
+        url: str | None,
         event_types: list[str] | None = None,
         school_ids: list[int] | None = None,
         description: str | None = None,
@@ -199,9 +218,11 @@ class SubscriptionStore:
         redact: list[str] | None = None,
         payload: str = "full",
         initial: str = "none",
+        delivery: str = "webhook",
     ) -> Subscription:
         now = self._clock()
-        checked = await self._check_url(url)
+        kind = validate_delivery(delivery, url)
+        checked = "" if url is None else await self._check_url(url)
         event_types = validate_event_types(event_types)
         subscription = Subscription(
             id=new_subscription_id(),
@@ -210,13 +231,14 @@ class SubscriptionStore:
             event_types=event_types,
             school_ids=validate_school_ids(school_ids),
             description=validate_description(description),
-            ordered=ordered,
+            ordered=ordered or kind == "pull",  # a feed keeps each school's order by itself
             created_at=now,
             updated_at=now,
             fields=validate_fields(fields),
             redact=validate_redact(redact),
             payload=validate_payload(payload),
             initial=validate_initial(initial, event_types),
+            delivery=kind,
         )
         fields = msgspec.structs.asdict(subscription)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -293,6 +315,10 @@ class SubscriptionStore:
         current = await self.get(subscription_id)
         fields: dict[str, Any] = {}
         if "url" in changes:
+            if current.pulled:
+                raise InvalidSubscription(
+                    "url", "a pull subscription has no url (its delivery is set at creation)"
+                )
             fields["url"] = await self._check_url(changes["url"])
         if "event_types" in changes:
             fields["event_types"] = validate_event_types(changes["event_types"])

@@ -34,15 +34,13 @@ from bridge.delivery.models import (
     Delivery,
     EventSource,
     Subscription,
-    TraceOutcome,
     answered,
 )
 from bridge.delivery.policy import GONE_REASON, gone, next_delay
-from bridge.delivery.projection import decode, project, shape_of
 from bridge.delivery.queue import Completion, DeliveryQueue, Outcome
 from bridge.delivery.sender import Sender
+from bridge.delivery.sendtime import as_now
 from bridge.delivery.store import SubscriptionStore
-from bridge.events.log import ERASED
 from bridge.loops import poll
 from bridge.settings import Settings
 
@@ -165,7 +163,7 @@ class Worker:
     async def _tick(self) -> None:
         current = await self._store.current()
         self._erasing = current.erasing
-        subscriptions = [s for s in current.subscriptions if s.enabled]
+        subscriptions = [s for s in current.subscriptions if s.enabled and not s.pulled]  # a feed is read
         now = time.time()
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_SECONDS
@@ -236,56 +234,22 @@ class Worker:
     async def _as_now(self, subscription: Subscription, delivery: Delivery) -> Delivery | None:
         """The delivery as the subscription, as it is now, wants it sent: every send follows the subscription
         as it is when sent (docs/delivery.md), whatever queued it. None when it is dropped instead
-        (`_withheld`); the body cut again (`_recut`) when the subscription changed since it was cut, and
-        kept so (the outcome is recorded with it)."""
-        outcome = self._withheld(subscription, delivery)
-        if outcome is None and delivery.shaped_at < subscription.updated_at:
-            recut = await self._recut(subscription, delivery)
-            if isinstance(recut, Delivery):
-                return recut
-            outcome = recut
-        if outcome is None:
-            return delivery
-        await self._queue.drop(subscription.id, delivery, now=time.time(), outcome=outcome, leased_too=True)
+        (sendtime.py `withheld`); the body cut again (`recut`) when the subscription changed since it was
+        cut, and kept so (the outcome is recorded with it)."""
+        retention = self._settings.event_retention_days * 86400
+        outcome = await as_now(
+            self._queue,
+            self._events,
+            subscription,
+            delivery,
+            erasing=self._erasing,
+            expired_before=time.time() - retention,
+        )
+        if isinstance(outcome, Delivery):
+            return outcome
         _bound(subscription, delivery).info("delivery dropped, not sent", outcome=outcome)
         metrics.DELIVERIES.labels(outcome=outcome).inc()
         return None
-
-    def _withheld(self, subscription: Subscription, delivery: Delivery) -> TraceOutcome | None:
-        """Why a delivery is dropped instead of sent, if it is: its event is being erased (`erased`); it has
-        waited longer than the retention (`expired`: one the retention pass did not see, an earlier delivery
-        of an event redelivered since); the subscription changed since and its `event_types` or `school_ids`
-        no longer match the event (`skipped`; a redelivery named to a subscription goes regardless of its
-        filters as they were when asked)."""
-        erasing = self._erasing
-        if erasing and delivery.event_id in erasing:
-            return "erased"
-        if delivery.created_at < time.time() - self._settings.event_retention_days * 86400:
-            return "expired"
-        if delivery.shaped_at < subscription.updated_at and not subscription.matches(
-            delivery.event_type, delivery.school_id
-        ):
-            return "skipped"
-        return None
-
-    async def _recut(self, subscription: Subscription, delivery: Delivery) -> Delivery | TraceOutcome:
-        """The delivery with its body cut again by the subscription's options as they are now, from the
-        event's envelope in the log (a body cut before cannot give back what it left out: a `redact` or
-        `fields` taken off must bring the values back); from the stored body when the log has the event no
-        more (that can only narrow it). `skipped` for an update whose changes all fall outside `fields` now,
-        `erased` for an event the log says was erased."""
-        logged = None if self._events is None else await self._events.get(delivery.event_id)
-        envelope = decode(delivery.body if logged is None else logged.body)
-        if logged is not None and envelope.data == ERASED:
-            return "erased"
-        shape = shape_of(subscription)
-        if shape is None:
-            body: bytes | None = delivery.body if logged is None else logged.body
-        else:
-            body = project(envelope, shape)
-        if body is None:
-            return "skipped"
-        return msgspec.structs.replace(delivery, body=body, projected_at=subscription.updated_at)
 
     async def _record(
         self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult

@@ -13,8 +13,8 @@ Keys a school owns carry the school in a hash tag (`d6b:{s:1000}:learners`) so t
 data lands on one Redis Cluster slot and a Lua script may touch it atomically; likewise everything one
 subscription owns carries `{sub:<id>}`. Global structures live in a few named slots: `{events}` (the event
 listing and the delivery hand-off, written together by one script), `{schools}` (the set of known
-schools), `{integrations}` (deployment-wide integration facts), `{subs}` (the subscription index) and
-`{d6}` (the request budget).
+schools), `{feeds}` (wake-ups of pull readers), `{integrations}` (deployment-wide integration facts),
+`{subs}` (the subscription index) and `{d6}` (the request budget).
 
 Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
 
@@ -58,6 +58,7 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{integrations}:polled         string: time of the last successful integrations poll
     d6b:{integrations}:hold           string: pair ids a suspicious list would remove (msgpack list)
     d6b:{store}:marker                string: the store's identity; its loss is a store reset (JSON)
+    d6b:{feeds}:notices               stream: pull subscriptions with new feed entries (field s), capped
     d6b:{d6}:budget                   string: the d6 request budget's next arrival time (µs, Redis clock)
     d6b:{subs}:index                  set: every subscription id
     d6b:{subs}:version                counter: bumped on every subscription change (caches reload on it)
@@ -73,6 +74,14 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{sub:sub_1}:traces            hash: event id -> msgpack `DeliveryTrace` of its latest delivery here
     d6b:{sub:sub_1}:dead              zset: dead-lettered delivery ids by the time they died
     d6b:{sub:sub_1}:attempts          zset: the attempt log (msgpack `Attempt`) by attempt time
+    d6b:{sub:sub_1}:tokens            hash: token id -> JSON `StoredToken` (the SHA-256 digest of the token
+                                      and when it was made; never the token): its subscription tokens
+                                      (delivery/tokens.py)
+    d6b:{sub:sub_1}:feed              stream (pull subscriptions): one entry per queued delivery, fields d
+                                      (delivery id) and e (event id), in queuing order; trimmed up to the
+                                      committed position and by retention (delivery/feed.py)
+    d6b:{sub:sub_1}:feed:at           hash: committed (the last entry read and committed), floor (entries
+                                      at or before it are gone: a cursor behind it is expired)
     d6b:{sub:sub_1}:resyncs           hash: resync id -> JSON `Resync`; "<id>:<n>" -> JSON progress of its
                                       n-th feed; "<id>:lo" -> its first feed not done (delivery/resync.py)
     d6b:{sub:sub_1}:resyncs:active    zset: ids of the resyncs under way, by creation time
@@ -295,6 +304,22 @@ class Keys(msgspec.Struct, frozen=True):
         """Sorted set: the attempt log (msgpack `Attempt`, delivery/models.py) by attempt time."""
         return self._sub(subscription_id, "attempts")
 
+    def feed(self, subscription_id: str) -> str:
+        return self._sub(subscription_id, "feed")
+
+    def feed_at(self, subscription_id: str) -> str:
+        return self._sub(subscription_id, "feed:at")
+
+    def feed_notices(self) -> str:
+        """Stream: which pull subscriptions got new entries (field s, their ids comma-joined), so every
+        replica wakes its waiting readers with one blocking read (delivery/feed.py); capped."""
+        return f"{self.prefix}:{{feeds}}:notices"
+
+    def tokens(self, subscription_id: str) -> str:
+        """Hash: token id -> the digest of one of its subscription tokens (delivery/tokens.py). A token names
+        its subscription, so finding it is one read in this slot: there is no global token index."""
+        return self._sub(subscription_id, "tokens")
+
     def resyncs(self, subscription_id: str) -> str:
         """Hash: the subscription's resyncs and each feed's progress (delivery/resync.py)."""
         return self._sub(subscription_id, "resyncs")
@@ -339,6 +364,9 @@ class Keys(msgspec.Struct, frozen=True):
             self.traces(subscription_id),
             self.dead(subscription_id),
             self.attempts(subscription_id),
+            self.tokens(subscription_id),
+            self.feed(subscription_id),
+            self.feed_at(subscription_id),
             self.resyncs(subscription_id),
             self.resyncs_active(subscription_id),
             self.resyncs_unconfirmed(subscription_id),

@@ -367,17 +367,18 @@ return #ids
 # --- a subscription's slot: its delivery queue (delivery/queue.py) ------------------------------------------
 
 # KEYS: 1 fanned, 2 deliveries, 3 due, 4 lanes, 5 traces, 6 subscription, then the lanes the items name
-#       (ordered only)
+#       (ordered only), or 7 the feed (pull only)
 # ARGV: 1 ordered, 2 now, 3 check_fanned, 4 the items, each 7 fields packed by `codec.packed`:
-#       event_id, event_ts, delivery_id, record, school_id, trace, lane (its index after KEYS[6])
-# Queues a batch of events for one subscription, in the order given (one call, not one per event).
+#       event_id, event_ts, delivery_id, record, school_id, trace, lane (its index after KEYS[6]); 5 pull
+# Queues a batch of events for one subscription, in the order given (one call, not one per event). A pull
+# subscription's deliveries go to its feed (one entry each, in this order) instead of `due` and lanes.
 # Returns per item 1 when queued, 0 when `check_fanned` found the event queued already or the subscription
 # is gone: a fan-out that read the subscription list before a delete writes nothing (a delete removes the
 # record first, see delivery/store.py), so no queue outlives its subscription.
 DELIVERY_ENQUEUE: Final = (
     _FIELDS_LUA
     + """
-local ordered, now, once, items = ARGV[1] == '1', ARGV[2], ARGV[3] == '1', ARGV[4]
+local ordered, now, once, items, pull = ARGV[1] == '1', ARGV[2], ARGV[3] == '1', ARGV[4], ARGV[5] == '1'
 local rows, events, pos = {}, {}, 1
 while pos <= #items do
   local r = {}
@@ -401,7 +402,9 @@ for i, r in ipairs(rows) do
     marks[#marks + 1] = r.ts; marks[#marks + 1] = r.event
     records[#records + 1] = r.id; records[#records + 1] = r.record
     traces[#traces + 1] = r.event; traces[#traces + 1] = r.trace
-    if ordered then
+    if pull then
+      redis.call('XADD', KEYS[7], '*', 'd', r.id, 'e', r.event)
+    elseif ordered then
       redis.call('SADD', KEYS[4], r.school)
       if redis.call('RPUSH', KEYS[6 + tonumber(r.lane)], r.id) == 1 then
         redis.call('ZADD', KEYS[3], 'NX', now, r.id)
@@ -638,6 +641,60 @@ return 0
 """
 
 
+# --- a pull subscription's feed (delivery/feed.py) ---------------------------------------------------------
+
+# KEYS: feed, deliveries.  ARGV: after (an entry id), count
+# The next `count` feed entries after `after`, each as its entry id then its stored delivery (nil when it
+# was dropped since: an erasure, retention), in one round trip.
+FEED_READ: Final = """
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+local out = {}
+for i, entry in ipairs(entries) do
+  local fields, delivery = entry[2], false
+  for j = 1, #fields, 2 do
+    if fields[j] == 'd' then delivery = fields[j + 1] end
+  end
+  out[2 * i - 1] = entry[1]
+  out[2 * i] = delivery and redis.call('HGET', KEYS[2], delivery) or false
+end
+return out
+"""
+
+# KEYS: 1 feed, 2 deliveries, 3 traces, 4 feed:at, 5 subscription
+# ARGV: 1 the committed position read before ('' for none), 2 the new one, 3 the first entry id kept,
+#       4 the items up to it, each 4 fields packed by `codec.packed`: delivery_id, event_id, queued_trace,
+#       delivered_trace
+# Commits one chunk of a feed: its deliveries go, each event's trace says delivered unless a later delivery
+# took its place, the stream is trimmed. Returns 1; 0 when the committed position is no longer what the
+# caller read (another reader committed meanwhile: it reads again); -1 when the subscription is gone.
+FEED_COMMIT: Final = (
+    _FIELDS_LUA
+    + """
+if redis.call('EXISTS', KEYS[5]) == 0 then return -1 end
+if (redis.call('HGET', KEYS[4], 'committed') or '') ~= ARGV[1] then return 0 end
+local items, pos, ids, events, rows = ARGV[4], 1, {}, {}, {}
+while pos <= #items do
+  local r = {}
+  pos, r.id, r.event, r.queued, r.delivered = fields(items, pos, 4)
+  rows[#rows + 1] = r
+  ids[#ids + 1] = r.id
+  events[#events + 1] = r.event
+end
+if #rows > 0 then
+  redis.call('HDEL', KEYS[2], unpack(ids))
+  local traces, updates = redis.call('HMGET', KEYS[3], unpack(events)), {}
+  for i, r in ipairs(rows) do
+    if traces[i] == r.queued then updates[#updates + 1] = r.event; updates[#updates + 1] = r.delivered end
+  end
+  if #updates > 0 then redis.call('HSET', KEYS[3], unpack(updates)) end
+end
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[3])
+redis.call('HSET', KEYS[4], 'committed', ARGV[2])
+return 1
+"""
+)
+
+
 class Scripts:
     """Every script registered once on one client."""
 
@@ -663,4 +720,6 @@ class Scripts:
         self.delivery_drop: AsyncScript = redis.register_script(DELIVERY_DROP)
         self.delivery_retry_dead: AsyncScript = redis.register_script(DELIVERY_RETRY_DEAD)
         self.delivery_trim: AsyncScript = redis.register_script(DELIVERY_TRIM)
+        self.feed_read: AsyncScript = redis.register_script(FEED_READ)
+        self.feed_commit: AsyncScript = redis.register_script(FEED_COMMIT)
         self.d6_budget: AsyncScript = redis.register_script(D6_BUDGET)

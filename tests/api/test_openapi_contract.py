@@ -130,3 +130,28 @@ def test_the_generated_client_works_against_the_live_api(client_package: Any, br
     anonymous = client_package.Client(base_url=bridge)
     refused = listing.sync_detailed(client=anonymous)
     assert refused.status_code == 401 and isinstance(refused.parsed, models.ErrorBody)
+
+
+def test_the_generated_client_reads_and_commits_a_pull_feed_with_a_subscription_token(
+    client_package: Any, bridge: str
+) -> None:
+    models = importlib.import_module(f"{PACKAGE}.models")
+    create = importlib.import_module(f"{PACKAGE}.api.subscriptions.create_subscription")
+    tokens = importlib.import_module(f"{PACKAGE}.api.subscriptions.create_subscription_token")
+    read = importlib.import_module(f"{PACKAGE}.api.feed.read_feed")
+    commit = importlib.import_module(f"{PACKAGE}.api.feed.commit_feed")
+    admin = client_package.AuthenticatedClient(base_url=bridge, token=TOKEN)
+
+    made = create.sync(client=admin, body=models.SubscriptionCreate.from_dict({"delivery": "pull"}))
+    assert isinstance(made, models.SubscriptionWithSecret) and made.delivery == "pull"
+    token = tokens.sync(client=admin, subscription_id=made.id)
+    reader = client_package.AuthenticatedClient(base_url=bridge, token=token.token)
+    page = read.sync(client=reader, subscription_id=made.id, limit=10, wait=0.0)
+    assert isinstance(page, models.FeedPageView) and page.data == []
+    done = commit.sync(
+        client=reader, subscription_id=made.id, body=models.FeedCommit(cursor=page.meta.next_cursor)
+    )
+    assert isinstance(done, models.FeedCommitted) and done.waiting == 0
+    other = create.sync(client=admin, body=models.SubscriptionCreate.from_dict({"delivery": "pull"}))
+    refused = read.sync_detailed(client=reader, subscription_id=other.id)
+    assert refused.status_code == 403 and isinstance(refused.parsed, models.ErrorBody)

@@ -230,3 +230,28 @@ def test_a_read_only_token_sees_everything_and_no_change_button(page: Any, stack
     expect(page.locator("#event-detail h3").first).to_have_text("Deliveries")
     expect(page.get_by_role("button", name="Redeliver")).to_have_count(0)
     shot(page, "read-only")
+
+
+def test_create_a_pull_subscription_and_see_its_waiting_events(page: Any, stack: Stack) -> None:
+    expect = sync_api.expect
+    sign_in(page)
+    go(page, "subscriptions", "#subscriptions-table")
+    page.get_by_text("New subscription").click()
+    form = page.locator("#create-subscription")
+    form.locator("select[name=delivery]").select_option("pull")
+    form.locator("input[name=description]").fill("a feed for the office")
+    form.get_by_role("button", name="Create subscription").click()
+    expect(page.locator("#flash")).to_contain_text("Pull subscription")
+    made = next(
+        s
+        for s in stack.api("GET", "/v1/subscriptions")["data"]
+        if s["description"] == "a feed for the office"
+    )
+    assert made["delivery"] == "pull" and made["url"] is None
+    page.reload()
+    row = page.locator(f"tr[data-subscription='{made['id']}']")
+    expect(row).to_contain_text(f"{made['pending_deliveries']} events waiting to be read")
+    expect(row.locator(".badge").first).to_have_text("pull")
+    for absent in ("Send test", "Rotate secret"):  # nothing is ever sent to it
+        expect(row.get_by_role("button", name=absent)).to_have_count(0)
+    shot(page, "subscription-pull")

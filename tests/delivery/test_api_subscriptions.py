@@ -107,7 +107,7 @@ async def test_the_list_pages_by_id_with_a_cursor(client: httpx.AsyncClient) -> 
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        ({"url": 5}, ["url", "Expected `str`"]),
+        ({"url": 5}, ["url", "Expected `str | null`, got `int`"]),
         ({}, ["url"]),
         ({"url": "http://127.0.0.1/x", "event_types": ["learner.updatd", "x.*"]}, ["learner.updatd", "x.*"]),
         ({"url": "http://127.0.0.1/x", "event_types": []}, ["event_types", "empty"]),

@@ -3,6 +3,7 @@ because every multi-key script and transaction stays within one hash tag."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -25,6 +26,14 @@ async def test_detects_and_delivers_on_a_redis_cluster(simulator_factory: Any) -
         async with running_bridge(settings) as services, api(services) as client:
             created = await client.post("/v1/subscriptions", json={"url": f"{hook.url}/d6"})
             assert created.status_code == 201, created.text
+            pull = (await client.post("/v1/subscriptions", json={"delivery": "pull"})).json()["id"]
+            token = (await client.post(f"/v1/subscriptions/{pull}/tokens")).json()["token"]
+            feed = f"/v1/subscriptions/{pull}/feed"
+            reader = httpx.AsyncClient(
+                transport=client._transport,
+                base_url=client.base_url,
+                headers={"Authorization": f"Bearer {token}"},
+            )
             for school in (1000, 1001, 1002):
                 await wait_for(lambda s=school: _polled(services, s), what=f"baseline of {school}")
             learner = (await control.get("/schools/1001/learners")).json()["data"][0]
@@ -39,6 +48,19 @@ async def test_detects_and_delivers_on_a_redis_cluster(simulator_factory: Any) -
             assert {e["type"] for e in listed} >= {"integration.activated", "learner.updated"}
             ready = await client.get("/health/ready")
             assert ready.status_code == 200, ready.text
+
+            # The pull feed: read with its token, committed, and a long-poll woken by the next change.
+            page = (await reader.get(feed, params={"limit": 500})).json()
+            assert update["id"] in [e["id"] for e in page["data"]]
+            cursor = page["meta"]["next_cursor"]
+            assert (await reader.post(f"{feed}/commit", json={"cursor": cursor})).status_code == 200
+            waiting = asyncio.create_task(reader.get(feed, params={"wait": 20}))
+            await asyncio.sleep(0.5)
+            assert not waiting.done()
+            await control.patch(f"/schools/1001/learners/{learner['learner_id']}", json={"grade": "2"})
+            woken = (await waiting).json()["data"]
+            assert [e["type"] for e in woken] == ["learner.updated"]
+            await reader.aclose()
 
 
 async def _polled(services: Any, school_id: int) -> bool:

@@ -13,7 +13,7 @@ export async function deadLetters() {
   ]);
   const form = el("form", { class: "filters", id: "dead-letter-filters" },
     el("label", {}, "Subscription", el("select", { name: "subscription_id" }, el("option", { value: "" }, "any"),
-      subs.map((s) => el("option", { value: s.id, selected: s.id === filters.subscription_id }, `${s.url} (${s.id})`)))),
+      subs.map((s) => el("option", { value: s.id, selected: s.id === filters.subscription_id }, `${s.url ?? "pull feed"} (${s.id})`)))),
     el("label", {}, "School id", el("input", { name: "school_id", type: "number", min: 0, value: filters.school_id })),
     el("button", { type: "submit" }, "Filter"));
   form.addEventListener("submit", (event) => {

@@ -96,7 +96,7 @@ export function showSecret(subscription, note) {
   const box = $("secret");
   box.hidden = false;
   box.replaceChildren(
-    el("p", {}, `${note} Signing secret for ${subscription.id} (${subscription.url}); it is shown only now:`),
+    el("p", {}, `${note} Signing secret for ${subscription.id} (${subscription.url ?? "pull feed"}); it is shown only now:`),
     el("code", { id: "secret-value" }, subscription.secret),
     button("Done", dropSecret));
 }

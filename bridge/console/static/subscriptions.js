@@ -11,6 +11,9 @@ const HOUR_MS = 3600_000;
 const path = (s, tail = "") => `/v1/subscriptions/${enc(s.id)}${tail}`;
 /** Whether the bridge takes `fields`, `redact` and `payload` (a subscription then carries `payload`). */
 const shapes = (s) => "payload" in s;
+const pulled = (s) => s.delivery === "pull";
+/** How a subscription is named: its URL, or for a pull subscription its id. */
+export const nameOf = (s) => (pulled(s) ? `pull feed ${s.id}` : s.url);
 
 export async function subscriptions() {
   const subs = (await everything("/v1/subscriptions")).sort((a, b) => a.created_at.localeCompare(b.created_at));
@@ -23,7 +26,9 @@ export async function subscriptions() {
     const attempts = recent[n].data;
     const failed = attempts.find((a) => a.outcome !== "ok");
     return el("tr", { "data-subscription": s.id },
-      el("td", { class: "url" }, s.url, s.description ? el("div", { class: "muted" }, s.description) : ""),
+      el("td", { class: "url" },
+        pulled(s) ? [badge("pull"), ` ${plural(s.pending_deliveries ?? 0, "event")} waiting to be read`] : s.url,
+        s.description ? el("div", { class: "muted" }, s.description) : ""),
       el("td", {}, `events: ${list(s.event_types, "all")}`, el("br"), `schools: ${list(s.school_ids, "all")}`,
         shaping(s)),
       el("td", {}, badge(s.enabled ? "enabled" : "disabled"),
@@ -42,11 +47,11 @@ export async function subscriptions() {
             flash(`Subscription ${s.id} ${s.enabled ? "disabled" : "enabled"}.`);
             await shell.render();
           }),
-          button("Rotate secret", async () => {
+          pulled(s) ? "" : button("Rotate secret", async () => {
             showSecret(await api(path(s, "/rotate-secret"), { method: "POST" }),
               "The old secret keeps signing alongside for 24 hours.");
           }),
-          button("Send test", async () => {
+          pulled(s) ? "" : button("Send test", async () => {
             const t = await api(path(s, "/test"), { method: "POST" });
             await shell.render();
             flash(t.success ? `Test delivered: HTTP ${t.status_code} in ${t.duration_ms.toFixed(0)} ms.`
@@ -122,19 +127,26 @@ function filterBody(f) {
 
 function createForm() {
   const form = el("form", { class: "create", id: "create-subscription" },
+    el("label", {}, "Delivery", el("select", { name: "delivery" },
+      el("option", { value: "webhook", selected: true }, "webhook (POSTed to a URL)"),
+      el("option", { value: "pull" }, "pull (read from its feed: no URL)"))),
     el("label", {}, "URL", el("input", { name: "url", type: "url", required: true, placeholder: "https://example.org/webhooks/d6" })),
     ...filterFields(),
     el("label", { class: "inline" }, el("input", { name: "ordered", type: "checkbox", checked: true }), "ordered"),
     el("button", { type: "submit" }, "Create subscription"));
+  form.elements.delivery.addEventListener("change", () => {
+    form.elements.url.required = form.elements.delivery.value === "webhook";
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const f = form.elements;
-    const body = { url: f.url.value.trim(), ordered: f.ordered.checked };
+    const body = f.delivery.value === "pull" ? { delivery: "pull" } : { url: f.url.value.trim(), ordered: f.ordered.checked };
     for (const [key, value] of Object.entries(filterBody(f))) if (value !== null) body[key] = value;
     try {
       const created = await api("/v1/subscriptions", { method: "POST", body });
       await shell.render();
-      showSecret(created, "Subscription created.");
+      if (pulled(created)) flash(`Pull subscription ${created.id} created: its reader reads GET ${path(created, "/feed")} with a subscription token.`);
+      else showSecret(created, "Subscription created.");
     } catch (error) { flash(error.message, "error"); }
   });
   return el("details", {}, el("summary", {}, "New subscription"), form);
@@ -154,7 +166,7 @@ function fieldsOf(text) {
 
 function editForm(detail, s) {
   const form = el("form", { class: "create", id: "edit-subscription" },
-    el("label", {}, "URL", el("input", { name: "url", type: "url", required: true, value: s.url })),
+    pulled(s) ? "" : el("label", {}, "URL", el("input", { name: "url", type: "url", required: true, value: s.url })),
     ...filterFields(s),
     el("label", { class: "inline" }, el("input", { name: "enabled", type: "checkbox", checked: s.enabled }), "enabled"),
     shapes(s) ? [
@@ -169,7 +181,8 @@ function editForm(detail, s) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const f = form.elements;
-    const body = { url: f.url.value.trim(), enabled: f.enabled.checked, ...filterBody(f) };
+    const body = { enabled: f.enabled.checked, ...filterBody(f) };
+    if (!pulled(s)) body.url = f.url.value.trim();
     if (shapes(s)) {
       body.fields = fieldsOf(f.fields.value);
       body.redact = f.redact.value.trim() ? commaList(f.redact.value) : null;
@@ -181,7 +194,7 @@ function editForm(detail, s) {
       flash(`Subscription ${s.id} saved.`);
     } catch (error) { flash(error.message, "error"); }
   });
-  detail.replaceChildren(el("h2", {}, `Edit ${s.url}`), form);
+  detail.replaceChildren(el("h2", {}, `Edit ${nameOf(s)}`), form);
 }
 
 function replayForm(detail, s) {
@@ -199,10 +212,10 @@ function replayForm(detail, s) {
     if (f.until.value) body.until = isoOf(f.until.value);
     try {
       const result = await api(path(s, "/replay"), { method: "POST", body });
-      flash(`Replay to ${s.url}: ${plural(result.queued, "event")} queued.`);
+      flash(`Replay to ${nameOf(s)}: ${plural(result.queued, "event")} queued.`);
     } catch (error) { flash(error.message, "error"); }
   });
-  detail.replaceChildren(el("h2", {}, `Replay a time window to ${s.url}`),
+  detail.replaceChildren(el("h2", {}, `Replay a time window to ${nameOf(s)}`),
     el("p", { class: "hint" }, "Every event of the window that the subscription matches is sent again, oldest first."),
     form);
 }
@@ -211,7 +224,7 @@ async function showAttempts(detail, s) {
   const [one, page] = await Promise.all([api(path(s)), api(path(s, "/deliveries?limit=25"))]);
   const box = el("div", { id: "attempt-detail" });
   detail.replaceChildren(
-    el("h2", {}, `Attempts to ${s.url}`),
+    el("h2", {}, `Attempts to ${nameOf(s)}`),
     el("p", {}, `${one.pending_deliveries ?? 0} pending, ${one.dead_letters ?? 0} dead letters.`),
     table(["Time", "Event", "Attempt", "Outcome", "Answer", "ms", ""], page.data.map((a) => el("tr", {},
       el("td", {}, ago(a.time)),

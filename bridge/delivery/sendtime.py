@@ -1,0 +1,81 @@
+"""A delivery as the subscription is now: the one rule for what is sent (worker.py) or read (feed.py).
+
+A delivery is sent, or read from a feed, as the subscription is when that happens, whatever queued it
+(docs/delivery.md): `withheld` says when it is dropped instead, `recut` cuts its body again when the
+subscription changed since the body was cut, and `as_now` does both.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from bridge.delivery.models import Delivery, EventSource, Subscription, TraceOutcome
+from bridge.delivery.projection import decode, project, shape_of
+from bridge.delivery.queue import DeliveryQueue
+from bridge.events.log import ERASED
+
+
+def withheld(
+    subscription: Subscription, delivery: Delivery, *, erasing: frozenset[str], expired_before: float
+) -> TraceOutcome | None:
+    """Why a delivery is dropped instead of sent, if it is: its event is being erased (`erased`); it has
+    waited since before `expired_before` (the retention: `expired`, one the retention pass did not see, an
+    earlier delivery of an event redelivered since); the subscription changed since and its `event_types` or
+    `school_ids` no longer match the event (`skipped`; a redelivery named to a subscription goes regardless
+    of its filters as they were when asked)."""
+    if erasing and delivery.event_id in erasing:
+        return "erased"
+    if delivery.created_at < expired_before:
+        return "expired"
+    if delivery.shaped_at < subscription.updated_at and not subscription.matches(
+        delivery.event_type, delivery.school_id
+    ):
+        return "skipped"
+    return None
+
+
+async def recut(
+    events: EventSource | None, subscription: Subscription, delivery: Delivery
+) -> Delivery | TraceOutcome:
+    """The delivery with its body cut again by the subscription's options as they are now, from the
+    event's envelope in the log (a body cut before cannot give back what it left out: a `redact` or
+    `fields` taken off must bring the values back); from the stored body when the log has the event no
+    more (that can only narrow it). `skipped` for an update whose changes all fall outside `fields` now,
+    `erased` for an event the log says was erased."""
+    logged = None if events is None else await events.get(delivery.event_id)
+    envelope = decode(delivery.body if logged is None else logged.body)
+    if logged is not None and envelope.data == ERASED:
+        return "erased"
+    shape = shape_of(subscription)
+    if shape is None:
+        body: bytes | None = delivery.body if logged is None else logged.body
+    else:
+        body = project(envelope, shape)
+    if body is None:
+        return "skipped"
+    return msgspec.structs.replace(delivery, body=body, projected_at=subscription.updated_at)
+
+
+async def as_now(
+    queue: DeliveryQueue,
+    events: EventSource | None,
+    subscription: Subscription,
+    delivery: Delivery,
+    *,
+    erasing: frozenset[str],
+    expired_before: float,
+) -> Delivery | TraceOutcome:
+    """The delivery as the subscription, as it is now, wants it: itself, or its body cut again (`recut`);
+    or why it is not sent (`withheld`, or what `recut` found), having dropped it from the queue."""
+    outcome = withheld(subscription, delivery, erasing=erasing, expired_before=expired_before)
+    if outcome is None and delivery.shaped_at < subscription.updated_at:
+        cut = await recut(events, subscription, delivery)
+        if isinstance(cut, Delivery):
+            return cut
+        outcome = cut
+    if outcome is None:
+        return delivery
+    await queue.drop(subscription.id, delivery, now=time.time(), outcome=outcome, leased_too=True)
+    return outcome
