@@ -30,12 +30,17 @@ from litestar import Litestar
 from redis.exceptions import RedisError
 
 from bridge import __version__, metrics
+from bridge.api.commands import Commands
 from bridge.api.health import Health
 from bridge.api.metrics import Gauges
 from bridge.api.records import Records
 from bridge.api.schools import Schools
 from bridge.api.wiring import API_ROUTES, build_api, parts
 from bridge.api.wiring import MAX_REQUEST_BODY_BYTES as MAX_REQUEST_BODY_BYTES  # suites read it here
+from bridge.commands.d6 import D6Writer
+from bridge.commands.models import Command
+from bridge.commands.runner import CommandRunner
+from bridge.commands.store import CommandStore
 from bridge.console import console_routes
 from bridge.d6.budget import RedisBudget
 from bridge.d6.client import D6Client
@@ -108,6 +113,8 @@ class Services:
     resyncs: Resyncs
     feed: Feed
     tokens: TokenStore
+    commands: CommandStore
+    runner: CommandRunner
     replica_id: str
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -235,6 +242,25 @@ class Services:
             recent_reset=marker.recent_reset,
             planned_due=planner.due if planner is not None else None,
         )
+        commands = CommandStore(redis, keys)
+
+        def written(school_id: int, command: Command) -> None:
+            """A write succeeded: poll what it changed at once, so its event follows soon."""
+            for resource in ("notes", "promises"):
+                if resource in settings.resources:
+                    scheduler.request_poll(school_id, resource)
+
+        async def denied(school_id: int) -> None:
+            await watcher.deny(school_id)
+
+        runner = CommandRunner(
+            commands,
+            Lease(redis, keys, scripts, name="command"),
+            D6Writer(d6),
+            retry_schedule=settings.command_retry_schedule,
+            on_written=written,
+            on_denied=denied,
+        )
         return cls(
             settings=settings,
             redis=redis,
@@ -260,6 +286,8 @@ class Services:
             resyncs=resyncs,
             feed=feed,
             tokens=TokenStore(redis, keys, subscriptions),
+            commands=commands,
+            runner=runner,
             replica_id=replica_id,
         )
 
@@ -268,6 +296,7 @@ class Services:
         log.info("bridge starting", replica=self.replica_id, version=__version__)
         await self.worker.start()
         self.resyncs.start_loop()
+        self.runner.start()
         self.handoff.start()
         self.scheduler.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
@@ -283,6 +312,7 @@ class Services:
         await self.handoff.stop()
         await self.feed.notices.stop()
         await self.resyncs.stop_loop()
+        await self.runner.stop()
         await self.worker.stop(grace)
         await self.poller.aclose()
         await self.d6.aclose()
@@ -296,6 +326,7 @@ class Services:
         States: active (polled), failing (active, its last poll failed), inactive, denied, revoked.
         """
         metrics.POLL_LAG.set(self.scheduler.max_lag_seconds())
+        metrics.COMMANDS_WAITING.set(await self.commands.waiting())
         active = await self.watcher.active_schools()
         known = sorted(set(await self.snapshots.known_schools()) | active)
         pairs = await self.snapshots.integration_pair_counts(known)
@@ -388,6 +419,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         resyncs=services.resyncs,
         feed=services.feed,
         tokens=services.tokens,
+        commands=Commands(store=services.commands, watcher=services.watcher, runner=services.runner),
     )
     return build_api(
         settings, [*API_ROUTES, console_routes], api, lifespan=[lifespan], tokens=services.tokens

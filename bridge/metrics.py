@@ -253,6 +253,22 @@ DELIVERIES_IN_FLIGHT: Final = Gauge(
     "Delivery attempts running in this process now (at most BRIDGE_DELIVERY_CONCURRENCY).",
     registry=REGISTRY,
 )
+# -- write-back ---------------------------------------------------------------------------------------
+
+COMMAND_KINDS: Final = ("create_note", "update_note", "delete_note", "delete_promise")
+COMMAND_OUTCOMES: Final = ("succeeded", "failed")
+COMMANDS: Final = Counter(
+    f"{PREFIX}_commands",
+    "Write-back commands finished, by kind (create_note, update_note, delete_note, delete_promise) and "
+    "outcome (succeeded, failed). Retried attempts are not counted; their log lines are.",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+COMMANDS_WAITING: Final = Gauge(
+    f"{PREFIX}_commands_waiting",
+    "Schools with write-back commands waiting to be sent (shared store).",
+    registry=REGISTRY,
+)
 SCRAPE_REFRESH_FAILURES: Final = Counter(
     f"{PREFIX}_scrape_refresh_failures",
     "Scrapes whose store-backed values (pending deliveries, dead letters, subscriptions, schools) could "
@@ -265,5 +281,8 @@ for _outcome in DELIVERY_OUTCOMES:
     DELIVERIES.labels(outcome=_outcome)
 for _state in SUBSCRIPTION_STATES:
     SUBSCRIPTIONS.labels(state=_state)
+for _kind in COMMAND_KINDS:
+    for _done in COMMAND_OUTCOMES:
+        COMMANDS.labels(kind=_kind, outcome=_done)
 for _state in SCHOOL_STATES:
     SCHOOLS.labels(state=_state)

@@ -20,6 +20,7 @@ from bridge.errors import SettingsError
 T = TypeVar("T")
 
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+DEFAULT_COMMAND_RETRY_SCHEDULE = (2, 10, 30, 120, 600)
 REDIS_SCHEMES = ("redis", "rediss", "unix", "memory")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 POLL_JITTER_SHARE = 0.1
@@ -54,6 +55,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     debtor_scope: Literal["all", "active"] = "all"
     emit_initial_snapshot: bool = False
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    command_retry_schedule: tuple[float, ...] = DEFAULT_COMMAND_RETRY_SCHEDULE
+    """Seconds between attempts of a write-back command after a 429, 5xx or unknown outcome."""
     delivery_timeout_seconds: float = 15.0
     delivery_concurrency: int = 64
     disable_after_hours: float = 120.0
@@ -142,6 +145,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, isatty: bool | No
         ),
         emit_initial_snapshot=env.flag("BRIDGE_EMIT_INITIAL_SNAPSHOT", d.emit_initial_snapshot),
         retry_schedule=env.schedule("BRIDGE_RETRY_SCHEDULE", d.retry_schedule),
+        command_retry_schedule=env.schedule("BRIDGE_COMMAND_RETRY_SCHEDULE", d.command_retry_schedule),
         delivery_timeout_seconds=env.number(
             "BRIDGE_DELIVERY_TIMEOUT_SECONDS", d.delivery_timeout_seconds, minimum=0.1
         ),

@@ -48,6 +48,8 @@ DOCUMENTED_SERIES = {
     "d6_bridge_pending_deliveries",
     "d6_bridge_dead_letters",
     "d6_bridge_subscriptions",
+    "d6_bridge_commands_total",
+    "d6_bridge_commands_waiting",
 }
 
 

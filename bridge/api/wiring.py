@@ -19,6 +19,7 @@ handler names, so a missing part fails at once, not on the first request).
     ErasureController        eraser (snapshots, event log, outbox, subscriptions: delivery/erasure.py)
     SubscriptionController   also resyncs (`POST .../resync`: delivery/resync.py)
     FeedController           subscriptions, feed (a pull subscription's feed and stream: delivery/feed.py)
+    CommandController        commands (the command store, the watcher, the runner: bridge/commands/)
     SubscriptionTokensController  tokens (the `TokenStore`), subscriptions, events (one event as a
                              subscription receives it)
     whoami                   nothing (the caller, as the guards found it)
@@ -42,6 +43,7 @@ from litestar.types import ControllerRouterHandler
 
 from bridge import __version__
 from bridge.api.auth import whoami
+from bridge.api.commands import CommandController, Commands
 from bridge.api.contract import SECURITY_SCHEMES, MetaSchemaPlugin, StrictStructSchemaPlugin, operation_id
 from bridge.api.deliveries import DeliveriesController
 from bridge.api.docs import SCHEMA_PATH, render_plugins
@@ -84,6 +86,7 @@ API_ROUTES: Final[Sequence[ControllerRouterHandler]] = (
     StatsController,
     ErasureController,
     SubscriptionTokensController,
+    CommandController,
     whoami,
 )
 """Every controller of the API (the console's static files are mounted next to them by `create_app`)."""
@@ -111,6 +114,7 @@ def parts(
     resyncs: Resyncs | None = None,
     tokens: TokenStore | None = None,
     feed: Feed | None = None,
+    commands: Commands | None = None,
 ) -> dict[str, Provide]:
     """The `Provide` of each part given, under the parameter name the handlers use for it."""
     given = {
@@ -125,6 +129,7 @@ def parts(
         "resyncs": resyncs,
         "tokens": tokens,
         "feed": feed,
+        "commands": commands,
     }
     return {name: provide(part) for name, part in given.items() if part is not None}
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
+from bridge.d6 import writes
 from bridge.d6.budget import Budget, LocalBudget
 from bridge.d6.endpoints import (
     ACCOUNTABLE_PERSONS,
@@ -22,9 +23,10 @@ from bridge.d6.endpoints import (
     Endpoint,
     endpoint_for,
 )
-from bridge.d6.http import D6Http, ResponseHook, RetryPolicy, error_for, parse_error
+from bridge.d6.http import ResponseHook, RetryPolicy, error_for, parse_error
 from bridge.d6.pagination import Page, paginate
 from bridge.d6.records import Record, integration_key, normalise, normalise_in_place, record_id
+from bridge.d6.writes import NoteBody, WriteHttp
 from bridge.errors import D6MalformedResponse
 
 log = structlog.get_logger(__name__)
@@ -85,7 +87,7 @@ class D6Client:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.budget: Budget = budget if budget is not None else LocalBudget(settings.d6_max_rps)
-        self.http = D6Http(
+        self.http = WriteHttp(
             base_url=settings.d6_base_url,
             username=settings.d6_username,
             password=settings.d6_password,
@@ -312,6 +314,37 @@ class D6Client:
                 school_id=school_id,
             )
         return normalise(data)
+
+    # debtor-note writes (bridge/d6/writes.py): one attempt each, outcomes as types, never retried here
+
+    async def create_note(self, school_id: int, body: NoteBody) -> int:
+        """Create Note; returns the new `note_id`."""
+        return await writes.create_note(self.http, school_id, body)
+
+    async def update_note(self, school_id: int, note_id: int, body: NoteBody) -> None:
+        await writes.update_note(self.http, school_id, note_id, body)
+
+    async def delete_note(self, school_id: int, note_id: int) -> None:
+        await writes.delete_note(self.http, school_id, note_id)
+
+    async def delete_promise(self, school_id: int, promise_id: int) -> None:
+        await writes.delete_promise(self.http, school_id, promise_id)
+
+    async def notes_of(
+        self, school_id: int, accountable_person_id: int, *, include_deleted: bool = True
+    ) -> list[Record]:
+        """Every note of one person, with its `promise_to_pays` (Get Note(s), all pages; retried as reads
+        are): what a create whose outcome was unknown looks in. Deleted notes too by default, so a note
+        made and deleted since is still found."""
+        return await _collect(
+            self.scan_endpoint(
+                writes.DEBTOR_NOTES,
+                school_id,
+                accountable_person_id=accountable_person_id,
+                include_deleted=include_deleted or None,
+                include_promise_to_pays=True,
+            )
+        )
 
     @staticmethod
     def _checked(endpoint: Endpoint, record: Record, school_id: int | None) -> Record:

@@ -301,6 +301,12 @@ class DeliveryService:
         queued = [(s, t) for s, t in found if t.delivered_at is None and t.outcome is None]
         rows = await self._queue.standing([(s.id, t.delivery_id) for s, t in queued])
         live = {subscription.id: row for (subscription, _), row in zip(queued, rows, strict=True)}
+        # A delivery that ended between the two reads has no record left: its trace, read again, tells how.
+        ended = [(s, t) for s, t in queued if live[s.id][0] is None]
+        if ended:
+            again = await self._queue.event_traces([s.id for s, _ in ended], event_id)
+            newer = {s.id: t for (s, _), t in zip(ended, again, strict=True) if t is not None}
+            found = [(s, newer.get(s.id, t)) for s, t in found]
         states = []
         for subscription, trace in found:
             if trace.outcome is not None:

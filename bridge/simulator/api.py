@@ -1,8 +1,9 @@
 """The `/api` mount: a lean ASGI handler in front of the d6 endpoints.
 
 It is plain ASGI rather than Litestar routes because it must do what a framework would smooth over:
-send truncated JSON, wrong shapes and exact d6 error bodies, and serve a 10,000-record scan in well
-under a second. Every request passes the same steps: route, credentials, faults, answer, count.
+send truncated JSON, wrong shapes and exact d6 error bodies, drop a connection after a write commits,
+and serve a 10,000-record scan in well under a second. Every request passes the same steps: route,
+credentials, faults, answer, count.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from bridge.simulator.config import SimulatorConfig
 from bridge.simulator.endpoints import Reply, failure
 from bridge.simulator.faults import FaultPlan, Faults, error_body
 from bridge.simulator.finance_endpoints import FinanceEndpoints
+from bridge.simulator.note_writes import NoteWrites
 from bridge.simulator.state import School, World
 from bridge.simulator.stats import RequestEntry, RequestStats
 from bridge.simulator.table import Cursor, encode_cursor
 from bridge.simulator.validation import as_int
+from bridge.simulator.write_faults import WriteFaults
 
 ENCODER = msgspec.json.Encoder()
 PREFIX = "/api"
@@ -43,7 +46,11 @@ FINANCE_RESOURCES = (
 )
 REPORTS = ("ageanalysis", "financialtransactions")
 """Reports have no `/{id}` form."""
+WRITABLE_NOTES = "debtornotes/notes"
+WRITABLE_PROMISES = "debtornotes/promisetopays"
 JSON_HEADERS = [(b"content-type", b"application/json")]
+DROPPED = 0
+"""The status the request log gives a write whose connection was dropped: no answer was sent."""
 
 Scope = Mapping[str, Any]
 Receive = Any
@@ -63,10 +70,18 @@ def v1_error(status: int, error: str, description: str) -> Reply:
 class D6Api:
     """Everything d6 serves, with the simulator's faults and counters wrapped around it."""
 
-    def __init__(self, world: World, config: SimulatorConfig, faults: Faults, stats: RequestStats) -> None:
+    def __init__(
+        self,
+        world: World,
+        config: SimulatorConfig,
+        faults: Faults,
+        stats: RequestStats,
+        writes: WriteFaults | None = None,
+    ) -> None:
         self.config = config
         self.faults = faults
         self.stats = stats
+        self.writes = writes if writes is not None else WriteFaults()
         self.endpoints = FinanceEndpoints(world, config)
         self._username = config.username.encode()
         self._password = config.password.encode()
@@ -90,7 +105,6 @@ class D6Api:
         body = await read_body(receive) if method in ("POST", "PATCH", "PUT") else b""
 
         endpoint, reply = await self._answer(method, path, query, headers, school_id, body)
-        encoded = reply.body if isinstance(reply.body, bytes) else ENCODER.encode(reply.body)
         self.stats.record(
             f"{method} {endpoint}",
             RequestEntry(
@@ -99,9 +113,13 @@ class D6Api:
                 path=PREFIX + path,
                 query=query,
                 school_id=school_id,
-                status=reply.status,
+                status=DROPPED if reply.drop else reply.status,
             ),
         )
+        if reply.drop:
+            await drop_connection(receive, send)
+            return
+        encoded = reply.body if isinstance(reply.body, bytes) else ENCODER.encode(reply.body)
         response_headers = [*JSON_HEADERS, (b"content-length", str(len(encoded)).encode()), *reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": encoded})
@@ -147,7 +165,7 @@ class D6Api:
     ) -> Reply:
         if resource is None:
             return v1_error(404, "Not Found", "The requested resource does not exist")
-        allowed = ("GET", "POST", "PATCH") if resource == "clientintegrations" else ("GET",)
+        allowed = allowed_methods(resource, record_id)
         if method not in allowed:
             return not_allowed(allowed)
         credentials = self._check_credentials(headers)
@@ -171,7 +189,28 @@ class D6Api:
             return endpoints.learners(school, query, record_id)
         if resource == "accountablepersons":
             return endpoints.accountable_persons(school, query, record_id)
+        if method != "GET":
+            return self._write(method, resource, record_id, school, body)
         return endpoints.finance(resource, school, query, record_id)
+
+    def _write(self, method: str, resource: str, record_id: int | None, school: School, body: bytes) -> Reply:
+        """A debtor-note write: the armed write faults first (fail without committing), then the write; a
+        write that succeeded may lose its answer (`drop`)."""
+        failed = self.writes.failure(school.school_id)
+        if failed is not None:
+            return failed
+        notes = NoteWrites(school.finance.ensure())
+        if resource == WRITABLE_PROMISES:
+            reply = notes.delete_promise(record_id)
+        elif method == "POST":
+            reply = notes.create(decode_json(body))
+        elif method == "PATCH":
+            reply = notes.update(record_id, decode_json(body))
+        else:
+            reply = notes.delete(record_id)
+        if 200 <= reply.status < 300 and self.writes.take_drop(school.school_id):
+            reply.drop = True
+        return reply
 
     def _check_credentials(self, headers: dict[bytes, bytes]) -> Reply | None:
         """d6 answers credential problems in the v1 shape; compared in constant time."""
@@ -216,6 +255,18 @@ class D6Api:
         return reply, repeated
 
 
+def allowed_methods(resource: str, record_id: int | None) -> tuple[str, ...]:
+    """The methods a path takes. The debtor notes' PATCH and DELETE without an id are answered (400 "The
+    Note ID is required", as the fact sheets show), so they count as allowed."""
+    if resource == "clientintegrations":
+        return ("GET", "POST", "PATCH")
+    if resource == WRITABLE_NOTES:
+        return ("GET", "PATCH", "DELETE") if record_id is not None else ("GET", "POST", "PATCH", "DELETE")
+    if resource == WRITABLE_PROMISES:
+        return ("GET", "DELETE")
+    return ("GET",)
+
+
 def route(path: str) -> tuple[str, str | None, int | None]:
     """(template for counters, resource name or None when unknown, record id or None)."""
     if path == CLIENT_INTEGRATIONS:
@@ -237,6 +288,23 @@ def route(path: str) -> tuple[str, str | None, int | None]:
     # A non-numeric id names no record: d6 answers "does not exist", so -1 (never an id) does the same.
     record_id = as_int(tail)
     return f"{DEBT}{resource}/{{id}}", resource, record_id if record_id is not None else -1
+
+
+async def drop_connection(receive: Receive, send: Send) -> None:
+    """Close the connection without a byte of answer, as a d6 that died after committing would.
+
+    Under uvicorn the transport is reachable from `receive` (a method of its request cycle) and is aborted;
+    the loop then turns once or twice so the server sees the loss and does not answer 500 itself. Any other
+    server gets an answer started and never finished, which a client cannot read either.
+    """
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    abort = getattr(transport, "abort", None)
+    if callable(abort):
+        abort()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return
+    await send({"type": "http.response.start", "status": 500, "headers": [(b"content-length", b"64")]})
 
 
 async def read_body(receive: Receive) -> bytes:

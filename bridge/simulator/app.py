@@ -30,7 +30,7 @@ __all__ = ["Simulator", "SimulatorConfig", "create_simulator_app", "run_simulato
 def create_simulator_app(config: SimulatorConfig) -> Litestar:
     """A simulator whose state lives in this app alone (also reachable as `app.state.simulator`)."""
     simulator = Simulator(config)
-    d6 = D6Api(simulator.world, config, simulator.faults, simulator.stats)
+    d6 = D6Api(simulator.world, config, simulator.faults, simulator.stats, simulator.writes)
 
     async def serve_d6(scope: Scope, receive: Receive, send: Send) -> None:
         # Litestar's mount rewrote `path` to the part after `/api/`; restore it so access logs show

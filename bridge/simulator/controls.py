@@ -1,7 +1,7 @@
 """The `/_sim/` controls: how tests and demos steer the simulator (no credentials, JSON in and out).
 
-Counters, faults, schools and their integrations, records, churn. Every handler gets the one
-`Simulator` of its app by dependency injection; nothing here is global.
+Counters, faults (of every request, and of the writes alone), schools and their integrations, records,
+churn. Every handler gets the one `Simulator` of its app by dependency injection; nothing here is global.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from bridge.simulator.ledger import Calendar
 from bridge.simulator.state import School, World
 from bridge.simulator.stats import RequestStats
 from bridge.simulator.table import NotFound, Record
+from bridge.simulator.write_faults import DropSpec, FailSpec, WriteFaults
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -35,6 +36,7 @@ class Simulator:
         pinned = dt.date.fromisoformat(config.today) if config.today else None
         self.world = World(config.seed, Calendar(pinned))
         self.faults = Faults(config.seed)
+        self.writes = WriteFaults()
         self.stats = RequestStats()
         self.churn = Churn(self.world, config.churn, config.churn_skew)
         active = config.schools - config.inactive_schools
@@ -121,6 +123,31 @@ def set_faults(sim: Sim, data: JSONBody[FaultSpec]) -> dict[str, Any]:
 def clear_faults(sim: Sim) -> dict[str, Any]:
     sim.faults.clear()
     return sim.faults.describe()
+
+
+@get("/_sim/writes", sync_to_thread=False)
+def read_write_faults(sim: Sim) -> dict[str, Any]:
+    return sim.writes.describe()
+
+
+@post("/_sim/writes/drop", status_code=200, sync_to_thread=False)
+def drop_writes(sim: Sim, data: JSONBody[DropSpec]) -> dict[str, Any]:
+    """The next `times` writes that succeed commit, then the connection is dropped without an answer."""
+    sim.writes.arm_drop(data)
+    return sim.writes.describe()
+
+
+@post("/_sim/writes/fail", status_code=200, sync_to_thread=False)
+def fail_writes(sim: Sim, data: JSONBody[FailSpec]) -> dict[str, Any]:
+    """The next `times` writes answer `status` and change nothing."""
+    sim.writes.arm_fail(data)
+    return sim.writes.describe()
+
+
+@delete("/_sim/writes", status_code=200, sync_to_thread=False)
+def clear_write_faults(sim: Sim) -> dict[str, Any]:
+    sim.writes.clear()
+    return sim.writes.describe()
 
 
 @get("/_sim/churn", sync_to_thread=False)
@@ -254,6 +281,10 @@ CONTROL_HANDLERS = [
     read_faults,
     set_faults,
     clear_faults,
+    read_write_faults,
+    drop_writes,
+    fail_writes,
+    clear_write_faults,
     read_churn,
     set_churn,
     read_changes,

@@ -205,10 +205,26 @@ class DebtorNotes:
         if "communication_type_id" in fields:
             kind = changed["communication_type_id"]
             changed["communication_type"] = COMMUNICATION_TYPES.get(kind) if kind is not None else None
+        before, after = int(record[DEBTOR_ID]), int(changed[DEBTOR_ID])
+        if after != before:
+            self._debtor(after)
+            changed["debtor_code"] = self._code(after)
+            self._move(note_id, before, after)
         self.notes.put(note_id, changed)
         if changed != record:
             self._record("notes", note_id, "updated")
         return changed
+
+    def _move(self, note_id: int, before: int, after: int) -> None:
+        """A note given to another debtor takes its promises along (they are the note's)."""
+        self.notes_of.get(before, set()).discard(note_id)
+        self.notes_of.setdefault(after, set()).add(note_id)
+        for promise_id in sorted(self.promises_of_note.get(note_id, ())):
+            self.promises_of.get(before, set()).discard(promise_id)
+            self.promises_of.setdefault(after, set()).add(promise_id)
+            record = self.promises.records[promise_id]
+            self._put_promise({**record, DEBTOR_ID: after, "debtor_code": self._code(after)})
+            self._record("promises", promise_id, "updated")
 
     def purge_note(self, note_id: int) -> Record:
         """Gone for good, with its promises (d6 deletes softly; this is for testing `note.removed`)."""

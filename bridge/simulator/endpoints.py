@@ -19,7 +19,7 @@ from bridge.simulator.validation import Checks, body_boolean, body_integer
 class Reply:
     """An answer before encoding; `page` is set on collection answers (the fault injector needs it)."""
 
-    __slots__ = ("body", "cursor", "headers", "page", "status")
+    __slots__ = ("body", "cursor", "drop", "headers", "page", "status")
 
     def __init__(
         self,
@@ -34,6 +34,8 @@ class Reply:
         self.page = page
         self.cursor = cursor
         self.headers = headers or []
+        self.drop = False
+        """Committed, but the connection is dropped instead of answering (`/_sim/writes/drop`)."""
 
 
 def failure(status: int, message: str, **extra: Any) -> Reply:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from bridge.simulator.table import Cursor, decode_cursor
@@ -127,3 +128,51 @@ def body_boolean(body: dict[str, Any], name: str, errors: dict[str, str]) -> boo
         return value.strip().lower() in TRUE_WORDS
     errors[name] = f"The {label(name)} must be a boolean"
     return None
+
+
+_AMOUNT = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def body_date(value: Any, key: str, errors: dict[str, str]) -> dt.date | None:
+    """A `YYYY-MM-DD` date in a JSON body; `key` is where d6 files the error
+    (`promise_to_pays.0.date_promised`), its last part names the field in the message."""
+    name = key.rsplit(".", 1)[-1]
+    if value is None or value == "":
+        errors[key] = f"The {label(name)} field is required"
+        return None
+    try:
+        if not isinstance(value, str) or not _DATE.fullmatch(value.strip()):
+            raise ValueError(value)
+        return dt.date.fromisoformat(value.strip())
+    except ValueError:
+        errors[key] = f"The {label(name)} is not valid date format. Expected format is 'Y-m-d'."
+        return None
+
+
+def body_amount(value: Any, key: str, errors: dict[str, str]) -> int | None:
+    """A plain amount in cents: a JSON number or numeric text (`"100.00"`, no currency symbol, no
+    separators), above zero. More than two decimals are rounded to cents, as a money column would."""
+    name = key.rsplit(".", 1)[-1]
+    if value is None or value == "":
+        errors[key] = f"The {label(name)} field is required"
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        errors[key] = f"The {label(name)} must be a number."
+        return None
+    text = value.strip() if isinstance(value, str) else repr(value)
+    if isinstance(value, str) and not _AMOUNT.fullmatch(text):
+        errors[key] = f"The {label(name)} must be a number."
+        return None
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        errors[key] = f"The {label(name)} must be a number."
+        return None
+    if not amount.is_finite():
+        errors[key] = f"The {label(name)} must be a number."
+        return None
+    cents = int((amount * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    if cents <= 0:
+        errors[key] = f"The {label(name)} must be greater than 0."
+        return None
+    return cents

@@ -42,6 +42,12 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{s:1000}:lease:poll:owner     string: who holds it (diagnostics only)
     d6b:{s:1000}:fence                counter: fencing tokens, monotonic per school across lease names
     d6b:{s:1000}:poll                 hash: poll status (its fields are bridge/sync/status.py's)
+    d6b:{s:1000}:commands             hash: command id -> msgpack `Command` (bridge/commands/models.py)
+    d6b:{s:1000}:commands:queue       list: the school's commands not yet finished, in order (head first)
+    d6b:{commands}:due                zset: school id -> when its head command may be tried
+    d6b:{commands}:all                zset: "<school>:<command id>" by creation time (the listing)
+    d6b:{commands}:key:<digest>       string: an Idempotency-Key's command ("<school>:<id>:<body digest>"),
+                                      for 24 h; the key itself is kept only as its SHA-256 digest
     d6b:{schools}:known               set: every school id that ever committed
     d6b:{events}:loc                  hash: event id -> "<school_id>:<sequence>:<type>"
     d6b:{events}:idx                  zset (all scores 0, ordered by member = ULID event id = time)
@@ -303,6 +309,21 @@ class Keys(msgspec.Struct, frozen=True):
     def attempts(self, subscription_id: str) -> str:
         """Sorted set: the attempt log (msgpack `Attempt`, delivery/models.py) by attempt time."""
         return self._sub(subscription_id, "attempts")
+
+    def commands(self, school_id: int) -> str:
+        return f"{self.prefix}:{{s:{school_id}}}:commands"
+
+    def command_queue(self, school_id: int) -> str:
+        return f"{self.prefix}:{{s:{school_id}}}:commands:queue"
+
+    def commands_due(self) -> str:
+        return f"{self.prefix}:{{commands}}:due"
+
+    def commands_index(self) -> str:
+        return f"{self.prefix}:{{commands}}:all"
+
+    def command_key(self, digest: str) -> str:
+        return f"{self.prefix}:{{commands}}:key:{digest}"
 
     def feed(self, subscription_id: str) -> str:
         return self._sub(subscription_id, "feed")

@@ -328,7 +328,8 @@ async def test_finance_calls_need_the_school_header(
     wrong = await http.get(url, headers={**CREDENTIALS, "HTTP-X-PASSWORD": "nope", "HTTP-X-SCHOOLID": "1000"})
     assert wrong.status_code == 401
     assert wrong.json()["error"] == "Unauthorized"
-    assert (await http.post(url, headers={**CREDENTIALS, "HTTP-X-SCHOOLID": "1000"})).status_code == 405
+    # No finance read takes a PUT (Create Note is a POST of the notes path: test_note_writes.py).
+    assert (await http.put(url, headers={**CREDENTIALS, "HTTP-X-SCHOOLID": "1000"})).status_code == 405
 
 
 async def test_pagination_as_everywhere_else(d6: httpx.AsyncClient) -> None:

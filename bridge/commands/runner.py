@@ -1,0 +1,289 @@
+"""The command runner: sends each school's commands to d6 in order, one replica per school at a time, and
+records how each ended (docs/commands.md).
+
+Every serve process runs one loop. A step takes the schools whose head command is due and, for each whose
+`command` lease it gets (the per-school fencing lease the polls use, under another name), sends its
+commands one after another until the queue is empty or the head must wait. An attempt:
+
+- a create first reads that person's notes from d6 (once, before its first send): what was there before;
+- after an attempt whose outcome is unknown (a timeout or a connection lost after sending), a create reads
+  them again and, when a note matching it (person, date, type, text, promises) is there that was not before,
+  takes that note as its result instead of sending again: exactly once over d6's non-idempotent create. The
+  blind spot: an identical note made by someone else in d6 between the two reads is taken as ours;
+- d6's answer is classified (`Sent.outcome`): `ok` succeeds; `refused` (400, 404) fails at once with d6's
+  message and validation errors, except a delete d6 finds already deleted, which succeeds with a remark;
+  `denied` (401) fails and the school is handled as denied (`on_denied`); `retry` (429, 5xx) and `unknown`
+  wait `BRIDGE_COMMAND_RETRY_SCHEDULE` and try again, and fail once the schedule is used up.
+
+After a success the school's notes (and promises) are polled at once (`on_written`), so the change arrives
+as its own event soon after. A replica killed mid-attempt leaves the command `sending` with its lease
+running out; the next holder tries it again, as an unknown outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Literal, Protocol
+
+import msgspec
+import structlog
+
+from bridge import metrics
+from bridge.commands.models import FINISHED, Command, D6Answer
+from bridge.commands.store import CommandStore
+from bridge.loops import poll
+from bridge.sync.lease import Lease
+
+log = structlog.get_logger(__name__)
+
+LEASE_SECONDS: Final = 60.0
+IDLE_SECONDS: Final = 0.5
+ALREADY_DELETED: Final = "already been deleted"
+"""How d6's 404 for a delete of a note deleted before reads (delete-note.md)."""
+
+
+class Sent(msgspec.Struct, kw_only=True, frozen=True):
+    """How one attempt went, as the runner acts on it."""
+
+    outcome: Literal["ok", "refused", "denied", "retry", "unknown"]
+    status: int | None = None
+    message: str | None = None
+    errors: dict[str, Any] | None = None
+    note_id: int | None = None
+    retry_after: float | None = None
+
+
+class Writer(Protocol):
+    """d6's write calls, as the runner uses them (bridge/commands/d6.py over bridge/d6/writes.py)."""
+
+    async def send(self, command: Command) -> Sent: ...
+
+    async def notes_of(self, school_id: int, accountable_person_id: int) -> Sequence[dict[str, Any]]: ...
+
+
+class CommandRunner:
+    def __init__(
+        self,
+        store: CommandStore,
+        lease: Lease,
+        writer: Writer,
+        *,
+        retry_schedule: Sequence[float],
+        on_written: Callable[[int, Command], None],
+        on_denied: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.lease = lease
+        self.writer = writer
+        self.retry_schedule = tuple(retry_schedule)
+        self._on_written = on_written
+        self._on_denied = on_denied
+        self._owner = secrets.token_hex(8)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="command-runner")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        """A command was queued: look at once rather than at the next tick."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        await poll(
+            self.step,
+            self._idle,
+            failed="command runner failed; retrying",
+            crashed="command runner crashed; retrying",
+            running=lambda: not self._stopping,
+        )
+
+    async def _idle(self, _: int | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+        self._wake.clear()
+
+    async def step(self) -> int:
+        """Each due school whose lease this replica gets: its commands, in order. Returns how many ended."""
+        ended = 0
+        for school_id in await self.store.due(time.time()):
+            token = await self.lease.acquire(school_id, self._owner, LEASE_SECONDS)
+            if token is None:
+                continue  # another replica sends this school's commands now
+            try:
+                ended += await self._school(school_id, token)
+            finally:
+                await self.lease.release(school_id, token)
+        return ended
+
+    async def _school(self, school_id: int, token: int) -> int:
+        ended = 0
+        while not self._stopping:
+            command = await self.store.head(school_id)
+            if command is None:
+                await self.store.idle(school_id)
+                return ended
+            if command.state in FINISHED:  # finished by a replica that died before it left the queue
+                await self.store.finish(command)
+                continue
+            if command.next_at > time.time():
+                await self.store.reschedule(school_id, command.next_at)
+                return ended
+            if not await self.lease.renew(school_id, token, LEASE_SECONDS):
+                return ended
+            command = await self._attempt(command)
+            if command.state not in FINISHED:
+                await self.store.reschedule(school_id, command.next_at)
+                return ended
+            ended += 1
+        return ended
+
+    async def _attempt(self, command: Command) -> Command:
+        if command.state == "sending":  # an attempt that never recorded its end (a replica killed mid-send)
+            command = msgspec.structs.replace(command, unknown=True)
+        command = await self.store.save(
+            msgspec.structs.replace(command, state="sending", attempts=command.attempts + 1)
+        )
+        if command.kind == "create_note":
+            before = await self._before_create(command)
+            if isinstance(before, Sent):
+                return await self._ended(command, before)
+            command = before
+        sent = await self.writer.send(command)
+        return await self._ended(command, sent)
+
+    async def _before_create(self, command: Command) -> Command | Sent:
+        """What a create does before it sends: note what the person has (first attempt), or find its own
+        note after an unknown outcome (then the `Sent` that ends it)."""
+        person = int(msgspec.json.decode(command.body)["accountable_person_id"])
+        if command.known_before is not None and not command.unknown:
+            return command
+        try:
+            notes = await self.writer.notes_of(command.school_id, person)
+        except Exception as error:  # d6 unreachable: the same schedule as a failed send
+            return Sent(
+                outcome="retry", message=f"reading the person's notes first failed: {type(error).__name__}"
+            )
+        ids = [int(n["note_id"]) for n in notes if n.get("note_id") is not None]
+        if command.known_before is None:
+            return await self.store.save(msgspec.structs.replace(command, known_before=ids))
+        wanted = msgspec.json.decode(command.body)
+        known = set(command.known_before)
+        for note in notes:
+            if note.get("note_id") is not None and int(note["note_id"]) not in known and _same(note, wanted):
+                return Sent(outcome="ok", note_id=int(note["note_id"]), message="adopted")
+        return command
+
+    async def _ended(self, command: Command, sent: Sent) -> Command:
+        now = time.time()
+        answer = D6Answer(status=sent.status, message=sent.message, errors=sent.errors)
+        school = command.school_id
+        if sent.outcome == "ok":
+            remark = (
+                "the outcome of an earlier attempt was unknown; this note, made by it, was found in d6"
+                if sent.message == "adopted"
+                else None
+            )
+            done = msgspec.structs.replace(
+                command,
+                state="succeeded",
+                answer=answer,
+                note_id=sent.note_id or command.note_id,
+                remark=remark,
+            )
+            return await self._finished(done, "succeeded")
+        if (
+            sent.outcome == "refused"
+            and command.kind == "delete_note"
+            and ALREADY_DELETED in (sent.message or "")
+        ):
+            done = msgspec.structs.replace(
+                command, state="succeeded", answer=answer, remark="d6 says the note was already deleted"
+            )
+            return await self._finished(done, "succeeded")
+        if sent.outcome in ("refused", "denied"):
+            if (
+                sent.outcome == "denied"
+            ):  # before the command shows failed: who reads that sees the school denied
+                await self._on_denied(school)
+            failed = msgspec.structs.replace(command, state="failed", answer=answer)
+            return await self._finished(failed, "failed")
+        if command.attempts > len(self.retry_schedule):
+            gave_up = msgspec.structs.replace(
+                command, state="failed", answer=answer, remark="retries used up"
+            )
+            return await self._finished(gave_up, "failed")
+        delay = self.retry_schedule[command.attempts - 1]
+        if sent.retry_after is not None:
+            delay = max(delay, sent.retry_after)
+        waiting = msgspec.structs.replace(
+            command, state="queued", answer=answer, next_at=now + delay, unknown=sent.outcome == "unknown"
+        )
+        log.info(
+            "command to retry", command_id=command.id, school_id=school, outcome=sent.outcome, delay=delay
+        )
+        return await self.store.save(waiting)
+
+    async def _finished(self, command: Command, outcome: str) -> Command:
+        done = await self.store.finish(command)
+        metrics.COMMANDS.labels(kind=command.kind, outcome=outcome).inc()
+        log.info(
+            "command finished",
+            command_id=command.id,
+            school_id=command.school_id,
+            kind=command.kind,
+            state=outcome,
+            status=command.answer.status if command.answer else None,
+            attempts=command.attempts,
+        )
+        if outcome == "succeeded":
+            self._on_written(command.school_id, done)
+        return done
+
+
+def _same(note: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a note read from d6 is the one a create asked for: person, date, type, communication
+    type, text and promises (dates and amounts) alike."""
+    fields = ("accountable_person_id", "date", "note_type_id", "communication_type_id")
+    if any(_plain(note.get(f)) != _plain(wanted.get(f)) for f in fields if f in wanted):
+        return False
+    if (note.get("note") or "") != (wanted.get("note") or ""):
+        return False
+    asked = sorted(
+        (_plain(p.get("date_promised")), _amount(p.get("amount_promised")))
+        for p in wanted.get("promise_to_pays") or []
+    )
+    if not asked:
+        return True
+    found = sorted(
+        (_plain(p.get("date_promised")), _amount(p.get("amount_promised")))
+        for p in note.get("promise_to_pays") or []
+    )
+    return found == asked
+
+
+def _plain(value: Any) -> str:
+    return "" if value is None else str(value).strip()[:10] if isinstance(value, str) else str(value)
+
+
+def _amount(value: Any) -> str:
+    try:
+        return f"{float(value):.2f}"
+    except (TypeError, ValueError):
+        return str(value)

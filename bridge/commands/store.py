@@ -1,0 +1,178 @@
+"""Commands in Redis: stored durably before the API answers 202, queued per school in order, found by id or
+by Idempotency-Key (docs/commands.md).
+
+A command lives in its school's slot (`{s:N}:commands`, `{s:N}:commands:queue`), so its record and its
+place in the school's queue change together. Which schools have work, the listing and the idempotency keys
+live in the `{commands}` slot; each step that spans both slots is ordered so that a crash between them
+leaves nothing lost: a key is claimed before its command is stored (a retry finds a key naming nothing
+and takes it over), and a school is marked due after its command is queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Final
+
+import msgspec
+from redis.asyncio import Redis
+
+from bridge.commands.models import Command, CommandState
+from bridge.errors import Conflict, NotFound
+from bridge.events.ids import ulid
+from bridge.store.codec import as_bytes, as_text
+from bridge.store.keys import Keys
+
+KEY_SECONDS: Final = 24 * 3600
+"""How long an Idempotency-Key names its first command."""
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Command)
+
+
+def new_command_id(school_id: int) -> str:
+    """`cmd_<school>_<ULID>`: the id names its school, so a command is found in one read."""
+    return f"cmd_{school_id}_{ulid()}"
+
+
+def school_of(command_id: str) -> int | None:
+    head, _, rest = command_id.partition("_")
+    school, _, tail = rest.partition("_")
+    return int(school) if head == "cmd" and school.isdigit() and tail else None
+
+
+def digest(*parts: bytes | str) -> str:
+    """A SHA-256 over the parts (a key is stored only so; a body is compared so)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class UnknownCommand(NotFound):
+    def __init__(self, command_id: str) -> None:
+        super().__init__(f"no command with id {command_id!r}", command_id=command_id)
+
+
+class CommandStore:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def submit(self, command: Command) -> tuple[Command, bool]:
+        """Store and queue `command`; with an Idempotency-Key already used within 24 h, the first command
+        instead (False), or 409 when that one was asked with another body."""
+        key = command.idempotency_key
+        if key is not None:
+            body = digest(str(command.school_id), command.kind, command.target or "", command.body)
+            claim = f"{command.school_id}:{command.id}:{body}"
+            where = self.keys.command_key(digest(key))
+            if not await self.redis.set(where, claim, nx=True, ex=KEY_SECONDS):
+                first = await self._first(where, body)
+                if first is not None:
+                    return first, False
+                await self.redis.set(where, claim, ex=KEY_SECONDS)  # it named nothing: a crash; take it over
+        school = command.school_id
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.commands(school), command.id, _encoder.encode(command))
+            pipe.rpush(self.keys.command_queue(school), command.id)
+            await pipe.execute()
+        await self.redis.zadd(self.keys.commands_due(), {str(school): command.created_at}, nx=True)
+        await self.redis.zadd(self.keys.commands_index(), {f"{school}:{command.id}": command.created_at})
+        return command, True
+
+    async def _first(self, where: str, body: str) -> Command | None:
+        raw = await self.redis.get(where)
+        if raw is None:
+            return None
+        school, command_id, first_body = as_text(raw).split(":", 2)
+        found = await self.find(int(school), command_id)
+        if found is None:
+            return None
+        if first_body != body:
+            raise Conflict(
+                "this Idempotency-Key was used within 24 h for another request (another school, target or "
+                "body); use a new key for a new request",
+                command_id=command_id,
+            )
+        return found
+
+    async def find(self, school_id: int, command_id: str) -> Command | None:
+        raw = await self.redis.hget(self.keys.commands(school_id), command_id)
+        return None if raw is None else _decoder.decode(as_bytes(raw))
+
+    async def get(self, command_id: str) -> Command:
+        """A command by id alone (its id names its school); 404 when there is none."""
+        school = school_of(command_id)
+        found = None if school is None else await self.find(school, command_id)
+        if found is None:
+            raise UnknownCommand(command_id)
+        return found
+
+    async def page(
+        self, *, before: float | None, limit: int, school_id: int | None, state: CommandState | None
+    ) -> tuple[list[Command], float | None]:
+        """Newest first, created strictly before `before`: up to `limit` matching commands, and the score
+        to go on from (None when none is left). Reads the index 500 at a time."""
+        found: list[Command] = []
+        top: Any = "+inf" if before is None else f"({before!r}"
+        while len(found) < limit:
+            rows: Any = await self.redis.zrevrangebyscore(
+                self.keys.commands_index(), top, "-inf", start=0, num=500, withscores=True
+            )
+            if not rows:
+                return found, None
+            for member, score in rows:
+                school, _, command_id = as_text(member).partition(":")
+                if school_id is not None and int(school) != school_id:
+                    continue
+                command = await self.find(int(school), command_id)
+                if command is None or (state is not None and command.state != state):
+                    continue
+                found.append(command)
+                if len(found) == limit:
+                    return found, float(score)
+            top = f"({float(rows[-1][1])!r}"
+        return found, None
+
+    async def head(self, school_id: int) -> Command | None:
+        """The school's next command to send, if any."""
+        first = await self.redis.lindex(self.keys.command_queue(school_id), 0)
+        return None if first is None else await self.find(school_id, as_text(first))
+
+    async def save(self, command: Command) -> Command:
+        command = msgspec.structs.replace(command, updated_at=time.time())
+        await self.redis.hset(self.keys.commands(command.school_id), command.id, _encoder.encode(command))
+        return command
+
+    async def finish(self, command: Command) -> Command:
+        """Record its outcome and take it out of its school's queue (in one step)."""
+        now = time.time()
+        command = msgspec.structs.replace(command, updated_at=now, finished_at=now)
+        school = command.school_id
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.commands(school), command.id, _encoder.encode(command))
+            pipe.lrem(self.keys.command_queue(school), 1, command.id)
+            await pipe.execute()
+        return command
+
+    async def due(self, now: float, limit: int = 50) -> list[int]:
+        rows: Any = await self.redis.zrangebyscore(
+            self.keys.commands_due(), "-inf", repr(now), start=0, num=limit
+        )
+        return [int(as_text(r)) for r in rows]
+
+    async def reschedule(self, school_id: int, at: float) -> None:
+        await self.redis.zadd(self.keys.commands_due(), {str(school_id): at})
+
+    async def idle(self, school_id: int) -> None:
+        """The school's queue looked empty: no longer due, unless a command was queued meanwhile (a submit
+        queues, then marks the school due: checked after the removal, nothing is stranded)."""
+        await self.redis.zrem(self.keys.commands_due(), str(school_id))
+        if await self.redis.llen(self.keys.command_queue(school_id)):
+            await self.redis.zadd(self.keys.commands_due(), {str(school_id): time.time()})
+
+    async def waiting(self) -> int:
+        """Schools with commands waiting (a gauge)."""
+        return int(await self.redis.zcard(self.keys.commands_due()))
