@@ -39,7 +39,7 @@ from bridge.api.wiring import API_ROUTES, build_api, parts
 from bridge.api.wiring import MAX_REQUEST_BODY_BYTES as MAX_REQUEST_BODY_BYTES  # suites read it here
 from bridge.commands.d6 import D6Writer
 from bridge.commands.models import Command
-from bridge.commands.runner import CommandRunner
+from bridge.commands.runner import LEASE_MARGIN_SECONDS, CommandRunner
 from bridge.commands.store import CommandStore
 from bridge.console import console_routes
 from bridge.d6.budget import RedisBudget
@@ -258,6 +258,7 @@ class Services:
             Lease(redis, keys, scripts, name="command"),
             D6Writer(d6),
             retry_schedule=settings.command_retry_schedule,
+            lease_seconds=2 * settings.d6_timeout_seconds + LEASE_MARGIN_SECONDS,
             on_written=written,
             on_denied=denied,
         )

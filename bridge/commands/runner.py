@@ -17,7 +17,8 @@ commands one after another until the queue is empty or the head must wait. An at
 
 After a success the school's notes (and promises) are polled at once (`on_written`), so the change arrives
 as its own event soon after. A replica killed mid-attempt leaves the command `sending` with its lease
-running out; the next holder tries it again, as an unknown outcome.
+running out (two d6 timeouts and a margin: it is renewed before each d6 call of an attempt); the next holder
+tries it again, as an unknown outcome.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from bridge.sync.lease import Lease
 
 log = structlog.get_logger(__name__)
 
-LEASE_SECONDS: Final = 60.0
+LEASE_MARGIN_SECONDS: Final = 5.0
 IDLE_SECONDS: Final = 0.5
 ALREADY_DELETED: Final = "already been deleted"
 """How d6's 404 for a delete of a note deleted before reads (delete-note.md)."""
@@ -73,6 +74,7 @@ class CommandRunner:
         writer: Writer,
         *,
         retry_schedule: Sequence[float],
+        lease_seconds: float,
         on_written: Callable[[int, Command], None],
         on_denied: Callable[[int], Awaitable[None]],
     ) -> None:
@@ -80,9 +82,13 @@ class CommandRunner:
         self.lease = lease
         self.writer = writer
         self.retry_schedule = tuple(retry_schedule)
+        self.lease_seconds = lease_seconds
+        """Outlives one step of an attempt (a d6 call); renewed before each step."""
         self._on_written = on_written
         self._on_denied = on_denied
         self._owner = secrets.token_hex(8)
+        self._token = 0
+        """The fencing token of the school lease held now."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -123,9 +129,10 @@ class CommandRunner:
         """Each due school whose lease this replica gets: its commands, in order. Returns how many ended."""
         ended = 0
         for school_id in await self.store.due(time.time()):
-            token = await self.lease.acquire(school_id, self._owner, LEASE_SECONDS)
+            token = await self.lease.acquire(school_id, self._owner, self.lease_seconds)
             if token is None:
                 continue  # another replica sends this school's commands now
+            self._token = token
             try:
                 ended += await self._school(school_id, token)
             finally:
@@ -145,7 +152,7 @@ class CommandRunner:
             if command.next_at > time.time():
                 await self.store.reschedule(school_id, command.next_at)
                 return ended
-            if not await self.lease.renew(school_id, token, LEASE_SECONDS):
+            if not await self.lease.renew(school_id, token, self.lease_seconds):
                 return ended
             command = await self._attempt(command)
             if command.state not in FINISHED:
@@ -165,6 +172,8 @@ class CommandRunner:
             if isinstance(before, Sent):
                 return await self._ended(command, before)
             command = before
+            if not await self.lease.renew(command.school_id, self._token, self.lease_seconds):
+                return command  # another replica holds the school now: it takes the command up
         sent = await self.writer.send(command)
         return await self._ended(command, sent)
 

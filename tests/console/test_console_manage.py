@@ -255,3 +255,25 @@ def test_create_a_pull_subscription_and_see_its_waiting_events(page: Any, stack:
     for absent in ("Send test", "Rotate secret"):  # nothing is ever sent to it
         expect(row.get_by_role("button", name=absent)).to_have_count(0)
     shot(page, "subscription-pull")
+
+
+def test_commands_show_their_state_and_d6s_answer_to_a_read_only_token(page: Any, stack: Stack) -> None:
+    expect = sync_api.expect
+    import datetime as dt
+
+    body = {
+        "accountable_person_id": 999_999,  # d6 knows no such person: the command fails with d6's message
+        "date": dt.date.today().isoformat(),
+        "note_type_id": 3,
+        "note": "an internal note",
+    }
+    made = stack.api("POST", "/v1/schools/1000/notes", json=body)
+    assert wait_until(lambda: stack.api("GET", f"/v1/commands/{made['command_id']}")["state"] == "failed")
+    sign_in(page, READONLY_TOKEN)
+    go(page, "commands", "#commands-table")
+    row = page.locator(f"tr[data-command='{made['command_id']}']")
+    expect(row).to_contain_text("create_note")
+    expect(row.locator(".badge")).to_have_text("failed")
+    expect(row.locator(".error-text")).to_contain_text("HTTP 4")
+    expect(page.locator("body")).not_to_contain_text("an internal note")  # a note's text is never shown
+    shot(page, "commands")

@@ -1,8 +1,9 @@
 // d6 bridge operator console: the shell (sign-in, navigation, read-only mode), the overview and the schools.
-// One module a page (subscriptions.js, events.js, dead-letters.js), helpers in dom.js and api.js; no
-// dependencies, no build step, only the /v1 API. Every value from d6 or a subscriber reaches the page as text.
+// One module a page (subscriptions.js, events.js, dead-letters.js, commands.js), helpers in dom.js and
+// api.js; no dependencies, no build step, only the /v1 API. Every value from d6 or a subscriber reaches the page as text.
 
 import { TOKEN_KEY, api, everything, metrics, q } from "./api.js";
+import { commands } from "./commands.js";
 import { deadLetters } from "./dead-letters.js";
 import { $, ago, badge, button, dropSecret, el, flash, ifAdmin, problem, report, shell, svg, table } from "./dom.js";
 import { eventTypes, events } from "./events.js";
@@ -130,7 +131,7 @@ function feedLine(f) {
 // ---- Shell -----------------------------------------------------------------------------------
 
 const PAGES = {
-  overview, schools, subscriptions, events, "dead-letters": deadLetters, "event-types": eventTypes,
+  overview, schools, subscriptions, events, "dead-letters": deadLetters, commands, "event-types": eventTypes,
 };
 
 /** What the token may do (GET /v1/whoami): asked once per sign-in; a bridge without it means admin. */
