@@ -41,6 +41,7 @@ from bridge.commands.d6 import D6Writer
 from bridge.commands.models import Command
 from bridge.commands.runner import LEASE_MARGIN_SECONDS, CommandRunner
 from bridge.commands.store import CommandStore
+from bridge.commands.told import Teller
 from bridge.console import console_routes
 from bridge.d6.budget import RedisBudget
 from bridge.d6.client import D6Client
@@ -261,6 +262,7 @@ class Services:
             lease_seconds=2 * settings.d6_timeout_seconds + LEASE_MARGIN_SECONDS,
             on_written=written,
             on_denied=denied,
+            tell=Teller(redis, keys, scripts, outbox).tell,
         )
         return cls(
             settings=settings,

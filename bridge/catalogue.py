@@ -187,6 +187,11 @@ RESYNC: Final = "resync"
 RESYNC_STARTED: Final = "resync.started"
 RESYNC_COMPLETED: Final = "resync.completed"
 RESYNC_EVENT_TYPES: Final = (RESYNC_STARTED, RESYNC_COMPLETED)
+COMMAND: Final = "command"
+"""The `resource` of a write-back command's outcome (`resource_id`: the command id, docs/commands.md)."""
+COMMAND_SUCCEEDED: Final = "command.succeeded"
+COMMAND_FAILED: Final = "command.failed"
+COMMAND_EVENT_TYPES: Final = (COMMAND_SUCCEEDED, COMMAND_FAILED)
 SNAPSHOT_EVENT_TYPES: Final = tuple(resource.snapshot_type for resource in RESOURCES)
 """`debtor.snapshot` ...: a subscription that matches none of them gets no resync (docs/api.md)."""
 
@@ -194,6 +199,7 @@ EVENT_TYPES: Final = (
     *INTEGRATION_EVENT_TYPES,
     *(event_type for resource in RESOURCES for event_type in resource.event_types),
     *RESYNC_EVENT_TYPES,
+    *COMMAND_EVENT_TYPES,
     TEST_EVENT_TYPE,
 )
 """Every event type of the catalogue (docs/events.md#catalogue), in the order the docs list them."""

@@ -15,8 +15,10 @@ commands one after another until the queue is empty or the head must wait. An at
   `denied` (401) fails and the school is handled as denied (`on_denied`); `retry` (429, 5xx) and `unknown`
   wait `BRIDGE_COMMAND_RETRY_SCHEDULE` and try again, and fail once the schedule is used up.
 
-After a success the school's notes (and promises) are polled at once (`on_written`), so the change arrives
-as its own event soon after. A replica killed mid-attempt leaves the command `sending` with its lease
+Each finished command is told as an event in its school's sequence, `command.succeeded` or `command.failed`
+(told.py), before it leaves the queue: a crash between the two tells it twice, never not at all. After a
+success the school's notes (and promises) are polled at once (`on_written`), so the change arrives as its
+own event soon after. A replica killed mid-attempt leaves the command `sending` with its lease
 running out (two d6 timeouts and a margin: it is renewed before each d6 call of an attempt); the next holder
 tries it again, as an unknown outcome.
 """
@@ -77,6 +79,7 @@ class CommandRunner:
         lease_seconds: float,
         on_written: Callable[[int, Command], None],
         on_denied: Callable[[int], Awaitable[None]],
+        tell: Callable[[Command], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.lease = lease
@@ -86,6 +89,8 @@ class CommandRunner:
         """Outlives one step of an attempt (a d6 call); renewed before each step."""
         self._on_written = on_written
         self._on_denied = on_denied
+        self._tell = tell
+        """Appends the command's event (`command.succeeded`/`failed`) to its school's log (told.py)."""
         self._owner = secrets.token_hex(8)
         self._token = 0
         """The fencing token of the school lease held now."""
@@ -250,6 +255,8 @@ class CommandRunner:
         return await self.store.save(waiting)
 
     async def _finished(self, command: Command, outcome: str) -> Command:
+        if self._tell is not None:  # first: a crash before the finish tells it again, never not at all
+            await self._tell(command)
         done = await self.store.finish(command)
         metrics.COMMANDS.labels(kind=command.kind, outcome=outcome).inc()
         log.info(

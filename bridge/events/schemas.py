@@ -30,6 +30,9 @@ import msgspec
 from bridge.catalogue import (
     BY_NAME,
     BY_PREFIX,
+    COMMAND,
+    COMMAND_FAILED,
+    COMMAND_SUCCEEDED,
     EVENT_TYPES,
     INTEGRATION,
     RESYNC,
@@ -200,6 +203,30 @@ class ResyncCompleted(msgspec.Struct, kw_only=True):
     """How many `*.snapshot` events of this feed were sent."""
 
 
+class CommandOutcome(msgspec.Struct, kw_only=True):
+    """The `data` of `command.succeeded` and `command.failed`: how a write-back command ended
+    (docs/commands.md). Never the note's text. A field without a value is left out."""
+
+    command_id: str
+    kind: Annotated[
+        str,
+        msgspec.Meta(
+            extra_json_schema={"enum": ["create_note", "update_note", "delete_note", "delete_promise"]}
+        ),
+    ]
+    idempotency_key: str | None = None
+    target_id: str | None = None
+    """The note or promise it acted on; None for a create."""
+    note_id: int | None = None
+    """The note a create made."""
+    attempts: int
+    d6_status: int | None = None
+    """The HTTP status of d6's last answer (None when there was none)."""
+    d6_message: str | None = None
+    """d6's message, verbatim."""
+    remark: str | None = None
+
+
 TEST_RESOURCE: Final = "subscription"
 DATA: Final[Mapping[str, type[msgspec.Struct]]] = {
     INTEGRATION: Integration,
@@ -215,6 +242,8 @@ DATA: Final[Mapping[str, type[msgspec.Struct]]] = {
 MARKER_DATA: Final[Mapping[str, type[msgspec.Struct]]] = {
     RESYNC_STARTED: ResyncStarted,
     RESYNC_COMPLETED: ResyncCompleted,
+    COMMAND_SUCCEEDED: CommandOutcome,
+    COMMAND_FAILED: CommandOutcome,
 }
 """The `data` of each `resync.*` marker, by type."""
 
@@ -239,6 +268,10 @@ MARKER_DESCRIPTIONS: Final = {
     "each record once, then resync.completed; `sequence` is data.as_of_sequence, not a new number",
     RESYNC_COMPLETED: "every *.snapshot event of the feed's resync was sent: a record of that feed not "
     "told since the matching resync.started no longer exists",
+    COMMAND_SUCCEEDED: "a write-back command was done in d6 (docs/commands.md); the change it made arrives "
+    "as its own event from the scan the bridge asks for at once",
+    COMMAND_FAILED: "a write-back command ended without being done: d6 refused it, denied the school, or "
+    "the retries were used up; `data` has d6's status and message",
 }
 TEST_DESCRIPTION: Final = "sent by POST /v1/subscriptions/{id}/test only, at once and outside the queue"
 
@@ -249,6 +282,7 @@ EXAMPLE_SEQUENCE: Final = 1289
 EXAMPLE_RECORD_SEQUENCE: Final = 1184
 """A `*.snapshot` example's sequence: its record's, older than the school's."""
 EXAMPLE_RESYNC: Final = "rsy_01M83VJ7ZRS5B3M0TQ2J7G4W1D"
+EXAMPLE_COMMAND: Final = "cmd_1000_01M83VJ7ZRS5B3M0TQ2J7G4W1E"
 MARKER_EXAMPLES: Final[Mapping[str, dict[str, Any]]] = {
     RESYNC_STARTED: {
         "resync_id": EXAMPLE_RESYNC,
@@ -257,6 +291,28 @@ MARKER_EXAMPLES: Final[Mapping[str, dict[str, Any]]] = {
         "count": 412,
     },
     RESYNC_COMPLETED: {"resync_id": EXAMPLE_RESYNC, "resource": "debtors", "count": 412},
+    COMMAND_SUCCEEDED: {
+        "command_id": EXAMPLE_COMMAND,
+        "kind": "create_note",
+        "idempotency_key": "sms-reminder-2026-11-23-6",
+        "target_id": None,
+        "note_id": 2543,
+        "attempts": 1,
+        "d6_status": 201,
+        "d6_message": "Note created successfully",
+        "remark": None,
+    },
+    COMMAND_FAILED: {
+        "command_id": EXAMPLE_COMMAND,
+        "kind": "delete_promise",
+        "idempotency_key": None,
+        "target_id": "77",
+        "note_id": None,
+        "attempts": 1,
+        "d6_status": 404,
+        "d6_message": "The Promise To Pay does not exist",
+        "remark": None,
+    },
 }
 EXAMPLES: Final[Mapping[str, tuple[str, dict[str, Any], str, Any]]] = {
     # resource: (resource_id, data, the field an `updated` example changes, its old value)
@@ -448,6 +504,9 @@ def example(event_type: str) -> dict[str, Any]:
     sequence = EXAMPLE_SEQUENCE
     if resource == RESYNC:
         resource_id, data = EXAMPLE_RESYNC, dict(MARKER_EXAMPLES[event_type])
+        changes = None
+    elif resource == COMMAND:
+        resource_id, data = EXAMPLE_COMMAND, dict(MARKER_EXAMPLES[event_type])
         changes = None
     else:
         resource_id, data, field, old = EXAMPLES[resource]

@@ -147,6 +147,24 @@ redis.call('HSET', KEYS[2], '$seq', seq, '$ver' .. r, version + 1, '$baseline' .
 return {'ok', first, seq, version + 1}
 """)
 
+# KEYS: 1 meta, 2 events stream, 3 bodies
+# ARGV: n*(id, type, head, tail)
+# Appends events that change no snapshot (a write-back command's outcome) to the school's sequence, as
+# COMMIT appends a scan's. Returns {first_seq, last_seq}.
+APPEND_EVENTS: Final = _lua("""
+local seq = tonumber(redis.call('HGET', KEYS[1], '$seq') or '0')
+local unbodied = redis.call('XLEN', KEYS[2]) == 0
+local first = seq + 1
+for i = 1, #ARGV, 4 do
+  seq = seq + 1
+  redis.call('XADD', KEYS[2], seq .. '-0', 'id', ARGV[i], 'type', ARGV[i + 1])
+  redis.call('HSET', KEYS[3], seq, ARGV[i + 2] .. seq .. ARGV[i + 3])
+end
+if unbodied and #ARGV > 0 then redis.call('HSET', KEYS[1], '$bodies', 1) end
+redis.call('HSET', KEYS[1], '$seq', seq)
+return {first, seq}
+""")
+
 # KEYS: 1 locations, 2 all-index, 3 deliveries, then 3 per event: type index, school index, both
 # ARGV: 1 school id, then 3 per event: id, sequence, type
 # Adds each event once (HSETNX on its location is the guard), so publishing again is harmless. The
@@ -701,6 +719,7 @@ class Scripts:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.commit: AsyncScript = redis.register_script(COMMIT)
         self.publish: AsyncScript = redis.register_script(PUBLISH)
+        self.append_events: AsyncScript = redis.register_script(APPEND_EVENTS)
         self.advance_published: AsyncScript = redis.register_script(ADVANCE_PUBLISHED)
         self.lease_acquire: AsyncScript = redis.register_script(LEASE_ACQUIRE)
         self.lease_renew: AsyncScript = redis.register_script(LEASE_RENEW)

@@ -96,6 +96,12 @@ async def test_a_note_made_through_the_bridge_lands_once_and_comes_back_as_its_e
             )
 
         await wait_for(echoed, timeout=20, what="note.created of the note it made")
+        told = [e for e in await school_events(redis, SCHOOL) if e.type == "command.succeeded"]
+        assert [(e.resource, e.resource_id) for e in told] == [("command", command["command_id"])]
+        assert told[0].data["note_id"] == note_id and told[0].data["idempotency_key"] == "k-1"
+        assert "note" not in told[0].data  # the text is not in the event
+        sequences = [e.sequence for e in await school_events(redis, SCHOOL)]
+        assert sequences == list(range(1, len(sequences) + 1))  # one sequence, no gap
         listed = (await client.get("/v1/commands", params={"school_id": SCHOOL, "state": "succeeded"})).json()
         assert command["command_id"] in [c["command_id"] for c in listed["data"]]
 
@@ -209,3 +215,8 @@ async def test_an_unknown_outcome_is_not_sent_twice_and_d6s_answers_are_acted_on
         )
         assert done["state"] == "failed" and done["d6"]["status"] == 401, done
         assert SCHOOL not in await services.watcher.active_schools()
+        kinds = [
+            (e.type, e.data["kind"]) for e in await school_events(redis, SCHOOL) if e.resource == "command"
+        ]
+        assert kinds.count(("command.failed", "create_note")) == 2  # the unknown person and the 401
+        assert kinds.count(("command.succeeded", "delete_note")) == 2
