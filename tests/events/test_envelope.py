@@ -95,8 +95,8 @@ def test_split_for_sequence_splices_the_number() -> None:
 
 
 def test_catalogue_and_unknown_type() -> None:
-    # 4 integration, 17 change types, 6 snapshot types, 2 resync markers, the test event
-    assert "webhook.test" in EVENT_TYPES and len(EVENT_TYPES) == 30
+    # 4 integration, 17 change types, 6 snapshot types, 2 resync markers, 2 command outcomes, the test event
+    assert "webhook.test" in EVENT_TYPES and len(EVENT_TYPES) == 32
     assert {"debtor.snapshot", "resync.started", "resync.completed"} <= EVENT_TYPES
     with pytest.raises(ValueError, match="unknown event type"):
         new_event("learner.exploded", school_id=1, resource="learner", resource_id="1", data={})
