@@ -139,6 +139,7 @@ async def drain(redis: aioredis.Redis, settings: Settings, figures: Figures) -> 
         await services.handoff.stop()
     figures.drain_events = result["count"]
     figures.drain_rate = result["count"] / (result["finished"] - started)
+    await services.feed.notices.stop()  # each phase's replica ends: its wake-up reader too
     await services.d6.aclose()
 
 
@@ -172,6 +173,7 @@ async def latency(redis: aioredis.Redis, settings: Settings, figures: Figures) -
     figures.latency_p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
     if len(delays) != len(appended):
         figures.notes.append(f"latency: {len(appended) - len(delays)} events not read")
+    await services.feed.notices.stop()  # each phase's replica ends: its wake-up reader too
     await services.d6.aclose()
 
 
@@ -238,6 +240,7 @@ async def streams(redis: aioredis.Redis, settings: Settings, figures: Figures) -
         for s in range(STREAM_SUBSCRIPTIONS)
         for k in range(STREAMS_EACH)
     )
+    await services.feed.notices.stop()  # each phase's replica ends: its wake-up reader too
     await services.d6.aclose()
 
 

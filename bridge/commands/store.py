@@ -27,6 +27,7 @@ KEY_SECONDS: Final = 24 * 3600
 """How long an Idempotency-Key names its first command."""
 
 _encoder = msgspec.msgpack.Encoder()
+_json = msgspec.json.Encoder()
 _decoder = msgspec.msgpack.Decoder(Command)
 
 
@@ -48,6 +49,14 @@ def digest(*parts: bytes | str) -> str:
         h.update(part.encode() if isinstance(part, str) else part)
         h.update(b"\0")
     return h.hexdigest()
+
+
+def _changed(command: Command) -> str | None:
+    """What a succeeded command changed, as its origin entry names it: `note:<id>` or `promise:<id>`."""
+    if command.kind == "delete_promise":
+        return f"promise:{command.target}"
+    note = command.note_id if command.kind == "create_note" else command.target
+    return None if note is None else f"note:{note}"
 
 
 class UnknownCommand(NotFound):
@@ -151,9 +160,13 @@ class CommandStore:
         now = time.time()
         command = msgspec.structs.replace(command, updated_at=now, finished_at=now)
         school = command.school_id
+        changed = _changed(command) if command.state == "succeeded" else None
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.commands(school), command.id, _encoder.encode(command))
             pipe.lrem(self.keys.command_queue(school), 1, command.id)
+            if changed is not None:  # the next scan tells the change with its origin (sync/poller.py)
+                origin = {"command_id": command.id, "idempotency_key": command.idempotency_key, "at": now}
+                pipe.hset(self.keys.command_origins(school), changed, _json.encode(origin))
             await pipe.execute()
         return command
 

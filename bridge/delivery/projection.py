@@ -67,6 +67,7 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
     resource_id: str
     data: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     changes: dict[str, Any] | None = None
+    origin: dict[str, Any] | None = None
 
 
 _decoder: Final = msgspec.json.Decoder(Envelope)

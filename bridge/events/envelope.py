@@ -51,6 +51,8 @@ class Event(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     data: dict[str, Any]
     changes: Mapping[str, FieldChange | bool] | None = None
     """Each changed field, old and new; an erased event's is `{"erased": true}` (bridge/events/log.py)."""
+    origin: Mapping[str, Any] | None = None
+    """On a change a write-back command made: `{"command_id", "idempotency_key"}` (docs/commands.md)."""
 
 
 ENCODER: Final = msgspec.json.Encoder()

@@ -44,6 +44,9 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{s:1000}:poll                 hash: poll status (its fields are bridge/sync/status.py's)
     d6b:{s:1000}:commands             hash: command id -> msgpack `Command` (bridge/commands/models.py)
     d6b:{s:1000}:commands:queue       list: the school's commands not yet finished, in order (head first)
+    d6b:{s:1000}:commands:origin      hash: "note:<id>" / "promise:<id>" -> JSON {command_id, idempotency_key,
+                                      at}: what a command changed, for the `origin` of the change's event
+                                      (kept 24 h)
     d6b:{commands}:due                zset: school id -> when its head command may be tried
     d6b:{commands}:all                zset: "<school>:<command id>" by creation time (the listing)
     d6b:{commands}:key:<digest>       string: an Idempotency-Key's command ("<school>:<id>:<body digest>"),
@@ -315,6 +318,9 @@ class Keys(msgspec.Struct, frozen=True):
 
     def command_queue(self, school_id: int) -> str:
         return f"{self.prefix}:{{s:{school_id}}}:commands:queue"
+
+    def command_origins(self, school_id: int) -> str:
+        return f"{self.prefix}:{{s:{school_id}}}:commands:origin"
 
     def commands_due(self) -> str:
         return f"{self.prefix}:{{commands}}:due"

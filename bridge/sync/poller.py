@@ -43,7 +43,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import structlog
@@ -53,6 +53,7 @@ from bridge.catalogue import BY_NAME, Resource
 from bridge.d6.client import D6Client
 from bridge.d6.pagination import Page
 from bridge.errors import D6Error, D6MalformedResponse, D6NotAuthorised, LeaseLost, SnapshotConflict
+from bridge.events.envelope import Event
 from bridge.events.outbox import Outbox
 from bridge.settings import Settings
 from bridge.sync.diff import DiffResult, Record, finish_diff, plan_diff
@@ -309,6 +310,8 @@ class SchoolPoller:
             self.settings.emit_initial_snapshot and not (self.recent_reset and self.recent_reset())
         )
         events = record_events(result, school_id=school_id, resource=prefix, emit_created=emit_created)
+        if prefix in ORIGIN_RESOURCES and events:
+            events = with_origins(events, await self.snapshots.origins(school_id))
         committed = await self.snapshots.commit(school_id, prefix, result, events, token=token)
         for event in committed.events:
             metrics.EVENTS_EMITTED.labels(type=event.type).inc()
@@ -352,3 +355,21 @@ def _without_aged_out(result: DiffResult, resource: Resource, settings: Settings
     if len(kept) == len(result.removed):
         return result
     return msgspec.structs.replace(result, removed=kept)
+
+
+ORIGIN_RESOURCES: Final = ("note", "promise")
+"""The resources write-back commands change (docs/commands.md)."""
+
+
+def with_origins(events: list[Event], origins: dict[str, dict[str, Any]]) -> list[Event]:
+    """Each event of a change a write-back command made, with its `origin`: a note's by its id, a promise's
+    by its own id (deleted through a command) or its note's (made with the note)."""
+    if not origins:
+        return events
+    marked = []
+    for event in events:
+        origin = origins.get(f"{event.resource}:{event.resource_id}")
+        if origin is None and event.resource == "promise" and event.data.get("note_id") is not None:
+            origin = origins.get(f"note:{event.data['note_id']}")
+        marked.append(event if origin is None else msgspec.structs.replace(event, origin=origin))
+    return marked

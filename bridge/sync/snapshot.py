@@ -126,6 +126,10 @@ class CommitResult(msgspec.Struct, kw_only=True, frozen=True):
     """The committed events with their sequences."""
 
 
+ORIGIN_SECONDS: Final = 24 * 3600.0
+"""How long what a write-back command changed is remembered for the `origin` of its event."""
+
+
 class SnapshotStore:
     """Reads snapshots for diffing and commits diffs with their events."""
 
@@ -133,6 +137,27 @@ class SnapshotStore:
         self._redis = redis
         self._keys = keys
         self._scripts = scripts
+
+    async def origins(
+        self, school_id: int, *, keep_seconds: float = ORIGIN_SECONDS
+    ) -> dict[str, dict[str, Any]]:
+        """What write-back commands changed lately (`note:<id>`, `promise:<id>` -> `{command_id,
+        idempotency_key, at}`, docs/commands.md), for the `origin` of the events that tell it; entries older
+        than `keep_seconds` are dropped as they are read."""
+        key = self._keys.command_origins(school_id)
+        raw: Any = await self._redis.hgetall(key)
+        found: dict[str, dict[str, Any]] = {}
+        old: list[str] = []
+        cutoff = time.time() - keep_seconds
+        for field, value in raw.items():
+            entry = msgspec.json.decode(value)
+            if entry.get("at", 0) < cutoff:
+                old.append(as_text(field))
+            else:
+                found[as_text(field)] = {k: entry.get(k) for k in ("command_id", "idempotency_key")}
+        if old:
+            await self._redis.hdel(key, *old)
+        return found
 
     async def load(self, school_id: int, resource: str) -> PreviousSnapshot:
         """Digests, hold marker, version and baseline flag, read in one transaction (one slot)."""

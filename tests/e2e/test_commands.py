@@ -96,6 +96,10 @@ async def test_a_note_made_through_the_bridge_lands_once_and_comes_back_as_its_e
             )
 
         await wait_for(echoed, timeout=20, what="note.created of the note it made")
+        echo = next(e for e in await school_events(redis, SCHOOL) if e.type == "note.created")
+        assert echo.origin == {"command_id": command["command_id"], "idempotency_key": "k-1"}
+        others = [e for e in await school_events(redis, SCHOOL) if e.resource == "note" and e is not echo]
+        assert all(e.origin is None for e in others if e.resource_id != str(note_id))
         told = [e for e in await school_events(redis, SCHOOL) if e.type == "command.succeeded"]
         assert [(e.resource, e.resource_id) for e in told] == [("command", command["command_id"])]
         assert told[0].data["note_id"] == note_id and told[0].data["idempotency_key"] == "k-1"
