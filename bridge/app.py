@@ -254,6 +254,9 @@ class Services:
         async def denied(school_id: int) -> None:
             await watcher.deny(school_id)
 
+        async def knows_note(school_id: int, note_id: int) -> bool:
+            return bool(await snapshots.records(school_id, "note", [str(note_id)]))
+
         runner = CommandRunner(
             commands,
             Lease(redis, keys, scripts, name="command"),
@@ -263,6 +266,7 @@ class Services:
             on_written=written,
             on_denied=denied,
             tell=Teller(redis, keys, scripts, outbox).tell,
+            knows_note=knows_note if "notes" in settings.resources else None,
         )
         return cls(
             settings=settings,

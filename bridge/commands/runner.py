@@ -80,6 +80,7 @@ class CommandRunner:
         on_written: Callable[[int, Command], None],
         on_denied: Callable[[int], Awaitable[None]],
         tell: Callable[[Command], Awaitable[None]] | None = None,
+        knows_note: Callable[[int, int], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self.lease = lease
@@ -90,6 +91,9 @@ class CommandRunner:
         self._on_written = on_written
         self._on_denied = on_denied
         self._tell = tell
+        self._knows_note = knows_note
+        """Whether the bridge's snapshot knows a note (a delete d6 finds gone then succeeds); None: notes are
+        not watched, and d6's "already been deleted" is taken at its word."""
         """Appends the command's event (`command.succeeded`/`failed`) to its school's log (told.py)."""
         self._owner = secrets.token_hex(8)
         self._token = 0
@@ -222,19 +226,13 @@ class CommandRunner:
                 remark=remark,
             )
             return await self._finished(done, "succeeded")
-        if (
-            sent.outcome == "refused"
-            and command.kind == "delete_note"
-            and ALREADY_DELETED in (sent.message or "")
-        ):
+        if sent.outcome == "refused" and await self._deleted_before(command, sent):
             done = msgspec.structs.replace(
                 command, state="succeeded", answer=answer, remark="d6 says the note was already deleted"
             )
             return await self._finished(done, "succeeded")
         if sent.outcome in ("refused", "denied"):
-            if (
-                sent.outcome == "denied"
-            ):  # before the command shows failed: who reads that sees the school denied
+            if sent.outcome == "denied":  # first: whoever reads the failure finds the school denied
                 await self._on_denied(school)
             failed = msgspec.structs.replace(command, state="failed", answer=answer)
             return await self._finished(failed, "failed")
@@ -253,6 +251,15 @@ class CommandRunner:
             "command to retry", command_id=command.id, school_id=school, outcome=sent.outcome, delay=delay
         )
         return await self.store.save(waiting)
+
+    async def _deleted_before(self, command: Command, sent: Sent) -> bool:
+        """A delete of a note d6 finds gone succeeds when the bridge knew the note (it was deleted before:
+        deleting is idempotent for the user); one of a note neither d6 nor the snapshot knows fails."""
+        if command.kind != "delete_note" or ALREADY_DELETED not in (sent.message or ""):
+            return False
+        if self._knows_note is None or command.target is None:
+            return True
+        return await self._knows_note(command.school_id, int(command.target))
 
     async def _finished(self, command: Command, outcome: str) -> Command:
         if self._tell is not None:  # first: a crash before the finish tells it again, never not at all

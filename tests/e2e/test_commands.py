@@ -210,6 +210,12 @@ async def test_an_unknown_outcome_is_not_sent_twice_and_d6s_answers_are_acted_on
             lambda: _ended(client, second["command_id"]), timeout=30, what="the second delete"
         )
         assert one["state"] == two["state"] == "succeeded" and two["remark"], (one, two)
+        # A note neither d6 nor the bridge ever knew: d6's 404 fails the delete, with its message.
+        never = (await client.delete(f"{notes}/987654")).json()
+        done = await wait_for(
+            lambda: _ended(client, never["command_id"]), timeout=30, what="a delete of nothing"
+        )
+        assert done["state"] == "failed" and done["d6"]["status"] == 404 and done["d6"]["message"], done
 
         # 401 not authorised: failed, and the school is handled as denied.
         await control.post("/writes/fail", json={"status": 401, "times": 1})
@@ -218,9 +224,13 @@ async def test_an_unknown_outcome_is_not_sent_twice_and_d6s_answers_are_acted_on
             lambda: _ended(client, denied["command_id"]), timeout=30, what="the denied create"
         )
         assert done["state"] == "failed" and done["d6"]["status"] == 401, done
-        assert SCHOOL not in await services.watcher.active_schools()
+        # The school is handled as denied: its integrations are told revoked (a poll that d6 answers again
+        # may restore it soon after, as for any denied school).
+        revoked = [e for e in await school_events(redis, SCHOOL) if e.type == "integration.revoked"]
+        assert revoked, "the 401 denied the school"
         kinds = [
             (e.type, e.data["kind"]) for e in await school_events(redis, SCHOOL) if e.resource == "command"
         ]
         assert kinds.count(("command.failed", "create_note")) == 2  # the unknown person and the 401
+        assert kinds.count(("command.failed", "delete_note")) == 1
         assert kinds.count(("command.succeeded", "delete_note")) == 2
