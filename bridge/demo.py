@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Generator, Mapping
 from typing import Any, Final, Literal
 
+import httpx
 import uvicorn
 
 from bridge.app import Services, create_app
@@ -138,7 +140,9 @@ async def _main(settings: Settings, simulator_port: int, churn: float, notes: No
         )
         subscriber.secret = subscription.secret
         _banner(settings, simulator_port, subscriber_port, notes)
+        writing = asyncio.create_task(_write_back(services, settings))
         await stop.wait()
+        writing.cancel()
     finally:
         # The bridge first: its last polls and deliveries still reach the simulator and the subscriber.
         servers[-1].should_exit = True
@@ -150,6 +154,36 @@ async def _main(settings: Settings, simulator_port: int, churn: float, notes: No
             f"\nverified {subscriber.verified} webhooks, rejected {subscriber.rejected}",
             flush=True,
         )
+
+
+async def _write_back(services: Services, settings: Settings, school_id: int = 1000) -> None:
+    """Once the school's notes are baselined, one note written into d6 through the bridge's API
+    (docs/commands.md): its `command.succeeded` and its `note.created`, marked with the command as its
+    origin, then arrive like any event."""
+    person = None
+    while person is None:  # the school's first polls, not an event, end the wait
+        await asyncio.sleep(0.5)
+        notes = (await services.status.get(school_id)).feeds.get("notes")
+        if notes is None or not notes.last_success:  # its baseline first: a note before it is told by none
+            continue
+        debtors = await services.snapshots.all_records(school_id, "debtor")
+        person = next((d.get("accountable_person_id") for d in debtors.values()), None)
+    body = {
+        "accountable_person_id": person,
+        "date": datetime.date.today().isoformat(),
+        "note_type_id": 1,
+        "communication_type_id": 1,
+        "note": "SMS reminder sent (written through the bridge by the demo)",
+    }
+    base = f"http://{HOST}:{settings.port}"
+    headers = {"Authorization": f"Bearer {settings.admin_token}", "Idempotency-Key": "demo-reminder-1"}
+    async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+        made = (await client.post(f"/v1/schools/{school_id}/notes", json=body)).json()
+    print(
+        f"write-back    POST /v1/schools/{school_id}/notes: command {made.get('command_id')} "
+        f"{made.get('state')} (GET /v1/commands/{made.get('command_id')})",
+        flush=True,
+    )
 
 
 def _server(app: Any, port: int, lifespan: Literal["on", "off"] = "on") -> _Server:

@@ -68,7 +68,9 @@ def describe(event: dict[str, Any]) -> str:
     what = ", ".join(
         f"{field}: {_short(c.get('old'))} -> {_short(c.get('new'))}" for field, c in changes.items()
     )
-    return f"{head}  {' '.join(who.split())}" + (f"  ({what})" if what else "")
+    origin = event.get("origin")
+    made = f"  [written through the bridge: {origin.get('command_id')}]" if isinstance(origin, dict) else ""
+    return f"{head}  {' '.join(who.split())}" + (f"  ({what})" if what else "") + made
 
 
 Changes = dict[str, Any]

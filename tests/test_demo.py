@@ -31,7 +31,9 @@ def test_demo_prints_verified_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
     try:
         deadline = time.monotonic() + 60
         text = ""
-        while time.monotonic() < deadline and text.count("verified ") < 3:
+        while time.monotonic() < deadline and (
+            text.count("verified ") < 3 or "written through the bridge" not in text
+        ):
             time.sleep(0.5)
             text = (tmp_path / "demo.out").read_text()
             assert process.poll() is None, text
@@ -44,6 +46,8 @@ def test_demo_prints_verified_events_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
             process.kill()
     text = (tmp_path / "demo.out").read_text()
     assert "integration.activated" in text  # the demo's inactive school was activated by the bridge
+    assert "write-back    POST /v1/schools/1000/notes" in text and "command.succeeded" in text
+    assert "note.created" in text and "[written through the bridge: cmd_1000_" in text
     assert "/schema/swagger" in text and "/health/ready" in text and "/metrics" in text and "/console" in text
     assert "admin token" in text and "NOT durable" in text
     assert "REJECTED" not in text and "Traceback" not in text
