@@ -8,8 +8,9 @@ least one interval apart, and any half-open one-second window holds at most `cei
 `RedisBudget` keeps the TAT in Redis and decides in one Lua script that reads Redis' own clock (`TIME`),
 so processes on different hosts with skewed clocks still share one timeline. The script takes a token
 or answers how many microseconds to wait; the caller sleeps and asks again. Within a process one asyncio
-lock queues the waiting coroutines, so only one of them asks Redis at a time and they are served in
-arrival order; between processes, a small random delay on each wake-up makes them win in turn.
+queue (`Turns`) orders the waiting coroutines, so only one of them asks Redis at a time and they are served
+in arrival order, write-back commands (`urgent`) before polls; between processes, a small random delay on
+each wake-up makes them win in turn.
 The script and the key are the store's (`D6_BUDGET` in store/scripts.py, `Keys.d6_budget`): the app
 builds the budget (`Services.build`) and hands it to `D6Client`, so this package knows nothing of Redis.
 
@@ -19,10 +20,12 @@ builds the budget (`Services.build`) and hands it to `D6Client`, so this package
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -40,9 +43,46 @@ MAX_SLEEP_SECONDS = 1.0
 class Budget(Protocol):
     """Something that lets one request go when the rate allows it."""
 
-    async def acquire(self) -> float:
-        """Wait until one request may be sent; return the seconds waited."""
+    async def acquire(self, *, urgent: bool = False) -> float:
+        """Wait until one request may be sent; return the seconds waited. An `urgent` caller (a write-back
+        command) is served before every caller of this process that is not (docs/commands.md)."""
         ...
+
+
+class Turns:
+    """Whose turn it is to ask the budget, within a process: urgent callers first, then the others, each in
+    arrival order. One caller at a time holds the turn (as a lock would) and hands it to the next."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = 0
+
+    @contextlib.asynccontextmanager
+    async def turn(self, *, urgent: bool) -> AsyncIterator[None]:
+        if self._busy or self._waiting:
+            self._arrivals += 1
+            mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (0 if urgent else 1, self._arrivals, mine))
+            try:
+                await mine  # handed the turn by the one before (`_next`)
+            except BaseException:
+                if mine.done() and not mine.cancelled():
+                    self._next()  # handed the turn as it was cancelled: pass it on
+                raise
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        while self._waiting:
+            _, _, waiter = heapq.heappop(self._waiting)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._busy = False
 
 
 def interval_micros(max_rps: float) -> int:
@@ -65,7 +105,7 @@ class RedisBudget:
         self._script = script
         self._key = key
         self._interval = interval_micros(max_rps)
-        self._lock = asyncio.Lock()
+        self._turns = Turns()
 
     async def _ask(self) -> float:
         """Seconds to wait; 0 means a token was taken."""
@@ -75,9 +115,9 @@ class RedisBudget:
             raise StoreError(f"d6 request budget unavailable: {type(error).__name__}: {error}") from error
         return max(0, int(wait)) / 1_000_000
 
-    async def acquire(self) -> float:
+    async def acquire(self, *, urgent: bool = False) -> float:
         started = time.monotonic()
-        async with self._lock:
+        async with self._turns.turn(urgent=urgent):
             while True:
                 wait = await self._ask()
                 if wait <= 0:
@@ -99,11 +139,11 @@ class LocalBudget:
     def __init__(self, max_rps: float) -> None:
         self._interval = interval_micros(max_rps) / 1_000_000
         self._tat = 0.0
-        self._lock = asyncio.Lock()
+        self._turns = Turns()
 
-    async def acquire(self) -> float:
+    async def acquire(self, *, urgent: bool = False) -> float:
         started = time.monotonic()
-        async with self._lock:
+        async with self._turns.turn(urgent=urgent):
             while True:
                 now = time.monotonic()
                 if self._tat <= now:
@@ -115,5 +155,5 @@ class LocalBudget:
 class NoBudget:
     """No limit at all; only for unit tests of other branches."""
 
-    async def acquire(self) -> float:
+    async def acquire(self, *, urgent: bool = False) -> float:
         return 0.0

@@ -155,7 +155,7 @@ class WriteHttp(D6Http):
         where: dict[str, Any] = {"endpoint": endpoint, "school_id": school_id}
         wire = _Wire()
         extensions = {"trace": wire.trace}
-        await self._budget.acquire()
+        await self._budget.acquire(urgent=True)  # a write goes before this process' waiting polls
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._timeout):

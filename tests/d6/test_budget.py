@@ -154,3 +154,29 @@ async def test_two_clients_on_one_redis_never_exceed_the_rate(
     assert achieved >= 0.9 * rps, "the budget is not used up: clients are starved"
     assert achieved <= rps
     assert min(counts) >= 0.3 * sum(counts), f"one client starves the other: {counts}"
+
+
+@pytest.mark.parametrize("kind", ["local", "redis"])
+async def test_an_urgent_caller_goes_before_the_waiting_others(kind: str, redis: aioredis.Redis) -> None:
+    """A write-back command's request (urgent) is granted before the polls' requests already waiting in
+    this process (docs/commands.md); the rate holds for all of them together."""
+    rps = 10
+    budget: LocalBudget | RedisBudget = (
+        LocalBudget(rps)
+        if kind == "local"
+        else RedisBudget(Scripts(redis).d6_budget, Keys("u").d6_budget(), rps)
+    )
+    order: list[tuple[str, float]] = []
+
+    async def ask(name: str, urgent: bool) -> None:
+        await budget.acquire(urgent=urgent)
+        order.append((name, time.monotonic()))
+
+    polls = [asyncio.create_task(ask(f"poll{n}", False)) for n in range(6)]
+    await asyncio.sleep(0.15)  # the first poll has its grant, the others wait in line
+    await asyncio.gather(ask("write", True), *polls)
+    names = [name for name, _ in order]
+    # At 0.15 s poll0 and poll1 have their grants and poll2 holds the turn: the write goes right after.
+    assert names.index("write") == 3 and names[4:] == ["poll3", "poll4", "poll5"], names
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(order)]
+    assert min(gaps) >= 1 / rps - 0.02

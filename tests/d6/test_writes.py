@@ -42,9 +42,11 @@ class CountingBudget:
 
     def __init__(self) -> None:
         self.taken = 0
+        self.urgent = 0
 
-    async def acquire(self) -> float:
+    async def acquire(self, *, urgent: bool = False) -> float:
         self.taken += 1
+        self.urgent += urgent
         return 0.0
 
 
