@@ -266,7 +266,8 @@ COMMANDS: Final = Counter(
 )
 COMMANDS_WAITING: Final = Gauge(
     f"{PREFIX}_commands_waiting",
-    "Schools with write-back commands waiting to be sent (shared store).",
+    "Write-back commands not finished yet (queued, waiting for a retry or being sent), over every school "
+    "(shared store).",
     registry=REGISTRY,
 )
 SCRAPE_REFRESH_FAILURES: Final = Counter(

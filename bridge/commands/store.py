@@ -187,5 +187,13 @@ class CommandStore:
             await self.redis.zadd(self.keys.commands_due(), {str(school_id): time.time()})
 
     async def waiting(self) -> int:
-        """Schools with commands waiting (a gauge)."""
-        return int(await self.redis.zcard(self.keys.commands_due()))
+        """Commands not finished yet, over every school (the queue depth gauge): every school with one is in
+        `due` (a submit marks it, only an empty queue takes it out)."""
+        schools: Any = await self.redis.zrange(self.keys.commands_due(), 0, -1)
+        if not schools:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for school in schools:
+                pipe.llen(self.keys.command_queue(int(as_text(school))))
+            lengths: list[Any] = await pipe.execute()
+        return sum(int(n) for n in lengths)

@@ -67,7 +67,12 @@ async def test_a_note_made_through_the_bridge_lands_once_and_comes_back_as_its_e
         await wait_for(lambda: _ready(services), timeout=40, what="the first polls")
         person = await _person(control)
         body = _note(person, "SMS reminder sent (through the bridge)")
+        await services.runner.stop()  # held back a moment: the queue depth gauge counts it
         made = await client.post(f"/v1/schools/{SCHOOL}/notes", json=body, headers={"Idempotency-Key": "k-1"})
+        assert await services.commands.waiting() == 1
+        scrape = (await client.get("/metrics")).text
+        assert "d6_bridge_commands_waiting 1.0" in scrape, scrape[-2000:]
+        services.runner.start()
         assert made.status_code == 202, made.text
         command = made.json()
         assert command["state"] in ("queued", "sending", "succeeded") and command["kind"] == "create_note"
@@ -106,6 +111,7 @@ async def test_a_note_made_through_the_bridge_lands_once_and_comes_back_as_its_e
         assert "note" not in told[0].data  # the text is not in the event
         sequences = [e.sequence for e in await school_events(redis, SCHOOL)]
         assert sequences == list(range(1, len(sequences) + 1))  # one sequence, no gap
+        assert await services.commands.waiting() == 0
         listed = (await client.get("/v1/commands", params={"school_id": SCHOOL, "state": "succeeded"})).json()
         assert command["command_id"] in [c["command_id"] for c in listed["data"]]
 
