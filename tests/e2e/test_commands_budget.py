@@ -18,13 +18,13 @@ from tests.e2e.helpers import api, running_bridge
 
 SCHOOL = 1000
 RPS = 8.0
-COMMANDS = 12
+COMMANDS = 8
 
 
 async def test_commands_and_polls_together_stay_within_the_budget(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any
 ) -> None:
-    sim: SimulatorServer = simulator_factory(schools=2, learners=30, debtors=20, seed=45)
+    sim: SimulatorServer = simulator_factory(schools=1, learners=30, debtors=20, seed=45)
     control = httpx.AsyncClient(base_url=sim.control_url)
     settings = bridge_settings(
         redis_url,

@@ -21,7 +21,7 @@ from tests.e2e.helpers import ready, start_replica
 SCHOOL = 1000
 OVERRIDES = {
     "BRIDGE_RESOURCES": "all",
-    "BRIDGE_D6_TIMEOUT_SECONDS": "3",  # the command lease: two of them and 5 s
+    "BRIDGE_D6_TIMEOUT_SECONDS": "2",  # the command lease: two of them and 5 s
     "BRIDGE_COMMAND_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2,0.2",
     "BRIDGE_SCHOOL_POLL_SECONDS": "30",
 }
