@@ -179,8 +179,9 @@ async def test_a_revoked_school_is_purged_after_the_purge_days_and_then_baseline
         learner = (await control.get("/schools/1001/learners")).json()["data"][0]
         await control.patch(f"/schools/1001/learners/{learner['learner_id']}", json={"grade": "RR"})
         await control.post("/schools/1001/authorise")
-        await wait_for(lambda: _state(client, 1001, "active"), what="re-activation")
-        await wait_for(lambda: _polled_after_purge(client, 1001), what="the new baseline")
+        await wait_for(lambda: _state(client, 1001, "active"), timeout=45, what="re-activation")
+        # 45 s: on the two shared cores a full CI run once took more than 20 s here.
+        await wait_for(lambda: _polled_after_purge(client, 1001), timeout=45, what="the new baseline")
         await asyncio.sleep(2.5)
         assert await types(redis, 1001) == [
             "integration.revoked",
