@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
+import gc
 import os
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -19,6 +24,29 @@ from bridge.testing.redis import redis_server
 from bridge.testing.servers import SimulatorServer
 from bridge.testing.settings import fast_settings
 from tests.delivery.parts import DeliveryParts
+
+STUCK_AFTER_SECONDS = 150.0
+"""A test still running after this long prints where every thread and every asyncio task stands
+(pytest-timeout in pyproject.toml then fails it), so a hang shows its cause instead of using up the CI run."""
+
+
+def _print_where_everything_stands() -> None:
+    print("\n--- a test is still running: threads and asyncio tasks ---", file=sys.stderr)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    for task in [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]:
+        print(f"\n{task!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+def stuck_test_report() -> Iterator[None]:
+    timer = threading.Timer(STUCK_AFTER_SECONDS, _print_where_everything_stands)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 @pytest.fixture(scope="session")
