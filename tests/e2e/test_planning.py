@@ -47,10 +47,14 @@ async def test_under_a_binding_budget_the_busy_school_is_polled_more_and_the_api
         await control.post("/churn", json={"rate": 4, "skew": 3})  # school 1000 makes 83% of the changes
 
         async def planned() -> dict[tuple[int, str], dict[str, Any]] | None:
+            """The plan once the estimates have learnt the skew: the busy school's learners change fastest of
+            every other school's feeds (a quiet feed's estimate can run high for its first few scans)."""
             found = await feeds()
             busy, quiet = found[(1000, "learners")], found[(1007, "learners")]
+            others = max(f["change_rate_per_hour"] or 0.0 for (s, _), f in found.items() if s != 1000)
             if (
                 busy["change_rate_per_hour"]
+                and busy["change_rate_per_hour"] > others
                 and busy["planned_interval_seconds"] * 2 < quiet["planned_interval_seconds"]
             ):
                 return found
@@ -62,11 +66,7 @@ async def test_under_a_binding_budget_the_busy_school_is_polled_more_and_the_api
             assert 1.0 <= feed["planned_interval_seconds"] <= 0.9 * 40 + 0.1  # within target and floor
             assert feed["change_rate_per_hour"] is None or feed["change_rate_per_hour"] >= 0
             assert feed["lag_seconds"] >= 0
-        busy = found[(1000, "learners")]
-        assert busy["change_rate_per_hour"] > max(
-            f["change_rate_per_hour"] or 0.0 for (s, _), f in found.items() if s != 1000
-        )
-        assert busy["last_changes"] is not None
+        assert found[(1000, "learners")]["last_changes"] is not None
 
         metrics = (await client.get("/metrics")).text
         assert 'd6_bridge_planned_poll_interval_seconds{resource="learner",stat="max"}' in metrics
