@@ -62,7 +62,7 @@ from bridge.delivery.worker import Worker
 from bridge.errors import InvalidRequest
 from bridge.events.log import EventLog
 from bridge.events.outbox import Outbox
-from bridge.loops import poll
+from bridge.loops import cancelled, poll
 from bridge.settings import Settings
 from bridge.store.keys import Keys
 from bridge.store.marker import StoreMarker
@@ -311,9 +311,7 @@ class Services:
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop taking polls, let running polls and deliveries finish (bounded), hand back the rest."""
         log.info("bridge stopping", grace_seconds=grace)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancelled(*self._tasks)
         self._tasks.clear()
         await self.scheduler.shutdown(grace)
         await self.handoff.stop()

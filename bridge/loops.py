@@ -9,8 +9,9 @@ saq's `Worker.upkeep` has the same shape (`poll(func, sleep)`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, TypeVar
 
 import structlog
 from redis.exceptions import RedisError
@@ -18,6 +19,8 @@ from redis.exceptions import RedisError
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+RECANCEL_SECONDS: Final = 1.0
 
 
 def _always() -> bool:
@@ -50,3 +53,63 @@ async def poll(
             if backoff:
                 await asyncio.sleep(backoff)
         await idle(result)
+
+
+async def cancelled(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel `tasks` and wait until every one has ended.
+
+    One cancellation is not always the end of a task on Python 3.11: one that lands inside a redis-py
+    command can come back out as the command's `TimeoutError`, which a loop takes for a failed step and
+    retries. So a task still running after `RECANCEL_SECONDS` is cancelled again."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_SECONDS)
+    for task in tasks:  # what they raised is theirs to log; retrieving it keeps asyncio from warning
+        if not task.cancelled():
+            task.exception()
+
+
+class Background:
+    """The one background task of a part (the hand-off, the command runner, the resync loop, the pull feed's
+    wake-up listener): started once, woken early when there is work, and stopped for good.
+
+    The task's loop checks `stopping` between steps as well as being cancelled (see `cancelled`)."""
+
+    def __init__(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self.name = name
+        self._run = run
+        self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
+        self.stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def go_on(self) -> bool:
+        """Whether the loop should take another step."""
+        return not self.stopping
+
+    def start(self) -> None:
+        if not self.running:
+            self.stopping = False
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    def wake(self) -> None:
+        """There is work: end the current `idle` at once (or the next one, when the loop is mid-step)."""
+        self._woken.set()
+
+    async def idle(self, seconds: float) -> None:
+        """Until woken or `seconds` have passed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), seconds)
+        self._woken.clear()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self._woken.set()
+        if self._task is not None:
+            await cancelled(self._task)
+            self._task = None

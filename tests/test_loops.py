@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.testing import capture_logs
 
-from bridge.loops import poll
+from bridge.loops import Background, poll
 
 
 async def test_a_failed_step_is_logged_and_the_loop_goes_on() -> None:
@@ -37,3 +40,51 @@ async def test_a_failed_step_is_logged_and_the_loop_goes_on() -> None:
     ]
     assert logs[0]["error"] == "ConnectionError: down"
     assert logs[1]["exc_info"] is True
+
+
+async def test_a_loop_that_takes_its_cancellation_for_a_failed_step_is_still_stopped() -> None:
+    """On Python 3.11 a cancellation landing in a redis-py command can come out as its TimeoutError; the
+    loop retries it like any failed step. `stop` still ends the loop, and `wake` ends an idle early."""
+    swallowed: list[str] = []
+
+    async def step() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            if not swallowed:  # the first cancellation comes back as the command's error
+                swallowed.append("once")
+                raise RedisTimeoutError("Timeout reading from redis") from None
+            raise
+
+    async def run() -> None:
+        await poll(step, lambda _: background.idle(30), failed="f", crashed="c", backoff=0)
+
+    background = Background("a-loop", run)
+    background.start()
+    await asyncio.sleep(0)
+    assert background.running
+    async with asyncio.timeout(10):
+        await background.stop()
+    assert swallowed == ["once"] and not background.running
+
+
+async def test_wake_ends_an_idle_at_once() -> None:
+    steps: list[float] = []
+    second = asyncio.Event()
+
+    async def run() -> None:
+        await poll(take, lambda _: background.idle(30), failed="f", crashed="c", running=background.go_on)
+
+    async def take() -> None:
+        steps.append(asyncio.get_running_loop().time())
+        if len(steps) == 2:
+            second.set()
+
+    background = Background("a-loop", run)
+    background.start()
+    await asyncio.sleep(0.05)
+    background.wake()
+    async with asyncio.timeout(5):
+        await second.wait()
+    assert steps[1] - steps[0] < 1.0
+    await background.stop()

@@ -25,8 +25,6 @@ tries it again, as an unknown outcome.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,7 +36,7 @@ import structlog
 from bridge import metrics
 from bridge.commands.models import FINISHED, Command, D6Answer
 from bridge.commands.store import CommandStore
-from bridge.loops import poll
+from bridge.loops import Background, poll
 from bridge.sync.lease import Lease
 
 log = structlog.get_logger(__name__)
@@ -98,41 +96,26 @@ class CommandRunner:
         self._owner = secrets.token_hex(8)
         self._token = 0
         """The fencing token of the school lease held now."""
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = Background("command-runner", self._run)
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="command-runner")
+        self._loop.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     def wake(self) -> None:
         """A command was queued: look at once rather than at the next tick."""
-        self._wake.set()
+        self._loop.wake()
 
     async def _run(self) -> None:
         await poll(
             self.step,
-            self._idle,
+            lambda _: self._loop.idle(IDLE_SECONDS),
             failed="command runner failed; retrying",
             crashed="command runner crashed; retrying",
-            running=lambda: not self._stopping,
+            running=self._loop.go_on,
         )
-
-    async def _idle(self, _: int | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
-        self._wake.clear()
 
     async def step(self) -> int:
         """Each due school whose lease this replica gets: its commands, in order. Returns how many ended."""
@@ -150,7 +133,7 @@ class CommandRunner:
 
     async def _school(self, school_id: int, token: int) -> int:
         ended = 0
-        while not self._stopping:
+        while self._loop.go_on():
             command = await self.store.head(school_id)
             if command is None:
                 await self.store.idle(school_id)
@@ -302,7 +285,13 @@ def _same(note: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 
 def _plain(value: Any) -> str:
-    return "" if value is None else str(value).strip()[:10] if isinstance(value, str) else str(value)
+    """A field as compared: text to its first 10 characters, so a date matches d6's answer with a time of day
+    (`2026-12-06` and `2026-12-06T00:00:00`), ids as text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()[:10]
+    return str(value)
 
 
 def _amount(value: Any) -> str:

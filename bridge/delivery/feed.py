@@ -31,13 +31,14 @@ from typing import Any, Final
 import msgspec
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from bridge.delivery.models import Delivery, DeliveryTrace, EventSource, Subscription, UnknownSubscription
 from bridge.delivery.queue import DeliveryQueue, queued_trace
 from bridge.delivery.sendtime import as_now
 from bridge.delivery.store import SubscriptionStore
 from bridge.errors import Conflict, InvalidRequest
+from bridge.loops import Background
 from bridge.store.codec import as_text, packed
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
@@ -119,7 +120,7 @@ class Notices:
         self.redis = redis
         self.keys = keys
         self._waiting: dict[str, set[asyncio.Event]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._listener = Background("feed-notices", self._listen)
         self.wakeups = 0
         """Notices read from Redis by this replica's listener (each wakes every local reader it names)."""
 
@@ -149,15 +150,10 @@ class Notices:
                     del self._waiting[subscription_id]
 
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen(), name="feed-notices")
+        self._listener.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._listener.stop()
 
     def _wake(self, subscription_ids: Iterable[str]) -> None:
         for sid in subscription_ids:
@@ -168,7 +164,7 @@ class Notices:
         """One blocking read at a time for the whole replica, from the newest notice on."""
         last = "$"
         key = self.keys.feed_notices()
-        while True:
+        while self._listener.go_on():
             try:
                 replies: Any = await self.redis.xread({key: last}, count=500, block=LISTEN_BLOCK_MS)
             except (RedisError, OSError) as error:
@@ -299,9 +295,7 @@ class Feed:
         deliveries up to it go, their traces saying delivered. Returns the committed position."""
         sid = subscription.id
         target = decode_cursor(sid, cursor)
-        info: Any = await self.redis.xinfo_stream(self.keys.feed(sid)) if await self._has_feed(sid) else None
-        newest = START if info is None else parse_id(info["last-generated-id"])
-        if target > newest:
+        if target > await self._newest(sid):
             raise InvalidRequest(
                 "cursor", "is ahead of everything this feed has held: pass back a cursor it gave"
             )
@@ -338,8 +332,13 @@ class Feed:
             if moved == -1:
                 raise UnknownSubscription(sid)
 
-    async def _has_feed(self, subscription_id: str) -> bool:
-        return bool(await self.redis.exists(self.keys.feed(subscription_id)))
+    async def _newest(self, subscription_id: str) -> EntryId:
+        """The id of the newest entry the feed has ever held (START when it never held one)."""
+        try:
+            info: Any = await self.redis.xinfo_stream(self.keys.feed(subscription_id))
+        except ResponseError:  # no such key
+            return START
+        return parse_id(info["last-generated-id"])
 
     async def waiting(self, subscription_ids: Sequence[str]) -> list[int]:
         """Per subscription, the entries after its committed position (XLEN: the feed is trimmed up to it)."""

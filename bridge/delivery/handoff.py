@@ -15,7 +15,6 @@ meanwhile is dropped from the queues (delivery/erasure.py says why that closes t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 from collections.abc import Mapping
@@ -31,7 +30,7 @@ from bridge.delivery.models import OutgoingEvent
 from bridge.delivery.queue import DeliveryQueue
 from bridge.delivery.store import SubscriptionStore
 from bridge.events.log import EventLog, Place, is_erased_body
-from bridge.loops import poll
+from bridge.loops import Background, poll
 from bridge.store.codec import as_bytes, as_int, as_text
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
@@ -64,34 +63,22 @@ class Handoff:
         self._queue = queue
         self._subscriptions = subscriptions
         self._owner = secrets.token_hex(8)
-        self._task: asyncio.Task[None] | None = None
         self._scripts = scripts
         self._events = EventLog(redis, keys)
-        self._wake = asyncio.Event()
-        self._stopping = False
+        self._loop = Background("event-handoff", self._run)
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     def start(self) -> None:
-        if not self.running:
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="event-handoff")
+        self._loop.start()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def stop(self) -> None:
-        """Cancel the loop. Also flag it: on Python 3.11 a cancellation that lands inside a redis-py
-        command can be swallowed (seen about once in 200 stops), and the loop would then run on."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         with contextlib.suppress(RedisError, OSError):
             if await self.redis.get(self.keys.handoff_lock()) == self._owner.encode():
                 await self.redis.delete(self.keys.handoff_lock())
@@ -102,7 +89,7 @@ class Handoff:
             self._idle,
             failed="hand-off failed; retrying",
             crashed="hand-off crashed; retrying",
-            running=lambda: not self._stopping,
+            running=self._loop.go_on,
         )
 
     async def _turn(self) -> int:
@@ -113,9 +100,7 @@ class Handoff:
         """After a short batch (or a failed one), wait for a wake-up or `IDLE_SECONDS`; after a full one,
         go on at once."""
         if (moved or 0) < BATCH:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+            await self._loop.idle(IDLE_SECONDS)
 
     async def _hold(self) -> bool:
         """Take the lock, or extend it if this process holds it."""

@@ -61,7 +61,7 @@ from bridge.errors import InvalidRequest
 from bridge.events.envelope import format_timestamp
 from bridge.events.ids import new_event_id, ulid
 from bridge.events.log import ERASED
-from bridge.loops import poll
+from bridge.loops import Background, poll
 from bridge.settings import Settings
 from bridge.store.codec import as_bytes, as_int, as_text
 from bridge.store.keys import META_SEQ, Keys
@@ -153,8 +153,7 @@ class Resyncs:
         self._notices = notices
         self._scripts: Scripts = subscriptions.scripts
         self._owner = secrets.token_hex(8)
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = Background("resyncs", self._run)
 
     # -- starting one ---------------------------------------------------------------------------------
 
@@ -299,20 +298,13 @@ class Resyncs:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     def start_loop(self) -> None:
-        if not self.running:
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="resyncs")
+        self._loop.start()
 
     async def stop_loop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def _run(self) -> None:
         await poll(
@@ -320,7 +312,7 @@ class Resyncs:
             self._idle,
             failed="resync step failed; retrying",
             crashed="resync step crashed; retrying",
-            running=lambda: not self._stopping,
+            running=self._loop.go_on,
         )
 
     async def _idle(self, queued: int | None) -> None:

@@ -55,6 +55,7 @@ from bridge.d6.pagination import Page
 from bridge.errors import D6Error, D6MalformedResponse, D6NotAuthorised, LeaseLost, SnapshotConflict
 from bridge.events.envelope import Event
 from bridge.events.outbox import Outbox
+from bridge.loops import cancelled
 from bridge.settings import Settings
 from bridge.sync.diff import DiffResult, Record, finish_diff, plan_diff
 from bridge.sync.due import is_due
@@ -177,9 +178,7 @@ class SchoolPoller:
 
     async def aclose(self) -> None:
         """Stop the background lease releases (at shutdown)."""
-        for task in list(self._releasing):
-            task.cancel()
-        await asyncio.gather(*self._releasing, return_exceptions=True)
+        await cancelled(*self._releasing)
 
     async def _due(self, school_id: int, resource: str) -> bool:
         feed = await self.status.feed(school_id, resource)
@@ -342,9 +341,7 @@ class SchoolPoller:
         try:
             yield lost
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancelled(task)
 
 
 def _without_aged_out(result: DiffResult, resource: Resource, settings: Settings) -> DiffResult:
