@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -153,13 +153,11 @@ class CommandController(Controller):
     )
     async def create_note(
         self,
-        request: Request[Any, Any, Any],
         commands: Injected[Commands],
         school_id: FromPath[int],
         data: JSONBody[NoteCreate],
         idempotency_key: IdempotencyKey = None,
     ) -> CommandView:
-        del request
         validate_create(data)
         return await self._submit(
             commands, "create_note", school_id, body=_json.encode(data), key=idempotency_key

@@ -132,11 +132,17 @@ class CommandStore:
             )
             if not rows:
                 return found, None
+            wanted: list[tuple[int, str, float]] = []
             for member, score in rows:
                 school, _, command_id = as_text(member).partition(":")
-                if school_id is not None and int(school) != school_id:
-                    continue
-                command = await self.find(int(school), command_id)
+                if school_id is None or int(school) == school_id:
+                    wanted.append((int(school), command_id, float(score)))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for school_of_row, command_id, _ in wanted:
+                    pipe.hget(self.keys.commands(school_of_row), command_id)
+                raws: list[Any] = await pipe.execute()
+            for (_, _, score), raw in zip(wanted, raws, strict=True):
+                command = None if raw is None else _decoder.decode(as_bytes(raw))
                 if command is None or (state is not None and command.state != state):
                     continue
                 found.append(command)
