@@ -49,7 +49,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q -n 3 --dist worksteal --durations=25
 
 # The tests start their own redis-server on a free port; make sure the binary exists.
 redis-server:

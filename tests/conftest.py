@@ -8,6 +8,7 @@ import gc
 import os
 import sys
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -51,10 +52,15 @@ def stuck_test_report() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A Redis no one else uses: `BRIDGE_TEST_REDIS_URL`, or a redis-server started for this session."""
+    """A Redis no one else uses: `BRIDGE_TEST_REDIS_URL`, or a redis-server started for this session.
+
+    Each test process (`pytest -n`) has a database of its own there: `gw1` the one after the URL's."""
     configured = os.environ.get("BRIDGE_TEST_REDIS_URL")
     if configured:
-        yield configured
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+        url = urllib.parse.urlsplit(configured)
+        database = int(url.path.strip("/") or 0) + worker
+        yield urllib.parse.urlunsplit(url._replace(path=f"/{database}"))
         return
     with redis_server() as url:
         yield url
