@@ -37,6 +37,7 @@ from bridge.api.records import Records
 from bridge.api.schools import Schools
 from bridge.api.wiring import API_ROUTES, build_api, parts
 from bridge.api.wiring import MAX_REQUEST_BODY_BYTES as MAX_REQUEST_BODY_BYTES  # suites read it here
+from bridge.catalogue import BY_NAME
 from bridge.commands.d6 import D6Writer
 from bridge.commands.models import Command
 from bridge.commands.runner import LEASE_MARGIN_SECONDS, CommandRunner
@@ -80,6 +81,9 @@ from bridge.sync.watcher import IntegrationsWatcher
 log = structlog.get_logger(__name__)
 
 MAINTENANCE_SECONDS: Final = 30.0
+HANDON_AFTER_SECONDS: Final = 60.0
+"""A new baseline still marked as not handed on this long after its commit was left behind: upkeep hands
+it on (docs/api.md#automatic-snapshots)."""
 RETENTION_EVERY_SECONDS: Final = 3600.0
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
 
@@ -349,6 +353,19 @@ class Services:
         for state, count in counts.items():
             metrics.SCHOOLS.labels(state=state).set(count)
 
+    async def hand_on_left(self, now: float | None = None) -> int:
+        """Hand on the new baselines a replica committed and did not hand on (killed in between, or Redis
+        out of reach then), each by one replica; how many."""
+        now = time.time() if now is None else now
+        watched = {BY_NAME[name].prefix: BY_NAME[name] for name in self.settings.resources}
+        left = await self.snapshots.hand_ons_left(
+            await self.snapshots.known_schools(), list(watched), before=now - HANDON_AFTER_SECONDS, now=now
+        )
+        for school_id, prefix in left:
+            log.info("new baseline handed on late", school_id=school_id, resource=watched[prefix].name)
+            await self.poller.hand_on(school_id, watched[prefix])
+        return len(left)
+
     def _trim_every(self) -> float:
         """Seconds between retention trims: hourly, or a tenth of a retention shorter than ten hours."""
         retention = self.settings.event_retention_days * 86400
@@ -365,6 +382,7 @@ class Services:
             if await self.outbox.publish_pending():
                 self.handoff.wake()
             await self.refresh_metrics()
+            await self.hand_on_left()
             await self.eraser.resume()
             if loop.time() >= next_trim:
                 removed = await self.events.trim(self.settings.event_retention_days)

@@ -126,6 +126,9 @@ META_VERSION: Final = "ver:"
 META_BASELINE: Final = "baseline:"
 META_COUNT: Final = "count:"
 META_POLLED: Final = "polled:"
+META_HANDON: Final = "handon:"
+"""Set (to the commit's time) by the commit that takes a feed's new baseline, removed once that baseline is
+handed on to automatic snapshots: one left behind (a replica killed in between) is handed on again later."""
 
 
 def meta_version(resource: str) -> str:
@@ -134,6 +137,10 @@ def meta_version(resource: str) -> str:
 
 def meta_baseline(resource: str) -> str:
     return META_BASELINE + resource
+
+
+def meta_handon(resource: str) -> str:
+    return META_HANDON + resource
 
 
 def meta_count(resource: str) -> str:

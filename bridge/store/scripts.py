@@ -27,6 +27,7 @@ from bridge.store.keys import (
     META_BODIES,
     META_COUNT,
     META_DENIED,
+    META_HANDON,
     META_POLLED,
     META_PUBLISHED,
     META_PURGED,
@@ -41,6 +42,7 @@ _FIELDS: Final = {
     "published": META_PUBLISHED,
     "ver": META_VERSION,
     "baseline": META_BASELINE,
+    "handon": META_HANDON,
     "bodies": META_BODIES,
     "count": META_COUNT,
     "polled": META_POLLED,
@@ -87,6 +89,7 @@ def _lua(source: str) -> str:
 # this batch of the event that tells its new state, and the digest hash stores digest .. that event's
 # sequence (ASCII decimal). `told` 0 (no event: a silent baseline, a change no event tells) keeps the
 # suffix the record had, none for a new record: no suffix reads as 0.
+# A commit that takes the feed's new baseline also marks it to be handed on (`$handon`, the time).
 # Returns {"ok", first_seq, last_seq, new_version} | {"lost_lease", holder} | {"conflict", version}
 #       | {"corrupt", detail}
 COMMIT: Final = _lua("""
@@ -142,6 +145,9 @@ for _ = 1, n_flags do
   end
   i = i + 2
 end
+if redis.call('HEXISTS', KEYS[2], '$baseline' .. r) == 0 then
+  redis.call('HSET', KEYS[2], '$handon' .. r, ARGV[4])
+end
 redis.call('HSET', KEYS[2], '$seq', seq, '$ver' .. r, version + 1, '$baseline' .. r, 1,
   '$count' .. r, redis.call('HLEN', KEYS[3]), '$polled' .. r, ARGV[4])
 return {'ok', first, seq, version + 1}
@@ -195,6 +201,14 @@ local wanted = tonumber(ARGV[1])
 if wanted > current then redis.call('HSET', KEYS[1], '$published', wanted) return wanted end
 return current
 """)
+
+# KEYS: 1 meta; ARGV: 1 field ($handon<resource>), 2 the time read, 3 now.
+# Takes over a baseline's hand-on left behind: moves its time to now if it still holds the time read.
+HANDON_CLAIM: Final = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
 
 # KEYS: 1 meta, 2 hashes, 3 records; ARGV: 1 after ("" = from the first), 2 limit
 # One page of a snapshot for the state API (sync/snapshot.py `read_records`), read with the school's
@@ -275,7 +289,8 @@ for n = 3, #ARGV do
   local r = ARGV[n]
   local k = 2 + (n - 3) * 3
   redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2])
-  redis.call('HDEL', KEYS[1], '$ver' .. r, '$baseline' .. r, '$count' .. r, '$polled' .. r)
+  redis.call('HDEL', KEYS[1], '$ver' .. r, '$baseline' .. r, '$count' .. r, '$polled' .. r,
+    '$handon' .. r)
 end
 redis.call('HSET', KEYS[1], '$purged', ARGV[2])
 return 1
@@ -718,6 +733,7 @@ class Scripts:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.commit: AsyncScript = redis.register_script(COMMIT)
+        self.handon_claim: AsyncScript = redis.register_script(HANDON_CLAIM)
         self.publish: AsyncScript = redis.register_script(PUBLISH)
         self.append_events: AsyncScript = redis.register_script(APPEND_EVENTS)
         self.advance_published: AsyncScript = redis.register_script(ADVANCE_PUBLISHED)

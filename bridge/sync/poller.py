@@ -31,7 +31,10 @@ A commit that takes a feed's new baseline (no `baseline:<r>` before it: a newly 
 poll, the first after a purge, every feed after a store reset) hands the feed to `on_baseline` once it
 is committed and its events published: the bridge resyncs it to the subscriptions created with
 `"initial": "snapshot"` (docs/api.md#automatic-snapshots). The commit is fenced by the lease and the
-snapshot version, so of several replicas only the one whose commit took the baseline calls it.
+snapshot version, so of several replicas only the one whose commit took the baseline calls it. The same
+commit marks the baseline as not yet handed on (`handon:<r>` in the school's meta), and the mark goes once
+it is: one a replica leaves behind (killed in between, or Redis unreachable then) is handed on again by
+the upkeep of any replica (app.py).
 
 A lease that cannot be released (Redis frozen or unreachable when the poll ends) is released in the
 background as soon as Redis answers again, so the school is not locked out for the rest of the TTL.
@@ -240,17 +243,24 @@ class SchoolPoller:
 
     async def _baseline_taken(self, school_id: int, resource: Resource) -> None:
         """Tell `on_baseline`; the poll succeeded whatever it answers (its failure is logged)."""
-        if self.on_baseline is None:
-            return
+        await self.hand_on(school_id, resource)
+
+    async def hand_on(self, school_id: int, resource: Resource) -> bool:
+        """Hand a committed new baseline to `on_baseline`, then clear its mark (set by the commit). A failure
+        is logged and leaves the mark: the serve process' upkeep hands it on again later (app.py)."""
         try:
-            await self.on_baseline(school_id, resource.name)
+            if self.on_baseline is not None:
+                await self.on_baseline(school_id, resource.name)
+            await self.snapshots.handed_on(school_id, resource.prefix)
         except Exception as error:
             log.warning(
-                "new baseline not passed on to automatic snapshots",
+                "new baseline not passed on to automatic snapshots yet",
                 school_id=school_id,
                 resource=resource.name,
                 error=f"{type(error).__name__}: {error}",
             )
+            return False
+        return True
 
     async def _scan(self, school_id: int, resource: Resource) -> tuple[list[list[Record]], int]:
         """The records of every page, page by page (prepared), and the number of pages, or an exception:

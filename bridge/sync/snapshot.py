@@ -51,6 +51,7 @@ from bridge.store.keys import (
     Keys,
     meta_baseline,
     meta_count,
+    meta_handon,
     meta_polled,
     meta_version,
 )
@@ -344,6 +345,30 @@ class SnapshotStore:
                 pipe.hmget(self._keys.school_meta(school_id), list(FLAG_FIELDS))
             replies = await pipe.execute()
         return {school_id: _flags(values) for school_id, values in zip(school_ids, replies, strict=True)}
+
+    async def handed_on(self, school_id: int, resource: str) -> None:
+        """The feed's new baseline has been handed on to automatic snapshots."""
+        await self._redis.hdel(self._keys.school_meta(school_id), meta_handon(resource))
+
+    async def hand_ons_left(
+        self, school_ids: Sequence[int], resources: Sequence[str], *, before: float, now: float
+    ) -> list[tuple[int, str]]:
+        """The new baselines committed before `before` and not yet handed on (a replica died or failed in
+        between), each taken over for this caller: another caller gets it again only after as long."""
+        fields = [meta_handon(resource) for resource in resources]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for school_id in school_ids:
+                pipe.hmget(self._keys.school_meta(school_id), fields)
+            replies: list[Any] = await pipe.execute()
+        left = []
+        for school_id, values in zip(school_ids, replies, strict=True):
+            for resource, field, value in zip(resources, fields, values, strict=True):
+                if value is None or float(value) >= before:
+                    continue
+                keys = [self._keys.school_meta(school_id)]
+                if await self._scripts.handon_claim(keys=keys, args=[field, as_text(value), repr(now)]):
+                    left.append((school_id, resource))
+        return left
 
     async def pair_ids(self, school_ids: Sequence[int]) -> set[str]:
         """Every (school, API type) pair the integration snapshots of these schools hold."""

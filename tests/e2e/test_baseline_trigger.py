@@ -9,13 +9,14 @@ tests/e2e/test_automatic_snapshots.py)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
-from bridge.app import Services
+from bridge.app import HANDON_AFTER_SECONDS, Services
 from bridge.testing.settings import bridge_settings
 from bridge.testing.waiting import wait_for
 from tests.e2e.helpers import running_bridge
@@ -57,6 +58,7 @@ async def test_each_new_baseline_is_handed_on_once_and_nothing_else(
             await wait_for(lambda s=school: polled(services, s), what=f"first poll of {school}")
         await wait_for(lambda: len(baselines.calls) == 4 or None, what="four baselines")
         assert baselines.calls == Counter({(s, r): 1 for s in (1000, 1001) for r in FEEDS})
+        assert await services.hand_on_left(now=time.time() + 3600) == 0  # none left behind
 
         # Later polls, with changes or without, take no baseline.
         learner = (await control.get("/schools/1000/learners")).json()["data"][2]
@@ -95,19 +97,34 @@ async def test_each_new_baseline_is_handed_on_once_and_nothing_else(
         await services.stop(grace=2)
 
 
-async def test_a_failing_hand_on_leaves_the_poll_successful(
+async def test_a_failing_hand_on_leaves_the_poll_successful_and_is_handed_on_later_once(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any
 ) -> None:
+    """What a replica killed between the commit and the hand-on leaves is the same as a failed hand-on: the
+    baseline's mark, which the upkeep of any replica hands on once it is `HANDON_AFTER_SECONDS` old."""
     sim = simulator_factory(schools=1, learners=10, debtors=10, seed=24)
+    baselines = Baselines()
+    failing = True
 
-    async def broken(school_id: int, resource: str) -> None:
-        raise ConnectionError("resync store unreachable")
+    async def broken_at_first(school_id: int, resource: str) -> None:
+        if failing:
+            raise ConnectionError("resync store unreachable")
+        await baselines(school_id, resource)
 
     async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services:
-        services.poller.on_baseline = broken
+        services.poller.on_baseline = broken_at_first
         await wait_for(lambda: polled(services, 1000), what="first poll")
         status = await services.status.get(1000)
         assert status.last_error is None and status.consecutive_failures == 0
+        failing = False
+        assert await services.hand_on_left() == 0  # not yet: the replica that committed may be at it
+        later = time.time() + HANDON_AFTER_SECONDS + 1
+        both = await asyncio.gather(services.hand_on_left(now=later), services.hand_on_left(now=later))
+        assert sum(both) == 2  # two replicas' upkeep at once: each baseline goes to one of them
+        assert baselines.calls == Counter({(1000, r): 1 for r in FEEDS})
+        # Handed on: taken by one caller, and gone.
+        assert await services.hand_on_left(now=later + HANDON_AFTER_SECONDS + 1) == 0
+        assert baselines.calls == Counter({(1000, r): 1 for r in FEEDS})
 
 
 async def _purged(services: Services, school_id: int) -> bool:
