@@ -185,6 +185,35 @@ async def test_projection_applies_and_an_unordered_subscription_gets_completed_l
         assert await redis.hlen(Keys().traces(sid)) == 0  # snapshot events leave no trace behind
 
 
+async def test_two_replicas_step_one_resync_and_each_record_is_sent_once_in_order(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any, receiver_factory: Any
+) -> None:
+    """Both replicas' resync loops see the same resync; its lease lets one at a time queue a chunk, so the
+    lane holds each record once, between one `resync.started` and one `resync.completed`."""
+    sim: SimulatorServer = simulator_factory(schools=1, learners=120, debtors=10, seed=8)
+    receiver, url = receiver_factory()
+    settings = bridge_settings(redis_url, sim.base_url)
+    async with running_bridge(settings) as one, running_bridge(settings) as two, api(one) as client:
+        for services in (one, two):
+            services.resyncs.chunk = 9
+            services.resyncs.max_pending = 12
+        await wait_for(lambda: _baselined(one, SCHOOL), what="the baseline")
+        made = await client.post("/v1/subscriptions", json={"url": url, "event_types": ["learner.*"]})
+        sid = made.json()["id"]
+        assert (await client.post(f"/v1/subscriptions/{sid}/resync", json={})).status_code == 202
+        await wait_for(lambda: _completed(receiver, SCHOOL, "learners"), timeout=60, what="done")
+        await asyncio.sleep(0.5)
+
+        truth = await _truth(client, SCHOOL, "learners")
+        feed = _of_feed(receiver.bodies(), SCHOOL, "learners")
+        assert [b["type"] for b in feed].count("resync.started") == 1
+        assert feed[0]["type"] == "resync.started" and feed[-1]["type"] == "resync.completed"
+        snapshots = feed[1:-1]
+        assert Counter(b["resource_id"] for b in snapshots) == Counter(list(truth))  # each exactly once
+        assert [b["resource_id"] for b in snapshots] == sorted(truth, key=int)  # in the feed's id order
+        assert all(b["sequence"] == truth[b["resource_id"]][0] for b in snapshots)
+
+
 async def test_erasure_drops_a_queued_snapshot_delivery(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any, receiver_factory: Any
 ) -> None:
