@@ -11,7 +11,12 @@ the markers carry the feed's `as_of_sequence`, `resource: "resync"` and the resy
 `step` (any replica, from its background loop) does a bounded amount of the work of each resync it can
 lease (a short lease per resync, so two replicas never run one at once):
 
-- a feed reads its snapshot `chunk` records at a time (`SnapshotStore.read_records`, keyset by id);
+- a feed's record ids are written to a list in the school's slot when it starts (`SnapshotStore.freeze_ids`,
+  in the state API's order, read with `as_of_sequence` in the same step), then its records are read `chunk`
+  ids at a time (`read_records` with those ids: one sort per feed, not one per chunk). A record removed
+  since is left out; one added since is told by its `created` event. The list goes when the feed is done;
+  one that expired under a resync paused for longer than the retention is written again and the feed
+  starts over (records sent twice, none missed);
 - a subscription never holds more than `max_pending` undelivered deliveries because of a resync (its
   pending ones are counted before each chunk): memory stays bounded whatever the feed's size, and change
   events queued meanwhile keep flowing beside it;
@@ -64,7 +69,7 @@ from bridge.events.log import ERASED
 from bridge.loops import Background, poll
 from bridge.settings import Settings
 from bridge.store.codec import as_bytes, as_int, as_text
-from bridge.store.keys import META_SEQ, Keys
+from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
 from bridge.sync.snapshot import RecordRow, SnapshotStore
 
@@ -113,8 +118,8 @@ class Progress(msgspec.Struct, kw_only=True):
     """Where one feed of a resync stands; saved with each chunk."""
 
     phase: Phase = "start"
-    after: str | None = None
-    """The last record id queued (keyset)."""
+    offset: int = 0
+    """How many ids of the feed's frozen id list (`Keys.resync_ids`) have been read."""
     as_of_sequence: int = 0
     count: int = 0
     """Records the snapshot held when the feed's resync began (`resync.started`)."""
@@ -416,29 +421,26 @@ class Resyncs:
             # reading a few records at a time as deliveries trickle out would cost that again and again.
             return 0, state
         before: list[OutgoingEvent] = []
+        listed = self.keys.resync_ids(feed.school_id, feed.resource, resync.id)
         if state.phase == "start":
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hget(self.keys.school_meta(feed.school_id), META_SEQ)
-                pipe.hlen(self.keys.snapshot_hashes(feed.school_id, feed.resource))
-                seq, count = await pipe.execute()
-            state = msgspec.structs.replace(state, as_of_sequence=as_int(seq), count=int(count))
+            seq, count = await self.snapshots.freeze_ids(feed.school_id, feed.resource, listed, self._ids_ttl)
+            state = msgspec.structs.replace(state, as_of_sequence=seq, count=count)
             before = [self._marker(resync, feed, "resync.started", state)]
             if not ordered:  # the snapshots follow once resync.started was delivered (or dead)
                 starting = msgspec.structs.replace(state, phase="starting")
                 return await self._queue(subscription, resync, index, starting, [], before=before)
-        page = await self.snapshots.read_records(
-            feed.school_id, feed.resource, after=state.after, limit=limit
-        )
-        rows = page.rows
+        ids = [] if state.offset >= state.count else await self._ids(listed, state.offset, limit)
+        if ids is None:  # the list expired under a resync paused that long: from its start again
+            await self.snapshots.freeze_ids(feed.school_id, feed.resource, listed, self._ids_ttl)
+            state = msgspec.structs.replace(state, offset=0)
+            ids = await self._ids(listed, 0, limit) or []
+        rows = (await self.snapshots.read_records(feed.school_id, feed.resource, ids=ids)).rows if ids else []
         snapshots = self._snapshots(subscription, feed, rows)
         moved = msgspec.structs.replace(
-            state,
-            phase="running",
-            after=rows[-1].resource_id if rows else state.after,
-            sent=state.sent + len(snapshots),
+            state, phase="running", offset=state.offset + len(ids), sent=state.sent + len(snapshots)
         )
         finish: list[OutgoingEvent] = []
-        if page.next_after is not None:
+        if moved.offset < moved.count:
             pass
         elif ordered:  # the lane keeps the order: resync.completed goes right after the last chunk
             moved = msgspec.structs.replace(moved, phase="done")
@@ -446,9 +448,24 @@ class Resyncs:
         else:
             moved = msgspec.structs.replace(moved, phase="draining")
         result = await self._queue(subscription, resync, index, moved, snapshots, before=before, after=finish)
+        if result is not None and moved.phase != "running":
+            await self.redis.delete(listed)
         if result is not None and snapshots:
             await self._recheck_erased(subscription.id, feed, rows, snapshots)
         return result
+
+    async def _ids(self, listed: str, offset: int, limit: int) -> list[str] | None:
+        """The next `limit` ids of the feed's frozen list; None when the list is gone (it expired)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lrange(listed, offset, offset + limit - 1)
+            pipe.exists(listed)
+            raw, exists = await pipe.execute()
+        return [as_text(i) for i in raw] if exists else None
+
+    @property
+    def _ids_ttl(self) -> float:
+        """A frozen id list outlives the resync's deliveries: as long as events are kept, a day at least."""
+        return max(86400.0, self.settings.event_retention_days * 86400)
 
     def _snapshots(
         self, subscription: Subscription, feed: Feed, rows: list[RecordRow]
@@ -606,6 +623,10 @@ class Resyncs:
             if resync.feeds:
                 first, last = resync.first_number, resync.first_number + len(resync.feeds) - 1
                 pipe.zremrangebyscore(self.keys.resyncs_unconfirmed(sid), first, last)
+            await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:  # each in its school's slot
+            for feed in resync.feeds:
+                pipe.delete(self.keys.resync_ids(feed.school_id, feed.resource, resync.id))
             await pipe.execute()
         log.info("resync finished", subscription=sid, resync_id=resync.id, state=state)
         listed = sorted(as_text(k) for k in await self.redis.hkeys(hashed) if b":" not in as_bytes(k))

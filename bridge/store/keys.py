@@ -181,6 +181,11 @@ class Keys(msgspec.Struct, frozen=True):
     def snapshot_records(self, school_id: int, resource: str) -> str:
         return self.school(school_id, f"snap:{resource}:rec")
 
+    def resync_ids(self, school_id: int, resource: str, resync_id: str) -> str:
+        """List: the ids of the feed's records when a resync of it began, in the state API's order; the
+        resync reads them a chunk at a time (sync/snapshot.py `freeze_ids`) and deletes it when done."""
+        return self.school(school_id, f"resync:{resync_id}:{resource}")
+
     def snapshot_hold(self, school_id: int, resource: str) -> str:
         return self.school(school_id, f"snap:{resource}:hold")
 

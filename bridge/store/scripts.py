@@ -210,6 +210,14 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 """
 
+# Lua: whether a record id is a decimal integer (the state API orders those by value, then the rest as text).
+_INTEGER_ID: Final = """
+local function integer(id)
+  if id == '0' or (#id <= 15 and string.find(id, '^[1-9]%d*$$')) then return tonumber(id) end
+  return nil
+end
+"""
+
 # KEYS: 1 meta, 2 hashes, 3 records; ARGV: 1 after ("" = from the first), 2 limit
 # One page of a snapshot for the state API (sync/snapshot.py `read_records`), read with the school's
 # sequence in one step. Order: ids that are integers (digits, no leading zero, at most 15 of them, so exact
@@ -217,13 +225,12 @@ return 1
 # LC_COLLATE from its environment, "C" = byte order in the usual images). It reads every id of the resource
 # (HKEYS) and sorts those after `after`, so a page costs the size of the resource, not of the page: fine
 # for a school (about 1,500 records); the text ids are sorted only when the integers do not fill the page.
+# A resync, which reads a whole feed, sorts its ids once instead (FREEZE_IDS).
 # Returns {seq, more (0/1), ids, their digest-hash values, their records (nil: erased)}
-RECORDS_PAGE: Final = _lua("""
+RECORDS_PAGE: Final = _lua(
+    _INTEGER_ID
+    + """
 local after, limit = ARGV[1], tonumber(ARGV[2])
-local function integer(id)
-  if id == '0' or (#id <= 15 and string.find(id, '^[1-9]%d*$$')) then return tonumber(id) end
-  return nil
-end
 local after_int = after ~= '' and integer(after) or nil
 local texts_only = after ~= '' and not after_int
 local ints, texts = {}, {}
@@ -247,7 +254,39 @@ local more = (#ints + #texts > #page) and 1 or 0
 if #page == 0 then return {seq, more, {}, {}, {}} end
 local values = redis.call('HMGET', KEYS[2], unpack(page))
 return {seq, more, page, values, redis.call('HMGET', KEYS[3], unpack(page))}
-""")
+"""
+)
+
+# KEYS: 1 meta, 2 hashes, 3 the id list; ARGV: 1 ttl ms.
+# The feed's ids in RECORDS_PAGE's order, written to a list once (a resync then reads it a chunk at a time
+# rather than sorting the feed's ids for every chunk). Returns {seq, count}: the school's sequence and the
+# number of ids, read in the same step.
+FREEZE_IDS: Final = _lua(
+    _INTEGER_ID
+    + """
+local ints, texts = {}, {}
+for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  local n = integer(id)
+  if n then ints[#ints + 1] = n else texts[#texts + 1] = id end
+end
+table.sort(ints)
+table.sort(texts)
+redis.call('DEL', KEYS[3])
+local batch = {}
+local function push(id)
+  batch[#batch + 1] = id
+  if #batch == 1000 then
+    redis.call('RPUSH', KEYS[3], unpack(batch))
+    batch = {}
+  end
+end
+for k = 1, #ints do push(string.format('%d', ints[k])) end
+for k = 1, #texts do push(texts[k]) end
+if #batch > 0 then redis.call('RPUSH', KEYS[3], unpack(batch)) end
+if #ints + #texts > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[1]) end
+return {redis.call('HGET', KEYS[1], '$seq') or '0', #ints + #texts}
+"""
+)
 
 # KEYS: 1 lease, 2 owner, 3 fence; ARGV: 1 owner, 2 ttl ms. Returns the new token or false.
 LEASE_ACQUIRE: Final = """
@@ -742,6 +781,7 @@ class Scripts:
         self.lease_release: AsyncScript = redis.register_script(LEASE_RELEASE)
         self.purge_snapshots: AsyncScript = redis.register_script(PURGE_SNAPSHOTS)
         self.records_page: AsyncScript = redis.register_script(RECORDS_PAGE)
+        self.freeze_ids: AsyncScript = redis.register_script(FREEZE_IDS)
         self.erase_record: AsyncScript = redis.register_script(ERASE_RECORD)
         self.events_unbody: AsyncScript = redis.register_script(EVENTS_UNBODY)
         self.handoff_advance: AsyncScript = redis.register_script(HANDOFF_ADVANCE)

@@ -313,6 +313,15 @@ class SnapshotStore:
             next_after=rows[-1].resource_id if int(more) and rows else None,
         )
 
+    async def freeze_ids(self, school_id: int, resource: str, into: str, ttl: float) -> tuple[int, int]:
+        """Write the feed's record ids, in `read_records`' order, to the list `into` (in the school's slot;
+        it expires after `ttl` seconds). Returns the school's sequence and the number of ids, read in the
+        same step."""
+        _check(resource)
+        keys = [self._keys.school_meta(school_id), self._keys.snapshot_hashes(school_id, resource), into]
+        seq, count = await self._scripts.freeze_ids(keys=keys, args=[int(ttl * 1000)])
+        return int(seq), int(count)
+
     async def meta(self, school_id: int) -> SchoolMeta:
         raw = await self._redis.hgetall(self._keys.school_meta(school_id))
         fields = {as_text(key): as_text(value) for key, value in raw.items()}
