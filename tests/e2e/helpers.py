@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -59,6 +61,20 @@ def start_replica(
             [sys.executable, "-m", "bridge", "serve"], cwd=ROOT, env=env, stderr=log_file
         )
     return process, port
+
+
+async def stop_replicas(processes: Iterable[subprocess.Popen[bytes]], grace: float = 30) -> None:
+    """SIGTERM every serve process still running, then wait for each (SIGKILL after `grace` seconds)."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            await asyncio.to_thread(process.wait, grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait, 10)
 
 
 async def ready(port: int) -> bool:

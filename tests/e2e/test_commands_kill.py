@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import redis.asyncio as aioredis
 from bridge.testing.servers import SimulatorServer
 from bridge.testing.settings import TOKEN
 from bridge.testing.waiting import wait_for
-from tests.e2e.helpers import ready, start_replica
+from tests.e2e.helpers import ready, start_replica, stop_replicas
 
 SCHOOL = 1000
 OVERRIDES = {
@@ -77,14 +76,7 @@ async def test_a_create_in_flight_on_a_killed_replica_lands_exactly_once(
         assert command["attempts"] >= 2
     finally:
         await control.aclose()
-        for process, _port in replicas:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process, _port in replicas:
-            try:
-                await asyncio.to_thread(process.wait, 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        await stop_replicas(process for process, _port in replicas)
 
 
 async def _active(client: httpx.AsyncClient) -> bool:

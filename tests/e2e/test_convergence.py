@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -44,7 +43,7 @@ from bridge.testing.servers import SimulatorServer, ThreadedServer
 from bridge.testing.settings import TOKEN
 from bridge.testing.waiting import wait_for
 from tests.e2e.consumer import PREFIX, Materialiser
-from tests.e2e.helpers import ready, school_events, start_replica
+from tests.e2e.helpers import ready, school_events, start_replica, stop_replicas
 
 SCHOOLS = (1000, 1001)
 NAMES = ("learners", "debtors")
@@ -162,13 +161,7 @@ async def test_a_materialising_subscriber_converges_through_churn_retries_a_resy
         if bridge is not None:
             await bridge.aclose()
         await control.aclose()
-        for process, _port in replicas:
-            process.send_signal(signal.SIGTERM)
-        for process, _port in replicas:
-            try:
-                await asyncio.to_thread(process.wait, 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        await stop_replicas(process for process, _port in replicas)
 
 
 def _client(port: int) -> httpx.AsyncClient:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import redis.asyncio as aioredis
 from bridge.testing.servers import SimulatorServer
 from bridge.testing.settings import TOKEN
 from bridge.testing.waiting import wait_for
-from tests.e2e.helpers import ready, start_replica
+from tests.e2e.helpers import ready, start_replica, stop_replicas
 
 SCHOOLS = (1000, 1001)
 OVERRIDES = {"BRIDGE_SCHOOL_POLL_SECONDS": "1", "BRIDGE_EMIT_INITIAL_SNAPSHOT": "false"}
@@ -113,11 +112,4 @@ async def test_a_stream_resumes_on_another_replica_after_kill_9_with_nothing_los
             assert sequences == sorted(sequences) and sequences
     finally:
         await control.aclose()
-        for process, _port in replicas:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process, _port in replicas:
-            try:
-                await asyncio.to_thread(process.wait, 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        await stop_replicas(process for process, _port in replicas)

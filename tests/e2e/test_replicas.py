@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +21,7 @@ import redis.asyncio as aioredis
 from bridge.d6.records import normalise
 from bridge.testing.servers import SimulatorServer
 from bridge.testing.waiting import wait_for
-from tests.e2e.helpers import ready, school_events, start_replica
+from tests.e2e.helpers import ready, school_events, start_replica, stop_replicas
 
 SCHOOLS = tuple(range(1000, 1006))
 POLL_SECONDS = 2.0
@@ -101,13 +100,7 @@ async def test_three_replicas_poll_each_school_once_per_interval_and_never_emit_
                 truth = (await control.get(f"/schools/{school}/{path}")).json()["data"]
                 assert state == {str(normalise(r)[id_field]): normalise(r) for r in truth}, (school, resource)
     finally:
-        for process, _port in replicas:
-            process.send_signal(signal.SIGTERM)
-        for process, _port in replicas:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        await stop_replicas((process for process, _port in replicas), grace=20)
     for process, port in replicas:
         assert process.returncode == 0, (tmp_path / f"replica-{port}.log").read_text()[-2000:]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from bridge import metrics
 from bridge.store.keys import Keys
 from bridge.testing.settings import TOKEN, bridge_settings
 from bridge.testing.waiting import wait_for
-from tests.e2e.helpers import api, ready, running_bridge, school_events, start_replica
+from tests.e2e.helpers import api, ready, running_bridge, school_events, start_replica, stop_replicas
 
 KEYS = Keys("d6b")
 SCHOOLS = (1000, 1001, 1002)
@@ -97,13 +96,7 @@ async def test_an_old_replica_reports_a_reset_that_a_new_replica_looked_at_first
         assert await resets_counted(old_port) == 1
         assert await resets_counted(new_port) == 0  # B never knew the lost data: it learnt of it
     finally:
-        for process in replicas:
-            process.send_signal(signal.SIGTERM)
-        for process in replicas:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        await stop_replicas(replicas, grace=20)
     a_log = _read(tmp_path / f"replica-{old_port}.log")
     assert a_log.count("store reset detected") == 1, a_log[-3000:]
 
