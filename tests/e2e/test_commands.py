@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from bridge.app import Services
 from bridge.testing.servers import SimulatorServer
@@ -240,3 +241,42 @@ async def test_an_unknown_outcome_is_not_sent_twice_and_d6s_answers_are_acted_on
         assert kinds.count(("command.failed", "create_note")) == 2  # the unknown person and the 401
         assert kinds.count(("command.failed", "delete_note")) == 1
         assert kinds.count(("command.succeeded", "delete_note")) == 2
+
+
+async def test_no_log_line_carries_a_notes_text_on_any_path(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any
+) -> None:
+    """The note's text is personal data: whatever the bridge logs about a command (accepted, sent, retried
+    after d6's 5xx, failed on d6's 404, succeeded, echoed), no field of any log entry holds it."""
+    sim: SimulatorServer = simulator_factory(schools=1, learners=10, debtors=10, seed=43)
+    control = httpx.AsyncClient(base_url=sim.control_url)
+    secret_text = "Promised R450 by Friday, ex-spouse pays the rest"
+    with capture_logs() as logs:
+        async with (
+            running_bridge(bridge_settings(redis_url, sim.base_url, **FAST)) as services,
+            api(services) as client,
+        ):
+            await wait_for(lambda: _ready(services), timeout=40, what="the first polls")
+            person = await _person(control)
+            await control.post("/writes/fail", json={"status": 500, "times": 1})
+            made = (await client.post(f"/v1/schools/{SCHOOL}/notes", json=_note(person, secret_text))).json()
+            refused = (
+                await client.post(f"/v1/schools/{SCHOOL}/notes", json=_note(999_999, secret_text + " again"))
+            ).json()
+            done = await wait_for(lambda: _ended(client, made["command_id"]), timeout=30, what="the create")
+            failed = await wait_for(lambda: _ended(client, refused["command_id"]), timeout=30, what="the 404")
+            assert done["state"] == "succeeded" and done["attempts"] >= 2
+            assert failed["state"] == "failed"
+            await wait_for(
+                lambda: _echoed(redis, done["command_id"]), timeout=30, what="the note.created echo"
+            )
+    assert any(entry.get("command_id") == made["command_id"] for entry in logs)
+    for entry in logs:
+        assert secret_text not in repr(entry), entry
+
+
+async def _echoed(redis: aioredis.Redis, command_id: str) -> bool:
+    return any(
+        event.type == "note.created" and (event.origin or {}).get("command_id") == command_id
+        for event in await school_events(redis, SCHOOL)
+    )
