@@ -27,6 +27,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from bridge.sync.school_state import SCHOOL_STATES
+
 # Process-wide in the client library (it has no per-registry switch); the bridge exposes no other registry.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -164,7 +166,6 @@ ACTIVATIONS: Final = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
-SCHOOL_STATES: Final = ("active", "failing", "inactive", "denied", "revoked")
 SCHOOLS: Final = Gauge(
     f"{PREFIX}_schools",
     "Schools the bridge knows, by state: active (polled), failing (active, last poll failed), "
