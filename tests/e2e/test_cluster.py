@@ -26,7 +26,14 @@ async def test_detects_and_delivers_on_a_redis_cluster(simulator_factory: Any) -
         async with running_bridge(settings) as services, api(services) as client:
             created = await client.post("/v1/subscriptions", json={"url": f"{hook.url}/d6"})
             assert created.status_code == 201, created.text
-            pull = (await client.post("/v1/subscriptions", json={"delivery": "pull"})).json()["id"]
+            # With "initial": "snapshot", made before the schools' first polls: the resync at creation, and
+            # one of each feed handed on when its baseline is taken (ids frozen in the school's slot, the
+            # hand-on marked there, progress in the subscription's slot).
+            pull_made = await client.post(
+                "/v1/subscriptions", json={"delivery": "pull", "initial": "snapshot"}
+            )
+            assert pull_made.status_code == 201, pull_made.text
+            pull = pull_made.json()["id"]
             token = (await client.post(f"/v1/subscriptions/{pull}/tokens")).json()["token"]
             feed = f"/v1/subscriptions/{pull}/feed"
             reader = httpx.AsyncClient(
@@ -50,8 +57,33 @@ async def test_detects_and_delivers_on_a_redis_cluster(simulator_factory: Any) -
             assert ready.status_code == 200, ready.text
 
             # The pull feed: read with its token, committed, and a long-poll woken by the next change.
+            async def whole_feed() -> list[dict[str, Any]] | None:
+                page = (await reader.get(feed, params={"limit": 500})).json()["data"]
+                return page if update["id"] in [e["id"] for e in page] else None
+
+            found = await wait_for(whole_feed, what="the resync and the update in the feed")
+            completed = [e for e in found if e["type"] == "resync.completed"]
+            assert {(e["school_id"], e["data"]["resource"]) for e in completed} == {
+                (s, r) for s in (1000, 1001, 1002) for r in ("debtors", "learners")
+            }
+            for school, name in {(e["school_id"], e["data"]["resource"]) for e in completed}:
+                records = f"/v1/schools/{school}/records/{name}"
+                truth = {
+                    r["resource_id"]
+                    for r in (await client.get(records, params={"limit": 500})).json()["data"]
+                }
+                sent = {
+                    e["resource_id"]
+                    for e in found
+                    if e["type"] == f"{name[:-1]}.snapshot" and e["school_id"] == school
+                }
+                counts = [
+                    e["data"]["count"]
+                    for e in completed
+                    if (e["school_id"], e["data"]["resource"]) == (school, name)
+                ]
+                assert sent == truth and max(counts) == len(truth), (school, name, counts)
             page = (await reader.get(feed, params={"limit": 500})).json()
-            assert update["id"] in [e["id"] for e in page["data"]]
             cursor = page["meta"]["next_cursor"]
             assert (await reader.post(f"{feed}/commit", json={"cursor": cursor})).status_code == 200
             waiting = asyncio.create_task(reader.get(feed, params={"wait": 20}))
