@@ -26,6 +26,7 @@ import redis
 from bridge.d6.records import normalise
 from bridge.events.log import logged_bodies
 from bridge.store.keys import Keys
+from bridge.testing.consumer import Materialiser
 from bridge.testing.receivers import Received
 
 RESOURCES = {"learner": ("learners", "learner_id"), "debtor": ("accountablepersons", "accountable_person_id")}
@@ -37,9 +38,19 @@ class SubscriptionSpec:
     ordered: bool = True
     event_types: tuple[str, ...] | None = None
     school_ids: tuple[int, ...] | None = None
+    initial: bool = False
+    """Created with `"initial": "snapshot"`: it gets a resync at creation and of every new baseline."""
+
+    @property
+    def copies(self) -> bool:
+        """Whether the suite checks a consumer's copy of every record: an ordered subscription to every event
+        of every school (docs/consumers.md)."""
+        return self.ordered and self.event_types is None and self.school_ids is None
 
     def fields(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ordered": self.ordered, "description": f"suite: {self.name}"}
+        if self.initial:
+            body["initial"] = "snapshot"
         if self.event_types is not None:
             body["event_types"] = list(self.event_types)
         if self.school_ids is not None:
@@ -135,6 +146,39 @@ def _replay(
             f"{where}: replaying the {resource} events does not rebuild d6: missing {sorted(missing)[:8]}, "
             f"extra {sorted(extra)[:8]}, different {sorted(changed)[:8]}"
         )
+    return problems
+
+
+def is_resync_event(event_type: str) -> bool:
+    """A resync's delivery (`*.snapshot`, `resync.*`): never in the event log."""
+    return event_type.endswith(".snapshot") or event_type.startswith("resync.")
+
+
+def check_copy(
+    spec: SubscriptionSpec, receipts: list[Received], truth: dict[int, dict[str, list[dict[str, Any]]]]
+) -> list[str]:
+    """A materialising consumer (docs/consumers.md, bridge/testing/consumer.py) fed every body the subscriber
+    accepted, in the order it accepted them, holds exactly d6's records of every school and resource:
+    `truth` maps school -> learner/debtor -> the simulator's final records."""
+    consumer = Materialiser()
+    for receipt in receipts:
+        if receipt.ok and not receipt.aborted and receipt.verified:
+            consumer.apply(receipt.json)
+    problems = []
+    for school_id, resources in sorted(truth.items()):
+        for resource, (_path, id_field) in RESOURCES.items():
+            held = {
+                rid: data for rid, (_seq, data) in consumer.records.get((school_id, resource), {}).items()
+            }
+            final = {str(normalise(r)[id_field]): normalise(r) for r in resources[resource]}
+            if held != final:
+                missing, extra = final.keys() - held.keys(), held.keys() - final.keys()
+                changed = [k for k in final.keys() & held.keys() if final[k] != held[k]]
+                problems.append(
+                    f"{spec.name}: the consumer's copy of school {school_id} {resource}s is not d6's: "
+                    f"missing {sorted(missing)[:8]}, extra {sorted(extra)[:8]}, "
+                    f"different {sorted(changed)[:8]}"
+                )
     return problems
 
 

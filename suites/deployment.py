@@ -27,7 +27,15 @@ from bridge.testing.receivers import Behaviour, Receiver, ReceiverServer
 from bridge.testing.redis import RedisServer
 from bridge.testing.settings import serve_env
 from suites.bridge_api import BridgeApi
-from suites.checks import RESOURCES, SubscriptionSpec, check_deliveries, check_log, read_log
+from suites.checks import (
+    RESOURCES,
+    SubscriptionSpec,
+    check_copy,
+    check_deliveries,
+    check_log,
+    is_resync_event,
+    read_log,
+)
 from suites.processes import Serve, Simulator, start_serves, stop_serves
 from suites.report import Report
 
@@ -38,9 +46,13 @@ class Endpoint:
     behaviour: Behaviour
 
 
-def default_endpoints(schools: list[int], stall_seconds: float) -> list[Endpoint]:
-    """Three subscriptions: ordered and flaky, unordered and stalling, filtered by school and type."""
+def default_endpoints(schools: list[int], stall_seconds: float, *, snapshot: bool = False) -> list[Endpoint]:
+    """Three subscriptions: ordered and flaky, unordered and stalling, filtered by school and type; with
+    `snapshot` a fourth, ordered and flaky, created with `"initial": "snapshot"` (its resyncs run through
+    whatever the suite does)."""
+    extra = [Endpoint(SubscriptionSpec("ordered-snapshot", initial=True), Behaviour(fail_rate=0.1))]
     return [
+        *(extra if snapshot else []),
         Endpoint(SubscriptionSpec("ordered-flaky", ordered=True), Behaviour(fail_rate=0.2)),
         Endpoint(
             SubscriptionSpec("unordered-stalling", ordered=False),
@@ -71,6 +83,8 @@ class Layout:
     retry_schedule: str = "0.2,0.5,1,2"
     env: dict[str, str] = field(default_factory=dict)
     keep_logs: bool = False
+    snapshot_subscriber: bool = False
+    """A fourth subscription, created with `"initial": "snapshot"` (default_endpoints)."""
 
 
 class Deployment:
@@ -95,7 +109,9 @@ class Deployment:
         )
         self.serves = [Serve(f"serve-{n + 1}", self.workdir, env) for n in range(layout.serves)]
         self.api = BridgeApi(lambda: [s.url for s in self.serves if s.alive])
-        endpoints = endpoints or default_endpoints(self.sim.school_ids, layout.delivery_timeout + 1.0)
+        endpoints = endpoints or default_endpoints(
+            self.sim.school_ids, layout.delivery_timeout + 1.0, snapshot=layout.snapshot_subscriber
+        )
         self.endpoints: dict[str, tuple[SubscriptionSpec, ReceiverServer]] = {}
         for n, e in enumerate(endpoints):
             receiver = Receiver(e.behaviour.script(seed=layout.seed + n), name=e.spec.name, verify=True)
@@ -220,9 +236,12 @@ class Deployment:
         report = self.report
         logs = {s: read_log(client, s) for s in self.sim.school_ids}
         events = [e for log in logs.values() for e in log]
+        truths = {
+            school_id: {r: self.sim.truth(school_id, path) for r, (path, _id) in RESOURCES.items()}
+            for school_id in logs
+        }
         for school_id, log in logs.items():
-            truth = {r: self.sim.truth(school_id, path) for r, (path, _id) in RESOURCES.items()}
-            report.extend(check_log(client, school_id, log, truth))
+            report.extend(check_log(client, school_id, log, truths[school_id]))
         listed = {e["id"] for e in self.api.events()}
         logged = {e["id"] for e in events}
         report.check(
@@ -239,6 +258,13 @@ class Deployment:
             receipts = server.receiver.snapshot()
             with (self.workdir / f"receipts-{name}.jsonl").open("w") as out:
                 out.writelines(json.dumps(r.summary()) + "\n" for r in receipts)
+            if spec.copies:
+                problems = check_copy(spec, receipts, truths)
+                report.extend(problems)
+                report.figure(
+                    f"{prefix}{name}: its consumer's copy", "equals d6" if not problems else "differs"
+                )
+            receipts = [r for r in receipts if not is_resync_event(r.event_type or "")]
             figures = check_deliveries(spec, events, receipts, self.dead[name])
             report.extend(figures.problems)
             order = f", out of order {figures.out_of_order}" if spec.ordered else ""

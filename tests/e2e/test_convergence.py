@@ -11,7 +11,7 @@ one replica is killed with SIGKILL (in-flight deliveries come again after their 
 be queued twice) and a new one started. Then the churn stops, and once the bridge is quiet (a poll of every
 feed after the churn, no resync running, no delivery queued, the last change of each school received)
 every received body, in arrival order, duplicates and 500-answered ones included, goes to the
-`Materialiser` of tests/e2e/consumer.py (the docs' example). Its records must equal the state API's (all
+`Materialiser` of bridge/testing/consumer.py (the docs' example). Its records must equal the state API's (all
 pages) for every school and resource, and the simulator's records as the bridge normalises them.
 
 The resync's chunk (500 records, `bridge.delivery.resync.CHUNK`) is not a setting, so the schools are
@@ -38,11 +38,11 @@ import redis.asyncio as aioredis
 
 from bridge.d6.records import normalise
 from bridge.store.keys import Keys
+from bridge.testing.consumer import PREFIX, Materialiser
 from bridge.testing.receivers import Answer, Behaviour, Received, Receiver
 from bridge.testing.servers import SimulatorServer, ThreadedServer
 from bridge.testing.settings import TOKEN
 from bridge.testing.waiting import wait_for
-from tests.e2e.consumer import PREFIX, Materialiser
 from tests.e2e.helpers import ready, school_events, start_replica, stop_replicas
 
 SCHOOLS = (1000, 1001)

@@ -15,10 +15,10 @@ import redis.asyncio as aioredis
 
 from bridge.delivery.projection import mask
 from bridge.store.keys import Keys
+from bridge.testing.consumer import PREFIX, Materialiser
 from bridge.testing.servers import SimulatorServer
 from bridge.testing.settings import bridge_settings
 from bridge.testing.waiting import wait_for
-from tests.e2e.consumer import PREFIX, Materialiser
 from tests.e2e.helpers import api, running_bridge
 
 SCHOOL = 1000

@@ -16,12 +16,12 @@ import redis.asyncio as aioredis
 from bridge.api.records import Records, RecordsController, encode_cursor
 from bridge.api.wiring import build_api, parts, provide
 from bridge.delivery.projection import Shape
+from bridge.testing.consumer import PREFIX, Materialiser, read_state
 from bridge.testing.receivers import Receiver
 from bridge.testing.servers import SimulatorServer, ThreadedServer
 from bridge.testing.settings import bridge_settings
 from bridge.testing.waiting import wait_for
 from tests.delivery.api_app import api_client
-from tests.e2e.consumer import PREFIX, Materialiser, read_state
 from tests.e2e.helpers import ROOT, api, running_bridge
 
 READER = "reader-token-abcdefghijklmnop"
@@ -210,8 +210,8 @@ async def test_a_late_consumer_reads_the_state_then_the_events_and_holds_what_th
 
 
 def test_the_docs_page_shows_the_consumer_that_is_tested() -> None:
-    """docs/consumers.md carries tests/e2e/consumer.py's example verbatim."""
-    source = (ROOT / "tests" / "e2e" / "consumer.py").read_text()
+    """docs/consumers.md carries bridge/testing/consumer.py's example verbatim."""
+    source = (ROOT / "bridge" / "testing" / "consumer.py").read_text()
     example = re.search(
         r"# --- the example of docs/consumers.md starts here ---\n(.*?)\n+# --- ", source, re.S
     )
