@@ -261,8 +261,13 @@ class Deployment:
             if spec.copies:
                 problems = check_copy(spec, receipts, truths)
                 report.extend(problems)
+                told = Counter(
+                    "resync" if is_resync_event(r.event_type or "") else "change" for r in receipts if r.ok
+                )
                 report.figure(
-                    f"{prefix}{name}: its consumer's copy", "equals d6" if not problems else "differs"
+                    f"{prefix}{name}: its consumer's copy",
+                    f"{'equals d6' if not problems else 'differs'} (from {told['change']} change events "
+                    f"and {told['resync']} snapshot and resync events accepted)",
                 )
             receipts = [r for r in receipts if not is_resync_event(r.event_type or "")]
             figures = check_deliveries(spec, events, receipts, self.dead[name])
