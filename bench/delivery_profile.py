@@ -1,0 +1,179 @@
+"""Where a delivery's time goes: CPU per delivery of each process, and a profile of the bridge's own.
+
+    python -m bench.delivery_profile
+
+The unordered run of bench/delivery.py (20,000 pre-appended events, the real hand-off and worker, the
+receiver process) and its raw ceiling (the same envelopes POSTed by the same aiohttp session, no Redis, no
+bookkeeping), each timed on the wall clock with the CPU time of every process around it: the bench process
+(user and kernel), redis-server (INFO cpu) and the receiver (/proc/<pid>/stat). Per delivery, in µs: what
+each used, and what the two cores did not use (idle, waiting on one another); Redis's commands (INFO
+commandstats, the run's setup included). Then the unordered run again under cProfile, from the worker's
+start to the last delivery: the bench process's own time by package (the bridge, aiohttp, redis-py,
+msgspec, asyncio and the rest of the standard library) and its 25 costliest functions. The profile slows
+that run; its shares are what to read, not its rate.
+
+This prints figures only: bench/delivery.py holds the targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import os
+import pstats
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from bench.common import quiet_logs
+from bench.delivery import build, raw_ceiling, throughput
+from bench.delivery_setup import EVENTS, append_events, bench_settings, stop, until_delivered
+from bridge.settings import Settings
+from bridge.store.redis import connect
+from bridge.testing.receiver_process import ReceiverProcess, receiver_process
+from bridge.testing.redis import redis_server
+
+CORES = os.cpu_count() or 1
+TICKS = os.sysconf("SC_CLK_TCK")
+PACKAGES = (
+    ("bridge", "/bridge/"),
+    ("aiohttp", "/aiohttp/"),
+    ("redis-py", "/redis/"),
+    ("msgspec", "/msgspec/"),
+    ("yarl, multidict", "/yarl/"),
+    ("yarl, multidict", "/multidict/"),
+    ("asyncio", "/asyncio/"),
+)
+
+
+@dataclass
+class Cpu:
+    """Seconds of CPU: user and kernel, per process."""
+
+    bench: tuple[float, float]
+    redis: tuple[float, float]
+    receiver: tuple[float, float]
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        def less(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+            return a[0] - b[0], a[1] - b[1]
+
+        return Cpu(
+            less(self.bench, other.bench), less(self.redis, other.redis), less(self.receiver, other.receiver)
+        )
+
+
+def receiver_pid(port: int) -> int:
+    """The receiver process listening on `port` (its command line names the port)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"bridge.testing.receiver_process" in argv and str(port).encode() in argv:
+            return int(entry.name)
+    raise RuntimeError(f"no receiver process for port {port}")
+
+
+async def cpu_now(redis: aioredis.Redis, pid: int) -> Cpu:
+    times = os.times()
+    info = await redis.info("cpu")
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return Cpu(
+        bench=(times.user, times.system),
+        redis=(float(info["used_cpu_user"]), float(info["used_cpu_sys"])),
+        receiver=(int(fields[11]) / TICKS, int(fields[12]) / TICKS),
+    )
+
+
+def show(name: str, seconds: float, used: Cpu, count: int) -> None:
+    per = 1e6 / count
+    parts = {
+        "bridge (bench process), user": used.bench[0],
+        "bridge (bench process), kernel": used.bench[1],
+        "redis-server, user": used.redis[0],
+        "redis-server, kernel": used.redis[1],
+        "receiver, user": used.receiver[0],
+        "receiver, kernel": used.receiver[1],
+    }
+    idle = CORES * seconds - sum(parts.values())
+    print(f"  {name}: {count / seconds:,.0f}/s, {seconds * per:.0f} µs of wall clock each on {CORES} cores")
+    for label, value in parts.items():
+        print(f"    {label:<32} {value * per:7.1f} µs")
+    print(f"    {'idle (nobody on a core)':<32} {idle * per:7.1f} µs")
+
+
+def by_package(stats: pstats.Stats) -> dict[str, float]:
+    """Own time (tottime) per package."""
+    totals: dict[str, float] = defaultdict(float)
+    for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        package = next((label for label, part in PACKAGES if part in filename), "other")
+        if package == "other" and (filename.startswith(("~", "<")) or "/python3." in filename):
+            package = "other Python (stdlib, builtins)"
+        totals[package] += tottime
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+async def main() -> None:
+    quiet_logs()
+    load = os.getloadavg()
+    with redis_server() as url:
+        settings = bench_settings(url)
+        redis = connect(settings)
+        try:
+            async with receiver_process() as receiver:
+                await run(redis, settings, receiver)
+        finally:
+            await redis.aclose()
+    print(f"(load average {load[0]:.2f} at the start; {EVENTS:,} events each run)")
+
+
+async def run(redis: aioredis.Redis, settings: Settings, receiver: ReceiverProcess) -> None:
+    pid = receiver_pid(receiver.port)
+    print(f"delivery profile, concurrency {settings.delivery_concurrency}:")
+    before, began = await cpu_now(redis, pid), time.perf_counter()
+    await redis.config_resetstat()
+    rate, _cpu, sent = await throughput(redis, settings, receiver, ordered=False)
+    commands = await redis.info("commandstats")
+    show("unordered, the bridge", time.perf_counter() - began, await cpu_now(redis, pid) - before, EVENTS)
+    before, began = await cpu_now(redis, pid), time.perf_counter()
+    ceiling, _ = await raw_ceiling(settings, receiver, sent)
+    used = await cpu_now(redis, pid) - before
+    show("raw ceiling, aiohttp alone", time.perf_counter() - began, used, EVENTS)
+    print(f"  bridge / ceiling: {rate / ceiling:.2f} (rates timed as bench/delivery.py times them)")
+    print("  Redis commands of the unordered run (its setup and append included), per delivery:")
+    ranked = sorted(commands.items(), key=lambda kv: -float(kv[1]["usec"]))
+    for name, figures in ranked[:12]:
+        calls, usec = int(figures["calls"]), float(figures["usec"])
+        print(f"    {name.removeprefix('cmdstat_'):<24} {calls / EVENTS:6.2f} calls {usec / EVENTS:7.1f} µs")
+
+    # The unordered run again, profiled from the worker's start to the last delivery (setup not included).
+    await redis.flushdb()
+    services = build(redis, settings, None)
+    subscription = await services.subscriptions.create(url=receiver.url, ordered=False)
+    await append_events(services)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await services.worker.start()
+    services.handoff.start()
+    await until_delivered(services, subscription.id, EVENTS)
+    profiler.disable()
+    await stop(services)
+    stats = pstats.Stats(profiler)
+    total = sum(stats.stats[k][2] for k in stats.stats)  # type: ignore[attr-defined]
+    print("  the bench process under cProfile, own time by package (share of all profiled time):")
+    for package, seconds in by_package(stats).items():
+        print(f"    {package:<32} {seconds / total:6.1%}   {seconds / EVENTS * 1e6:7.1f} µs a delivery")
+    print("  the 25 costliest functions by own time:")
+    stats.sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.exit(0)
