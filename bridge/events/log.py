@@ -18,7 +18,7 @@ envelope is found in the `erased` hash alone.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -121,10 +121,7 @@ class EventLog:
         if not places:
             return {}
         k = self._keys
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for _eid, school_id, seq in places:
-                pipe.hget(k.school_bodies(school_id), str(seq))
-            bodies = await pipe.execute()
+        bodies = await self._per_school(places, k.school_bodies)
         found = {
             eid: as_bytes(body)
             for (eid, _school, _seq), body in zip(places, bodies, strict=True)
@@ -147,14 +144,28 @@ class EventLog:
                 found[eid] = as_bytes(erased)
         return found
 
+    async def _per_school(self, places: Sequence[Place], key: Callable[[int], str]) -> Sequence[Any]:
+        """The field `seq` of each place's school hash `key(school)`, in the order of `places`: one HMGET
+        per school, all in one round trip."""
+        seqs: dict[int, list[str]] = {}
+        for _eid, school_id, seq in places:
+            seqs.setdefault(school_id, []).append(str(seq))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for school_id, fields in seqs.items():
+                pipe.hmget(key(school_id), fields)
+            replies: Any = await pipe.execute()
+        values = {
+            (school_id, field): value
+            for (school_id, fields), reply in zip(seqs.items(), replies, strict=True)
+            for field, value in zip(fields, reply, strict=True)
+        }
+        return [values[(school_id, str(seq))] for _eid, school_id, seq in places]
+
     async def erased_among(self, places: Sequence[Place]) -> set[str]:
         """The ids among `places` of events an erasure reached (the `erased` hash): one round trip."""
         if not places:
             return set()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for _eid, school_id, seq in places:
-                pipe.hget(self._keys.school_erased(school_id), str(seq))
-            replies = await pipe.execute()
+        replies = await self._per_school(places, self._keys.school_erased)
         return {
             eid
             for (eid, _school, _seq), body in zip(places, replies, strict=True)
