@@ -432,8 +432,8 @@ class Resyncs:
                 return await self._queue(subscription, resync, index, starting, [], before=before)
         ids = [] if state.offset >= state.count else await self._ids(listed, state.offset, limit)
         if ids is None:  # the list expired under a resync paused that long: from its start again
-            await self.snapshots.freeze_ids(feed.school_id, feed.resource, listed, self._ids_ttl)
-            state = msgspec.structs.replace(state, offset=0)
+            _, count = await self.snapshots.freeze_ids(feed.school_id, feed.resource, listed, self._ids_ttl)
+            state = msgspec.structs.replace(state, offset=0, count=count)
             ids = await self._ids(listed, 0, limit) or []
         rows = (await self.snapshots.read_records(feed.school_id, feed.resource, ids=ids)).rows if ids else []
         snapshots = self._snapshots(subscription, feed, rows)
@@ -456,12 +456,10 @@ class Resyncs:
         return result
 
     async def _ids(self, listed: str, offset: int, limit: int) -> list[str] | None:
-        """The next `limit` ids of the feed's frozen list; None when the list is gone (it expired)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(listed, offset, offset + limit - 1)
-            pipe.exists(listed)
-            raw, exists = await pipe.execute()
-        return [as_text(i) for i in raw] if exists else None
+        """The next `limit` ids of the feed's frozen list, asked for only while `offset` is short of the
+        list's length; None when the list is gone (it expired): then nothing is there."""
+        raw: list[Any] = await self.redis.lrange(listed, offset, offset + limit - 1)
+        return [as_text(i) for i in raw] or None
 
     @property
     def _ids_ttl(self) -> float:

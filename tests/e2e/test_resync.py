@@ -242,6 +242,36 @@ async def test_erasure_drops_a_queued_snapshot_delivery(
         assert len(told) == 11 and record not in {b["resource_id"] for b in told}
 
 
+async def test_a_frozen_id_list_that_expired_mid_resync_is_written_again_and_nothing_is_missed(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any, receiver_factory: Any
+) -> None:
+    """The feed's id list outlives any resync that keeps going; one paused past it (a subscriber down for
+    longer than the retention) finds it gone: the list is written again and the feed starts over."""
+    sim: SimulatorServer = simulator_factory(schools=1, learners=40, debtors=5, seed=9)
+    receiver, url = receiver_factory()
+    async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services, api(services) as client:
+        await wait_for(lambda: _baselined(services, SCHOOL), what="the baseline")
+        await services.resyncs.stop_loop()  # stepped by hand below
+        services.resyncs.chunk, services.resyncs.max_pending = 7, 1000
+        made = await client.post("/v1/subscriptions", json={"url": url, "event_types": ["learner.*"]})
+        sid = made.json()["id"]
+        rid = (await client.post(f"/v1/subscriptions/{sid}/resync", json={})).json()["resync_id"]
+        listed = Keys().resync_ids(SCHOOL, "learner", rid)
+        assert await services.resyncs.step() > 0  # resync.started and the first chunk
+        assert await redis.llen(listed) == 40
+        await redis.delete(listed)  # as its expiry would
+        while await services.resyncs.step():
+            pass
+        await wait_for(lambda: _completed(receiver, SCHOOL, "learners"), timeout=30, what="the resync sent")
+        await asyncio.sleep(0.3)
+        feed = _of_feed(receiver.bodies(), SCHOOL, "learners")
+        told = Counter(b["resource_id"] for b in feed[1:-1])
+        assert set(told) == set(await _truth(client, SCHOOL, "learners"))  # none missed
+        assert sum(told.values()) == 40 + 7  # the first chunk twice
+        assert [b["type"] for b in feed].count("resync.completed") == 1
+        assert not await redis.exists(listed)  # gone again once the feed is done
+
+
 async def _resync_done(redis: aioredis.Redis, sid: str) -> bool:
     return (
         int(await redis.zcard(Keys().resyncs_active(sid))) == 0
