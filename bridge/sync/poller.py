@@ -233,7 +233,7 @@ class SchoolPoller:
         if emitted:
             await self.outbox.publish(school_id)
         if baselined:
-            await self._baseline_taken(school_id, resource)
+            await self.hand_on(school_id, resource)
         seconds = time.perf_counter() - started
         metrics.POLL_DURATION.labels(resource=resource.prefix).observe(seconds)
         bound.info(
@@ -241,13 +241,10 @@ class SchoolPoller:
         )
         return "ok"
 
-    async def _baseline_taken(self, school_id: int, resource: Resource) -> None:
-        """Tell `on_baseline`; the poll succeeded whatever it answers (its failure is logged)."""
-        await self.hand_on(school_id, resource)
-
-    async def hand_on(self, school_id: int, resource: Resource) -> bool:
-        """Hand a committed new baseline to `on_baseline`, then clear its mark (set by the commit). A failure
-        is logged and leaves the mark: the serve process' upkeep hands it on again later (app.py)."""
+    async def hand_on(self, school_id: int, resource: Resource) -> None:
+        """Hand a committed new baseline to `on_baseline`, then clear its mark (set by the commit). The poll
+        succeeded whatever this answers: a failure is logged and leaves the mark, which the serve process'
+        upkeep hands on again later (app.py)."""
         try:
             if self.on_baseline is not None:
                 await self.on_baseline(school_id, resource.name)
@@ -259,8 +256,6 @@ class SchoolPoller:
                 resource=resource.name,
                 error=f"{type(error).__name__}: {error}",
             )
-            return False
-        return True
 
     async def _scan(self, school_id: int, resource: Resource) -> tuple[list[list[Record]], int]:
         """The records of every page, page by page (prepared), and the number of pages, or an exception:
