@@ -31,13 +31,11 @@ import redis.asyncio as aioredis
 
 from bench.common import quiet_logs
 from bench.delivery import build, raw_ceiling, throughput
-from bench.delivery_setup import EVENTS, append_events, bench_settings, stop, until_delivered
+from bench.delivery_setup import EVENTS, append_events, bench_bridge, stop, until_delivered
 from bridge.app import Services
 from bridge.delivery.models import Subscription
 from bridge.settings import Settings
-from bridge.store.redis import connect
-from bridge.testing.receiver_process import ReceiverProcess, receiver_process
-from bridge.testing.redis import redis_server
+from bridge.testing.receiver_process import ReceiverProcess
 
 CORES = os.cpu_count() or 1
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -125,14 +123,8 @@ def by_package(stats: pstats.Stats) -> dict[str, float]:
 async def main() -> None:
     quiet_logs()
     load = os.getloadavg()
-    with redis_server() as url:
-        settings = bench_settings(url)
-        redis = connect(settings)
-        try:
-            async with receiver_process() as receiver:
-                await run(redis, settings, receiver)
-        finally:
-            await redis.aclose()
+    async with bench_bridge() as (redis, settings, receiver):
+        await run(redis, settings, receiver)
     print(f"(load average {load[0]:.2f} at the start; {EVENTS:,} events each run)")
 
 

@@ -11,19 +11,24 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import redis.asyncio as aioredis
 
 from bench.common import make_school, with_changes
 from bridge.app import Services
 from bridge.d6.records import Record, normalise_in_place
 from bridge.events.envelope import Event
 from bridge.settings import Settings, load_settings
+from bridge.store.redis import connect
 from bridge.sync.diff import finish_diff, plan_diff
 from bridge.sync.events import record_events
+from bridge.testing.receiver_process import ReceiverProcess, receiver_process
 from bridge.testing.receivers import verify_signature
+from bridge.testing.redis import redis_server
 
 SCHOOLS = 100
 EVENTS_PER_SCHOOL = 200
@@ -101,6 +106,20 @@ async def until_fanned(services: Services, subscription_id: str, count: int) -> 
         if time.monotonic() > deadline:
             raise RuntimeError(f"{count} events were not fanned out within {DEADLINE_SECONDS:g} s")
         await asyncio.sleep(POLL_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def bench_bridge() -> AsyncIterator[tuple[aioredis.Redis, Settings, ReceiverProcess]]:
+    """A redis-server of its own with the settings and the client `serve` makes for it, and the receiver
+    process: what a benchmark of delivery runs on."""
+    with redis_server() as url:
+        settings = bench_settings(url)
+        redis = connect(settings)
+        try:
+            async with receiver_process() as receiver:
+                yield redis, settings, receiver
+        finally:
+            await redis.aclose()
 
 
 def bench_settings(redis_url: str) -> Settings:

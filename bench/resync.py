@@ -44,14 +44,12 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from bench.common import quiet_logs, verdict
-from bench.delivery_setup import DEADLINE_SECONDS, SchoolFeed, bench_settings, settled, verify_samples
+from bench.delivery_setup import DEADLINE_SECONDS, SchoolFeed, bench_bridge, settled, verify_samples
 from bridge.app import Services
 from bridge.delivery.models import Subscription
 from bridge.delivery.resync import CHUNK, MAX_PENDING, Resyncs
 from bridge.settings import Settings
-from bridge.store.redis import connect
-from bridge.testing.receiver_process import ReceiverProcess, receiver_process
-from bridge.testing.redis import redis_server
+from bridge.testing.receiver_process import ReceiverProcess
 
 BIG_SCHOOL = 5000
 BIG_LEARNERS = 20_000
@@ -334,14 +332,8 @@ async def measure(
 async def main(learners: int = BIG_LEARNERS) -> bool:
     quiet_logs()
     load = os.getloadavg()
-    with redis_server() as url:
-        settings = bench_settings(url)
-        redis = connect(settings)
-        try:
-            async with receiver_process() as receiver:
-                f = await measure(redis, settings, receiver, learners)
-        finally:
-            await redis.aclose()
+    async with bench_bridge() as (redis, settings, receiver):
+        f = await measure(redis, settings, receiver, learners)
     mib = 1024 * 1024
     w50, w99 = percentiles(f.without)
     d50, d99 = percentiles(f.during)
