@@ -56,10 +56,11 @@ if TYPE_CHECKING:
 Feed = tuple[int, str]
 """(school id, resource name)."""
 
-SCHOOL_PRIOR: Final = 0.5
-"""Pseudo-changes a school's activity starts from, at its resources' mean rates: gamma shape 0.5, so a
-school that shows nothing soon looks quiet, but never silent (the value that minimised the lag on
-skewed populations, bench/freshness.py)."""
+SCHOOL_PRIOR: Final = 2.0
+"""Pseudo-changes a school's activity starts from, at its resources' mean rates: gamma shape 2, so a
+school that shows nothing for a while looks quieter, but a quiet night does not make it silent (on the
+Zipf(1) population of bench/freshness.py, 2 gave the lowest mean lag and a p95 below `fixed`'s; 0.5 gave
+a mean lag 1 to 4% longer and a p95 7% above `fixed`'s: bench/RESULTS.md section 5)."""
 FEED_PRIOR: Final = 4.0
 """Pseudo-changes a feed's rate starts from, at its school's activity: a school's feeds are busy alike."""
 USABLE_SHARE: Final = 0.95
