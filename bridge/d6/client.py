@@ -128,10 +128,14 @@ class D6Client:
         return self.scan_endpoint(endpoint_for(resource), school_id, **filters)
 
     def scan_endpoint(
-        self, endpoint: Endpoint, school_id: int | None = None, **filters: Any
+        self, endpoint: Endpoint, school_id: int | None = None, *, raw: bool = False, **filters: Any
     ) -> AsyncIterator[Page]:
-        """`scan` of an endpoint object (the resource catalogue names its endpoints this way)."""
+        """`scan` of an endpoint object (the resource catalogue names its endpoints this way). With `raw`,
+        each page keeps its records as sent, each decoded, normalised and checked only when asked
+        (`Page.record`: the poller's fast path, bridge/d6/pagination.py)."""
         if endpoint is CLIENT_INTEGRATIONS:
+            if raw:
+                raise ValueError("the client integrations list is not scanned raw")
             return self.scan_client_integrations(school_id=school_id, **filters)
         if endpoint.school_scoped and school_id is None:
             raise ValueError(f"{endpoint.name} needs a school_id")
@@ -144,6 +148,7 @@ class D6Client:
             params=_query(**filters),
             limits=self.page_limits,
             transform=lambda record: self._checked(endpoint, record, school_id),
+            raw=raw,
         )
 
     def scan_accountable_persons(

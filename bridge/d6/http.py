@@ -143,10 +143,13 @@ class D6Http:
         school_id: int | None = None,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        raw: bool = False,
     ) -> Reply:
         """One logical request with retries; `endpoint` is the metrics label (`GET /v2/.../{id}`).
 
-        Returns any answer that is not retried (2xx, 4xx); raises after the bounded attempts.
+        Returns any answer that is not retried (2xx, 4xx); raises after the bounded attempts. With `raw`, a
+        2xx answer's body is its JSON bytes, undecoded (the caller decodes it: `decode_json`); its content
+        type is checked all the same.
         """
         headers = {"HTTP-X-SCHOOLID": str(school_id)} if school_id is not None else None
         policy = self.policy
@@ -200,7 +203,7 @@ class D6Http:
                         else policy.backoff(attempt - 1)
                     )
                 else:
-                    return self._reply(response, endpoint, school_id)
+                    return self._reply(response, endpoint, school_id, raw)
             if attempt < policy.max_attempts:
                 bound.warning(
                     "d6_retry",
@@ -223,7 +226,7 @@ class D6Http:
             except Exception:
                 log.exception("d6_on_response_hook_failed", endpoint=endpoint)
 
-    def _reply(self, response: httpx.Response, endpoint: str, school_id: int | None) -> Reply:
+    def _reply(self, response: httpx.Response, endpoint: str, school_id: int | None, raw: bool) -> Reply:
         status = response.status_code
         if 200 <= status < 300:
             content_type = response.headers.get("content-type", "")
@@ -234,21 +237,25 @@ class D6Http:
                     endpoint=endpoint,
                     school_id=school_id,
                 )
-            try:
-                body = _DECODER.decode(response.content)
-            except msgspec.DecodeError as error:
-                raise D6MalformedResponse(
-                    f"body is not valid JSON: {error}",
-                    status_code=status,
-                    endpoint=endpoint,
-                    school_id=school_id,
-                ) from None
+            if raw:
+                return Reply(status=status, body=response.content, endpoint=endpoint)
+            body = decode_json(response.content, status=status, endpoint=endpoint, school_id=school_id)
             return Reply(status=status, body=body, endpoint=endpoint)
         return Reply(status=status, body=_error_body(response), endpoint=endpoint)
 
     @staticmethod
     def _error(status: int, body: Any, endpoint: str, school_id: int | None) -> D6Error:
         return error_for(status, body, endpoint=endpoint, school_id=school_id)
+
+
+def decode_json(content: bytes, *, status: int, endpoint: str, school_id: int | None) -> Any:
+    """A 2xx answer's JSON, or `D6MalformedResponse` (not retried: see the module docstring)."""
+    try:
+        return _DECODER.decode(content)
+    except msgspec.DecodeError as error:
+        raise D6MalformedResponse(
+            f"body is not valid JSON: {error}", status_code=status, endpoint=endpoint, school_id=school_id
+        ) from None
 
 
 def _is_json(content_type: str) -> bool:

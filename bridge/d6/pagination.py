@@ -18,6 +18,12 @@ complete, so it raises `D6MalformedResponse` rather than ending quietly: no snap
 
 A body of the wrong shape (not an object, `data` not a list, `meta` missing or not an object, a record
 not an object, a `next_cursor` that is not text) raises `D6MalformedResponse`, never an empty page.
+
+Raw pages (`raw=True`, what the poller scans with: docs/development.md#the-diff-fast-path): each record is
+kept as the bytes d6 sent (`Page.rows`), decoded only when asked (`Page.record`), so the poller can skip
+the records whose bytes it has seen before. The page itself is checked as above, at once, and the paging
+rules are the same; a record's own checks (an object, a usable id) come when it is decoded, after the last
+page, with the same errors; a scan with a bad record still fails whole, before anything is diffed.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import msgspec
 import structlog
 
 from bridge.d6.endpoints import Endpoint
-from bridge.d6.http import D6Http, error_for
+from bridge.d6.http import D6Http, decode_json, error_for
 from bridge.d6.records import Record
 from bridge.errors import D6MalformedResponse, D6ValidationError
 
@@ -51,6 +57,67 @@ class Page(msgspec.Struct, kw_only=True):
     number: int
     limit: int | None
     """The page size asked for (None when the page was asked without `limit`)."""
+    rows: list[msgspec.Raw] | None = None
+    """A raw page's records as d6 sent them, undecoded (then `records` is empty): `record(i)` decodes one."""
+    transform: Callable[[Record], Record] | None = None
+    endpoint: str = ""
+    school_id: int | None = None
+
+    def record(self, index: int) -> Record:
+        """Row `index` of a raw page, decoded, checked and normalised as `paginate` does it for a page that
+        is not raw (same errors, the page named)."""
+        assert self.rows is not None
+        value = _DECODER.decode(self.rows[index])
+        if not isinstance(value, dict):
+            raise D6MalformedResponse(
+                f"record {index} is not an object (got {type(value).__name__})",
+                status_code=200,
+                endpoint=self.endpoint,
+                school_id=self.school_id,
+            )
+        if self.transform is None:
+            return value
+        try:
+            return self.transform(value)
+        except D6MalformedResponse as error:  # where the record was; its values stay out
+            raise D6MalformedResponse(
+                f"{error.message} (page {self.number})",
+                status_code=200,
+                endpoint=self.endpoint,
+                school_id=self.school_id,
+            ) from None
+
+
+class _RawListing(msgspec.Struct):
+    """A listing whose records stay undecoded (`msgspec.Raw`: the bytes of each, no copy)."""
+
+    data: list[msgspec.Raw]
+    meta: dict[str, Any]
+
+
+_RAW_LISTING = msgspec.json.Decoder(_RawListing)
+_DECODER = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
+
+
+def raw_listing(
+    content: bytes, *, endpoint: str, school_id: int | None
+) -> tuple[list[msgspec.Raw], dict[str, Any]]:
+    """`check_listing` of a body still in bytes, its records left undecoded. A body this cannot read is
+    decoded as a whole and checked by `check_listing`, for the same error (or, should that find nothing
+    wrong, its records taken re-encoded)."""
+    try:
+        listing = _RAW_LISTING.decode(content)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        body = decode_json(content, status=200, endpoint=endpoint, school_id=school_id)
+        data, meta = check_listing(body, endpoint=endpoint, school_id=school_id)
+        return [msgspec.Raw(_ENCODER.encode(record)) for record in data], meta
+    meta = listing.meta
+    _check_cursor(
+        meta,
+        lambda problem: D6MalformedResponse(problem, status_code=200, endpoint=endpoint, school_id=school_id),
+    )
+    return listing.data, meta
 
 
 def check_listing(body: Any, *, endpoint: str, school_id: int | None) -> tuple[list[Record], dict[str, Any]]:
@@ -70,12 +137,16 @@ def check_listing(body: Any, *, endpoint: str, school_id: int | None) -> tuple[l
     for index, record in enumerate(data):
         if not isinstance(record, dict):
             raise malformed(f"record {index} is not an object (got {type(record).__name__})")
+    _check_cursor(meta, malformed)
+    return data, meta
+
+
+def _check_cursor(meta: dict[str, Any], malformed: Callable[[str], D6MalformedResponse]) -> None:
     next_cursor = meta.get("next_cursor")
     if next_cursor is not None and not isinstance(next_cursor, str):
         raise malformed(f"`meta.next_cursor` is not text (got {type(next_cursor).__name__})")
     if isinstance(next_cursor, str) and len(next_cursor) > MAX_CURSOR_LENGTH:
         raise malformed(f"`meta.next_cursor` is {len(next_cursor)} characters (at most {MAX_CURSOR_LENGTH})")
-    return data, meta
 
 
 def _positive_int(value: Any) -> int | None:
@@ -96,8 +167,10 @@ async def paginate(
     params: Mapping[str, str],
     limits: dict[str, int],
     transform: Callable[[Record], Record],
+    raw: bool = False,
 ) -> AsyncIterator[Page]:
-    """Every page of `endpoint` (filtered by `params`), in order; see the module docstring for the rules."""
+    """Every page of `endpoint` (filtered by `params`), in order; see the module docstring for the rules.
+    With `raw`, pages keep their records undecoded (`Page.rows`)."""
     label = f"GET {endpoint.collection}"
     bound = log.bind(endpoint=endpoint.collection, school_id=school_id)
     used: set[str] = set()  # every cursor this scan has sent
@@ -110,30 +183,48 @@ async def paginate(
         if cursor is not None:
             query["cursor"] = cursor
         query["limit"] = str(limit)
-        reply = await http.send("GET", endpoint.collection, endpoint=label, school_id=school_id, params=query)
+        reply = await http.send(
+            "GET", endpoint.collection, endpoint=label, school_id=school_id, params=query, raw=raw
+        )
         if reply.status == 400 and _refuses_limit(reply.body):
             bound.warning("d6_limit_refused", limit=limit)
             limits.pop(endpoint.name, None)
             limit = None
             del query["limit"]
             reply = await http.send(
-                "GET", endpoint.collection, endpoint=label, school_id=school_id, params=query
+                "GET", endpoint.collection, endpoint=label, school_id=school_id, params=query, raw=raw
             )
         if reply.status != 200:
             raise error_for(reply.status, reply.body, endpoint=label, school_id=school_id)
-        data, meta = check_listing(reply.body, endpoint=label, school_id=school_id)
+        if raw:
+            rows, meta = raw_listing(reply.body, endpoint=label, school_id=school_id)
+            data: list[Any] = rows
+        else:
+            data, meta = check_listing(reply.body, endpoint=label, school_id=school_id)
         maximum = _positive_int(meta.get("max_allowed_limit"))
         if maximum is not None:
             limits[endpoint.name] = maximum
-        try:
-            records = [transform(record) for record in data]
-        except (
-            D6MalformedResponse
-        ) as error:  # where the record was; its values stay out (docs/personal-data.md)
-            raise D6MalformedResponse(
-                f"{error.message} (page {number})", status_code=200, endpoint=label, school_id=school_id
-            ) from None
-        yield Page(records=records, meta=meta, number=number, limit=limit)
+        if raw:
+            yield Page(
+                records=[],
+                meta=meta,
+                number=number,
+                limit=limit,
+                rows=rows,
+                transform=transform,
+                endpoint=label,
+                school_id=school_id,
+            )
+        else:
+            try:
+                records = [transform(record) for record in data]
+            except (
+                D6MalformedResponse
+            ) as error:  # where the record was; its values stay out (docs/personal-data.md)
+                raise D6MalformedResponse(
+                    f"{error.message} (page {number})", status_code=200, endpoint=label, school_id=school_id
+                ) from None
+            yield Page(records=records, meta=meta, number=number, limit=limit)
 
         next_cursor = meta.get("next_cursor")
         if not next_cursor:

@@ -81,14 +81,18 @@ def _lua(source: str) -> str:
 
 # KEYS: 1 lease, 2 meta, 3 hashes, 4 records, 5 hold, 6 events stream, 7 bodies
 # ARGV: 1 token ("" = no lease check), 2 resource, 3 expected version, 4 now, 5 hold marker ("" = none),
-#       6 upserts n, 7 deletes n, 8 events n, 9 school flags n, then n*(id, digest, record, told), n*(id),
-#       n*(id, type, head, tail), n*(flag field, value; "" deletes the field)
+#       6 upserts n, 7 deletes n, 8 events n, 9 school flags n, then n*(id, digest, record ("" = a retag),
+#       told), n*(id), n*(id, type, head, tail), n*(flag field, value; "" deletes the field)
 # Each event's envelope goes to the bodies hash (where an erasure overwrites it), its id and type to the
 # stream. A stream that was empty holds no envelope at all: `bodies` in meta says so.
 # The per-record sequence (docs/events.md#per-record-sequence): an upsert's `told` is the 1-based index in
 # this batch of the event that tells its new state, and the digest hash stores digest .. that event's
 # sequence (ASCII decimal). `told` 0 (no event: a silent baseline, a change no event tells) keeps the
-# suffix the record had, none for a new record: no suffix reads as 0.
+# sequence the record had, none for a new record: no sequence reads as 0. The digest is 16 bytes, or 25
+# when it carries the record's raw digest ('r' at byte 17 and 8 bytes: sync/snapshot.py), so the old
+# value's sequence starts after whichever digest the old value has.
+# An upsert with an empty record is a retag: the digest-hash value alone is rewritten (a new raw digest,
+# the sequence kept), and only if the record is still in the snapshot.
 # A commit that takes the feed's new baseline also marks it to be handed on (`$handon`, the time).
 # Returns {"ok", first_seq, last_seq, new_version} | {"lost_lease", holder} | {"conflict", version}
 #       | {"corrupt", detail}
@@ -112,15 +116,20 @@ local n_up, n_del, n_ev = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]
 local n_flags = tonumber(ARGV[9])
 local i = 10
 for _ = 1, n_up do
-  local id, value, told = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
+  local id, value, record, told = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local old = nil
   if told > 0 then
     value = value .. string.format('%d', seq + told)
   else
-    local old = redis.call('HGET', KEYS[3], id)
-    if old then value = value .. string.sub(old, #value + 1) end
+    old = redis.call('HGET', KEYS[3], id)
+    if old then value = value .. string.sub(old, string.sub(old, 17, 17) == 'r' and 26 or 17) end
   end
-  redis.call('HSET', KEYS[3], id, value)
-  redis.call('HSET', KEYS[4], id, ARGV[i + 2])
+  if record ~= '' then
+    redis.call('HSET', KEYS[3], id, value)
+    redis.call('HSET', KEYS[4], id, record)
+  elseif old then
+    redis.call('HSET', KEYS[3], id, value)
+  end
   i = i + 4
 end
 for _ = 1, n_del do

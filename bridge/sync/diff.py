@@ -16,6 +16,16 @@ every held id; then the held ids are removed (and emitted). If some came back, i
 remaining removals are judged afresh (a mass again: a new hold; a few: ordinary removals). Creates and
 updates are never held.
 
+Raw scans (docs/development.md#the-diff-fast-path): the poller hands over most feeds' pages with their
+records still in bytes (`plan_raw_diff`). Each record's bytes are hashed (`raw_digest`), and
+the snapshot keeps that raw digest beside the canonical one, so a record whose bytes are the very bytes
+stored last time is unchanged: its id comes from the snapshot (raw digest -> id), and it is neither
+decoded, nor normalised, nor hashed again. Every other record is decoded and diffed as above, on its
+canonical digest: a retyped id or reordered keys change its bytes but not its canonical digest, so it is
+no change, and only its raw digest is rewritten, silently (`retag`), for the next scan's fast path. A
+record whose id was seen earlier in the scan always takes the slow path, so the duplicate rule below sees
+the same rows, with the same digests, as it does without the fast path.
+
 Duplicate ids (docs/guarantees.md): a scan in which one id appears twice (the list moved under the cursor, or
 d6 repeated a row) is not trusted at once. The plan names the ids (`duplicated`) and a digest of the whole
 scan (`scan_digest`: every id with its last row, and every row of a duplicated id in order); it is
@@ -30,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -41,6 +51,12 @@ Record = dict[str, Any]
 
 HOLD_MIN_RECORDS: Final = 20
 DIGEST_BYTES: Final = 16
+RAW_DIGEST_BYTES: Final = 8
+RAW_MARK: Final = b"r"
+"""What precedes a raw digest in the snapshot's value (sync/snapshot.py). It stands for the normalisation
+of bridge/d6/records.py as well: were that to change, a new mark makes every stored raw digest unknown, and
+the next scan takes the slow path once (and stores the new mark), rather than trusting records normalised
+the old way."""
 _CANONICAL: Final = msgspec.json.Encoder(order="sorted")
 
 
@@ -53,10 +69,33 @@ def digest(record: Record) -> bytes:
     return hashlib.blake2b(_CANONICAL.encode(record), digest_size=DIGEST_BYTES).digest()
 
 
+def raw_digest(row: Any) -> bytes:
+    """A record's bytes as d6 sent them (`msgspec.Raw`, bytes) hashed: the first 8 bytes of BLAKE2b-512
+    (cheaper than asking BLAKE2b for 8 bytes: no keyword to parse, in a loop over every record)."""
+    return hashlib.blake2b(row).digest()[:RAW_DIGEST_BYTES]
+
+
+def stored_digest(digest: bytes, raw: bytes | None) -> bytes:
+    """The digest part of a snapshot value: the canonical digest, then the raw digest when known."""
+    return digest if raw is None else digest + RAW_MARK + raw
+
+
+class RawRows(Protocol):
+    """A page of a raw scan (bridge/d6/pagination.py `Page`): its records' bytes, and a way to decode one
+    (normalised and checked, raising `D6MalformedResponse` as the client does)."""
+
+    @property
+    def rows(self) -> list[msgspec.Raw] | None: ...
+
+    def record(self, index: int) -> Record: ...
+
+
 class PreviousSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     """What the store knows before a scan; `version` is the optimistic-concurrency check of the commit."""
 
     hashes: dict[str, bytes]
+    raws: dict[bytes, str] = {}
+    """Raw digest -> id, for the records stored with one (a raw digest two ids share is left out)."""
     hold: frozenset[str] | None = None
     version: int = 0
     baseline: bool = False
@@ -85,6 +124,12 @@ class DiffPlan(msgspec.Struct, kw_only=True, frozen=True):
     """The ids that appeared more than once in the scan, sorted."""
     scan_digest: bytes | None = None
     """With `duplicated`: what the next scan must match to be trusted (see the module docstring)."""
+    raws: dict[str, bytes] = {}
+    """Id -> raw digest of its (last) row, for the rows a raw scan decoded."""
+    retag: list[str] = []
+    """Ids unchanged but for their bytes: only their stored raw digest is rewritten."""
+    skipped: int = 0
+    """Rows of a raw scan taken as unchanged on their bytes alone."""
 
     @property
     def trusted(self) -> bool:
@@ -105,7 +150,10 @@ class DiffResult(msgspec.Struct, kw_only=True, frozen=True):
     hold: frozenset[str] | None
     """The hold-back marker to store (None clears it)."""
     upserts: list[tuple[str, bytes, Record]]
-    """(id, digest, record) to write into the snapshot: every created and updated record."""
+    """(id, digest, record) to write into the snapshot: every created and updated record. The digest is
+    the canonical one, followed by the raw one when the record came raw (`stored_digest`)."""
+    retags: list[tuple[str, bytes]] = []
+    """(id, digest) of records whose snapshot value alone is rewritten: a new raw digest, nothing else."""
     deletes: list[str]
     """Ids to delete from the snapshot: the emitted removals."""
     version: int
@@ -165,6 +213,138 @@ def plan_diff(
     )
 
 
+def plan_raw_diff(
+    previous: PreviousSnapshot,
+    pages: Iterable[RawRows],
+    id_of: str | Callable[[Record], str],
+    compare: Callable[[Record], Record] | None = None,
+) -> DiffPlan:
+    """`plan_diff` of a raw scan: a record whose bytes the snapshot knows (its raw digest) is unchanged and
+    costs its hash; the others are decoded (`page.record`) and planned as `plan_diff` plans them. Only for
+    resources whose records are identified by their own content, one row one record (see the module
+    docstring). `digests` then holds the decoded records' digests only.
+
+    The common case goes page by page (hash every row, look every digest up); a scan in which an id comes
+    twice is planned again row by row, in order (`_plan_in_order`), as the duplicate rule needs."""
+    key = _key_function(id_of)
+    get, blake2b = previous.raws.get, hashlib.blake2b
+    found: list[str | None] = []
+    unknown: list[tuple[RawRows, int, bytes]] = []  # (page, index, raw digest) of each row to decode
+    for page in pages:  # the hot loop: tens of thousands of records
+        raws = [blake2b(row).digest()[:RAW_DIGEST_BYTES] for row in page.rows or ()]
+        ids = list(map(get, raws))
+        if None in ids:
+            unknown += [(page, index, raws[index]) for index, rid in enumerate(ids) if rid is None]
+        found += ids
+    skipped = len(found) - len(unknown)
+    seen = set(found)
+    seen.discard(None)
+    if len(seen) != skipped:  # the same bytes twice
+        return _plan_in_order(previous, pages, key, compare)
+    scanned: dict[str, Record] = {}
+    digests: dict[str, bytes] = {}
+    decoded: dict[str, bytes] = {}
+    encode = _CANONICAL.encode
+    for page, index, raw in unknown:
+        record = page.record(index)
+        rid = key(record)
+        if rid in seen or rid in scanned:  # an id twice
+            return _plan_in_order(previous, pages, key, compare)
+        scanned[rid] = record
+        digests[rid] = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
+        decoded[rid] = raw
+    created, changed, retag = _sort_decoded(previous, scanned, digests, decoded)
+    old = previous.hashes
+    missing: list[str] = []
+    if skipped + len(scanned) - len(created) != len(old):  # not every stored id came back
+        missing = sorted(rid for rid in old if rid not in seen and rid not in scanned)
+    return DiffPlan(
+        previous=previous,
+        records=scanned,
+        digests=digests,
+        created=created,
+        changed=changed,
+        missing=missing,
+        duplicates=0,
+        compare=compare,
+        raws=decoded,
+        retag=retag,
+        skipped=skipped,
+    )
+
+
+def _sort_decoded(
+    previous: PreviousSnapshot,
+    scanned: Mapping[str, Record],
+    digests: Mapping[str, bytes],
+    raws: Mapping[str, bytes],
+) -> tuple[list[str], list[str], list[str]]:
+    """The decoded records of a raw scan as (created, changed, retag): a retag is unchanged but for its
+    bytes."""
+    old, known = previous.hashes, previous.raws
+    created, changed, retag = [], [], []
+    for rid in scanned:
+        stored = old.get(rid)
+        if stored is None:
+            created.append(rid)
+        elif stored != digests[rid]:
+            changed.append(rid)
+        elif known.get(raws[rid]) != rid:
+            retag.append(rid)
+    return created, changed, retag
+
+
+def _plan_in_order(
+    previous: PreviousSnapshot,
+    pages: Iterable[RawRows],
+    key: Callable[[Record], str],
+    compare: Callable[[Record], Record] | None,
+) -> DiffPlan:
+    """`plan_raw_diff` row by row: a row whose bytes the snapshot knows, of an id not seen yet in the scan,
+    is unchanged; any other row is decoded, so every row of an id seen twice is decoded but the first, and
+    the plan (`duplicated`, `scan_digest`, the last row winning) is the one `plan_diff` makes."""
+    known, old = previous.raws, previous.hashes
+    scanned: dict[str, Record] = {}
+    digests: dict[str, bytes] = {}
+    raws: dict[str, bytes] = {}
+    repeats: dict[str, list[bytes]] = {}
+    first: set[str] = set()  # ids taken on their bytes
+    encode, blake2b = _CANONICAL.encode, hashlib.blake2b
+    for page in pages:
+        for index, row in enumerate(page.rows or ()):
+            raw = blake2b(row).digest()[:RAW_DIGEST_BYTES]
+            rid = known.get(raw)
+            if rid is not None and rid not in digests:  # the bytes stored last time: unchanged
+                digests[rid] = old[rid]
+                first.add(rid)
+                continue
+            record = page.record(index)
+            rid = key(record)
+            row_digest = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
+            if rid in digests:  # the same id twice: the last row wins, and the scan is not trusted at once
+                repeats.setdefault(rid, [digests[rid]]).append(row_digest)
+            scanned[rid] = record
+            digests[rid] = row_digest
+            raws[rid] = raw
+    decoded = {rid: digests[rid] for rid in scanned}
+    created, changed, retag = _sort_decoded(previous, scanned, decoded, raws)
+    return DiffPlan(
+        previous=previous,
+        records=scanned,
+        digests=digests,
+        created=created,
+        changed=changed,
+        missing=sorted(rid for rid in old if rid not in digests),
+        duplicates=sum(len(rows) - 1 for rows in repeats.values()),
+        compare=compare,
+        duplicated=tuple(sorted(repeats)),
+        scan_digest=_scan_digest(digests, repeats) if repeats else None,
+        raws=raws,
+        retag=retag,
+        skipped=len(first - scanned.keys()),
+    )
+
+
 def _scan_digest(digests: Mapping[str, bytes], repeats: Mapping[str, list[bytes]]) -> bytes:
     """What a suspicious scan was: each id with its (last) row's digest, and each row of a duplicated id."""
     summary = hashlib.blake2b(digest_size=DIGEST_BYTES)
@@ -199,11 +379,13 @@ def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult
     missing = [rid for rid in plan.missing if rid not in erased] if erased else plan.missing
     remove_ids, hold, held_back = decide_removals(missing, len(plan.previous.hashes), plan.previous.hold)
     removed = [RecordChange(id=rid, record=old_records.get(rid) or {}) for rid in remove_ids]
+    raws = plan.raws
     upserts = [
-        (rid, plan.digests[rid], plan.records[rid])
+        (rid, stored_digest(plan.digests[rid], raws.get(rid)), plan.records[rid])
         for rid in plan.created + plan.changed
         if rid not in erased
     ]
+    retags = [(rid, stored_digest(plan.digests[rid], raws[rid])) for rid in plan.retag]
     return DiffResult(
         created=created,
         updated=updated,
@@ -211,6 +393,7 @@ def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult
         held_back=held_back,
         hold=hold,
         upserts=upserts,
+        retags=retags,
         deletes=remove_ids + sorted(rid for rid in plan.missing if rid in erased),
         version=plan.previous.version,
         duplicates=plan.duplicates,

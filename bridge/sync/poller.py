@@ -23,6 +23,12 @@ is not trusted at once (docs/guarantees.md): nothing is diffed, a digest of the 
 names the ids), and the feed is polled again at its next turn; when that scan is the same scan, it is
 diffed, the last row of an id winning.
 
+Most feeds are scanned raw (docs/development.md#the-diff-fast-path): their pages keep each record's bytes,
+and the diff decodes only the records whose bytes the snapshot does not know (sync/diff.py
+`plan_raw_diff`). A feed whose records are not one row, one record, identified by its own content
+(transactions: family groups flattened, occurrence numbers paired with the snapshot) is scanned decoded,
+as before (`raw_scan`).
+
 A 401 "Client has not authorised access" hands the school to `on_denied` (the watcher revokes it once); the
 first scan of a denied school that reads again hands it to `on_restored` before anything is
 committed, so `integration.authorised` precedes the changes made while access was denied.
@@ -60,7 +66,7 @@ from bridge.events.envelope import Event
 from bridge.events.outbox import Outbox
 from bridge.loops import cancelled
 from bridge.settings import Settings
-from bridge.sync.diff import DiffResult, Record, finish_diff, plan_diff
+from bridge.sync.diff import DiffPlan, DiffResult, finish_diff, plan_diff, plan_raw_diff
 from bridge.sync.due import is_due
 from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
@@ -197,13 +203,12 @@ class SchoolPoller:
             denied = (
                 self.on_restored is not None and (await self.snapshots.flags(school_id)).denied is not None
             )
-            scanned, pages = await self._scan(school_id, resource)
-            records = [record for page in scanned for record in page]
+            scanned, count = await self._scan(school_id, resource)
             if lost.is_set():
                 raise LeaseLost(f"school {school_id}: lease lost during the scan")
             if denied and self.on_restored is not None:
                 await self.on_restored(school_id)  # before the changes: `authorised` comes first
-            emitted, baselined = await self._commit(school_id, resource, scanned, records, token)
+            emitted, baselined = await self._commit(school_id, resource, scanned, token)
         except ScanUntrusted as untrusted:
             bound.warning(
                 "scan not trusted: an id appears twice; nothing diffed, polled again",
@@ -227,7 +232,8 @@ class SchoolPoller:
         except (LeaseLost, SnapshotConflict) as error:
             bound.warning("poll lost its lease; another replica takes over", error=str(error))
             return "lost_lease"
-        since = await self.status.succeeded(school_id, resource.name, len(records), pages, changes=emitted)
+        pages = len(scanned)
+        since = await self.status.succeeded(school_id, resource.name, count, pages, changes=emitted)
         if since is not None and emitted:
             metrics.observe_detection_lag(resource.prefix, since, emitted)
         if emitted:
@@ -236,9 +242,7 @@ class SchoolPoller:
             await self.hand_on(school_id, resource)
         seconds = time.perf_counter() - started
         metrics.POLL_DURATION.labels(resource=resource.prefix).observe(seconds)
-        bound.info(
-            "feed polled", seconds=round(seconds, 3), events=emitted, records=len(records), pages=pages
-        )
+        bound.info("feed polled", seconds=round(seconds, 3), events=emitted, records=count, pages=pages)
         return "ok"
 
     async def hand_on(self, school_id: int, resource: Resource) -> None:
@@ -257,32 +261,45 @@ class SchoolPoller:
                 error=f"{type(error).__name__}: {error}",
             )
 
-    async def _scan(self, school_id: int, resource: Resource) -> tuple[list[list[Record]], int]:
-        """The records of every page, page by page (prepared), and the number of pages, or an exception:
+    async def _scan(self, school_id: int, resource: Resource) -> tuple[list[Page], int]:
+        """Every page (a raw one, or its records prepared) and the number of records, or an exception:
         never a partial list."""
-        scanned: list[list[Record]] = []
+        scanned: list[Page] = []
+        raw = raw_scan(resource)
         pages: AsyncIterator[Page] = self.d6.scan_endpoint(
-            resource.endpoint, school_id, **resource.query(self.settings)
+            resource.endpoint, school_id, raw=raw, **resource.query(self.settings)
         )
         prepare = resource.prepare
         async for page in pages:
-            scanned.append(prepare(page.records) if prepare is not None else page.records)
-        metrics.RECORDS_SCANNED.labels(resource=resource.prefix).inc(sum(map(len, scanned)))
-        return scanned, len(scanned)
+            if prepare is not None:
+                page.records = prepare(page.records)
+            scanned.append(page)
+        count = sum(len(page.rows or ()) if raw else len(page.records) for page in scanned)
+        metrics.RECORDS_SCANNED.labels(resource=resource.prefix).inc(count)
+        return scanned, count
 
-    async def _commit(
-        self, school_id: int, resource: Resource, pages: list[list[Record]], records: list[Record], token: int
-    ) -> tuple[int, bool]:
-        """Diff and commit; answers how many events were emitted and whether it took a new baseline."""
+    async def _plan(self, school_id: int, resource: Resource, pages: list[Page]) -> DiffPlan:
+        """Load the snapshot and plan the diff of the scan against it."""
         prefix = resource.prefix
         previous = await self.snapshots.load(school_id, prefix)
+        if raw_scan(resource):
+            return plan_raw_diff(previous, pages, resource.key_function(), resource.compare)
         keys = None
         if resource.scan_keys is not None:  # identity depends on the scan: paired with the snapshot
-            keyer = resource.scan_keys(pages)
+            keyer = resource.scan_keys([page.records for page in pages])
             wanted = keyer.to_read(previous.hashes)
             twins = await self.snapshots.records(school_id, prefix, wanted) if wanted else {}
             keys = keyer.keys(previous.hashes, twins)
-        plan = plan_diff(previous, records, resource.key_function(), resource.compare, keys=keys)
+        records = [record for page in pages for record in page.records]
+        return plan_diff(previous, records, resource.key_function(), resource.compare, keys=keys)
+
+    async def _commit(
+        self, school_id: int, resource: Resource, pages: list[Page], token: int
+    ) -> tuple[int, bool]:
+        """Diff and commit; answers how many events were emitted and whether it took a new baseline."""
+        prefix = resource.prefix
+        plan = await self._plan(school_id, resource, pages)
+        previous = plan.previous
         if plan.duplicated:  # kept (its TTL renewed) while scans repeat: the next must agree with this one
             interval = self.settings.feed_interval(resource.name)
             ttl = max(UNSETTLED_MIN_SECONDS, 4 * interval)
@@ -347,6 +364,12 @@ class SchoolPoller:
             yield lost
         finally:
             await cancelled(task)
+
+
+def raw_scan(resource: Resource) -> bool:
+    """Whether a feed is scanned raw: each row is one record, identified by its own content (its id
+    field, or a function of it), so the same bytes are the same record, unchanged."""
+    return resource.prepare is None and resource.keys is None and resource.scan_keys is None
 
 
 def _without_aged_out(result: DiffResult, resource: Resource, settings: Settings) -> DiffResult:

@@ -1,14 +1,20 @@
 """The per (school, resource) snapshot in Redis, and the atomic commit of a diff with its events.
 
-A snapshot is two hashes in the school's slot: id -> 16-byte digest and the record's sequence (all that a
-diff needs, read with one HGETALL) and id -> last known record, packed by store/records.py (read only for
+A snapshot is two hashes in the school's slot: id -> digests and the record's sequence (all that a diff
+needs, read with one HGETALL) and id -> last known record, packed by store/records.py (read only for
 changed and removed ids).
 
+A digest-hash value (docs/development.md#the-diff-fast-path) is the record's 16-byte canonical digest, then,
+for a record that came in a raw scan, `r` and the 8-byte digest of its bytes as d6 sent them (sync/diff.py
+`stored_digest`), then its sequence. A value without the raw part (written before raw digests were kept, or
+of a resource scanned decoded) reads as before: its byte 17 is a digit or nothing, never `r`.
+
 The record's sequence (docs/events.md#per-record-sequence) is the school sequence of the last event that told
-its current state: ASCII decimal after the digest, none for 0 (a record taken in a silent baseline, or
-written before sequences were kept). The diff sees only the digest (`load` cuts the suffix off); the commit
-script writes the suffix, since only it knows the events' sequences: each upsert names the event of its
-batch that told it (`_told`), and one no event told keeps the sequence it had.
+its current state: ASCII decimal after the digests, none for 0 (a record taken in a silent baseline, or
+written before sequences were kept). The diff sees only the digests (`load` cuts the sequence off); the
+commit script writes the sequence, since only it knows the events' sequences: each upsert names the event of
+its batch that told it (`_told`), and one no event told keeps the sequence it had (so does a retag, which
+rewrites the raw digest alone).
 
 The school's `meta` hash holds the per-resource version, baseline flag, record count and last successful
 poll time, plus the school's event `seq` and `published` watermark.
@@ -34,6 +40,7 @@ a duplicate or lost event when two writers race.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -57,7 +64,7 @@ from bridge.store.keys import (
 )
 from bridge.store.records import pack_record, unpack_record
 from bridge.store.scripts import Scripts
-from bridge.sync.diff import DIGEST_BYTES, DiffResult, PreviousSnapshot, Record
+from bridge.sync.diff import DIGEST_BYTES, RAW_DIGEST_BYTES, RAW_MARK, DiffResult, PreviousSnapshot, Record
 
 _CHUNK: Final = 1000
 MAX_PAGE: Final = 5000
@@ -65,6 +72,14 @@ MAX_PAGE: Final = 5000
 _UNBODY_PAGE: Final = 500
 _PACK: Final = msgspec.msgpack.Encoder()
 _UNPACK_IDS: Final = msgspec.msgpack.Decoder(list[str])
+_RAW_AT: Final = DIGEST_BYTES + len(RAW_MARK)
+_RAW_END: Final = _RAW_AT + RAW_DIGEST_BYTES
+
+
+def sequence_of(value: bytes) -> int:
+    """The record's sequence in a digest-hash value (see the module docstring)."""
+    start = _RAW_END if value[DIGEST_BYTES:_RAW_AT] == RAW_MARK else DIGEST_BYTES
+    return int(value[start:] or 0)
 
 
 class ResourceMeta(msgspec.Struct, kw_only=True, frozen=True):
@@ -170,8 +185,19 @@ class SnapshotStore:
             pipe.hmget(k.school_meta(school_id), [meta_version(resource), meta_baseline(resource)])
             pipe.get(k.snapshot_dup(school_id, resource))
             raw_hashes, raw_hold, (ver, baseline), raw_dup = await pipe.execute()
+        ids = [key.decode() for key in raw_hashes]  # tens of thousands of records: comprehensions only
+        values = list(raw_hashes.values())
+        hashes = dict(zip(ids, [value[:DIGEST_BYTES] for value in values], strict=True))
+        at, end, mark = _RAW_AT, _RAW_END, RAW_MARK
+        pairs = [(v[at:end], rid) for rid, v in zip(ids, values, strict=True) if v[DIGEST_BYTES:at] == mark]
+        raws = dict(pairs)
+        if len(raws) != len(pairs):  # two ids, one raw digest: neither is taken on its bytes
+            for raw, count in Counter(raw for raw, _ in pairs).items():
+                if count > 1:
+                    del raws[raw]
         return PreviousSnapshot(
-            hashes={key.decode(): value[:DIGEST_BYTES] for key, value in raw_hashes.items()},
+            hashes=hashes,
+            raws=raws,
             hold=frozenset(_UNPACK_IDS.decode(raw_hold)) if raw_hold else None,
             version=int(ver or 0),
             baseline=bool(baseline),
@@ -231,7 +257,7 @@ class SnapshotStore:
             result.version,
             repr(time.time() if now is None else now),
             _PACK.encode(sorted(result.hold)) if result.hold else b"",
-            len(result.upserts),
+            len(result.upserts) + len(result.retags),
             len(result.deletes),
             len(events),
             len(flags or {}),
@@ -239,6 +265,8 @@ class SnapshotStore:
         told = _told(events)
         for rid, dig, record in result.upserts:
             args += (rid, dig, pack_record(record), told.get(rid, 0))
+        for rid, dig in result.retags:  # no record: the script rewrites the value alone
+            args += (rid, dig, b"", 0)
         args += result.deletes
         for event in events:
             head, tail = split_for_sequence(event)
@@ -497,7 +525,7 @@ def _rows(found: Iterable[tuple[str, Any, Any]]) -> list[RecordRow]:
     return [
         RecordRow(
             resource_id=rid,
-            sequence=int(as_bytes(value)[DIGEST_BYTES:] or 0),
+            sequence=sequence_of(as_bytes(value)),
             data=unpack_record(as_bytes(raw)) if raw is not None else None,
         )
         for rid, value, raw in found
