@@ -25,11 +25,10 @@ the planned one. Around them, a model of the bridge and of d6:
   minutes (the bridge: every 30 s; every 5 minutes or every hour gives the same figures here), from the
   status the polls recorded.
 
-Five runs on the same schools and the same changes: `fixed` (today's turns: longest waiting first),
-`flat` (BRIDGE_POLL_PLANNING=adaptive without the hours of the week, as the planner was before them),
-`planner` (adaptive, learning each feed's rate and each school's hours from its scans, starting with no
-history at all), `optimum` (the same planner given every feed's true mean rate and cost from the start)
-and `hourly` (the optimum also given every school's true hours of the week: the time-aware optimum). The
+Four runs on the same schools and the same changes: `fixed` (today's turns: longest waiting first),
+`planner` (BRIDGE_POLL_PLANNING=adaptive, starting with no history at all), `optimum` (the same planner
+given every feed's true mean rate and cost from the start) and `hourly` (the optimum also given every
+school's true hours of the week, its feeds taking turns by `lag_area_turn`: the time-aware optimum). The
 week is simulated for 8 days so the last changes of the week are detected too; lags are of the changes in
 the first 7 days. `--hours mixed` gives each school one of three weeks (day school, an afternoon and
 evening office, a boarding school busy every day) instead of the same one.
@@ -37,8 +36,8 @@ evening office, a boarding school busy every day) instead of the same one.
 Three worlds (seeds) by default, each printed, then all their changes together. Targets, on the Zipf(1)
 population: planner mean lag <= 0.55 x fixed, <= 1.2 x the optimum and <= 1.25 x the hourly optimum;
 p95 lag <= fixed's; and on any: no feed's gap between polls above BRIDGE_MAX_POLL_SECONDS (86,400 s)
-under the planner and the two optima. Also printed: what knowing the hours buys (the hourly optimum
-against the constant-rate one, the planner against `flat`).
+under the planner and the two optima. Also printed: what knowing the hours would buy at best (the hourly
+optimum against the constant-rate one).
 """
 
 from __future__ import annotations
@@ -60,7 +59,6 @@ from bridge.sync.planner import Feed, Planner
 from bridge.sync.rates import observe
 from bridge.sync.scheduler import DueQueue, phase_seconds
 from bridge.sync.status import FeedStatus
-from bridge.sync.week import EPOCH, Pooled, ScanSpread, scan_spread
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -68,9 +66,6 @@ WEEK = 7 * DAY
 RUN = 8 * DAY
 PAGE = 50
 REPLAN_SECONDS = 1800.0
-WEEK_LEARN_SECONDS = 4 * 3600.0
-"""How often the simulated planner derives the hour-of-week profiles again (the bridge: every 10 minutes;
-they move over weeks, and deriving them for 2,500 schools costs the simulation more than the rest)."""
 RESOURCES = ("debtors", "learners")
 
 
@@ -106,6 +101,51 @@ def shape_of(week: Callable[[float], float]) -> tuple[float, ...]:
     values = [week(h * HOUR) for h in range(168)]
     mean = sum(values) / len(values)
     return tuple(v / mean for v in values)
+
+
+def lag_area_turn(since: float, interval: float, shape: tuple[float, ...]) -> float:
+    """When a feed scanned at `since` and planned every `interval` seconds is next due, as its week goes.
+
+    A change waits from when it is made until the next scan: between scans at T and t the feed's changes
+    accrue the lag A(t) = ∫_T^t λ(s)·(t - s) ds. At a constant rate the square-root plan scans when A
+    reaches λ·P²/2 (P its interval; λ·P²/c is the same for every feed, the plan's Lagrange condition). With
+    λ(s) = λ·shape(s), the same threshold gives a turn that follows the week: sooner after a busy spell
+    (its changes wait), later after a quiet one; with a flat shape, exactly T + P. Solved hour by hour (A
+    is quadratic within an hour); at most a week ahead."""
+    theta = interval * interval / 2
+    start, pending, area = since, 0.0, 0.0  # pending: the changes expected since T, in mean-rate seconds
+    while start < since + WEEK:
+        next_hour = (math.floor(start / HOUR) + 1) * HOUR
+        g = shape[int(start // HOUR) % 168]
+        d = next_hour - start
+        if area + pending * d + g * d * d / 2 >= theta:
+            left = theta - area
+            if g > 0:
+                return start + (-pending + math.sqrt(pending * pending + 2 * g * left)) / g
+            return start + left / pending  # pending > 0: the area grew within this hour
+        area += pending * d + g * d * d / 2
+        pending += g * d
+        start = next_hour
+    return since + WEEK
+
+
+HOURLY_FLOOR_SHARE = 0.75
+"""Turns that follow the week bunch after busy hours and the queue runs behind them: the time-aware optimum
+keeps a wider margin under BRIDGE_MAX_POLL_SECONDS than the plan's 0.9 (0.9 let gaps reach 26 h)."""
+
+
+class HourlyPlanner(Planner):
+    """The time-aware optimum: the planner given every feed's true mean rate (as `optimum`) and every
+    school's true hours of the week, its feeds taking turns by `lag_area_turn`."""
+
+    shapes: dict[int, tuple[float, ...]]
+
+    def turn(self, feed: Feed) -> float:
+        last = self._last.get(feed)
+        if last is None:
+            return -math.inf
+        bound = last[1] + HOURLY_FLOOR_SHARE * self.settings.max_poll_seconds
+        return min(lag_area_turn(last[0], self.interval(feed), self.shapes[feed[0]]), bound)
 
 
 @dataclass
@@ -188,8 +228,8 @@ class Result:
 
 
 def simulate(name: str, world: World, settings: Settings, pages_per_second: float) -> Result:
-    """One strategy over the run: `fixed`, `flat` (the planner without the hours of the week), `planner`,
-    `optimum` (true mean rates, no hours) or `hourly` (true mean rates and every school's true hours)."""
+    """One strategy over the run: `fixed`, `planner`, `optimum` (true mean rates) or `hourly` (true mean
+    rates and every school's true hours of the week)."""
     started = time.perf_counter()
     result = Result(name)
     now = 0.0
@@ -198,18 +238,16 @@ def simulate(name: str, world: World, settings: Settings, pages_per_second: floa
         return now
 
     queue: DueQueue[Feed] = DueQueue(clock=clock, group=lambda feed: feed[0])
-    planner = Planner(settings, week_origin=0.0) if settings.poll_planning == "adaptive" else None
+    kind = HourlyPlanner if name == "hourly" else Planner
+    planner = kind(settings) if settings.poll_planning == "adaptive" else None
     oracle = name in ("optimum", "hourly")
     true_rates = world.rates if oracle else None
     states = {f: FeedStatus(resource=f[1]) for f in world.feeds}
     if oracle:
         for feed, status in states.items():
             status.pages = world.costs[feed]
-    if planner is not None and name == "hourly":
-        planner.shapes = dict(world.shapes)
-        planner.pooled_shape = next(iter(world.shapes.values()))
-    week = Week() if planner is not None and name == "planner" else None
-    next_week = 0.0
+    if isinstance(planner, HourlyPlanner):
+        planner.shapes = world.shapes
     seen = dict.fromkeys(world.feeds, 0)
     """Index of each feed's first change not yet seen by a scan."""
     last_start: dict[Feed, float] = {}
@@ -218,9 +256,6 @@ def simulate(name: str, world: World, settings: Settings, pages_per_second: floa
         queue.put(feed, 0.0)  # a new school: due at once
     next_plan = 0.0
     while now < RUN:
-        if week is not None and planner is not None and now >= next_week:
-            planner.learn_week(week.pooled, week.schools, EPOCH + now)  # as `Planner.refresh` does
-            next_week = now + WEEK_LEARN_SECONDS
         if planner is not None and now >= next_plan:
             plan = planner.update(states, now, true_rates)
             queue.turn = planner.turn if plan.binding else None
@@ -240,18 +275,7 @@ def simulate(name: str, world: World, settings: Settings, pages_per_second: floa
         if not is_due(planner, settings, status, now):
             result.skipped += 1
         else:
-            scanned = status.scanned_at
-            now_end = poll(feed, status, world, seen, now, due_at, pages_per_second, result, last_start)
-            if (
-                week is not None
-                and planner is not None
-                and scanned is not None
-                and status.changes is not None
-            ):
-                week.add(
-                    feed[0], scan_spread(scanned, now, status.changes, planner.pooled_shape, EPOCH + now, 0.0)
-                )
-            now = now_end
+            now = poll(feed, status, world, seen, now, due_at, pages_per_second, result, last_start)
         queue.done(feed)
         interval = settings.feed_interval(feed[1])
         phase = phase_seconds(feed[0], interval)
@@ -264,20 +288,6 @@ def simulate(name: str, world: World, settings: Settings, pages_per_second: floa
             result.lags.append(RUN - t)  # not detected by the end: counted as if detected then
     result.seconds = time.perf_counter() - started
     return result
-
-
-@dataclass
-class Week:
-    """The hour-of-week counts the status store keeps in Redis (`PollStatusStore._learn_week`)."""
-
-    pooled: Pooled = field(default_factory=Pooled.empty)
-    schools: dict[int, dict[int, float]] = field(default_factory=dict)
-
-    def add(self, school_id: int, added: ScanSpread) -> None:
-        self.pooled.add(added.changes, added.seconds)
-        counts = self.schools.setdefault(school_id, {})
-        for slot, value in added.changes.items():
-            counts[slot] = counts.get(slot, 0.0) + value
 
 
 def is_due(planner: Planner | None, settings: Settings, status: FeedStatus, now: float) -> bool:
@@ -352,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(the busiest {args.top:g} a day), {args.rps:g} requests/s ({pages_per_second:.2f} for feeds), "
         f"a simulated week, {args.hours} hours; {args.worlds} worlds"
     )
-    names = ("fixed", "flat", "planner", "optimum", "hourly")
+    names = ("fixed", "planner", "optimum", "hourly")
     pooled = {name: Result(name) for name in names}
     for seed in range(args.seed, args.seed + args.worlds):
         world = make_world(args.schools, args.skew, args.top, seed, args.hours)
@@ -374,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             total.skipped += result.skipped
             total.longest_gap = max(total.longest_gap, result.longest_gap)
             total.seconds += result.seconds
-    fixed, flat, planner, optimum, hourly = pooled.values()
+    fixed, planner, optimum, hourly = pooled.values()
     print(f"all {args.worlds} worlds ({len(fixed.lags):,} changes):")
     for result in pooled.values():
         report(result, pooled)
@@ -398,11 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  planner {what}: {ratio:.2f}  {'PASS' if ok else 'FAIL'}{'' if applies else ' (Zipf(1) only)'}"
         )
-    # What knowing the hours buys: at best (the oracles), and what the planner learns of it.
+    # What knowing the hours would buy at best: the time-aware optimum against the constant-rate one.
     print(
-        f"  the hours of the week: the hourly optimum is {hourly.mean / optimum.mean:.2f} x the constant "
-        f"rate optimum; the planner {planner.mean / flat.mean:.2f} x the planner without them "
-        "(bench/RESULTS.md section 5)"
+        f"  the hours of the week: the hourly optimum is {hourly.mean / optimum.mean:.2f} x the "
+        "constant-rate optimum (bench/RESULTS.md section 5)"
     )
     target = (
         "on Zipf(1): the planner's mean lag <= 0.55 x fixed, <= 1.2 x the optimum, <= 1.25 x the hourly "
@@ -414,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(result: Result, results: dict[str, Result]) -> None:
     fixed, optimum, hourly = results["fixed"], results["optimum"], results["hourly"]
     ratios = "" if result is fixed else f"   {result.mean / fixed.mean:.2f} x fixed"
-    if result.name in ("planner", "flat"):
+    if result.name == "planner":
         ratios += f", {result.mean / optimum.mean:.2f} x optimum, {result.mean / hourly.mean:.2f} x hourly"
     elif result.name == "hourly":
         ratios += f", {result.mean / optimum.mean:.2f} x optimum"

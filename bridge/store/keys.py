@@ -221,18 +221,10 @@ class Keys(msgspec.Struct, frozen=True):
     def poll_status(self, school_id: int) -> str:
         return self.school(school_id, "poll")
 
-    def school_week(self, school_id: int) -> str:
-        """Hash: hour of the week -> the school's changes found in it, forward-decayed (sync/week.py)."""
-        return self.school(school_id, "week")
-
     # --- global slots --------------------------------------------------------------------------------
 
     def known_schools(self) -> str:
         return f"{self.prefix}:{{schools}}:known"
-
-    def week_pooled(self) -> str:
-        """Hash: `c<hour>` and `s<hour>`, all schools' changes and observed seconds by hour of the week."""
-        return f"{self.prefix}:{{week}}:pooled"
 
     def event_locations(self) -> str:
         return f"{self.prefix}:{{events}}:loc"

@@ -22,15 +22,6 @@ then the feed against its school's activity. With history the feed's own count d
 leans on its school, then its resource. A feed with none yet (before its second scan) is planned at the
 fixed rate: a round of every feed at the budget.
 
-The hours of the week (bridge/sync/week.py): each scan's changes are also counted by the hours it
-covered, per school and for all schools, and each school's profile (when in the week it changes, shrunk
-towards all schools') sets its feeds' turns: a feed is due when the lag its changes are expected to have
-accrued since its last scan reaches what the plan's interval would accrue at a constant rate
-(`lag_area_turn`), so sooner after busy hours and later after quiet ones; with a flat profile (nothing
-learned yet), exactly its interval. The intervals themselves (the budget's shares) come from the mean
-rates: the budget cannot be saved at night for the day, so what the hours change is when each feed's
-turns fall, not how many it gets.
-
 The budget planned is `BRIDGE_D6_MAX_RPS` less the integrations list's share, of which `USABLE_SHARE` (the
 budget's wake-up jitter and retries take the rest). The plan sets intervals; the poll queue realises them
 in turns: a feed's next turn is the due time its last poll recorded plus its planned interval (stride
@@ -57,7 +48,6 @@ from bridge.sync.due import is_due, soonest
 from bridge.sync.rates import HALF_LIFE_SECONDS as HALF_LIFE_SECONDS
 from bridge.sync.rates import decay
 from bridge.sync.rates import observe as observe
-from bridge.sync.week import FLAT, SAST_MONDAY, Pooled, lag_area_turn, school_shape
 
 if TYPE_CHECKING:
     from bridge.settings import Settings
@@ -79,11 +69,6 @@ FLOOR_SHARE: Final = 0.9
 """Feeds are planned at most this share of `BRIDGE_MAX_POLL_SECONDS` apart: the rest absorbs queueing."""
 INTEGRATIONS_PAGE: Final = 50
 MAX_REFRESH_SECONDS: Final = 30.0
-WEEK_REFRESH_SECONDS: Final = 600.0
-"""How often the hour-of-week profiles are read again: they move over weeks."""
-WEEK_FLOOR_SHARE: Final = 0.75
-"""A turn that follows the week is at most this share of `BRIDGE_MAX_POLL_SECONDS` after the feed's last
-start: turns bunch after busy hours and the queue runs behind them, so the margin is wider than the plan's."""
 
 
 def history(status: FeedStatus, now: float) -> tuple[float, float] | None:
@@ -243,19 +228,10 @@ class Planner:
     """One process' plan and turns. `refresh` (or `update`, given the states) replaces the plan; the
     scheduler asks it for each feed's turn while the plan binds, and the poller for its due check."""
 
-    def __init__(
-        self, settings: Settings, status: PollStatusStore | None = None, week_origin: float = SAST_MONDAY
-    ) -> None:
+    def __init__(self, settings: Settings, status: PollStatusStore | None = None) -> None:
         self.settings = settings
         self.status = status
         self.plan = Plan()
-        self.week_origin = week_origin
-        """Seconds added to a time so that whole weeks start on Monday 00:00 (bridge/sync/week.py)."""
-        self.pooled_shape: tuple[float, ...] = FLAT
-        self.shapes: dict[int, tuple[float, ...]] = {}
-        """Each school's hour-of-week profile; a school not here follows `pooled_shape`."""
-        self._week_read = -math.inf
-        self._turns: dict[Feed, tuple[tuple[float, float, int], float]] = {}
         self._last: dict[Feed, tuple[float, float]] = {}
         """The due time and the start of each feed's last poll, by any replica (read) or this one (handed
         out)."""
@@ -270,24 +246,7 @@ class Planner:
     async def refresh(self, feeds: Sequence[Feed]) -> Plan:
         if self.status is None:
             raise RuntimeError("a Planner without a status store is updated with `update`")
-        now = time.time()
-        if now - self._week_read >= WEEK_REFRESH_SECONDS:
-            self._week_read = now
-            pooled, schools = await self.status.weeks(sorted({school_id for school_id, _ in feeds}))
-            self.learn_week(pooled, schools, now)
-            self.status.week_shape = self.pooled_shape
-        return self.update(await self.status.feeds_of(feeds), now)
-
-    def learn_week(self, pooled: Pooled, schools: Mapping[int, Mapping[int, float]], now: float) -> None:
-        """Derive the hour-of-week profiles from the counts (bridge/sync/week.py)."""
-        self.pooled_shape = pooled.shape(now)
-        exposure = pooled.exposure()
-        self.shapes = {
-            school_id: school_shape(counts, self.pooled_shape, exposure, now)
-            for school_id, counts in schools.items()
-            if counts
-        }
-        self._turns.clear()
+        return self.update(await self.status.feeds_of(feeds), time.time())
 
     def update(
         self, states: Mapping[Feed, FeedStatus], now: float, rates: Mapping[Feed, float] | None = None
@@ -318,28 +277,11 @@ class Planner:
         return self.plan.rates.get(feed)
 
     def turn(self, feed: Feed) -> float:
-        """When the feed is due by the plan (-inf: never polled): its last due time plus its planned
-        interval, as the school's week goes (`lag_area_turn`: sooner after busy hours, later after quiet
-        ones; with a flat profile, exactly the interval). A feed that fell behind keeps its earlier turns
-        (stride scheduling): it goes before feeds that are less behind, so shares hold when the budget falls
-        short."""
+        """When the feed is due by the plan: its last due time plus its planned interval (-inf: never
+        polled). A feed that fell behind keeps its earlier turns (stride scheduling): it goes before feeds
+        that are less behind, so shares hold when the budget falls short."""
         last = self._last.get(feed)
-        if last is None:
-            return -math.inf
-        interval = self.interval(feed)
-        shape = self.shapes.get(feed[0], self.pooled_shape)
-        if shape is FLAT:
-            return last[0] + interval
-        key = (last[0], interval, id(shape))
-        cached = self._turns.get(feed)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        turn = min(
-            lag_area_turn(last[0], interval, shape, self.week_origin),
-            last[1] + WEEK_FLOOR_SHARE * self.settings.max_poll_seconds,
-        )
-        self._turns[feed] = (key, turn)
-        return turn
+        return -math.inf if last is None else last[0] + self.interval(feed)
 
     def handed_out(self, feed: Feed, due_at: float, now: float) -> float:
         """A worker takes the feed: the due time its poll records (its turn while the plan binds). A feed

@@ -26,7 +26,6 @@ import redis.asyncio as aioredis
 from bridge.store.codec import as_text
 from bridge.store.keys import Keys
 from bridge.sync.rates import observe
-from bridge.sync.week import FLAT, HOURS, Pooled, scan_spread
 
 
 class FeedStatus(msgspec.Struct, kw_only=True):
@@ -87,8 +86,6 @@ class PollStatusStore:
         self._keys = keys
         self.resources = tuple(resources)
         """The watched feeds: the school's summary covers these."""
-        self.week_shape: Sequence[float] = FLAT
-        """The pooled hour-of-week profile a scan's changes are spread by (the planner keeps it current)."""
 
     async def get(self, school_id: int) -> PollStatus:
         raw = await self._redis.hgetall(self._keys.poll_status(school_id))
@@ -163,41 +160,7 @@ class PollStatusStore:
             mapping[f"{resource}.scanned_at"] = repr(started)
             mapping[f"{resource}.changes"] = str(changes)
         await self._redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
-        if interval is not None and scanned is not None and started is not None and changes is not None:
-            await self._learn_week(school_id, scanned, started, changes, now)
         return interval
-
-    async def _learn_week(self, school_id: int, start: float, end: float, changes: int, now: float) -> None:
-        """Add a scan to the hour-of-week counts (sync/week.py): the school's changes, all schools' changes
-        and observed seconds. Additions only (HINCRBYFLOAT), so replicas never overwrite each other."""
-        added = scan_spread(start, end, changes, self.week_shape, now)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for slot, value in added.changes.items():
-                pipe.hincrbyfloat(self._keys.school_week(school_id), str(slot), value)
-                pipe.hincrbyfloat(self._keys.week_pooled(), f"c{slot}", value)
-            for slot, value in added.seconds.items():
-                pipe.hincrbyfloat(self._keys.week_pooled(), f"s{slot}", value)
-            await pipe.execute()
-
-    async def weeks(self, school_ids: Sequence[int]) -> tuple[Pooled, dict[int, dict[int, float]]]:
-        """The pooled hour-of-week counts and each of these schools' (sync/week.py), in one round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._keys.week_pooled())
-            for school_id in school_ids:
-                pipe.hgetall(self._keys.school_week(school_id))
-            replies = await pipe.execute()
-        pooled = Pooled.empty()
-        for field, value in replies[0].items():
-            name = as_text(field)
-            slot = int(name[1:]) if name[1:].isdigit() else -1
-            if 0 <= slot < HOURS and name[0] in "cs":
-                (pooled.changes if name[0] == "c" else pooled.seconds)[slot] = float(as_text(value))
-        schools = {
-            school_id: {int(as_text(k)): float(as_text(v)) for k, v in raw.items() if as_text(k).isdigit()}
-            for school_id, raw in zip(school_ids, replies[1:], strict=True)
-            if raw
-        }
-        return pooled, schools
 
     async def failed(self, school_id: int, resource: str, error: str) -> None:
         key = self._keys.poll_status(school_id)
