@@ -89,7 +89,7 @@ LATENCY_BATCH = 5
 LATENCY_LEARNERS = 20
 TARGET_UNORDERED = 2_500
 TARGET_ORDERED = 2_000
-TARGET_CEILING_SHARE = 0.5
+TARGET_CEILING_SHARE = 0.6  # issue 26: with a margin over the 0.5 of issue 15
 TARGET_ARQ_RATIO = 3.0
 TARGET_CPU_US = 350.0
 TARGET_P99_MS = 100.0
@@ -218,9 +218,11 @@ async def raw_ceiling(
         ssl_context=tls,
     )
     session = sender.session()
+    # Only the client measured is built (each httpx client makes an SSL context: about 50 µs a request
+    # of this run, spread over 20,000, when they were built for the aiohttp run too).
     httpx_clients = [
         httpx.AsyncClient(timeout=settings.delivery_timeout_seconds, follow_redirects=False, trust_env=False)
-        for _ in range(settings.delivery_concurrency)
+        for _ in range(settings.delivery_concurrency if client == "httpx" else 0)
     ]
 
     async def worker(n: int) -> None:
@@ -341,14 +343,16 @@ def show(name: str, figures: Figures) -> None:
 
 def judge(name: str, figures: Figures) -> list[bool]:
     p99 = figures.timing["response"][1]
+    share = figures.unordered / figures.ceiling
     return [
         verdict(
             f"delivery {name} unordered", figures.unordered >= TARGET_UNORDERED, f">= {TARGET_UNORDERED:,}/s"
         ),
         verdict(
             f"delivery {name} vs raw ceiling",
-            figures.unordered >= TARGET_CEILING_SHARE * figures.ceiling,
-            f">= {TARGET_CEILING_SHARE:g} of the raw ceiling",
+            share >= TARGET_CEILING_SHARE,
+            f">= {TARGET_CEILING_SHARE:g} of the raw ceiling; measured {share:.2f}, "
+            f"{figures.unordered:,.0f} of {figures.ceiling:,.0f}/s",
         ),
         verdict(
             f"delivery {name} CPU",
@@ -425,10 +429,13 @@ async def main(with_arq: bool) -> bool:
         verdict(
             "delivery vs arq",
             arq is not None and plain.unordered >= TARGET_ARQ_RATIO * arq,
-            f">= {TARGET_ARQ_RATIO:g}x the arq baseline",
+            f">= {TARGET_ARQ_RATIO:g}x the arq baseline"
+            + (f"; measured {plain.unordered / arq:.2f}x" if arq is not None else "; not measured"),
         ),
         verdict(
-            "delivery two processes", two >= TARGET_TWO_PROCESSES * one, f">= {TARGET_TWO_PROCESSES:g}x one"
+            "delivery two processes",
+            two >= TARGET_TWO_PROCESSES * one,
+            f">= {TARGET_TWO_PROCESSES:g}x one; measured {two / one:.2f}x",
         ),
         verdict("delivery backlog drain", drain.rate >= TARGET_DRAIN, f">= {TARGET_DRAIN:,}/s"),
         verdict(

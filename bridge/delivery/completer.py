@@ -1,9 +1,13 @@
 """Recording finished attempts in batches: one script call per subscription and batch, not per delivery.
 
-An attempt that has its answer hands its `Completion` here and waits for it to be written; its slot in
-the worker (and its lease) stays taken until then, so every per-delivery guarantee holds as before:
-an ordered lane's head moves on only once its delivery is recorded, and a process killed before the
-write leaves the lease to run out, the delivery to be claimed again (at-least-once).
+An attempt that has its answer hands its `Completion` here. A success is handed in with a callback
+(`submit`): its attempt ends there and the callback runs once the outcome is written, so the next
+attempt need not wait for the write. Any other outcome waits for the write (`complete`): what follows
+it (a subscription disabled, the outcome logged) needs the answer. Either way the delivery's lease stays
+taken until the write, and the worker counts it against its claims until then, so every per-delivery
+guarantee holds as before: an ordered lane's head moves on only once its delivery is recorded, and a
+process killed before the write leaves the lease to run out, the delivery to be claimed again
+(at-least-once).
 
 Each subscription has at most one write in flight. Completions that arrive while it runs wait for it
 and then go together in the next one (at most `max_batch`), so a busy process writes in batches as
@@ -16,11 +20,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import structlog
+
 from bridge.delivery.queue import Completion, DeliveryQueue
+
+log = structlog.get_logger(__name__)
 
 MAX_BATCH = 256
 Result = tuple[bool, float | None]
 """(lease still held, the subscription failing since)."""
+Written = Callable[[Result | Exception], None]
+"""Told, once the write is done, its result for one completion, or what the write raised."""
 
 
 class Completer:
@@ -30,7 +40,7 @@ class Completer:
         self.queue = queue
         self.log_cutoff = log_cutoff  # attempts older than this leave the attempt log
         self.max_batch = max_batch
-        self._waiting: dict[str, list[tuple[Completion, asyncio.Future[Result]]]] = {}
+        self._waiting: dict[str, list[tuple[Completion, Written]]] = {}
         self._writing: dict[str, asyncio.Task[None]] = {}
 
     async def complete(self, completion: Completion) -> Result:
@@ -38,11 +48,29 @@ class Completer:
 
         Raises what the write raised (a Redis error: the lease runs out and the delivery is tried again)."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+
+        def written(result: Result | Exception) -> None:
+            if future.done():  # its attempt was cancelled by `stop()` meanwhile
+                return
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.submit(completion, written)
+        return await future
+
+    def submit(self, completion: Completion, written: Written) -> None:
+        """Record `completion` as `complete` does, without waiting: `written` is called when it is written
+        (or with what the write raised). `drain` waits for it."""
         sid = completion.subscription.id
-        self._waiting.setdefault(sid, []).append((completion, future))
+        waiting = self._waiting.get(sid)
+        if waiting is None:
+            self._waiting[sid] = [(completion, written)]
+        else:
+            waiting.append((completion, written))
         if sid not in self._writing:
             self._start(sid)
-        return await future
 
     async def drain(self) -> None:
         """Wait until every completion handed in so far is written."""
@@ -63,7 +91,7 @@ class Completer:
         if self._waiting.get(sid):
             self._start(sid)
 
-    async def _write(self, sid: str, batch: list[tuple[Completion, asyncio.Future[Result]]]) -> None:
+    async def _write(self, sid: str, batch: list[tuple[Completion, Written]]) -> None:
         # Yield once first: attempts that finish in the same turn of the loop join this batch.
         await asyncio.sleep(0)
         more = self._waiting.pop(sid, [])
@@ -71,15 +99,17 @@ class Completer:
         batch += more[:room]
         if more[room:]:
             self._waiting[sid] = more[room:]
+        outcomes: list[Result | Exception]
         try:
-            results = await self.queue.complete_batch(
-                sid, [completion for completion, _ in batch], log_cutoff=self.log_cutoff()
+            outcomes = list(
+                await self.queue.complete_batch(
+                    sid, [completion for completion, _ in batch], log_cutoff=self.log_cutoff()
+                )
             )
         except Exception as error:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():  # its attempt may have been cancelled by `stop()` meanwhile
-                future.set_result(result)
+            outcomes = [error] * len(batch)
+        for (_, written), outcome in zip(batch, outcomes, strict=True):
+            try:
+                written(outcome)
+            except Exception:  # one caller's failure must not keep the others from their answer
+                log.exception("recording a delivery's outcome failed", subscription=sid)

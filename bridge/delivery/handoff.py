@@ -37,7 +37,10 @@ from bridge.store.scripts import Scripts
 
 log = structlog.get_logger(__name__)
 
-BATCH: Final = 500
+BATCH: Final = 2000
+"""Stream entries fanned out in one step. Each step takes about seven round trips, each waiting a turn of
+a busy event loop: at 500 a step, a backlog's fan-out paced the deliveries (bench/RESULTS.md section 12);
+the enqueue calls stay at `ENQUEUE_BATCH` (1,000) events each."""
 LOCK_SECONDS: Final = 10.0
 IDLE_SECONDS: Final = 0.2
 

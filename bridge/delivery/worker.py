@@ -1,15 +1,21 @@
 """The worker: claims due deliveries, sends each, and records how it went. Every serve process runs one.
 
-Its loop claims due deliveries of enabled subscriptions from Redis (see `queue.py` for lanes and leases)
-while it has free slots (`BRIDGE_DELIVERY_CONCURRENCY`), runs each attempt as a task, and records the
-outcome. It wakes when an attempt finishes or the intake queued something (`wake`), and otherwise polls
-every `poll_interval` seconds (one cheap script per enabled subscription per tick), so other processes'
-fan-outs and expiring retries are picked up quickly.
+Its loop claims due deliveries of enabled subscriptions from Redis (see `queue.py` for lanes and leases),
+runs each attempt as a task while it has free slots (`BRIDGE_DELIVERY_CONCURRENCY` requests in flight),
+and records the outcome. It claims ahead: deliveries claimed beyond the free slots wait in `_ready` and
+start the moment a slot frees (`_launch`), so a slot does not sit empty for a round of claims. Claimed
+deliveries stay at most twice the concurrency, whether waiting, sending or being recorded. It wakes when
+an attempt finishes or the intake queued something (`wake`), and otherwise polls every `poll_interval`
+seconds (one cheap script per enabled subscription per tick), so other processes' fan-outs and expiring
+retries are picked up quickly.
 
 One attempt: `_as_now` (the delivery as the subscription is now: dropped, or its body cut again), send,
 then `_record`, the one place a delivery's outcome is recorded: classified (ok, retry, dead, or hold on
 410 Gone), written as one `Attempt` with the delivery's new state (`Completer`, batched per subscription),
 the subscription disabled on 410 or continuous failure, the delivery metrics of `bridge.metrics` moved.
+A success is handed to the completer and its attempt ends there (`_written` finishes it once written):
+the process goes on sending while completions are written. Until then its lease stays taken and it
+counts against the claims (`_recording`), as an attempt in flight does.
 
 It can be stopped and started again (its HTTP session is made again on first use).
 """
@@ -18,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import secrets
 import time
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -28,7 +36,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from bridge import metrics
-from bridge.delivery.completer import Completer
+from bridge.delivery.completer import Completer, Result
 from bridge.delivery.models import (
     AttemptResult,
     Delivery,
@@ -39,7 +47,7 @@ from bridge.delivery.models import (
 from bridge.delivery.policy import GONE_REASON, gone, next_delay
 from bridge.delivery.queue import Completion, DeliveryQueue, Outcome
 from bridge.delivery.sender import Sender
-from bridge.delivery.sendtime import as_now
+from bridge.delivery.sendtime import as_it_is, as_now
 from bridge.delivery.store import SubscriptionStore
 from bridge.loops import poll
 from bridge.settings import Settings
@@ -50,6 +58,11 @@ LEASE_MARGIN_SECONDS = 5.0  # the attempt is bounded by the timeout; this covers
 MAINTENANCE_SECONDS = 60.0
 SWEEP_SECONDS = 3600.0  # the orphan sweep SCANs the whole keyspace: at start, then hourly
 WAKE_DEBOUNCE_SECONDS = 0.001
+CLAIMED_PER_SLOT = 2
+"""Deliveries held at once (waiting for a slot, sending, being recorded) per slot of concurrency."""
+READY_SECONDS = LEASE_MARGIN_SECONDS / 2
+"""A claimed delivery that waited this long for a slot is handed back: its lease must still cover the
+attempt (bounded by the timeout) and the recording of its outcome."""
 
 
 class Worker:
@@ -80,6 +93,10 @@ class Worker:
         self._counter = 0
         self._inflight: dict[asyncio.Task[None], tuple[str, str, str]] = {}
         self._sending: set[asyncio.Task[None]] = set()  # the attempts of `_inflight` not yet answered
+        self._recording = 0  # successes handed to the completer whose outcome is not written yet
+        self._ready: deque[tuple[Subscription, Delivery, str, float]] = deque()
+        """Claimed, waiting for a slot: (subscription, delivery, token, when claimed, monotonic)."""
+        self._debug = False  # whether the log takes debug lines (read each tick: a line costs ~3 µs)
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -97,8 +114,8 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        """Attempts running in this process now."""
-        return len(self._inflight)
+        """Deliveries this process holds now: waiting for a slot, sending, or being recorded."""
+        return len(self._ready) + len(self._inflight) + self._recording
 
     async def start(self) -> None:
         """Start the loop; also after `stop()` (a restart: the HTTP session is made again on first use)."""
@@ -116,6 +133,7 @@ class Worker:
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        await self._hand_back(len(self._ready))  # claimed, not started: back at once
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=grace)
         await self._completer.drain()
@@ -151,27 +169,32 @@ class Worker:
         if self._stopping:
             return
         try:
-            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            async with asyncio.timeout(self.poll_interval):  # no task of its own, as wait_for makes
+                await self._wake.wait()
         except TimeoutError:
             pass
         else:
-            # Woken by a finished attempt or a fan-out: gather a few more before claiming again,
-            # so a busy process makes one round of claims per batch, not per delivery.
-            await asyncio.sleep(WAKE_DEBOUNCE_SECONDS)
+            if len(self._ready) >= self._settings.delivery_concurrency:
+                # Woken by a finished attempt or a fan-out with enough claimed ahead: gather a few more
+                # before claiming again, so a busy process makes one round of claims per batch, not
+                # per delivery. (With fewer waiting, a slot would soon stand empty: claim at once.)
+                await asyncio.sleep(WAKE_DEBOUNCE_SECONDS)
         self._wake.clear()
 
     async def _tick(self) -> None:
         current = await self._store.current()
         self._erasing = current.erasing
+        self._debug = log.bind().is_enabled_for(logging.DEBUG)
         subscriptions = [s for s in current.subscriptions if s.enabled and not s.pulled]  # a feed is read
         now = time.time()
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_SECONDS
             await self._maintain(current.subscriptions, now)
         # A slot is a request in flight: it frees when the answer is in, while the outcome is written
-        # (the lease held until then). Claimed deliveries stay at most twice the concurrency.
-        concurrency = self._settings.delivery_concurrency
-        free = min(concurrency - len(self._sending), 2 * concurrency - len(self._inflight))
+        # (the lease held until then). Held deliveries (waiting for a slot, sending, being recorded)
+        # stay at most twice the concurrency; those that waited too long for a slot go back first.
+        await self._hand_back(self._stale())
+        free = CLAIMED_PER_SLOT * self._settings.delivery_concurrency - self.in_flight
         if free <= 0 or not subscriptions:
             return
         start = self._round_robin % len(subscriptions)
@@ -185,23 +208,52 @@ class Worker:
             claimed = await self._queue.claim(
                 subscription.id, now=now, lease_until=now + self.lease_seconds, token=token, limit=free
             )
-            for delivery in claimed:
-                task = asyncio.create_task(self._deliver(subscription, delivery, token))
-                self._inflight[task] = (subscription.id, delivery.id, token)
-                self._sending.add(task)
-                task.add_done_callback(self._finished)
-                free -= 1
+            claimed_at = time.monotonic()
+            self._ready.extend((subscription, delivery, token, claimed_at) for delivery in claimed)
+            free -= len(claimed)
+            self._launch()
+
+    def _launch(self) -> None:
+        """Start attempts of claimed deliveries, oldest claim first, while slots are free."""
+        concurrency = self._settings.delivery_concurrency
+        stale = time.monotonic() - READY_SECONDS
+        while self._ready and len(self._sending) < concurrency and not self._stopping:
+            if self._ready[0][3] <= stale:
+                self._wake.set()  # its lease may not cover an attempt now: the tick hands it back
+                break
+            subscription, delivery, token, _ = self._ready.popleft()
+            task = asyncio.create_task(self._deliver(subscription, delivery, token))
+            self._inflight[task] = (subscription.id, delivery.id, token)
+            self._sending.add(task)
+            task.add_done_callback(self._finished)
+
+    def _stale(self) -> int:
+        """How many of the deliveries waiting for a slot waited `READY_SECONDS` (the oldest come first)."""
+        limit = time.monotonic() - READY_SECONDS
+        return next((n for n, item in enumerate(self._ready) if item[3] > limit), len(self._ready))
+
+    async def _hand_back(self, count: int) -> None:
+        """Release the first `count` deliveries waiting for a slot: due again at once, for any process."""
+        if not count:
+            return
+        leaving = [self._ready.popleft() for _ in range(count)]  # before any await: `_launch` pops too
+        now = time.time()
+        for subscription, delivery, token, _ in leaving:
+            with contextlib.suppress(RedisError, OSError):  # else its lease runs out: the same, later
+                await self._queue.release(subscription.id, delivery.id, token=token, now=now)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
         self._sending.discard(task)
+        self._launch()
         self._wake.set()
 
     def _answered(self) -> None:
-        """The current attempt has its answer: its slot is free for the next claim."""
+        """The current attempt has its answer: its slot is free for the next delivery."""
         task = asyncio.current_task()
         if task in self._sending:
             self._sending.discard(task)
+            self._launch()
             self._wake.set()
 
     async def _maintain(self, subscriptions: list[Subscription], now: float) -> None:
@@ -218,11 +270,15 @@ class Worker:
 
     async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> None:
         try:
-            sent = await self._as_now(subscription, delivery)
-            if sent is None:
-                return
+            sent = delivery
+            if not as_it_is(
+                subscription, delivery, erasing=self._erasing, expired_before=self._expired_before()
+            ):
+                now_wanted = await self._as_now(subscription, delivery)
+                if now_wanted is None:
+                    return
+                sent = now_wanted
             result = await self._sender.send(subscription, sent.event_id, sent.body)
-            self._answered()
             metrics.DELIVERY_ATTEMPT_DURATION.observe(result.duration_ms / 1000)
             await self._record(subscription, sent, token, result)
         except (RedisError, OSError) as error:
@@ -236,14 +292,13 @@ class Worker:
         as it is when sent (docs/delivery.md), whatever queued it. None when it is dropped instead
         (sendtime.py `withheld`); the body cut again (`recut`) when the subscription changed since it was
         cut, and kept so (the outcome is recorded with it)."""
-        retention = self._settings.event_retention_days * 86400
         outcome = await as_now(
             self._queue,
             self._events,
             subscription,
             delivery,
             erasing=self._erasing,
-            expired_before=time.time() - retention,
+            expired_before=self._expired_before(),
         )
         if isinstance(outcome, Delivery):
             return outcome
@@ -251,17 +306,30 @@ class Worker:
         metrics.DELIVERIES.labels(outcome=outcome).inc()
         return None
 
+    def _expired_before(self) -> float:
+        """Deliveries queued before this are dropped, not sent (the retention)."""
+        return time.time() - self._settings.event_retention_days * 86400
+
     async def _record(
         self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult
     ) -> None:
-        """Where a delivery's outcome is recorded: classified, written with its `Attempt`, then told."""
+        """Where a delivery's outcome is recorded: classified, written with its `Attempt`, then told.
+
+        A success is handed to the completer and the attempt ends: `_written` finishes it once it is
+        written. Any other outcome frees its slot and waits for the write, then is told (`_told`)."""
         now = time.time()
+        if result.ok:
+            completion = _completion(subscription, delivery, token, result, "ok", now, now)
+            self._recording += 1
+            self._completer.submit(
+                completion, lambda written: self._written(subscription, delivery, result, now, written)
+            )
+            return
+        self._answered()
         number = delivery.attempts + 1
         next_at = now
         outcome: Outcome
-        if result.ok:
-            outcome = "ok"
-        elif gone(result):
+        if gone(result):
             outcome = "hold"
         else:
             delay = next_delay(result, number, self._settings.retry_schedule, self._rng)
@@ -276,23 +344,53 @@ class Worker:
         held, failing_since = await self._completer.complete(
             _completion(subscription, delivery, token, result, outcome, now, next_at)
         )
-        if outcome == "ok" and held:
-            # The usual case, kept cheap: the attempt log in Redis has it; its log line is at debug level
-            # (rendering a line per delivery would cost more than the Redis bookkeeping).
-            self._delivered_ok.inc()
-            if not delivery.replay:
-                metrics.DELIVERY_LATENCY.observe(max(0.0, now - delivery.event_timestamp))
+        await self._told(subscription, delivery, result, outcome, held, failing_since, now)
+
+    def _written(
+        self,
+        subscription: Subscription,
+        delivery: Delivery,
+        result: AttemptResult,
+        now: float,
+        written: Result | Exception,
+    ) -> None:
+        """A success's outcome is written (or the write failed): its claim is freed, and it is counted."""
+        self._recording -= 1
+        self._wake.set()
+        if isinstance(written, Exception):
+            # The lease runs out and the delivery is attempted again: at-least-once holds.
+            _bound(subscription, delivery).warning(
+                "delivery bookkeeping failed", error=f"{type(written).__name__}: {written}"
+            )
+            return
+        held, _ = written
+        if not held:
+            _bound(subscription, delivery).info(
+                "delivery attempt",
+                attempt=delivery.attempts + 1,
+                outcome="ok",
+                status=result.status_code,
+                error=result.error,
+                duration_ms=result.duration_ms,
+                lease_lost=True,
+            )
+            metrics.DELIVERIES.labels(outcome="lease_lost").inc()
+            return
+        # The usual case, kept cheap: the attempt log in Redis has it; its log line is at debug level
+        # (rendering a line per delivery would cost more than the Redis bookkeeping).
+        self._delivered_ok.inc()
+        if not delivery.replay:
+            metrics.DELIVERY_LATENCY.observe(max(0.0, now - delivery.event_timestamp))
+        if self._debug:
             log.debug(
                 "delivery attempt",
                 subscription=subscription.id,
                 event_id=delivery.event_id,
                 school=delivery.school_id,
-                attempt=number,
-                outcome=outcome,
+                attempt=delivery.attempts + 1,
+                outcome="ok",
                 status=result.status_code,
             )
-            return
-        await self._told(subscription, delivery, result, outcome, held, failing_since, now)
 
     async def _told(
         self,

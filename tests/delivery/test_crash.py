@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
+import pytest
+
+from bridge.delivery import worker as worker_module
 from bridge.testing.events import make_events
 from bridge.testing.receivers import Answer, Receiver
 from bridge.testing.settings import fast_settings
@@ -78,3 +82,30 @@ async def test_killed_dispatcher_work_is_finished_by_another_after_the_lease(
         return await rescuer.store.counts(subscription.id) == (0, 0)
 
     await wait_for(drained, what="an empty queue")
+
+
+async def test_deliveries_that_wait_too_long_for_a_slot_are_handed_back_and_sent_once(
+    dispatcher_factory: Factory, receiver_factory: Receivers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claimed ahead of a slot, a delivery that waits past `READY_SECONDS` goes back to the queue unsent
+    (its lease may no longer cover an attempt); it is claimed again, and every event arrives once."""
+    monkeypatch.setattr(worker_module, "READY_SECONDS", 0.05)
+    receiver, url = receiver_factory(lambda _r, _n: Answer(delay=0.1))
+    dispatcher = dispatcher_factory(fast_settings(delivery_concurrency=1))
+    subscription = await dispatcher.store.create(url=url, ordered=False)
+    events = make_events(1, 6)
+    await dispatcher.fan_out(events)
+    released: list[str] = []
+    release = dispatcher.queue.release
+
+    async def counting(subscription_id: str, delivery_id: str, **options: Any) -> None:
+        released.append(delivery_id)
+        await release(subscription_id, delivery_id, **options)
+
+    monkeypatch.setattr(dispatcher.queue, "release", counting)
+    await dispatcher.start()
+    await wait_for(lambda: len(receiver.received) >= len(events), timeout=15, what="every event")
+    await dispatcher.stop()
+    assert released  # one slot, six claimed: some waited 0.1 s and more
+    assert sorted(receiver.ids()) == sorted(e.event_id for e in events)  # each once
+    assert await dispatcher.redis.hlen(dispatcher.keys.deliveries(subscription.id)) == 0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import time
 
 import pytest
@@ -45,3 +46,14 @@ def test_tampered_body_fails() -> None:
             b"{ }",
             {"webhook-id": "evt_3", "webhook-timestamp": "1700000000", "webhook-signature": signature},
         )
+
+
+@pytest.mark.parametrize("key_bytes", [1, 32, 64, 65, 200])
+def test_signature_is_the_standard_library_hmac(key_bytes: int) -> None:
+    """The HMAC kept as two SHA-256 states gives `hmac.digest`'s answer, for keys shorter and longer than a
+    block (a key over 64 bytes is hashed first)."""
+    secret = "whsec_" + base64.b64encode(bytes((n * 7) % 256 for n in range(key_bytes))).decode()
+    body = b'{"id":"evt_4","data":"' + b"x" * 3000 + b'"}'
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    expected = base64.b64encode(hmac.digest(key, b"evt_4.1700000000." + body, "sha256")).decode()
+    assert sign([secret], "evt_4", 1_700_000_000, body) == "v1," + expected
