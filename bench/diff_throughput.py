@@ -27,7 +27,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from bench.common import make_school, median_seconds, private_redis, quiet_logs, verdict, with_changes
-from bridge.d6.pagination import Page, raw_listing
+from bridge.d6.pagination import Page
 from bridge.d6.records import Record, normalise_in_place, record_id
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
@@ -85,18 +85,8 @@ def scan(pages: list[bytes]) -> list[Page]:
     """What the client does with each page of a raw scan: check the page, keep its records' bytes."""
     scanned = []
     for number, body in enumerate(pages, 1):
-        rows, meta = raw_listing(body, endpoint=LABEL, school_id=SCHOOL)
         scanned.append(
-            Page(
-                records=[],
-                meta=meta,
-                number=number,
-                limit=PAGE,
-                rows=rows,
-                transform=checked,
-                endpoint=LABEL,
-                school_id=SCHOOL,
-            )
+            Page.of_raw(body, number=number, limit=PAGE, transform=checked, endpoint=LABEL, school_id=SCHOOL)
         )
     return scanned
 

@@ -20,7 +20,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from bench.common import Record, make_school, private_redis, quiet_logs, verdict
-from bridge.d6.pagination import Page, raw_listing
+from bridge.d6.pagination import Page
 from bridge.d6.records import normalise, normalise_in_place, record_id
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
@@ -61,17 +61,9 @@ def raw_pages(school_id: int, debtors: list[Record]) -> list[Page]:
     pages = []
     for number, start in enumerate(range(0, len(debtors), PAGE), 1):
         body = _JSON.encode({"data": debtors[start : start + PAGE], "meta": {"limit": PAGE}})
-        rows, meta = raw_listing(body, endpoint=LABEL, school_id=school_id)
         pages.append(
-            Page(
-                records=[],
-                meta=meta,
-                number=number,
-                limit=PAGE,
-                rows=rows,
-                transform=checked,
-                endpoint=LABEL,
-                school_id=school_id,
+            Page.of_raw(
+                body, number=number, limit=PAGE, transform=checked, endpoint=LABEL, school_id=school_id
             )
         )
     return pages

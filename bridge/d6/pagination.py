@@ -63,6 +63,30 @@ class Page(msgspec.Struct, kw_only=True):
     endpoint: str = ""
     school_id: int | None = None
 
+    @classmethod
+    def of_raw(
+        cls,
+        body: bytes,
+        *,
+        number: int,
+        limit: int | None,
+        transform: Callable[[Record], Record] | None,
+        endpoint: str,
+        school_id: int | None,
+    ) -> Page:
+        """A raw page from d6's body: its shape checked (`raw_listing`), its records kept as sent."""
+        rows, meta = raw_listing(body, endpoint=endpoint, school_id=school_id)
+        return cls(
+            records=[],
+            meta=meta,
+            number=number,
+            limit=limit,
+            rows=rows,
+            transform=transform,
+            endpoint=endpoint,
+            school_id=school_id,
+        )
+
     def record(self, index: int) -> Record:
         """Row `index` of a raw page, decoded, checked and normalised as `paginate` does it for a page that
         is not raw (same errors, the page named)."""
@@ -196,25 +220,25 @@ async def paginate(
             )
         if reply.status != 200:
             raise error_for(reply.status, reply.body, endpoint=label, school_id=school_id)
+        raw_page = None
         if raw:
-            rows, meta = raw_listing(reply.body, endpoint=label, school_id=school_id)
-            data: list[Any] = rows
+            raw_page = Page.of_raw(
+                reply.body,
+                number=number,
+                limit=limit,
+                transform=transform,
+                endpoint=label,
+                school_id=school_id,
+            )
+            data: list[Any] = raw_page.rows or []
+            meta = raw_page.meta
         else:
             data, meta = check_listing(reply.body, endpoint=label, school_id=school_id)
         maximum = _positive_int(meta.get("max_allowed_limit"))
         if maximum is not None:
             limits[endpoint.name] = maximum
-        if raw:
-            yield Page(
-                records=[],
-                meta=meta,
-                number=number,
-                limit=limit,
-                rows=rows,
-                transform=transform,
-                endpoint=label,
-                school_id=school_id,
-            )
+        if raw_page is not None:
+            yield raw_page
         else:
             try:
                 records = [transform(record) for record in data]

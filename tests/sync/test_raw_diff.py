@@ -56,18 +56,8 @@ def pages(rows: list[Any], decoded: Decoded, size: int = 3) -> list[Page]:
     for number, start in enumerate(range(0, len(rows), size), 1):
         items = [r if isinstance(r, bytes) else _JSON.encode(r) for r in rows[start : start + size]]
         body = b'{"data": [' + b", ".join(items) + b'], "meta": {"limit": %d}}' % size
-        data, meta = raw_listing(body, endpoint=LABEL, school_id=SCHOOL)
         out.append(
-            Page(
-                records=[],
-                meta=meta,
-                number=number,
-                limit=size,
-                rows=data,
-                transform=decoded,
-                endpoint=LABEL,
-                school_id=SCHOOL,
-            )
+            Page.of_raw(body, number=number, limit=size, transform=decoded, endpoint=LABEL, school_id=SCHOOL)
         )
     return out
 
