@@ -43,8 +43,7 @@ def as_it_is(
     `as_now` would give back unchanged, told without its round of the event loop (the usual case)."""
     return (
         delivery.shaped_at >= subscription.updated_at
-        and delivery.created_at >= expired_before
-        and not (erasing and delivery.event_id in erasing)
+        and withheld(subscription, delivery, erasing=erasing, expired_before=expired_before) is None
     )
 
 
