@@ -194,7 +194,7 @@ def plan_diff(
             repeats.setdefault(rid, [digests[rid]]).append(row)
         scanned[rid] = record
         digests[rid] = row
-    duplicated = tuple(sorted(repeats))
+    duplicates, duplicated, scan_digest = _repeated(digests, repeats)
     old = previous.hashes
     created = [rid for rid in scanned if rid not in old]
     changed = [rid for rid in scanned if rid in old and old[rid] != digests[rid]]
@@ -206,10 +206,10 @@ def plan_diff(
         created=created,
         changed=changed,
         missing=missing,
-        duplicates=sum(len(rows) - 1 for rows in repeats.values()),
+        duplicates=duplicates,
         compare=compare,
         duplicated=duplicated,
-        scan_digest=_scan_digest(digests, repeats) if duplicated else None,
+        scan_digest=scan_digest,
     )
 
 
@@ -328,6 +328,7 @@ def _plan_in_order(
             raws[rid] = raw
     decoded = {rid: digests[rid] for rid in scanned}
     created, changed, retag = _sort_decoded(previous, scanned, decoded, raws)
+    duplicates, duplicated, scan_digest = _repeated(digests, repeats)
     return DiffPlan(
         previous=previous,
         records=scanned,
@@ -335,14 +336,23 @@ def _plan_in_order(
         created=created,
         changed=changed,
         missing=sorted(rid for rid in old if rid not in digests),
-        duplicates=sum(len(rows) - 1 for rows in repeats.values()),
+        duplicates=duplicates,
         compare=compare,
-        duplicated=tuple(sorted(repeats)),
-        scan_digest=_scan_digest(digests, repeats) if repeats else None,
+        duplicated=duplicated,
+        scan_digest=scan_digest,
         raws=raws,
         retag=retag,
         skipped=len(first - scanned.keys()),
     )
+
+
+def _repeated(
+    digests: Mapping[str, bytes], repeats: Mapping[str, list[bytes]]
+) -> tuple[int, tuple[str, ...], bytes | None]:
+    """A plan's `duplicates`, `duplicated` and `scan_digest`, from the ids that came twice (each with its
+    rows' digests, in order): the duplicate rule, for `plan_diff` and a raw scan planned row by row."""
+    scan_digest = _scan_digest(digests, repeats) if repeats else None
+    return sum(len(rows) - 1 for rows in repeats.values()), tuple(sorted(repeats)), scan_digest
 
 
 def _scan_digest(digests: Mapping[str, bytes], repeats: Mapping[str, list[bytes]]) -> bytes:
