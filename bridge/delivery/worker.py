@@ -365,16 +365,7 @@ class Worker:
             return
         held, _ = written
         if not held:
-            _bound(subscription, delivery).info(
-                "delivery attempt",
-                attempt=delivery.attempts + 1,
-                outcome="ok",
-                status=result.status_code,
-                error=result.error,
-                duration_ms=result.duration_ms,
-                lease_lost=True,
-            )
-            metrics.DELIVERIES.labels(outcome="lease_lost").inc()
+            _logged(subscription, delivery, result, "ok", held=False)
             return
         # The usual case, kept cheap: the attempt log in Redis has it; its log line is at debug level
         # (rendering a line per delivery would cost more than the Redis bookkeeping).
@@ -404,18 +395,8 @@ class Worker:
     ) -> None:
         """An outcome other than a delivery made: logged, counted, and the subscription disabled after
         failing continuously for `BRIDGE_DISABLE_AFTER_HOURS` (docs/delivery.md)."""
-        bound = _bound(subscription, delivery)
-        bound.info(
-            "delivery attempt",
-            attempt=delivery.attempts + 1,
-            outcome=outcome,
-            status=result.status_code,
-            error=result.error,
-            duration_ms=result.duration_ms,
-            lease_lost=not held,
-        )
+        bound = _logged(subscription, delivery, result, outcome, held=held)
         if not held:
-            metrics.DELIVERIES.labels(outcome="lease_lost").inc()
             return
         metrics.DELIVERIES.labels(outcome="gone" if outcome == "hold" else outcome).inc()
         if outcome == "hold":
@@ -427,6 +408,25 @@ class Worker:
                     subscription.id, f"failed continuously for {self._settings.disable_after_hours:g} hours"
                 )
                 bound.warning("subscription disabled: continuous failure")
+
+
+def _logged(
+    subscription: Subscription, delivery: Delivery, result: AttemptResult, outcome: Outcome, *, held: bool
+) -> Any:
+    """An attempt's outcome logged at info level, a lost lease counted; the bound logger, for more."""
+    bound = _bound(subscription, delivery)
+    bound.info(
+        "delivery attempt",
+        attempt=delivery.attempts + 1,
+        outcome=outcome,
+        status=result.status_code,
+        error=result.error,
+        duration_ms=result.duration_ms,
+        lease_lost=not held,
+    )
+    if not held:
+        metrics.DELIVERIES.labels(outcome="lease_lost").inc()
+    return bound
 
 
 def _completion(
