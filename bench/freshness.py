@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 from bench.common import verdict
 from bridge.settings import Settings
+from bridge.simulator.hours import PROFILES, shape_of
 from bridge.sync import due
 from bridge.sync.planner import Feed, Planner
 from bridge.sync.rates import observe
@@ -67,40 +68,6 @@ RUN = 8 * DAY
 PAGE = 50
 REPLAN_SECONDS = 1800.0
 RESOURCES = ("debtors", "learners")
-
-
-def profile(t: float) -> float:
-    """The relative change rate of a day school at `t` seconds after Monday 00:00 (before normalising)."""
-    day, hour = int(t // DAY) % 7, int(t % DAY // HOUR)
-    if day >= 5:
-        return 0.05 if 8 <= hour < 18 else 0.01
-    if 7 <= hour < 17:
-        return 1.0
-    if 17 <= hour < 22:
-        return 0.25
-    return 0.3 if hour == 6 else 0.02
-
-
-def late_office(t: float) -> float:
-    """A school whose office works the afternoon and evening on weekdays (`--hours mixed`)."""
-    day, hour = int(t // DAY) % 7, int(t % DAY // HOUR)
-    return 1.0 if day < 5 and 12 <= hour < 22 else 0.03
-
-
-def boarding(t: float) -> float:
-    """A boarding school: busy every day of the week, 06:00 to 22:00 (`--hours mixed`)."""
-    return 0.6 if 6 <= int(t % DAY // HOUR) < 22 else 0.02
-
-
-PROFILES = {"school": (profile,), "mixed": (profile, late_office, boarding)}
-"""The weeks a world's schools follow: `school` (every school the same), `mixed` (each draws one)."""
-
-
-def shape_of(week: Callable[[float], float]) -> tuple[float, ...]:
-    """A profile's activity in each hour of the week, relative to its mean (1.0 on average)."""
-    values = [week(h * HOUR) for h in range(168)]
-    mean = sum(values) / len(values)
-    return tuple(v / mean for v in values)
 
 
 def lag_area_turn(since: float, interval: float, shape: tuple[float, ...]) -> float:

@@ -2,6 +2,7 @@
 
     python -m suites.scale --planning                 # 40 schools, 5 requests/s each bridge, about 5 minutes
     python -m suites.scale --planning --skew 1.5 --window 180
+    python -m suites.scale --planning --hours school   # the churn keeps school hours over a compressed week
 
 One simulator (40 schools of 100 learners and 150 debtors: 5 pages a school, 200 a round), one Redis, and
 two `d6-bridge serve` processes on it under their own prefixes, so each has its own store and its own d6
@@ -17,6 +18,15 @@ matched to the first event of each bridge with the same school, resource and `re
 timestamp (when the bridge detected it) is not earlier; its detection lag is the difference. Changes no
 event tells (a learner created and removed between two polls, a field changed and changed back) are
 counted apart. The poll status of every feed is sampled every 2 s for the gaps between polls.
+
+With `--hours school` or `--hours mixed` the churn follows the week of bench/freshness.py compressed into
+`--week-seconds` of wall time (by default the window: the window is one whole week, Monday 00:00 to Sunday
+24:00, and the warm-up the end of the week before): a school changes at its share x its week's factor for
+the compressed hour (weekdays 07:00 to 17:00 full rate, evenings a quarter, nights 2%, weekends 5% by day
+and 1% by night; `mixed`: by id, a day school, an afternoon and evening office or a boarding school). Each
+week's factors average 1.0, so a whole week makes as many changes as `--churn` at a constant rate and the
+runs compare. The changes of the window are printed by the part of a day school's week they fell in,
+beside the shares the hours predict.
 
 Passes when adaptive's mean lag is at most 0.6 x fixed's, each bridge told at least 90% of the changes,
 and no feed of `adaptive` went longer than BRIDGE_MAX_POLL_SECONDS between polls in the window.
@@ -35,6 +45,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bridge.simulator.churn import HOURS
+from bridge.simulator.hours import DAY, HOUR, HOURS_A_WEEK, WEEK, shape_of, week_of
 from bridge.store.keys import Keys
 from bridge.testing.redis import RedisServer
 from bridge.testing.settings import serve_env
@@ -45,6 +57,8 @@ from suites.report import Report
 MODES = ("fixed", "adaptive")
 PREFIX = {"debtors": "debtor", "learners": "learner"}
 SAMPLE_SECONDS = 2.0
+PERIODS = ("school hours", "evenings", "nights", "weekends")
+"""The parts of a day school's week (weekdays 07:00-17:00, 17:00-22:00, 22:00-07:00; Saturday and Sunday)."""
 
 
 class Gaps:
@@ -112,6 +126,34 @@ def detection_lags(changes: list[dict[str, Any]], events: list[dict[str, Any]]) 
     return lags, untold
 
 
+def period(week_second: float) -> str:
+    """The part of a day school's week a moment (seconds after Monday 00:00) falls in."""
+    day, hour = int(week_second // DAY) % 7, int(week_second % DAY // HOUR)
+    if day >= 5:
+        return "weekends"
+    if 7 <= hour < 17:
+        return "school hours"
+    return "evenings" if 17 <= hour < 22 else "nights"
+
+
+def expected_periods(hours: str, skew: float, school_ids: list[int]) -> dict[str, float]:
+    """The share of the churn's changes each part of the week should hold under `hours` (as the churn
+    weighs them: each school's share 1/rank^skew x its week's factor in the hour)."""
+    shares = [1.0 / float(rank) ** skew for rank in range(1, len(school_ids) + 1)]
+    totals = dict.fromkeys(PERIODS, 0.0)
+    for school_id, share in zip(school_ids, shares, strict=True):
+        shape = shape_of(week_of(school_id, hours)) if hours != "constant" else (1.0,) * HOURS_A_WEEK
+        for hour, factor in enumerate(shape):
+            totals[period(hour * HOUR)] += share * factor
+    whole = sum(totals.values())
+    return {name: value / whole for name, value in totals.items()}
+
+
+def churned(sim: Simulator) -> int:
+    """The changes the simulator's churn has applied so far (a creation of a family counts once)."""
+    return int(sim.control.get("/churn").raise_for_status().json()["applied"])
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -131,9 +173,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skew", type=float, default=2.0, help="churn skew: share as 1/rank^skew (2)")
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds of churn before the window (60)")
     parser.add_argument("--window", type=float, default=120.0, help="seconds of changes measured (120)")
+    parser.add_argument(
+        "--hours",
+        choices=HOURS,
+        default="constant",
+        help="the churn's week: constant (as ever), school or mixed",
+    )
+    parser.add_argument(
+        "--week-seconds", type=float, default=None, help="wall seconds of a compressed week (the window)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
+    week_seconds = args.week_seconds or args.window
+    # The compressed week starts so that the window begins on Monday 00:00.
+    start_hour = -args.warmup / week_seconds * HOURS_A_WEEK % HOURS_A_WEEK
+    if args.hours == "constant":
+        hours = "constant rate"
+    else:
+        hours = (
+            f"{args.hours} hours, a week in {week_seconds:g} s (a day {week_seconds / 7:.1f} s), "
+            f"the window from Monday 00:00"
+        )
 
     report = Report("scale")
     workdir = Path(tempfile.mkdtemp(prefix="suite-planning-"))
@@ -169,13 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         while not all(gaps.polled_since(mode, 0.0) for mode in MODES) and time.monotonic() < deadline:
             gaps.wait(SAMPLE_SECONDS)
         report.check(time.monotonic() < deadline, "not every feed had its baseline within 300 s")
-        report.note(f"baselines in {time.time() - started:.0f} s; churn {args.churn}/s, skew {args.skew}")
-        sim.churn(args.churn, args.skew)
+        report.note(
+            f"baselines in {time.time() - started:.0f} s; churn {args.churn}/s, skew {args.skew}, {hours}"
+        )
+        churn_started = time.time()
+        body = {"rate": args.churn, "skew": args.skew, "hours": args.hours, "week_seconds": week_seconds}
+        sim.control.post("/churn", json={**body, "week_start_hour": start_hour}).raise_for_status()
         gaps.wait(args.warmup)
-        window_start = time.time()
+        window_start, applied = time.time(), churned(sim)
         report.note(f"measuring the changes of the next {args.window:.0f} s")
         gaps.wait(args.window)
-        window_end = time.time()
+        window_end, applied = time.time(), churned(sim) - applied
         sim.churn(0)
         plans = {mode: apis[mode].schools() for mode in MODES}
         deadline = time.monotonic() + args.max_poll + 60
@@ -191,6 +256,22 @@ def main(argv: list[str] | None = None) -> int:
             f"requests/s each, target {args.interval:g} s, max {args.max_poll:g} s, churn {args.churn:g}/s "
             f"skew {args.skew:g}, warm-up {args.warmup:.0f} s, window {args.window:.0f} s",
         )
+        report.figure("hours", hours)
+        report.figure(
+            "churn in the window",
+            f"{applied} changes applied, {applied / args.window:.2f}/s (--churn {args.churn:g}/s)",
+        )
+        if args.hours != "constant":
+            position = start_hour * HOUR
+            fell = [period(position + (c["t"] - churn_started) * WEEK / week_seconds) for c in changes]
+            expected = expected_periods(args.hours, args.skew, sim.school_ids)
+            report.figure(
+                "changes by part of the week, made / the hours' share",
+                ", ".join(
+                    f"{name} {fell.count(name) / max(1, len(fell)):.0%} / {expected[name]:.0%}"
+                    for name in PERIODS
+                ),
+            )
         busy, quiet = sim.school_ids[:5], sim.school_ids[5:]
         report.figure(
             "changes in the window",

@@ -9,6 +9,13 @@ proportional to 1/r**S, so a few schools change a lot and many hardly at all. In
 are in use (`Finance.seeded`), `FINANCE_SHARE` of its changes are Finance+ ones: payments, invoices,
 notes, promises. Once a second the task also looks at every school's calendar: balances age when a
 month ends, and, while the churn runs, a school whose new month has begun runs its invoices.
+
+The rate is constant by default. With hours (`school` or `mixed`, bridge/simulator/hours.py) it follows a
+school week compressed into `week_seconds` of wall time, so a few minutes' run sees school days, evenings,
+nights and weekends: at a moment of the compressed week a school changes at `rate` x its share x its
+week's factor for that hour (mean 1.0 over the week), so over a whole week the changes are as many as at
+the constant rate. Under `school` every school keeps a day school's week; under `mixed` each keeps one of
+three, chosen by its id.
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ import bisect
 import contextlib
 import datetime as dt
 import itertools
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
 from bridge.simulator import data
 from bridge.simulator.finance_churn import finance_change
+from bridge.simulator.hours import HOUR, HOURS_A_WEEK, WEEK, Week, shape_of, week_of
 from bridge.simulator.state import World
 
 TICK_SECONDS = 0.1
@@ -31,6 +40,10 @@ CLOCK_SECONDS = 1.0
 MAX_CHANGES_PER_TICK = 10_000
 FINANCE_SHARE = 0.5
 """Of the changes that fall on a school whose books are in use, the share that are Finance+ changes."""
+HOURS = ("constant", "school", "mixed")
+"""How the churn goes over the week: at a constant rate, or as schools keep their hours (`hours.py`)."""
+WEEK_SECONDS = 120.0
+"""Wall seconds a compressed week takes by default: a day in about 17 s."""
 
 
 class Churn:
@@ -45,25 +58,92 @@ class Churn:
         self.by_school: Counter[int] = Counter()
         self._budget = 0.0
         self._weights: tuple[tuple[int, ...], list[float]] = ((), [])
+        self.hours = "constant"
+        self.week_seconds = WEEK_SECONDS
+        self.week_start_hour = 0.0
+        self._clock = 0.0
+        """Wall seconds the churn has run since its hours were set (the sum of `step`'s elapsed)."""
+        self._hourly: tuple[tuple[int, ...], dict[int, list[float]]] = ((), {})
 
     def set_rate(self, rate: float, skew: float | None = None) -> None:
         self.rate = max(0.0, rate)
         if skew is not None:
             self.skew = max(0.0, skew)
             self._weights = ((), [])
+            self._hourly = ((), {})
         self._budget = 0.0
 
+    def set_hours(self, hours: str, week_seconds: float | None = None, start_hour: float = 0.0) -> None:
+        """Follow `hours` from now on, the compressed week starting at `start_hour` (0 is Monday 00:00)."""
+        if hours not in HOURS:
+            raise ValueError(f"unknown hours {hours!r}: use one of {', '.join(HOURS)}")
+        if week_seconds is not None and week_seconds <= 0:
+            raise ValueError("week_seconds must be positive")
+        self.hours = hours
+        self.week_seconds = week_seconds or self.week_seconds
+        self.week_start_hour = start_hour % HOURS_A_WEEK
+        self._clock = 0.0
+        self._hourly = ((), {})
+
     def describe(self) -> dict[str, object]:
+        """Rate, skew and counts; and, while it follows schools' hours, its week and where the week stands."""
+        hours: dict[str, object] = {}
+        if self.hours != "constant":
+            hours = {
+                "hours": self.hours,
+                "week_seconds": self.week_seconds,
+                "week_start_hour": self.week_start_hour,
+                "week_hour": self.week_hour(),
+            }
         return {
             "rate": self.rate,
             "skew": self.skew,
+            **hours,
             "applied": self.applied,
             "by_school": {str(school_id): count for school_id, count in sorted(self.by_school.items())},
         }
 
-    def _pick_school(self) -> int:
-        """Uniform without skew (the same draws as ever); otherwise weighted 1/rank**skew."""
+    def week_hour(self) -> float:
+        """Where the compressed week stands: hours after Monday 00:00 (0 to 168)."""
+        return (self.week_start_hour + self._clock * HOURS_A_WEEK / self.week_seconds) % HOURS_A_WEEK
+
+    def _cumulative(self, hour: int) -> list[float]:
+        """The schools' cumulative weights in an hour of the week: share (1/rank**skew) x the factor of
+        the school's week in that hour."""
+        ids = tuple(self.world.school_ids)
+        cached_ids, by_hour = self._hourly
+        if cached_ids != ids:
+            by_hour = {}
+            self._hourly = (ids, by_hour)
+        if hour not in by_hour:
+            shapes: dict[Week, tuple[float, ...]] = {}
+            weights: list[float] = []
+            for rank, school_id in enumerate(ids, start=1):
+                week = week_of(school_id, self.hours)
+                if week not in shapes:
+                    shapes[week] = shape_of(week)
+                weights.append(shapes[week][hour] / float(rank) ** self.skew)
+            by_hour[hour] = list(itertools.accumulate(weights))
+        return by_hour[hour]
+
+    def hour_factor(self, hour: int) -> float:
+        """The churn's rate in an hour of the week relative to `rate`: the shares weighted by the schools'
+        weeks in that hour, over the shares (1.0 on average over the week: each shape has mean 1)."""
+        count = len(self.world.school_ids)
+        if self.hours == "constant" or not count:
+            return 1.0
+        shares = math.fsum(1.0 / float(rank) ** self.skew for rank in range(1, count + 1))
+        return self._cumulative(hour)[-1] / shares
+
+    def _pick_school(self, hour: int | None = None) -> int:
+        """Uniform without skew (the same draws as ever); otherwise weighted 1/rank**skew; following the
+        hours, weighted too by each school's week in `hour`."""
         world = self.world
+        if hour is not None:
+            ids = tuple(world.school_ids)
+            cumulative = self._cumulative(hour)
+            index = bisect.bisect_right(cumulative, world.rng.random() * cumulative[-1])
+            return ids[min(index, len(ids) - 1)]
         if self.skew == 0:
             return world.rng.choice(world.school_ids)
         ids = tuple(world.school_ids)
@@ -90,6 +170,8 @@ class Churn:
 
     def step(self, elapsed: float) -> int:
         """Apply the changes `elapsed` seconds are due; returns how many were applied."""
+        if self.hours != "constant":
+            return self._step_hours(elapsed)
         self._budget = min(self._budget + self.rate * elapsed, float(MAX_CHANGES_PER_TICK))
         due = int(self._budget)
         self._budget -= due
@@ -97,12 +179,38 @@ class Churn:
             self.change_one()
         return due
 
-    def change_one(self) -> None:
+    def _step_hours(self, elapsed: float) -> int:
+        """`step` along the compressed week, an hour of it at a time: each hour at its own rate and with
+        its own schools' weights (a tick is a fraction of an hour; a test's long step spans many)."""
+        applied = 0
+        scale = WEEK / self.week_seconds  # week seconds a wall second
+        start = self.week_start_hour * HOUR
+        end = self._clock + max(0.0, elapsed)
+        while self._clock < end:
+            hour = math.floor((start + self._clock * scale) / HOUR)
+            boundary = ((hour + 1) * HOUR - start) / scale
+            if boundary <= self._clock:  # rounding put the clock on the boundary: the next hour is due
+                hour += 1
+                boundary = ((hour + 1) * HOUR - start) / scale
+            upto = min(end, boundary)
+            in_week = hour % HOURS_A_WEEK
+            gained = self.rate * self.hour_factor(in_week) * (upto - self._clock)
+            self._clock = upto
+            self._budget = min(self._budget + gained, float(MAX_CHANGES_PER_TICK))
+            due = int(self._budget)
+            self._budget -= due
+            for _ in range(due):
+                self.change_one(in_week)
+            applied += due
+        return applied
+
+    def change_one(self, hour: int | None = None) -> None:
+        """One change at a school drawn by the skew (and, given an hour of the week, by schools' hours)."""
         world = self.world
         rng = world.rng
         if not world.school_ids:
             return
-        school = world.schools[self._pick_school()]
+        school = world.schools[self._pick_school(hour)]
         sid = school.school_id
         self.by_school[sid] += 1
         if school.finance.seeded and rng.random() < FINANCE_SHARE and finance_change(school.finance, rng):

@@ -7,7 +7,7 @@ churn. Every handler gets the one `Simulator` of its app by dependency injection
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
@@ -76,6 +76,11 @@ class AccessBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ChurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate: Annotated[float, msgspec.Meta(ge=0.0)]
     skew: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
+    hours: Literal["constant", "school", "mixed"] | None = None
+    """Follow schools' hours over a compressed week (bridge/simulator/churn.py); None keeps the current."""
+    week_seconds: Annotated[float, msgspec.Meta(ge=1.0)] | None = None
+    week_start_hour: Annotated[float, msgspec.Meta(ge=0.0, lt=168.0)] = 0.0
+    """Where the compressed week starts when `hours` is given: hours after Monday 00:00."""
 
 
 RESOURCES = ("learners", "accountablepersons")
@@ -158,6 +163,8 @@ def read_churn(sim: Sim) -> dict[str, Any]:
 @post("/_sim/churn", status_code=200, sync_to_thread=False)
 def set_churn(sim: Sim, data: JSONBody[ChurnBody]) -> dict[str, Any]:
     sim.churn.set_rate(data.rate, data.skew)
+    if data.hours is not None:
+        sim.churn.set_hours(data.hours, data.week_seconds, data.week_start_hour)
     return sim.churn.describe()
 
 
