@@ -14,7 +14,9 @@ import redis.asyncio as aioredis
 from bridge.logs import configure_logging
 from bridge.simulator.data import learner_update
 from bridge.simulator.state import School, World
+from bridge.store.redis import connect
 from bridge.testing.redis import redis_server
+from bridge.testing.settings import fast_settings
 
 Record = dict[str, Any]
 SEED = 7
@@ -22,9 +24,10 @@ SEED = 7
 
 @asynccontextmanager
 async def private_redis() -> AsyncIterator[aioredis.Redis]:
-    """A client on a redis-server of our own, started on a free port (never the shared 6379)."""
+    """A client on a redis-server of our own, started on a free port (never the shared 6379), connected as
+    the bridge connects (bridge/store/redis.py `connect`): the baselines that use it get the same client."""
     with redis_server() as url:
-        client = aioredis.Redis.from_url(url)
+        client = connect(fast_settings(redis_url=url))
         try:
             yield client
         finally:
