@@ -2,9 +2,10 @@
 
 Timed, from the JSON pages d6 would send to the committed snapshot and events, as the poller does it for a
 raw scan (bridge/sync/poller.py): read each page with its records left in bytes (`raw_listing`, what
-`D6Client` does for the poller), load the snapshot, plan the diff (`plan_raw_diff`: hash each record's
-bytes, take the ones the snapshot knows as unchanged, decode, normalise, check and hash the others), read
-the old records of the changed ids, build the events, and commit snapshot and events in one Lua script.
+`D6Client` does for the poller), plan the diff (`plan_raw_scan`: read the snapshot's raw digests as one set,
+hash each record's bytes, take the ones the set knows as unchanged, decode, normalise, check and hash the
+others, read their stored values, compare), read the old records of the changed ids, build the events, and
+commit snapshot, raw digests and events in one Lua script.
 
 The decode floor, same run, same pages: `msgspec.json.decode` of every page, nothing else (what decoding
 alone costs; the bridge must reach 0.4 of it).
@@ -31,9 +32,10 @@ from bridge.d6.pagination import Page
 from bridge.d6.records import Record, normalise_in_place, record_id
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
-from bridge.sync.diff import finish_diff, plan_raw_diff
+from bridge.sync.diff import finish_diff
 from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
+from bridge.sync.poller import plan_raw_scan
 from bridge.sync.snapshot import SnapshotStore
 
 SCHOOL = 1000
@@ -101,12 +103,10 @@ async def bridge_poll(store: SnapshotStore, token: int, pages: list[bytes], lap:
     lap.start()
     scanned = scan(pages)
     lap("read pages")
-    previous = await store.load(SCHOOL, "learner")
-    lap("load digests")
-    plan = plan_raw_diff(previous, scanned, "learner_id")
-    lap("hash + compare")
-    result = finish_diff(plan, await store.records(SCHOOL, "learner", plan.need_old))
-    events = record_events(result, school_id=SCHOOL, resource="learner", emit_created=previous.baseline)
+    plan = await plan_raw_scan(store, SCHOOL, "learner", scanned, "learner_id")
+    lap("plan (raw digests, hash, compare)")
+    result = finish_diff(plan, await store.old_records(SCHOOL, "learner", plan))
+    events = record_events(result, school_id=SCHOOL, resource="learner", emit_created=plan.previous.baseline)
     lap("old records + events")
     committed = await store.commit(SCHOOL, "learner", result, events, token=token)
     lap("commit")

@@ -21,9 +21,13 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{s:1000}:meta                 hash: seq, published, ver:<r>, baseline:<r>, count:<r>, polled:<r>,
                                       bodies, and the flags denied, revoked, purged (times); fields: META_*
     d6b:{s:1000}:snap:learner:hash    hash: record id -> 16-byte BLAKE2b digest of the canonical record,
-                                      then the record's sequence in ASCII decimal (the last event that
+                                      then (a record of a raw scan) `x` and its 8-byte raw digest, then
+                                      the record's sequence in ASCII decimal (the last event that
                                       told its state; no suffix = 0: docs/events.md#per-record-sequence)
     d6b:{s:1000}:snap:learner:rec     hash: record id -> last known normalised record (msgpack)
+    d6b:{s:1000}:snap:learner:raws    string: "<version> <verified>\n", then the raw digest of each record
+                                      a raw scan stored with one (8 bytes each, little-endian): read whole
+                                      by the next raw scan, valid at that version only (sync/snapshot.py)
     d6b:{s:1000}:snap:learner:hold    string: held-back removal id set (msgpack list), absent when none
     d6b:{s:1000}:snap:learner:dup     string: digest of the last scan not trusted (an id in it twice; the
                                       next must agree, sync/diff.py), with a TTL; absent after a clean one
@@ -185,6 +189,10 @@ class Keys(msgspec.Struct, frozen=True):
         """List: the ids of the feed's records when a resync of it began, in the state API's order; the
         resync reads them a chunk at a time (sync/snapshot.py `freeze_ids`) and deletes it when done."""
         return self.school(school_id, f"resync:{resync_id}:{resource}")
+
+    def snapshot_raws(self, school_id: int, resource: str) -> str:
+        """String: the raw digests of the feed's records, as one set (sync/snapshot.py `known_raws`)."""
+        return self.school(school_id, f"snap:{resource}:raws")
 
     def snapshot_hold(self, school_id: int, resource: str) -> str:
         return self.school(school_id, f"snap:{resource}:hold")

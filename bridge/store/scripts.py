@@ -79,18 +79,19 @@ def _lua(source: str) -> str:
 
 # --- a school's slot: snapshots, events, leases (sync/snapshot.py, events/outbox.py, sync/lease.py) ---------
 
-# KEYS: 1 lease, 2 meta, 3 hashes, 4 records, 5 hold, 6 events stream, 7 bodies
+# KEYS: 1 lease, 2 meta, 3 hashes, 4 records, 5 hold, 6 events stream, 7 bodies, 8 raw digests
 # ARGV: 1 token ("" = no lease check), 2 resource, 3 expected version, 4 now, 5 hold marker ("" = none),
-#       6 upserts n, 7 deletes n, 8 events n, 9 school flags n, then n*(id, digest, record ("" = a retag),
-#       told), n*(id), n*(id, type, head, tail), n*(flag field, value; "" deletes the field)
+#       6 upserts n, 7 deletes n, 8 events n, 9 school flags n, 10 raw digests ("" = none: deleted; else
+#       "<verified>\n" and the digests, stored after the new version and a space), then n*(id, digest,
+#       record ("" = a retag), told), n*(id), n*(id, type, head, tail), n*(flag field, value; "" deletes it)
 # Each event's envelope goes to the bodies hash (where an erasure overwrites it), its id and type to the
 # stream. A stream that was empty holds no envelope at all: `bodies` in meta says so.
 # The per-record sequence (docs/events.md#per-record-sequence): an upsert's `told` is the 1-based index in
 # this batch of the event that tells its new state, and the digest hash stores digest .. that event's
 # sequence (ASCII decimal). `told` 0 (no event: a silent baseline, a change no event tells) keeps the
 # sequence the record had, none for a new record: no sequence reads as 0. The digest is 16 bytes, or 25
-# when it carries the record's raw digest ('r' at byte 17 and 8 bytes: sync/snapshot.py), so the old
-# value's sequence starts after whichever digest the old value has.
+# when it carries the record's raw digest ('x', or 'r' before, at byte 17 and 8 bytes: sync/snapshot.py),
+# so the old value's sequence starts after whichever digest the old value has.
 # An upsert with an empty record is a retag: the digest-hash value alone is rewritten (a new raw digest,
 # the sequence kept), and only if the record is still in the snapshot.
 # A commit that takes the feed's new baseline also marks it to be handed on (`$handon`, the time).
@@ -114,7 +115,7 @@ end
 local unbodied = not last[1]
 local n_up, n_del, n_ev = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local n_flags = tonumber(ARGV[9])
-local i = 10
+local i = 11
 for _ = 1, n_up do
   local id, value, record, told = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local old = nil
@@ -122,7 +123,10 @@ for _ = 1, n_up do
     value = value .. string.format('%d', seq + told)
   else
     old = redis.call('HGET', KEYS[3], id)
-    if old then value = value .. string.sub(old, string.sub(old, 17, 17) == 'r' and 26 or 17) end
+    if old then
+      local mark = string.sub(old, 17, 17)
+      value = value .. string.sub(old, (mark == 'x' or mark == 'r') and 26 or 17)
+    end
   end
   if record ~= '' then
     redis.call('HSET', KEYS[3], id, value)
@@ -138,6 +142,11 @@ for _ = 1, n_del do
   i = i + 1
 end
 if ARGV[5] == '' then redis.call('DEL', KEYS[5]) else redis.call('SET', KEYS[5], ARGV[5]) end
+if ARGV[10] == '' then
+  redis.call('DEL', KEYS[8])
+else
+  redis.call('SET', KEYS[8], (version + 1) .. ' ' .. ARGV[10])
+end
 local first = seq + 1
 for _ = 1, n_ev do
   seq = seq + 1
@@ -322,9 +331,10 @@ return 1
 """
 
 
-# KEYS: 1 meta, then 3 per resource: hashes, records, hold; ARGV: 1 cutoff (Unix time), 2 now, then the
-# resource names. Purges the record snapshots of a school whose authorisation has been gone (`revoked` or
-# `denied` flag) since before the cutoff; the sequence and the event log stay. Returns 1 when it purged.
+# KEYS: 1 meta, then 4 per resource: hashes, records, hold, raw digests; ARGV: 1 cutoff (Unix time),
+# 2 now, then the resource names. Purges the record snapshots of a school whose authorisation has been gone
+# (`revoked` or `denied` flag) since before the cutoff; the sequence and the event log stay. Returns 1 when
+# it purged.
 PURGE_SNAPSHOTS: Final = _lua("""
 if redis.call('HEXISTS', KEYS[1], '$purged') == 1 then return 0 end
 local since = nil
@@ -335,8 +345,8 @@ end
 if since == nil or since > tonumber(ARGV[1]) then return 0 end
 for n = 3, #ARGV do
   local r = ARGV[n]
-  local k = 2 + (n - 3) * 3
-  redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2])
+  local k = 2 + (n - 3) * 4
+  redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3])
   redis.call('HDEL', KEYS[1], '$ver' .. r, '$baseline' .. r, '$count' .. r, '$polled' .. r,
     '$handon' .. r)
 end

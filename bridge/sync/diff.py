@@ -17,14 +17,25 @@ remaining removals are judged afresh (a mass again: a new hold; a few: ordinary 
 updates are never held.
 
 Raw scans (docs/development.md#the-diff-fast-path): the poller hands over most feeds' pages with their
-records still in bytes (`plan_raw_diff`). Each record's bytes are hashed (`raw_digest`), and
-the snapshot keeps that raw digest beside the canonical one, so a record whose bytes are the very bytes
-stored last time is unchanged: its id comes from the snapshot (raw digest -> id), and it is neither
-decoded, nor normalised, nor hashed again. Every other record is decoded and diffed as above, on its
-canonical digest: a retyped id or reordered keys change its bytes but not its canonical digest, so it is
-no change, and only its raw digest is rewritten, silently (`retag`), for the next scan's fast path. A
+records still in bytes. Each record's bytes are hashed (`raw_digest`), and the snapshot keeps that raw
+digest beside the canonical one, so a record whose bytes are the very bytes stored last time is unchanged:
+it is neither decoded, nor normalised, nor hashed again. Every other record is decoded and diffed as above,
+on its canonical digest: a retyped id or reordered keys change its bytes but not its canonical digest, so
+it is no change, and only its raw digest is rewritten, silently (`retag`), for the next scan's fast path. A
 record whose id was seen earlier in the scan always takes the slow path, so the duplicate rule below sees
 the same rows, with the same digests, as it does without the fast path.
+
+A raw scan is planned one of two ways:
+
+    sighting = sight_raw(known.known, pages, id_of)           # the snapshot's raw digests, one packed string
+    plan = plan_sighted(known, sighting, await stored(sighting.records))   # the decoded ids' values only
+    # or, when either answers None (an id twice, a record gone, no valid packed digests):
+    plan = plan_raw_diff(await snapshots.load(...), pages, id_of)          # every stored value
+
+The first reads the snapshot's raw digests as one string (`PreviousSnapshot.known`, written by each raw
+scan's commit: `DiffResult.raws`) and the stored values of the decoded ids alone; its id for a record taken
+on its bytes is implicit: each known digest is the raw digest stored for exactly one record. The second
+reads every stored value, as every scan did before.
 
 Duplicate ids (docs/guarantees.md): a scan in which one id appears twice (the list moved under the cursor, or
 d6 repeated a row) is not trusted at once. The plan names the ids (`duplicated`) and a digest of the whole
@@ -39,10 +50,11 @@ covers its exact repeats across a page boundary.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import msgspec
+from xxhash import xxh3_64_intdigest
 
 from bridge.errors import D6MalformedResponse
 from bridge.events.envelope import FieldChange
@@ -52,12 +64,19 @@ Record = dict[str, Any]
 HOLD_MIN_RECORDS: Final = 20
 DIGEST_BYTES: Final = 16
 RAW_DIGEST_BYTES: Final = 8
-RAW_MARK: Final = b"r"
-"""What precedes a raw digest in the snapshot's value (sync/snapshot.py). It stands for the normalisation
-of bridge/d6/records.py as well: were that to change, a new mark makes every stored raw digest unknown, and
-the next scan takes the slow path once (and stores the new mark), rather than trusting records normalised
-the old way."""
+RAW_MARK: Final = b"x"
+"""What precedes a raw digest in the snapshot's value (sync/snapshot.py). It names the hash (`raw_digest`)
+and stands for the normalisation of bridge/d6/records.py as well: were either to change, a new mark makes
+every stored raw digest unknown, and the next scan takes the slow path once (and stores the new mark),
+rather than trusting records hashed or normalised the old way. `r` was BLAKE2b's, before."""
+RAW_TRUST_SECONDS: Final = 24 * 3600.0
+"""How long a feed's records are taken on their bytes before a scan decodes every one of them again
+(`plan_raw_diff(..., trust_bytes=False)`): a change whose bytes hash as its old bytes did (a collision of
+the 64-bit raw digest) is found within this time."""
+_RAW_AT: Final = DIGEST_BYTES + len(RAW_MARK)
 _CANONICAL: Final = msgspec.json.Encoder(order="sorted")
+_SCALARS: Final = frozenset({str, int, bool, type(None)})
+"""Types whose equal values encode alike (not float: -0.0 == 0.0, and their JSON differs)."""
 
 
 def canonical(value: Any) -> bytes:
@@ -69,15 +88,15 @@ def digest(record: Record) -> bytes:
     return hashlib.blake2b(_CANONICAL.encode(record), digest_size=DIGEST_BYTES).digest()
 
 
-def raw_digest(row: Any) -> bytes:
-    """A record's bytes as d6 sent them (`msgspec.Raw`, bytes) hashed: the first 8 bytes of BLAKE2b-512
-    (cheaper than asking BLAKE2b for 8 bytes: no keyword to parse, in a loop over every record)."""
-    return hashlib.blake2b(row).digest()[:RAW_DIGEST_BYTES]
+raw_digest: Final[Callable[[Any], int]] = xxh3_64_intdigest
+"""A record's bytes as d6 sent them (`msgspec.Raw`, bytes) hashed: XXH3, 64 bits, as an integer. Not a
+cryptographic hash, but a fast one: it runs on every record of every scan, and the canonical digest that
+decides a change stays BLAKE2b (see `RAW_TRUST_SECONDS` for what a collision could cost)."""
 
 
-def stored_digest(digest: bytes, raw: bytes | None) -> bytes:
+def stored_digest(digest: bytes, raw: int | None) -> bytes:
     """The digest part of a snapshot value: the canonical digest, then the raw digest when known."""
-    return digest if raw is None else digest + RAW_MARK + raw
+    return digest if raw is None else digest + RAW_MARK + raw.to_bytes(RAW_DIGEST_BYTES, "little")
 
 
 class RawRows(Protocol):
@@ -94,13 +113,28 @@ class PreviousSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     """What the store knows before a scan; `version` is the optimistic-concurrency check of the commit."""
 
     hashes: dict[str, bytes]
-    raws: dict[bytes, str] = {}
+    """Id -> canonical digest: of every record (`load`), or, on a sighted raw scan (`plan_sighted`), of the
+    decoded ones only (`size` counts them all)."""
+    raws: dict[int, str] = {}
     """Raw digest -> id, for the records stored with one (a raw digest two ids share is left out)."""
     hold: frozenset[str] | None = None
     version: int = 0
     baseline: bool = False
     unsettled: bytes | None = None
     """The `scan_digest` of the last scan that was not trusted (an id in it twice); None after a clean one."""
+    known: Sequence[int] | None = None
+    """The raw digests the last raw scan's commit stored as one set (`DiffResult.raws`; a packed array),
+    when still valid for this version: each is the raw digest stored for exactly one record. None: read
+    every value."""
+    size: int | None = None
+    """How many records the snapshot holds, when `hashes` does not have them all."""
+    verified: float = 0.0
+    """When a scan last decoded every record of the feed (0: not known)."""
+
+    @property
+    def count(self) -> int:
+        """How many records the snapshot holds."""
+        return len(self.hashes) if self.size is None else self.size
 
 
 class RecordChange(msgspec.Struct, kw_only=True, frozen=True):
@@ -124,12 +158,20 @@ class DiffPlan(msgspec.Struct, kw_only=True, frozen=True):
     """The ids that appeared more than once in the scan, sorted."""
     scan_digest: bytes | None = None
     """With `duplicated`: what the next scan must match to be trusted (see the module docstring)."""
-    raws: dict[str, bytes] = {}
+    raws: dict[str, int] = {}
     """Id -> raw digest of its (last) row, for the rows a raw scan decoded."""
     retag: list[str] = []
     """Ids unchanged but for their bytes: only their stored raw digest is rewritten."""
     skipped: int = 0
     """Rows of a raw scan taken as unchanged on their bytes alone."""
+    kept: Collection[int] | None = None
+    """The raw digests of those rows; None when the scan's raw digests are not to be stored as a set (a scan
+    not raw, or with two records of one raw digest)."""
+    verified: float | None = 0.0
+    """When a scan last decoded every record (`PreviousSnapshot.verified`); None: this one did."""
+    old: dict[str, Record] | None = None
+    """The last known records of the decoded ids, when read with the plan (`plan_sighted`); None: read
+    them for `need_old` (sync/snapshot.py `old_records`)."""
 
     @property
     def trusted(self) -> bool:
@@ -154,6 +196,11 @@ class DiffResult(msgspec.Struct, kw_only=True, frozen=True):
     the canonical one, followed by the raw one when the record came raw (`stored_digest`)."""
     retags: list[tuple[str, bytes]] = []
     """(id, digest) of records whose snapshot value alone is rewritten: a new raw digest, nothing else."""
+    raws: list[int] | None = None
+    """The raw digest of every record the scan left stored with one, to store as one set
+    (`PreviousSnapshot.known`); None deletes the set."""
+    verified: float | None = 0.0
+    """As `DiffPlan.verified`: stored with `raws`."""
     deletes: list[str]
     """Ids to delete from the snapshot: the emitted removals."""
     version: int
@@ -218,38 +265,46 @@ def plan_raw_diff(
     pages: Iterable[RawRows],
     id_of: str | Callable[[Record], str],
     compare: Callable[[Record], Record] | None = None,
+    *,
+    trust_bytes: bool = True,
 ) -> DiffPlan:
-    """`plan_diff` of a raw scan: a record whose bytes the snapshot knows (its raw digest) is unchanged and
-    costs its hash; the others are decoded (`page.record`) and planned as `plan_diff` plans them. Only for
-    resources whose records are identified by their own content, one row one record (see the module
-    docstring). `digests` then holds the decoded records' digests only.
+    """`plan_diff` of a raw scan, against every stored value (`load`): a record whose bytes the snapshot
+    knows (its raw digest) is unchanged and costs its hash; the others are decoded (`page.record`) and
+    planned as `plan_diff` plans them. Only for resources whose records are identified by their own content,
+    one row one record (see the module docstring). `digests` then holds the decoded records' digests only.
+    Without `trust_bytes`, every record is decoded (and a record whose bytes are known is no retag).
 
     The common case goes page by page (hash every row, look every digest up); a scan in which an id comes
     twice is planned again row by row, in order (`_plan_in_order`), as the duplicate rule needs."""
     key = _key_function(id_of)
-    get, blake2b = previous.raws.get, hashlib.blake2b
+    lookup: dict[int, str] = previous.raws if trust_bytes else {}
+    get = lookup.get
     found: list[str | None] = []
-    unknown: list[tuple[RawRows, int, bytes]] = []  # (page, index, raw digest) of each row to decode
+    kept: list[int] = []
+    unknown: list[tuple[RawRows, int, int]] = []  # (page, index, raw digest) of each row to decode
     for page in pages:  # the hot loop: tens of thousands of records
-        raws = [blake2b(row).digest()[:RAW_DIGEST_BYTES] for row in page.rows or ()]
+        raws = list(map(raw_digest, page.rows or ()))
         ids = list(map(get, raws))
         if None in ids:
+            kept += [raw for raw, rid in zip(raws, ids, strict=True) if rid is not None]
             unknown += [(page, index, raws[index]) for index, rid in enumerate(ids) if rid is None]
+        else:
+            kept += raws
         found += ids
-    skipped = len(found) - len(unknown)
+    skipped = len(kept)
     seen = set(found)
     seen.discard(None)
     if len(seen) != skipped:  # the same bytes twice
-        return _plan_in_order(previous, pages, key, compare)
+        return _plan_in_order(previous, pages, key, compare, trust_bytes=trust_bytes)
     scanned: dict[str, Record] = {}
     digests: dict[str, bytes] = {}
-    decoded: dict[str, bytes] = {}
-    encode = _CANONICAL.encode
+    decoded: dict[str, int] = {}
+    encode, blake2b = _CANONICAL.encode, hashlib.blake2b
     for page, index, raw in unknown:
         record = page.record(index)
         rid = key(record)
         if rid in seen or rid in scanned:  # an id twice
-            return _plan_in_order(previous, pages, key, compare)
+            return _plan_in_order(previous, pages, key, compare, trust_bytes=trust_bytes)
         scanned[rid] = record
         digests[rid] = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
         decoded[rid] = raw
@@ -270,14 +325,122 @@ def plan_raw_diff(
         raws=decoded,
         retag=retag,
         skipped=skipped,
+        kept=_kept(kept, decoded, {*created, *changed, *retag}),
+        verified=previous.verified if skipped else None,
     )
+
+
+class Sighting(msgspec.Struct, kw_only=True, frozen=True):
+    """A raw scan looked at against the snapshot's raw digests (`sight_raw`): the rows it did not know,
+    decoded, and what `plan_sighted` needs of the others."""
+
+    records: dict[str, Record]
+    """Id -> record, of the rows decoded (their bytes unknown)."""
+    raws: dict[str, int]
+    """Id -> raw digest, of the rows decoded."""
+    seen: set[int]
+    """The raw digest of every row."""
+    unknown: set[int]
+    """The raw digests of the rows decoded: `seen` less these are the rows taken on their bytes."""
+
+    @property
+    def kept(self) -> set[int]:
+        return self.seen - self.unknown
+
+
+def sight_raw(
+    known: Iterable[int], pages: Sequence[RawRows], id_of: str | Callable[[Record], str]
+) -> Sighting | None:
+    """Step one of a sighted raw scan (see the module docstring): hash every row, decode the rows whose
+    digest `known` lacks. None when the scan must be planned against every stored value: the same bytes
+    twice, or an id twice among the decoded rows. `known` is read once (a packed array will do)."""
+    key = _key_function(id_of)
+    hashed = [list(map(raw_digest, page.rows or ())) for page in pages]  # the hot loop: every record
+    seen = set().union(*hashed)
+    if len(seen) != sum(map(len, hashed)):
+        return None
+    unknown = seen.difference(known)
+    records: dict[str, Record] = {}
+    decoded: dict[str, int] = {}
+    if unknown:
+        for page, raws in zip(pages, hashed, strict=True):
+            if unknown.isdisjoint(raws):
+                continue
+            for index, raw in enumerate(raws):
+                if raw in unknown:
+                    record = page.record(index)
+                    rid = key(record)
+                    if rid in records:
+                        return None
+                    records[rid] = record
+                    decoded[rid] = raw
+    return Sighting(records=records, raws=decoded, seen=seen, unknown=unknown)
+
+
+def plan_sighted(
+    previous: PreviousSnapshot,
+    sighting: Sighting,
+    stored: Mapping[str, bytes],
+    compare: Callable[[Record], Record] | None = None,
+    *,
+    old: dict[str, Record] | None = None,
+) -> DiffPlan | None:
+    """Step two: the plan, from the stored values (digest-hash values, sync/snapshot.py) of the decoded ids
+    that the snapshot holds (and their records, `old`, when read with them). None when the scan must be
+    planned against every stored value: a decoded record's stored bytes came too (its id twice), or a
+    stored record did not come back (removals are found, and held back, against every id)."""
+    seen, unknown = sighting.seen, sighting.unknown
+    hashes: dict[str, bytes] = {}
+    digests: dict[str, bytes] = {}
+    created: list[str] = []
+    changed: list[str] = []
+    retag: list[str] = []
+    encode, blake2b = _CANONICAL.encode, hashlib.blake2b
+    for rid, record in sighting.records.items():
+        digests[rid] = row = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
+        value = stored.get(rid)
+        if value is None:
+            created.append(rid)
+            continue
+        hashes[rid] = value[:DIGEST_BYTES]
+        old_raw = stored_raw(value)
+        if old_raw is not None and old_raw in seen and old_raw not in unknown:  # its stored bytes came too
+            return None
+        (retag if hashes[rid] == row else changed).append(rid)
+    kept = sighting.kept
+    if len(kept) + len(hashes) != previous.count:
+        return None
+    return DiffPlan(
+        previous=msgspec.structs.replace(previous, hashes=hashes),
+        records=sighting.records,
+        digests=digests,
+        created=created,
+        changed=changed,
+        missing=[],
+        duplicates=0,
+        compare=compare,
+        raws=sighting.raws,
+        retag=retag,
+        skipped=len(kept),
+        kept=kept,
+        verified=previous.verified,
+        old=old,
+    )
+
+
+def stored_raw(value: bytes) -> int | None:
+    """The raw digest in a digest-hash value (`stored_digest`), if it has one of today's."""
+    end = _RAW_AT + RAW_DIGEST_BYTES
+    if value[DIGEST_BYTES:_RAW_AT] != RAW_MARK or len(value) < end:
+        return None
+    return int.from_bytes(value[_RAW_AT:end], "little")
 
 
 def _sort_decoded(
     previous: PreviousSnapshot,
     scanned: Mapping[str, Record],
     digests: Mapping[str, bytes],
-    raws: Mapping[str, bytes],
+    raws: Mapping[str, int],
 ) -> tuple[list[str], list[str], list[str]]:
     """The decoded records of a raw scan as (created, changed, retag): a retag is unchanged but for its
     bytes."""
@@ -299,24 +462,26 @@ def _plan_in_order(
     pages: Iterable[RawRows],
     key: Callable[[Record], str],
     compare: Callable[[Record], Record] | None,
+    *,
+    trust_bytes: bool,
 ) -> DiffPlan:
     """`plan_raw_diff` row by row: a row whose bytes the snapshot knows, of an id not seen yet in the scan,
     is unchanged; any other row is decoded, so every row of an id seen twice is decoded but the first, and
     the plan (`duplicated`, `scan_digest`, the last row winning) is the one `plan_diff` makes."""
-    known, old = previous.raws, previous.hashes
+    known, old = previous.raws if trust_bytes else {}, previous.hashes
     scanned: dict[str, Record] = {}
     digests: dict[str, bytes] = {}
-    raws: dict[str, bytes] = {}
+    raws: dict[str, int] = {}
     repeats: dict[str, list[bytes]] = {}
-    first: set[str] = set()  # ids taken on their bytes
+    first: dict[str, int] = {}  # ids taken on their bytes -> their raw digest
     encode, blake2b = _CANONICAL.encode, hashlib.blake2b
     for page in pages:
         for index, row in enumerate(page.rows or ()):
-            raw = blake2b(row).digest()[:RAW_DIGEST_BYTES]
+            raw = raw_digest(row)
             rid = known.get(raw)
             if rid is not None and rid not in digests:  # the bytes stored last time: unchanged
                 digests[rid] = old[rid]
-                first.add(rid)
+                first[rid] = raw
                 continue
             record = page.record(index)
             rid = key(record)
@@ -342,8 +507,21 @@ def _plan_in_order(
         scan_digest=scan_digest,
         raws=raws,
         retag=retag,
-        skipped=len(first - scanned.keys()),
+        skipped=len(first.keys() - scanned.keys()),
+        kept=_kept(
+            [raw for rid, raw in first.items() if rid not in scanned], raws, {*created, *changed, *retag}
+        ),
+        verified=previous.verified if first else None,
     )
+
+
+def _kept(taken: list[int], decoded: Mapping[str, int], moved: set[str]) -> list[int] | None:
+    """A raw scan's `kept`: the raw digests of the rows taken on their bytes, and of the rows decoded but
+    left as stored (decoded although their bytes were known: no raw digest moves). None when two of the
+    scan's records share a raw digest: no set is stored then (each of its digests names one record)."""
+    kept = taken + [raw for rid, raw in decoded.items() if rid not in moved]
+    every = kept + [decoded[rid] for rid in moved]
+    return kept if len(set(every)) == len(every) else None
 
 
 def _repeated(
@@ -387,15 +565,21 @@ def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult
         if changes:  # else only its form changed ("3500" for "3500.00"): the snapshot takes it silently
             updated.append(RecordChange(id=rid, record=new, changes=changes))
     missing = [rid for rid in plan.missing if rid not in erased] if erased else plan.missing
-    remove_ids, hold, held_back = decide_removals(missing, len(plan.previous.hashes), plan.previous.hold)
+    remove_ids, hold, held_back = decide_removals(missing, plan.previous.count, plan.previous.hold)
     removed = [RecordChange(id=rid, record=old_records.get(rid) or {}) for rid in remove_ids]
     raws = plan.raws
-    upserts = [
-        (rid, stored_digest(plan.digests[rid], raws.get(rid)), plan.records[rid])
-        for rid in plan.created + plan.changed
-        if rid not in erased
-    ]
+    stored = [rid for rid in plan.created + plan.changed if rid not in erased]
+    upserts = [(rid, stored_digest(plan.digests[rid], raws.get(rid)), plan.records[rid]) for rid in stored]
     retags = [(rid, stored_digest(plan.digests[rid], raws[rid])) for rid in plan.retag]
+    known = None
+    if (
+        plan.kept is not None
+    ):  # every record stored with today's raw digest: the rows kept, upserted, retagged
+        known = [
+            *plan.kept,
+            *(raws[rid] for rid in stored if rid in raws),
+            *(raws[rid] for rid in plan.retag),
+        ]
     return DiffResult(
         created=created,
         updated=updated,
@@ -404,6 +588,8 @@ def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult
         hold=hold,
         upserts=upserts,
         retags=retags,
+        raws=known,
+        verified=plan.verified,
         deletes=remove_ids + sorted(rid for rid in plan.missing if rid in erased),
         version=plan.previous.version,
         duplicates=plan.duplicates,
@@ -431,7 +617,11 @@ def field_changes(
     for field, value in new.items():
         if field not in old:
             changes[field] = FieldChange(old=None, new=value)
-        elif canonical(old_form[field]) != canonical(new_form[field]):
+            continue
+        before, after = old_form[field], new_form[field]
+        if type(before) is type(after) and type(before) in _SCALARS and before == after:
+            continue  # the same text, integer or null: the same canonical value, without encoding either
+        if canonical(before) != canonical(after):
             changes[field] = FieldChange(old=old[field], new=value)
     for field, value in old.items():
         if field not in new:

@@ -66,7 +66,17 @@ from bridge.events.envelope import Event
 from bridge.events.outbox import Outbox
 from bridge.loops import cancelled
 from bridge.settings import Settings
-from bridge.sync.diff import DiffPlan, DiffResult, finish_diff, plan_diff, plan_raw_diff
+from bridge.sync.diff import (
+    RAW_TRUST_SECONDS,
+    DiffPlan,
+    DiffResult,
+    Record,
+    finish_diff,
+    plan_diff,
+    plan_raw_diff,
+    plan_sighted,
+    sight_raw,
+)
 from bridge.sync.due import is_due
 from bridge.sync.events import record_events
 from bridge.sync.lease import Lease
@@ -281,9 +291,11 @@ class SchoolPoller:
     async def _plan(self, school_id: int, resource: Resource, pages: list[Page]) -> DiffPlan:
         """Load the snapshot and plan the diff of the scan against it."""
         prefix = resource.prefix
-        previous = await self.snapshots.load(school_id, prefix)
         if raw_scan(resource):
-            return plan_raw_diff(previous, pages, resource.key_function(), resource.compare)
+            return await plan_raw_scan(
+                self.snapshots, school_id, prefix, pages, resource.key_function(), resource.compare
+            )
+        previous = await self.snapshots.load(school_id, prefix)
         keys = None
         if resource.scan_keys is not None:  # identity depends on the scan: paired with the snapshot
             keyer = resource.scan_keys([page.records for page in pages])
@@ -315,7 +327,7 @@ class SchoolPoller:
             )
         elif previous.unsettled is not None:  # a clean scan: the next suspicious one starts afresh
             await self.snapshots.unsettle(school_id, prefix, None, 0)
-        result = finish_diff(plan, await self.snapshots.records(school_id, prefix, plan.need_old))
+        result = finish_diff(plan, await self.snapshots.old_records(school_id, prefix, plan))
         if resource.aged_out is not None and result.removed:
             result = _without_aged_out(result, resource, self.settings)
         if result.held_back:
@@ -325,7 +337,7 @@ class SchoolPoller:
                 school_id=school_id,
                 resource=prefix,
                 held=result.held_back,
-                had=len(previous.hashes),
+                had=previous.count,
             )
         emit_created = previous.baseline or (
             self.settings.emit_initial_snapshot and not (self.recent_reset and self.recent_reset())
@@ -364,6 +376,33 @@ class SchoolPoller:
             yield lost
         finally:
             await cancelled(task)
+
+
+async def plan_raw_scan(
+    snapshots: SnapshotStore,
+    school_id: int,
+    prefix: str,
+    pages: list[Page],
+    id_of: str | Callable[[Record], str],
+    compare: Callable[[Record], Record] | None = None,
+    *,
+    now: float | None = None,
+) -> DiffPlan:
+    """A raw scan planned against the snapshot's raw digests as one set and the values of the records it
+    decoded, or, when that cannot be (sync/diff.py), against every stored value; every record decoded when
+    the feed's were last all decoded `RAW_TRUST_SECONDS` ago."""
+    now = time.time() if now is None else now
+    previous = await snapshots.known_raws(school_id, prefix)
+    if previous is not None and previous.known is not None and now - previous.verified < RAW_TRUST_SECONDS:
+        sighting = sight_raw(previous.known, pages, id_of)
+        if sighting is not None:
+            stored, old = await snapshots.stored_values(school_id, prefix, list(sighting.records))
+            plan = plan_sighted(previous, sighting, stored, compare, old=old)
+            if plan is not None:
+                return plan
+    previous = await snapshots.load(school_id, prefix)
+    trust = now - previous.verified < RAW_TRUST_SECONDS
+    return plan_raw_diff(previous, pages, id_of, compare, trust_bytes=trust)
 
 
 def raw_scan(resource: Resource) -> bool:

@@ -5,9 +5,17 @@ needs, read with one HGETALL) and id -> last known record, packed by store/recor
 changed and removed ids).
 
 A digest-hash value (docs/development.md#the-diff-fast-path) is the record's 16-byte canonical digest, then,
-for a record that came in a raw scan, `r` and the 8-byte digest of its bytes as d6 sent them (sync/diff.py
-`stored_digest`), then its sequence. A value without the raw part (written before raw digests were kept, or
-of a resource scanned decoded) reads as before: its byte 17 is a digit or nothing, never `r`.
+for a record that came in a raw scan, `x` and the 8-byte digest of its bytes as d6 sent them (sync/diff.py
+`stored_digest`; `r` and BLAKE2b's before), then its sequence. A value without the raw part (written before
+raw digests were kept, or of a resource scanned decoded) reads as before: its byte 17 is a digit or nothing,
+never a mark.
+
+Beside the hash, a raw scan's commit stores the raw digests of the feed's records as one string (`raws`
+key: "<version> <verified>\n", then 8 bytes a digest), so that the next raw scan reads them with one GET
+(`known_raws`) and the stored values of the records it decoded alone (`stored_values`). The string holds
+only digests that are each the raw digest stored for exactly one record, and is taken only at the version
+its commit made: any other commit (a scan not raw, or with an id twice, which delete it), an erasure (which
+moves the version) or a purge (which deletes it) leaves it unread until the next raw scan writes it anew.
 
 The record's sequence (docs/events.md#per-record-sequence) is the school sequence of the last event that told
 its current state: ASCII decimal after the digests, none for 0 (a record taken in a silent baseline, or
@@ -39,7 +47,9 @@ a duplicate or lost event when two writers race.
 
 from __future__ import annotations
 
+import sys
 import time
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -64,7 +74,15 @@ from bridge.store.keys import (
 )
 from bridge.store.records import pack_record, unpack_record
 from bridge.store.scripts import Scripts
-from bridge.sync.diff import DIGEST_BYTES, RAW_DIGEST_BYTES, RAW_MARK, DiffResult, PreviousSnapshot, Record
+from bridge.sync.diff import (
+    DIGEST_BYTES,
+    RAW_DIGEST_BYTES,
+    RAW_MARK,
+    DiffPlan,
+    DiffResult,
+    PreviousSnapshot,
+    Record,
+)
 
 _CHUNK: Final = 1000
 MAX_PAGE: Final = 5000
@@ -74,12 +92,37 @@ _PACK: Final = msgspec.msgpack.Encoder()
 _UNPACK_IDS: Final = msgspec.msgpack.Decoder(list[str])
 _RAW_AT: Final = DIGEST_BYTES + len(RAW_MARK)
 _RAW_END: Final = _RAW_AT + RAW_DIGEST_BYTES
+_MARKS: Final = (RAW_MARK, b"r")
+"""Today's mark of a raw digest, and the marks before it: a value with any of them has 8 bytes of raw
+digest before its sequence."""
+_LITTLE: Final = sys.byteorder == "little"
 
 
 def sequence_of(value: bytes) -> int:
     """The record's sequence in a digest-hash value (see the module docstring)."""
-    start = _RAW_END if value[DIGEST_BYTES:_RAW_AT] == RAW_MARK else DIGEST_BYTES
+    start = _RAW_END if value[DIGEST_BYTES:_RAW_AT] in _MARKS else DIGEST_BYTES
     return int(value[start:] or 0)
+
+
+def pack_raws(raws: Sequence[int], verified: float) -> bytes:
+    """The raw digests as the commit script stores them (the script puts the new version first)."""
+    digests = array("Q", raws)
+    if not _LITTLE:
+        digests.byteswap()
+    return b"%d\n" % int(verified) + digests.tobytes()
+
+
+def unpack_raws(value: bytes) -> tuple[int, float, array[int]] | None:
+    """(version, verified, digests) of a stored `raws` string; None if it is not one."""
+    head, newline, body = value.partition(b"\n")
+    parts = head.split(b" ")
+    if not newline or len(parts) != 2 or len(body) % RAW_DIGEST_BYTES or not all(p.isdigit() for p in parts):
+        return None
+    digests = array("Q")
+    digests.frombytes(body)
+    if not _LITTLE:
+        digests.byteswap()
+    return int(parts[0]), float(parts[1]), digests
 
 
 class ResourceMeta(msgspec.Struct, kw_only=True, frozen=True):
@@ -181,28 +224,77 @@ class SnapshotStore:
         k = self._keys
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(k.snapshot_hashes(school_id, resource))
-            pipe.get(k.snapshot_hold(school_id, resource))
-            pipe.hmget(k.school_meta(school_id), [meta_version(resource), meta_baseline(resource)])
-            pipe.get(k.snapshot_dup(school_id, resource))
-            raw_hashes, raw_hold, (ver, baseline), raw_dup = await pipe.execute()
+            self._facts(pipe, school_id, resource)
+            raw_hashes, *facts = await pipe.execute()
         ids = [key.decode() for key in raw_hashes]  # tens of thousands of records: comprehensions only
         values = list(raw_hashes.values())
         hashes = dict(zip(ids, [value[:DIGEST_BYTES] for value in values], strict=True))
         at, end, mark = _RAW_AT, _RAW_END, RAW_MARK
-        pairs = [(v[at:end], rid) for rid, v in zip(ids, values, strict=True) if v[DIGEST_BYTES:at] == mark]
+        marked = [(v[at:end], rid) for rid, v in zip(ids, values, strict=True) if v[DIGEST_BYTES:at] == mark]
+        digests = array("Q")
+        digests.frombytes(b"".join(raw for raw, _ in marked))
+        if not _LITTLE:
+            digests.byteswap()
+        pairs = list(zip(digests, (rid for _, rid in marked), strict=True))
         raws = dict(pairs)
         if len(raws) != len(pairs):  # two ids, one raw digest: neither is taken on its bytes
             for raw, count in Counter(raw for raw, _ in pairs).items():
                 if count > 1:
                     del raws[raw]
-        return PreviousSnapshot(
-            hashes=hashes,
-            raws=raws,
-            hold=frozenset(_UNPACK_IDS.decode(raw_hold)) if raw_hold else None,
-            version=int(ver or 0),
-            baseline=bool(baseline),
-            unsettled=as_bytes(raw_dup) if raw_dup else None,
-        )
+        previous, _ = _previous(*facts)
+        return msgspec.structs.replace(previous, hashes=hashes, raws=raws)
+
+    async def known_raws(self, school_id: int, resource: str) -> PreviousSnapshot | None:
+        """What a raw scan needs first: the snapshot's raw digests as one set (`known`), its size and the
+        facts `load` reads, without a digest (`hashes` empty); None when no valid set is stored (see the
+        module docstring): then `load`."""
+        _check(resource)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hlen(self._keys.snapshot_hashes(school_id, resource))
+            self._facts(pipe, school_id, resource)
+            size, *facts = await pipe.execute()
+        previous, known = _previous(*facts)
+        if known is None:
+            return None
+        return msgspec.structs.replace(previous, known=known, size=int(size))
+
+    def _facts(self, pipe: Any, school_id: int, resource: str) -> None:
+        """Queue the reads `_previous` takes apart."""
+        k = self._keys
+        pipe.get(k.snapshot_hold(school_id, resource))
+        pipe.hmget(k.school_meta(school_id), [meta_version(resource), meta_baseline(resource)])
+        pipe.get(k.snapshot_dup(school_id, resource))
+        pipe.get(k.snapshot_raws(school_id, resource))
+
+    async def stored_values(
+        self, school_id: int, resource: str, ids: Sequence[str]
+    ) -> tuple[dict[str, bytes], dict[str, Record]]:
+        """The digest-hash values of `ids` and their last known records (those present), for `plan_sighted`
+        (sync/diff.py), read in one step: the records are those of the ids a scan decoded, which are nearly
+        all changed."""
+        _check(resource)
+        k = self._keys
+        values: dict[str, bytes] = {}
+        records: dict[str, Record] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = list(ids[start : start + _CHUNK])
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hmget(k.snapshot_hashes(school_id, resource), chunk)
+                pipe.hmget(k.snapshot_records(school_id, resource), chunk)
+                found, packed = await pipe.execute()
+            for rid, value, raw in zip(chunk, found, packed, strict=True):
+                if value is not None:
+                    values[rid] = as_bytes(value)
+                if raw is not None:
+                    records[rid] = unpack_record(as_bytes(raw))
+        return values, records
+
+    async def old_records(self, school_id: int, resource: str, plan: DiffPlan) -> dict[str, Record]:
+        """The last known records `finish_diff` needs (`plan.need_old`): those read with the plan, or read
+        now."""
+        if plan.old is not None:
+            return {rid: plan.old[rid] for rid in plan.need_old if rid in plan.old}
+        return await self.records(school_id, resource, plan.need_old)
 
     async def unsettle(self, school_id: int, resource: str, scan_digest: bytes | None, ttl: float) -> None:
         """Store the digest of a scan not trusted (an id in it twice, sync/diff.py), or clear it (None)."""
@@ -251,16 +343,20 @@ class SnapshotStore:
             if event.school_id != school_id:
                 raise ValueError(f"event {event.id} belongs to school {event.school_id}, not {school_id}")
         k = self._keys
+        at = time.time() if now is None else now
         args: list[Any] = [
             "" if token is None else str(token),
             resource,
             result.version,
-            repr(time.time() if now is None else now),
+            repr(at),
             _PACK.encode(sorted(result.hold)) if result.hold else b"",
             len(result.upserts) + len(result.retags),
             len(result.deletes),
             len(events),
             len(flags or {}),
+            b""
+            if result.raws is None
+            else pack_raws(result.raws, at if result.verified is None else result.verified),
         ]
         told = _told(events)
         for rid, dig, record in result.upserts:
@@ -283,6 +379,7 @@ class SnapshotStore:
             k.snapshot_hold(school_id, resource),
             k.school_events(school_id),
             k.school_bodies(school_id),
+            k.snapshot_raws(school_id, resource),
         ]
         await self._redis.sadd(k.known_schools(), str(school_id))
         reply = await self._scripts.commit(keys=keys, args=args)
@@ -425,6 +522,7 @@ class SnapshotStore:
                 k.snapshot_hashes(school_id, resource),
                 k.snapshot_records(school_id, resource),
                 k.snapshot_hold(school_id, resource),
+                k.snapshot_raws(school_id, resource),
             ]
         args = [repr(cutoff), repr(time.time()), *resources]
         return bool(await self._scripts.purge_snapshots(keys=keys, args=args))
@@ -507,6 +605,25 @@ class SnapshotStore:
             for school_id in school_ids:
                 pipe.hlen(self._keys.snapshot_hashes(school_id, INTEGRATION))
             return dict(zip(school_ids, map(int, await pipe.execute()), strict=True))
+
+
+def _previous(
+    raw_hold: Any, meta: Sequence[Any], raw_dup: Any, raw_raws: Any
+) -> tuple[PreviousSnapshot, array[int] | None]:
+    """The facts `_facts` read (no digest yet), and the raw digests stored as one set if they are still valid:
+    written at the version the snapshot is at."""
+    ver, baseline = meta
+    version = int(ver or 0)
+    unpacked = unpack_raws(as_bytes(raw_raws)) if raw_raws else None
+    previous = PreviousSnapshot(
+        hashes={},
+        hold=frozenset(_UNPACK_IDS.decode(raw_hold)) if raw_hold else None,
+        version=version,
+        baseline=bool(baseline),
+        unsettled=as_bytes(raw_dup) if raw_dup else None,
+        verified=unpacked[1] if unpacked else 0.0,
+    )
+    return previous, unpacked[2] if unpacked and unpacked[0] == version else None
 
 
 def _flags(values: Sequence[Any]) -> SchoolFlags:
