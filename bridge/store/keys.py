@@ -19,15 +19,17 @@ schools), `{feeds}` (wake-ups of pull readers), `{integrations}` (deployment-wid
 Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
 
     d6b:{s:1000}:meta                 hash: seq, published, ver:<r>, baseline:<r>, count:<r>, polled:<r>,
-                                      bodies, and the flags denied, revoked, purged (times); fields: META_*
+                                      raws:<r>, bodies, and the flags denied, revoked, purged (times);
+                                      fields: META_*
     d6b:{s:1000}:snap:learner:hash    hash: record id -> 16-byte BLAKE2b digest of the canonical record,
                                       then (a record of a raw scan) `x` and its 8-byte raw digest, then
                                       the record's sequence in ASCII decimal (the last event that
                                       told its state; no suffix = 0: docs/events.md#per-record-sequence)
     d6b:{s:1000}:snap:learner:rec     hash: record id -> last known normalised record (msgpack)
-    d6b:{s:1000}:snap:learner:raws    string: "<version> <verified>\n", then the raw digest of each record
-                                      a raw scan stored with one (8 bytes each, little-endian): read whole
-                                      by the next raw scan, valid at that version only (sync/snapshot.py)
+    d6b:{s:1000}:snap:learner:raws    string: "<verified>\n", then the raw digest of each record a raw
+                                      scan stored with one (8 bytes each, little-endian), as last written
+                                      whole; `raws+` and `raws-`: the digests commits added and removed
+                                      since; valid while meta's raws:<r> equals ver:<r> (sync/snapshot.py)
     d6b:{s:1000}:snap:learner:hold    string: held-back removal id set (msgpack list), absent when none
     d6b:{s:1000}:snap:learner:dup     string: digest of the last scan not trusted (an id in it twice; the
                                       next must agree, sync/diff.py), with a TTL; absent after a clean one
@@ -130,6 +132,8 @@ META_VERSION: Final = "ver:"
 META_BASELINE: Final = "baseline:"
 META_COUNT: Final = "count:"
 META_POLLED: Final = "polled:"
+META_RAWS: Final = "raws:"
+"""The version at which the feed's raw digests as one set (`snapshot_raws`) were last kept up to date."""
 META_HANDON: Final = "handon:"
 """Set (to the commit's time) by the commit that takes a feed's new baseline, removed once that baseline is
 handed on to automatic snapshots: one left behind (a replica killed in between) is handed on again later."""
@@ -137,6 +141,10 @@ handed on to automatic snapshots: one left behind (a replica killed in between) 
 
 def meta_version(resource: str) -> str:
     return META_VERSION + resource
+
+
+def meta_raws(resource: str) -> str:
+    return META_RAWS + resource
 
 
 def meta_baseline(resource: str) -> str:
@@ -190,9 +198,11 @@ class Keys(msgspec.Struct, frozen=True):
         resync reads them a chunk at a time (sync/snapshot.py `freeze_ids`) and deletes it when done."""
         return self.school(school_id, f"resync:{resync_id}:{resource}")
 
-    def snapshot_raws(self, school_id: int, resource: str) -> str:
-        """String: the raw digests of the feed's records, as one set (sync/snapshot.py `known_raws`)."""
-        return self.school(school_id, f"snap:{resource}:raws")
+    def snapshot_raws(self, school_id: int, resource: str) -> tuple[str, str, str]:
+        """Strings: the raw digests of the feed's records as one set (sync/snapshot.py `known_raws`), as
+        last written whole, then those added and those removed since."""
+        base = self.school(school_id, f"snap:{resource}:raws")
+        return base, f"{base}+", f"{base}-"
 
     def snapshot_hold(self, school_id: int, resource: str) -> str:
         return self.school(school_id, f"snap:{resource}:hold")

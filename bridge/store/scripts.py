@@ -31,6 +31,7 @@ from bridge.store.keys import (
     META_POLLED,
     META_PUBLISHED,
     META_PURGED,
+    META_RAWS,
     META_REVOKED,
     META_SEQ,
     META_VERSION,
@@ -49,6 +50,7 @@ _FIELDS: Final = {
     "denied": META_DENIED,
     "revoked": META_REVOKED,
     "purged": META_PURGED,
+    "raws": META_RAWS,
     "failing_since": SUBSCRIPTION_FAILING_SINCE,
 }
 
@@ -79,11 +81,15 @@ def _lua(source: str) -> str:
 
 # --- a school's slot: snapshots, events, leases (sync/snapshot.py, events/outbox.py, sync/lease.py) ---------
 
-# KEYS: 1 lease, 2 meta, 3 hashes, 4 records, 5 hold, 6 events stream, 7 bodies, 8 raw digests
+# KEYS: 1 lease, 2 meta, 3 hashes, 4 records, 5 hold, 6 events stream, 7 bodies, 8 raw digests (as last
+#       written whole), 9 raw digests added since, 10 raw digests removed since
 # ARGV: 1 token ("" = no lease check), 2 resource, 3 expected version, 4 now, 5 hold marker ("" = none),
-#       6 upserts n, 7 deletes n, 8 events n, 9 school flags n, 10 raw digests ("" = none: deleted; else
-#       "<verified>\n" and the digests, stored after the new version and a space), then n*(id, digest,
-#       record ("" = a retag), told), n*(id), n*(id, type, head, tail), n*(flag field, value; "" deletes it)
+#       6 upserts n, 7 deletes n, 8 events n, 9 school flags n, 10 raw digests: "" (none kept: deleted),
+#       "=" .. "<verified>\n" .. every digest (written whole), or "+" .. the digests added (and the stored
+#       raw digest of each record this commit rewrites or deletes is removed), then n*(id, digest, record
+#       ("" = a retag), told), n*(id), n*(id, type, head, tail), n*(flag field, value; "" deletes it)
+# The raw digests are valid while `$raws` equals the version (sync/snapshot.py); "+" is sent only for a
+# scan that read them valid, so the version check above makes them valid still.
 # Each event's envelope goes to the bodies hash (where an erasure overwrites it), its id and type to the
 # stream. A stream that was empty holds no envelope at all: `bodies` in meta says so.
 # The per-record sequence (docs/events.md#per-record-sequence): an upsert's `told` is the 1-based index in
@@ -115,18 +121,22 @@ end
 local unbodied = not last[1]
 local n_up, n_del, n_ev = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local n_flags = tonumber(ARGV[9])
+local raws = string.sub(ARGV[10], 1, 1)
+local removed = {}
+local function remove_raw(old)
+  if old and string.sub(old, 17, 17) == 'x' then removed[#removed + 1] = string.sub(old, 18, 25) end
+end
 local i = 11
 for _ = 1, n_up do
   local id, value, record, told = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local old = nil
+  if told == 0 or raws == '+' then old = redis.call('HGET', KEYS[3], id) end
+  if raws == '+' then remove_raw(old) end
   if told > 0 then
     value = value .. string.format('%d', seq + told)
-  else
-    old = redis.call('HGET', KEYS[3], id)
-    if old then
-      local mark = string.sub(old, 17, 17)
-      value = value .. string.sub(old, (mark == 'x' or mark == 'r') and 26 or 17)
-    end
+  elseif old then
+    local mark = string.sub(old, 17, 17)
+    value = value .. string.sub(old, (mark == 'x' or mark == 'r') and 26 or 17)
   end
   if record ~= '' then
     redis.call('HSET', KEYS[3], id, value)
@@ -137,15 +147,24 @@ for _ = 1, n_up do
   i = i + 4
 end
 for _ = 1, n_del do
+  if raws == '+' then remove_raw(redis.call('HGET', KEYS[3], ARGV[i])) end
   redis.call('HDEL', KEYS[3], ARGV[i])
   redis.call('HDEL', KEYS[4], ARGV[i])
   i = i + 1
 end
 if ARGV[5] == '' then redis.call('DEL', KEYS[5]) else redis.call('SET', KEYS[5], ARGV[5]) end
-if ARGV[10] == '' then
-  redis.call('DEL', KEYS[8])
+if raws == '' then
+  redis.call('DEL', KEYS[8], KEYS[9], KEYS[10])
+  redis.call('HDEL', KEYS[2], '$raws' .. r)
 else
-  redis.call('SET', KEYS[8], (version + 1) .. ' ' .. ARGV[10])
+  if raws == '=' then
+    redis.call('SET', KEYS[8], string.sub(ARGV[10], 2))
+    redis.call('DEL', KEYS[9], KEYS[10])
+  else
+    if #ARGV[10] > 1 then redis.call('APPEND', KEYS[9], string.sub(ARGV[10], 2)) end
+    if #removed > 0 then redis.call('APPEND', KEYS[10], table.concat(removed)) end
+  end
+  redis.call('HSET', KEYS[2], '$raws' .. r, version + 1)
 end
 local first = seq + 1
 for _ = 1, n_ev do
@@ -331,10 +350,10 @@ return 1
 """
 
 
-# KEYS: 1 meta, then 4 per resource: hashes, records, hold, raw digests; ARGV: 1 cutoff (Unix time),
-# 2 now, then the resource names. Purges the record snapshots of a school whose authorisation has been gone
-# (`revoked` or `denied` flag) since before the cutoff; the sequence and the event log stay. Returns 1 when
-# it purged.
+# KEYS: 1 meta, then 6 per resource: hashes, records, hold, the 3 raw digest keys; ARGV: 1 cutoff (Unix
+# time), 2 now, then the resource names. Purges the record snapshots of a school whose authorisation has
+# been gone (`revoked` or `denied` flag) since before the cutoff; the sequence and the event log stay.
+# Returns 1 when it purged.
 PURGE_SNAPSHOTS: Final = _lua("""
 if redis.call('HEXISTS', KEYS[1], '$purged') == 1 then return 0 end
 local since = nil
@@ -345,10 +364,10 @@ end
 if since == nil or since > tonumber(ARGV[1]) then return 0 end
 for n = 3, #ARGV do
   local r = ARGV[n]
-  local k = 2 + (n - 3) * 4
-  redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3])
+  local k = 2 + (n - 3) * 6
+  redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5])
   redis.call('HDEL', KEYS[1], '$ver' .. r, '$baseline' .. r, '$count' .. r, '$polled' .. r,
-    '$handon' .. r)
+    '$handon' .. r, '$raws' .. r)
 end
 redis.call('HSET', KEYS[1], '$purged', ARGV[2])
 return 1

@@ -109,6 +109,44 @@ class RawRows(Protocol):
     def record(self, index: int) -> Record: ...
 
 
+RAW_LOG_MIN: Final = 512
+RAW_LOG_SHARE: Final = 8
+"""A commit adds to the raw digests stored as one set (`RawUpdate(whole=False)`) while the digests added
+and removed since it was last written whole stay under RAW_LOG_MIN or 1/RAW_LOG_SHARE of it; past that it
+writes the set whole again."""
+
+
+class KnownRaws(msgspec.Struct, frozen=True):
+    """The raw digests stored as one set: `base` as last written whole, then those `added` and `removed` by
+    the commits since. A digest in `removed` is not known, even if added again later: decoding a record
+    is always safe, taking one on its bytes only when they are surely its stored bytes."""
+
+    base: Sequence[int]
+    added: Sequence[int] = ()
+    removed: Sequence[int] = ()
+
+    def unknown(self, seen: set[int]) -> set[int]:
+        """The digests of `seen` not known."""
+        unknown = seen.difference(self.base, self.added)
+        if self.removed:
+            unknown |= seen.intersection(self.removed)
+        return unknown
+
+    @property
+    def log(self) -> int:
+        """How many digests commits added or removed since the set was last written whole."""
+        return len(self.added) + len(self.removed)
+
+
+class RawUpdate(msgspec.Struct, frozen=True):
+    """What a commit does to the raw digests stored as one set (`KnownRaws`)."""
+
+    digests: Collection[int]
+    whole: bool
+    """True: `digests` are every one, written anew. False: they are added, and the commit script removes
+    the stored raw digest of each record it rewrites or deletes."""
+
+
 class PreviousSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     """What the store knows before a scan; `version` is the optimistic-concurrency check of the commit."""
 
@@ -122,10 +160,10 @@ class PreviousSnapshot(msgspec.Struct, kw_only=True, frozen=True):
     baseline: bool = False
     unsettled: bytes | None = None
     """The `scan_digest` of the last scan that was not trusted (an id in it twice); None after a clean one."""
-    known: Sequence[int] | None = None
-    """The raw digests the last raw scan's commit stored as one set (`DiffResult.raws`; a packed array),
-    when still valid for this version: each is the raw digest stored for exactly one record. None: read
-    every value."""
+    known: KnownRaws | None = None
+    """The raw digests the raw scans' commits stored as one set (`DiffResult.raws`), when still valid at
+    this version: each known one is the raw digest stored for exactly one record. None: read every
+    value."""
     size: int | None = None
     """How many records the snapshot holds, when `hashes` does not have them all."""
     verified: float = 0.0
@@ -196,11 +234,11 @@ class DiffResult(msgspec.Struct, kw_only=True, frozen=True):
     the canonical one, followed by the raw one when the record came raw (`stored_digest`)."""
     retags: list[tuple[str, bytes]] = []
     """(id, digest) of records whose snapshot value alone is rewritten: a new raw digest, nothing else."""
-    raws: list[int] | None = None
-    """The raw digest of every record the scan left stored with one, to store as one set
-    (`PreviousSnapshot.known`); None deletes the set."""
+    raws: RawUpdate | None = None
+    """What the commit does to the raw digests stored as one set (`PreviousSnapshot.known`); None deletes
+    them."""
     verified: float | None = 0.0
-    """As `DiffPlan.verified`: stored with `raws`."""
+    """As `DiffPlan.verified`: stored with `raws` written whole."""
     deletes: list[str]
     """Ids to delete from the snapshot: the emitted removals."""
     version: int
@@ -349,17 +387,17 @@ class Sighting(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def sight_raw(
-    known: Iterable[int], pages: Sequence[RawRows], id_of: str | Callable[[Record], str]
+    known: KnownRaws, pages: Sequence[RawRows], id_of: str | Callable[[Record], str]
 ) -> Sighting | None:
     """Step one of a sighted raw scan (see the module docstring): hash every row, decode the rows whose
     digest `known` lacks. None when the scan must be planned against every stored value: the same bytes
-    twice, or an id twice among the decoded rows. `known` is read once (a packed array will do)."""
+    twice, or an id twice among the decoded rows."""
     key = _key_function(id_of)
     hashed = [list(map(raw_digest, page.rows or ())) for page in pages]  # the hot loop: every record
     seen = set().union(*hashed)
     if len(seen) != sum(map(len, hashed)):
         return None
-    unknown = seen.difference(known)
+    unknown = known.unknown(seen)
     records: dict[str, Record] = {}
     decoded: dict[str, int] = {}
     if unknown:
@@ -571,15 +609,16 @@ def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult
     stored = [rid for rid in plan.created + plan.changed if rid not in erased]
     upserts = [(rid, stored_digest(plan.digests[rid], raws.get(rid)), plan.records[rid]) for rid in stored]
     retags = [(rid, stored_digest(plan.digests[rid], raws[rid])) for rid in plan.retag]
-    known = None
-    if (
-        plan.kept is not None
-    ):  # every record stored with today's raw digest: the rows kept, upserted, retagged
-        known = [
-            *plan.kept,
-            *(raws[rid] for rid in stored if rid in raws),
-            *(raws[rid] for rid in plan.retag),
-        ]
+    update = None
+    if plan.kept is not None:  # each record stored with today's raw digest: kept, upserted or retagged
+        fresh = [*(raws[rid] for rid in stored if rid in raws), *map(raws.__getitem__, plan.retag)]
+        known = plan.previous.known
+        if known is not None and plan.verified is not None:
+            logged = known.log + len(fresh) + len(stored) + len(plan.retag) + len(plan.missing)
+            if logged <= max(RAW_LOG_MIN, len(known.base) // RAW_LOG_SHARE):
+                update = RawUpdate(fresh, whole=False)
+        if update is None:
+            update = RawUpdate([*plan.kept, *fresh], whole=True)
     return DiffResult(
         created=created,
         updated=updated,
@@ -588,7 +627,7 @@ def finish_diff(plan: DiffPlan, old_records: Mapping[str, Record]) -> DiffResult
         hold=hold,
         upserts=upserts,
         retags=retags,
-        raws=known,
+        raws=update,
         verified=plan.verified,
         deletes=remove_ids + sorted(rid for rid in plan.missing if rid in erased),
         version=plan.previous.version,

@@ -10,12 +10,13 @@ for a record that came in a raw scan, `x` and the 8-byte digest of its bytes as 
 raw digests were kept, or of a resource scanned decoded) reads as before: its byte 17 is a digit or nothing,
 never a mark.
 
-Beside the hash, a raw scan's commit stores the raw digests of the feed's records as one string (`raws`
-key: "<version> <verified>\n", then 8 bytes a digest), so that the next raw scan reads them with one GET
-(`known_raws`) and the stored values of the records it decoded alone (`stored_values`). The string holds
-only digests that are each the raw digest stored for exactly one record, and is taken only at the version
-its commit made: any other commit (a scan not raw, or with an id twice, which delete it), an erasure (which
-moves the version) or a purge (which deletes it) leaves it unread until the next raw scan writes it anew.
+Beside the hash, the raw scans' commits keep the raw digests of the feed's records as one set
+(docs/development.md#the-diff-fast-path): the `raws` string ("<verified>\n", then 8 bytes a digest) as last
+written whole, and `raws+` / `raws-`, the digests added and removed since (sync/diff.py `KnownRaws`,
+`RawUpdate`). The next raw scan reads them in one step (`known_raws`) and the stored values of the records
+it decoded alone (`stored_values`). Each digest they make known is the raw digest stored for exactly one
+record, and they are taken only while meta's `raws:<r>` equals the version: an erasure moves the version
+alone, a purge deletes both, and a commit that keeps no set deletes it.
 
 The record's sequence (docs/events.md#per-record-sequence) is the school sequence of the last event that told
 its current state: ASCII decimal after the digests, none for 0 (a record taken in a silent baseline, or
@@ -70,6 +71,7 @@ from bridge.store.keys import (
     meta_count,
     meta_handon,
     meta_polled,
+    meta_raws,
     meta_version,
 )
 from bridge.store.records import pack_record, unpack_record
@@ -80,7 +82,9 @@ from bridge.sync.diff import (
     RAW_MARK,
     DiffPlan,
     DiffResult,
+    KnownRaws,
     PreviousSnapshot,
+    RawUpdate,
     Record,
 )
 
@@ -104,25 +108,47 @@ def sequence_of(value: bytes) -> int:
     return int(value[start:] or 0)
 
 
-def pack_raws(raws: Sequence[int], verified: float) -> bytes:
-    """The raw digests as the commit script stores them (the script puts the new version first)."""
+def pack_digests(raws: Iterable[int]) -> bytes:
+    """Raw digests as the snapshot stores them: 8 bytes each, little-endian."""
     digests = array("Q", raws)
     if not _LITTLE:
         digests.byteswap()
-    return b"%d\n" % int(verified) + digests.tobytes()
+    return digests.tobytes()
 
 
-def unpack_raws(value: bytes) -> tuple[int, float, array[int]] | None:
-    """(version, verified, digests) of a stored `raws` string; None if it is not one."""
-    head, newline, body = value.partition(b"\n")
-    parts = head.split(b" ")
-    if not newline or len(parts) != 2 or len(body) % RAW_DIGEST_BYTES or not all(p.isdigit() for p in parts):
+def unpack_digests(value: bytes) -> array[int] | None:
+    """The digests `pack_digests` packed; None if `value` is not such a string."""
+    if len(value) % RAW_DIGEST_BYTES:
         return None
     digests = array("Q")
-    digests.frombytes(body)
+    digests.frombytes(value)
     if not _LITTLE:
         digests.byteswap()
-    return int(parts[0]), float(parts[1]), digests
+    return digests
+
+
+def raw_update(update: RawUpdate | None, verified: float) -> bytes:
+    """The commit script's argument for `update` (store/scripts.py COMMIT)."""
+    if update is None:
+        return b""
+    if update.whole:
+        return b"=%d\n" % int(verified) + pack_digests(update.digests)
+    return b"+" + pack_digests(update.digests)
+
+
+def _known(version: int, raws: Any, base: Any, added: Any, removed: Any) -> tuple[float, KnownRaws | None]:
+    """(verified, the raw digests as one set) from what `_facts` read: the set only if kept up to date at
+    `version` (`raws`, meta's raws:<r>) and readable."""
+    head, newline, body = as_bytes(base).partition(b"\n") if base else (b"", b"", b"")
+    verified = float(head) if newline and head.isdigit() else 0.0
+    if not newline or raws is None or int(raws) != version:
+        return verified, None
+    whole = unpack_digests(body)
+    more = unpack_digests(as_bytes(added or b""))
+    fewer = unpack_digests(as_bytes(removed or b""))
+    if whole is None or more is None or fewer is None:
+        return verified, None
+    return verified, KnownRaws(whole, more, fewer)
 
 
 class ResourceMeta(msgspec.Struct, kw_only=True, frozen=True):
@@ -241,8 +267,7 @@ class SnapshotStore:
             for raw, count in Counter(raw for raw, _ in pairs).items():
                 if count > 1:
                     del raws[raw]
-        previous, _ = _previous(*facts)
-        return msgspec.structs.replace(previous, hashes=hashes, raws=raws)
+        return msgspec.structs.replace(_previous(*facts), hashes=hashes, raws=raws)
 
     async def known_raws(self, school_id: int, resource: str) -> PreviousSnapshot | None:
         """What a raw scan needs first: the snapshot's raw digests as one set (`known`), its size and the
@@ -253,18 +278,20 @@ class SnapshotStore:
             pipe.hlen(self._keys.snapshot_hashes(school_id, resource))
             self._facts(pipe, school_id, resource)
             size, *facts = await pipe.execute()
-        previous, known = _previous(*facts)
-        if known is None:
+        previous = _previous(*facts)
+        if previous.known is None:
             return None
-        return msgspec.structs.replace(previous, known=known, size=int(size))
+        return msgspec.structs.replace(previous, size=int(size))
 
     def _facts(self, pipe: Any, school_id: int, resource: str) -> None:
         """Queue the reads `_previous` takes apart."""
         k = self._keys
         pipe.get(k.snapshot_hold(school_id, resource))
-        pipe.hmget(k.school_meta(school_id), [meta_version(resource), meta_baseline(resource)])
+        fields = [meta_version(resource), meta_baseline(resource), meta_raws(resource)]
+        pipe.hmget(k.school_meta(school_id), fields)
         pipe.get(k.snapshot_dup(school_id, resource))
-        pipe.get(k.snapshot_raws(school_id, resource))
+        for key in k.snapshot_raws(school_id, resource):
+            pipe.get(key)
 
     async def stored_values(
         self, school_id: int, resource: str, ids: Sequence[str]
@@ -354,9 +381,7 @@ class SnapshotStore:
             len(result.deletes),
             len(events),
             len(flags or {}),
-            b""
-            if result.raws is None
-            else pack_raws(result.raws, at if result.verified is None else result.verified),
+            raw_update(result.raws, at if result.verified is None else result.verified),
         ]
         told = _told(events)
         for rid, dig, record in result.upserts:
@@ -379,7 +404,7 @@ class SnapshotStore:
             k.snapshot_hold(school_id, resource),
             k.school_events(school_id),
             k.school_bodies(school_id),
-            k.snapshot_raws(school_id, resource),
+            *k.snapshot_raws(school_id, resource),
         ]
         await self._redis.sadd(k.known_schools(), str(school_id))
         reply = await self._scripts.commit(keys=keys, args=args)
@@ -522,7 +547,7 @@ class SnapshotStore:
                 k.snapshot_hashes(school_id, resource),
                 k.snapshot_records(school_id, resource),
                 k.snapshot_hold(school_id, resource),
-                k.snapshot_raws(school_id, resource),
+                *k.snapshot_raws(school_id, resource),
             ]
         args = [repr(cutoff), repr(time.time()), *resources]
         return bool(await self._scripts.purge_snapshots(keys=keys, args=args))
@@ -607,23 +632,21 @@ class SnapshotStore:
             return dict(zip(school_ids, map(int, await pipe.execute()), strict=True))
 
 
-def _previous(
-    raw_hold: Any, meta: Sequence[Any], raw_dup: Any, raw_raws: Any
-) -> tuple[PreviousSnapshot, array[int] | None]:
-    """The facts `_facts` read (no digest yet), and the raw digests stored as one set if they are still valid:
-    written at the version the snapshot is at."""
-    ver, baseline = meta
+def _previous(raw_hold: Any, meta: Sequence[Any], raw_dup: Any, *raw_digests: Any) -> PreviousSnapshot:
+    """The facts `_facts` read, no digest yet: `known` set when the raw digests stored as one set are
+    valid at the version the snapshot is at."""
+    ver, baseline, raws = meta
     version = int(ver or 0)
-    unpacked = unpack_raws(as_bytes(raw_raws)) if raw_raws else None
-    previous = PreviousSnapshot(
+    verified, known = _known(version, raws, *raw_digests)
+    return PreviousSnapshot(
         hashes={},
         hold=frozenset(_UNPACK_IDS.decode(raw_hold)) if raw_hold else None,
         version=version,
         baseline=bool(baseline),
         unsettled=as_bytes(raw_dup) if raw_dup else None,
-        verified=unpacked[1] if unpacked else 0.0,
+        known=known,
+        verified=verified,
     )
-    return previous, unpacked[2] if unpacked and unpacked[0] == version else None
 
 
 def _flags(values: Sequence[Any]) -> SchoolFlags:

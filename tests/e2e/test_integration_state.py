@@ -168,7 +168,7 @@ async def test_a_revoked_school_is_purged_after_the_purge_days_and_then_baseline
         client = api(services)
         await wait_for(lambda: all_polled(services, [1000, 1001]), what="first polls")
         assert await redis.exists(KEYS.snapshot_records(1001, "learner"))
-        assert await redis.exists(KEYS.snapshot_raws(1001, "learner"))  # its raw digests as one set
+        assert await redis.exists(KEYS.snapshot_raws(1001, "learner")[0])  # its raw digests as one set
         await control.post("/schools/1001/revoke")
         await wait_for(lambda: _at_least(redis, 1001, 1), what="the revocation")
         view = await wait_for(lambda: _purged(client, 1001), what="the purge", timeout=15)
@@ -176,7 +176,7 @@ async def test_a_revoked_school_is_purged_after_the_purge_days_and_then_baseline
         for resource in ("learner", "debtor"):
             assert not await redis.exists(KEYS.snapshot_records(1001, resource))
             assert not await redis.exists(KEYS.snapshot_hashes(1001, resource))
-            assert not await redis.exists(KEYS.snapshot_raws(1001, resource))
+            assert not await redis.exists(*KEYS.snapshot_raws(1001, resource))
         assert await redis.exists(KEYS.snapshot_records(1000, "learner"))  # the other school keeps its own
 
         # Changed while revoked, then authorised again: a fresh silent baseline, no replay of old state.

@@ -287,7 +287,8 @@ async def test_the_raw_digests_are_stored_as_one_set_valid_at_their_version_only
     await raw_poll(store, rows, emit_created=False)
     known = await SnapshotStore(redis, KEYS, Scripts(redis)).known_raws(SCHOOL, "learner")
     assert known is not None and known.count == 6
-    assert set(known.known) == {raw_digest(_JSON.encode(row)) for row in rows}
+    assert known.known is not None
+    assert set(known.known.base) == {raw_digest(_JSON.encode(row)) for row in rows}
 
     # an erasure moves the version: the set is not taken, and the next scan, planned against every value,
     # stores it again
@@ -309,7 +310,9 @@ async def test_the_raw_digests_are_stored_as_one_set_valid_at_their_version_only
     plan, committed, _ = await raw_poll(store, twice)
     assert plan.trusted and plan.duplicated == ("1",) and committed is not None
     known = await SnapshotStore(redis, KEYS, Scripts(redis)).known_raws(SCHOOL, "learner")
-    assert known is not None and set(known.known) == {raw_digest(_JSON.encode(row)) for row in now}
+    assert known is not None and known.known is not None
+    digests = {raw_digest(_JSON.encode(row)) for row in now}
+    assert known.known.unknown(digests) == set()
     plan, _, decoded = await raw_poll(store, now)
     assert plan.skipped == 6 and decoded.ids == []
 
@@ -317,8 +320,32 @@ async def test_the_raw_digests_are_stored_as_one_set_valid_at_their_version_only
     plan, committed, decoded = await raw_poll(store, rows)
     assert decoded.ids == [3] and committed is not None and committed.events == []
     known = await SnapshotStore(redis, KEYS, Scripts(redis)).known_raws(SCHOOL, "learner")
-    assert known is not None and raw_digest(_JSON.encode(rows[2])) not in known.known
-    assert len(set(known.known)) == 5
+    assert known is not None and known.known is not None
+    unknown = known.known.unknown({raw_digest(_JSON.encode(row)) for row in rows})
+    assert unknown == {raw_digest(_JSON.encode(rows[2]))}
+
+
+async def test_the_set_is_added_to_and_written_whole_again_when_its_log_grows(
+    store: SnapshotStore, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.sync.diff.RAW_LOG_MIN", 6)
+    rows = learners(8)
+    await raw_poll(store, rows, emit_created=False)
+    base, added, removed = KEYS.snapshot_raws(SCHOOL, "learner")
+    whole = await redis.get(base)
+    grades = ["5", "4", "5", "6"]  # learner 2 changes, changes back (its old bytes again), and again
+    for n, grade in enumerate(grades, 1):
+        rows[1] = {**rows[1], "grade": grade}
+        plan, committed, decoded = await raw_poll(store, rows)
+        assert committed is not None and [e.resource_id for e in committed.events] == ["2"]
+        assert set(decoded.ids) == {2} and plan.skipped == 7
+        if n <= 3:  # two digests a change in the log: added to, the whole set untouched
+            assert await redis.get(base) == whole
+            assert len(await redis.get(added) or b"") == len(await redis.get(removed) or b"") == 8 * n
+        else:  # the log would pass 6: written whole, the log emptied
+            assert await redis.get(base) != whole and not await redis.exists(added, removed)
+    again, committed, decoded = await raw_poll(store, rows)
+    assert again.skipped == 8 and decoded.ids == [] and committed is not None and committed.events == []
 
 
 async def test_every_record_is_decoded_again_once_a_day_so_a_change_its_bytes_hid_is_found(
