@@ -31,7 +31,7 @@ from bridge.delivery.queue import DeliveryQueue
 from bridge.delivery.store import SubscriptionStore
 from bridge.events.log import EventLog, Place, is_erased_body
 from bridge.loops import Background, poll
-from bridge.store.codec import as_bytes, as_int, as_text
+from bridge.store.codec import as_bytes, as_text
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
 
@@ -47,7 +47,8 @@ IDLE_SECONDS: Final = 0.2
 
 def _place(fields: Mapping[Any, Any] | None) -> Place:
     assert fields is not None
-    return as_text(fields[b"id"]), as_int(fields[b"school_id"]), as_int(fields[b"sequence"])
+    # int() reads the digits of bytes as well as of text (a place per entry: `as_int` costs twice as much)
+    return as_text(fields[b"id"]), int(fields[b"school_id"]), int(fields[b"sequence"])
 
 
 class Handoff:

@@ -136,8 +136,11 @@ class Sender:
         ) as response:
             chunks: list[bytes] = []
             size = 0
-            while size < RESPONSE_BODY_LIMIT:
-                chunk = await response.content.read(RESPONSE_BODY_LIMIT - size)
+            content = response.content
+            # Until the limit or the end: a short answer is read whole by the first read (the usual case),
+            # so the end is seen without another call.
+            while size < RESPONSE_BODY_LIMIT and not content.at_eof():
+                chunk = await content.read(RESPONSE_BODY_LIMIT - size)
                 if not chunk:
                     break
                 chunks.append(chunk)
