@@ -39,8 +39,9 @@ Resources: every catalogue prefix (bridge/catalogue.py: "debtor", "learner", ...
 The client-integrations list is global, but its events
 need per-school sequences, so it is committed per school: the pairs of school N ("N:api_type_id") are the
 `integration` snapshot of school N, in N's slot, one commit per school whose pairs changed. Every school
-that ever committed is in the global set `{schools}:known` (added before the commit, so a crash right after
-a commit still leaves the school findable by `publish_pending`). The global token check of the
+that ever committed is in the global set `{schools}:known` (added before the first commit of each of its
+feeds, version 0, so a crash right after a commit still leaves the school findable by `publish_pending`;
+nothing removes a school from it, and a store that lost it lost the versions too). The global token check of the
 integrations watcher cannot be verified from a school's slot: integration commits pass `token=None` (or
 hold `Lease(name="integration")` per school) and rely on the version check, which alone already rules out
 a duplicate or lost event when two writers race.
@@ -406,7 +407,8 @@ class SnapshotStore:
             k.school_bodies(school_id),
             *k.snapshot_raws(school_id, resource),
         ]
-        await self._redis.sadd(k.known_schools(), str(school_id))
+        if result.version == 0:  # the feed's first commit (a round trip saved on every other one)
+            await self._redis.sadd(k.known_schools(), str(school_id))
         reply = await self._scripts.commit(keys=keys, args=args)
         status = as_text(reply[0])
         if status == "lost_lease":
