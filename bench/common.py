@@ -67,6 +67,22 @@ async def median_seconds(
     return statistics.median(times)
 
 
+async def paired_median_seconds(
+    repeats: int, *runs: tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]
+) -> list[float]:
+    """`median_seconds` of several (prepare, run) pairs taken in turns, one of each per round: a slow spell
+    of a shared machine falls on all of them alike, so their ratio is steadier than that of medians taken
+    one after the other."""
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for (prepare, run), spent in zip(runs, times, strict=True):
+            await prepare()
+            started = time.perf_counter()
+            await run()
+            spent.append(time.perf_counter() - started)
+    return [statistics.median(spent) for spent in times]
+
+
 def verdict(name: str, passed: bool, target: str) -> bool:
     print(f"{name}: {'PASS' if passed else 'FAIL'} (target {target})")
     return passed
