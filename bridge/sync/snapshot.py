@@ -41,10 +41,10 @@ need per-school sequences, so it is committed per school: the pairs of school N 
 `integration` snapshot of school N, in N's slot, one commit per school whose pairs changed. Every school
 that ever committed is in the global set `{schools}:known` (added before the first commit of each of its
 feeds, version 0, so a crash right after a commit still leaves the school findable by `publish_pending`;
-nothing removes a school from it, and a store that lost it lost the versions too). The global token check of the
-integrations watcher cannot be verified from a school's slot: integration commits pass `token=None` (or
-hold `Lease(name="integration")` per school) and rely on the version check, which alone already rules out
-a duplicate or lost event when two writers race.
+nothing removes a school from it, and a store that lost it lost the versions too). The global token check
+of the integrations watcher cannot be verified from a school's slot: integration commits pass
+`token=None` (or hold `Lease(name="integration")` per school) and rely on the version check, which alone
+already rules out a duplicate or lost event when two writers race.
 """
 
 from __future__ import annotations
