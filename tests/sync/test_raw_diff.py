@@ -269,6 +269,35 @@ def test_a_raw_digest_two_ids_share_is_not_taken_on_its_bytes() -> None:
     assert sorted(plan.retag) == ["1", "2"] and plan.raws["1"] == shared
 
 
+async def test_two_records_of_one_raw_digest_keep_no_set_and_are_still_told_apart(
+    store: SnapshotStore, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collision of the 64-bit raw digest between two records, forced: the set, whose digests must each
+    name one record, is not stored, and without it (nor the time of the last scan that decoded every record)
+    every scan decodes every record; a change of either is told."""
+    real = raw_digest
+    one, two = _JSON.encode(learners(2)[0]), _JSON.encode(learners(2)[1])
+
+    def colliding(row: Any) -> int:
+        return real(one) if bytes(row) in (one, two) else real(row)
+
+    monkeypatch.setattr("bridge.sync.diff.raw_digest", colliding)
+    rows = learners(5)
+    await raw_poll(store, rows, emit_created=False)
+    assert not await redis.exists(*KEYS.snapshot_raws(SCHOOL, "learner"))
+    rows[4] = {**rows[4], "grade": "6"}
+    plan, committed, decoded = await raw_poll(store, rows)
+    assert sorted(decoded.ids) == [1, 2, 3, 4, 5] and plan.skipped == 0
+    assert committed is not None and [e.resource_id for e in committed.events] == ["5"]
+    assert not await redis.exists(*KEYS.snapshot_raws(SCHOOL, "learner"))
+    rows[1] = {**rows[1], "grade": "7"}  # no longer the colliding bytes: the set is kept again
+    plan, committed, decoded = await raw_poll(store, rows)
+    assert committed is not None and [e.resource_id for e in committed.events] == ["2"]
+    assert await redis.exists(KEYS.snapshot_raws(SCHOOL, "learner")[0])
+    plan, committed, decoded = await raw_poll(store, rows)
+    assert plan.skipped == 5 and decoded.ids == [] and committed is not None and committed.events == []
+
+
 async def test_load_leaves_out_a_raw_digest_two_ids_share(
     store: SnapshotStore, redis: aioredis.Redis
 ) -> None:
