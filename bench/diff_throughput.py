@@ -6,8 +6,8 @@ raw scan (bridge/sync/poller.py): read each page with its records left in bytes 
 hash each record's bytes, take the ones the set knows as unchanged, decode, normalise, check and hash the
 others, read their stored values and records, compare), build the events, and commit snapshot, raw digests
 and events in one Lua script. Each timed poll is the first after the raw digests were written whole, so
-the commit adds to them (docs/development.md#the-diff-fast-path); at 1% of changes a poll, every sixth
-writes them whole again (about 0.7 ms more, one poll in six).
+the commit adds to them (docs/development.md#the-diff-fast-path); at 1% of changes a poll, about one poll
+in seven writes them whole again (about 0.7 ms more that poll).
 
 The decode floor, same run, same pages: `msgspec.json.decode` of every page, nothing else (what decoding
 alone costs; the bridge must reach 0.4 of it). Floor and bridge take turns, one run of each a round, so a
