@@ -58,13 +58,8 @@ async def median_seconds(
     repeats: int, prepare: Callable[[], Awaitable[Any]], run: Callable[[], Awaitable[Any]]
 ) -> float:
     """Median wall time of `run` over `repeats`, each after an untimed `prepare`."""
-    times = []
-    for _ in range(repeats):
-        await prepare()
-        started = time.perf_counter()
-        await run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    (median,) = await paired_median_seconds(repeats, (prepare, run))
+    return median
 
 
 async def paired_median_seconds(

@@ -73,7 +73,9 @@ RAW_TRUST_SECONDS: Final = 24 * 3600.0
 """How long a feed's records are taken on their bytes before a scan decodes every one of them again
 (`plan_raw_diff(..., trust_bytes=False)`): a change whose bytes hash as its old bytes did (a collision of
 the 64-bit raw digest) is found within this time."""
-_RAW_AT: Final = DIGEST_BYTES + len(RAW_MARK)
+RAW_AT: Final = DIGEST_BYTES + len(RAW_MARK)
+RAW_END: Final = RAW_AT + RAW_DIGEST_BYTES
+"""Where a digest-hash value holds its raw digest (`value[RAW_AT:RAW_END]`), when it has one."""
 _CANONICAL: Final = msgspec.json.Encoder(order="sorted")
 _SCALARS: Final = frozenset({str, int, bool, type(None)})
 """Types whose equal values encode alike (not float: -0.0 == 0.0, and their JSON differs)."""
@@ -338,14 +340,13 @@ def plan_raw_diff(
     scanned: dict[str, Record] = {}
     digests: dict[str, bytes] = {}
     decoded: dict[str, int] = {}
-    encode, blake2b = _CANONICAL.encode, hashlib.blake2b
     for page, index, raw in unknown:
         record = page.record(index)
         rid = key(record)
         if rid in seen or rid in scanned:  # an id twice
             return _plan_in_order(previous, pages, key, compare, trust_bytes=trust_bytes)
         scanned[rid] = record
-        digests[rid] = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
+        digests[rid] = digest(record)
         decoded[rid] = raw
     created, changed, retag = _sort_decoded(previous, scanned, digests, decoded)
     old = previous.hashes
@@ -434,9 +435,8 @@ def plan_sighted(
     created: list[str] = []
     changed: list[str] = []
     retag: list[str] = []
-    encode, blake2b = _CANONICAL.encode, hashlib.blake2b
     for rid, record in sighting.records.items():
-        digests[rid] = row = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
+        digests[rid] = row = digest(record)
         value = stored.get(rid)
         if value is None:
             created.append(rid)
@@ -469,10 +469,9 @@ def plan_sighted(
 
 def stored_raw(value: bytes) -> int | None:
     """The raw digest in a digest-hash value (`stored_digest`), if it has one of today's."""
-    end = _RAW_AT + RAW_DIGEST_BYTES
-    if value[DIGEST_BYTES:_RAW_AT] != RAW_MARK or len(value) < end:
+    if value[DIGEST_BYTES:RAW_AT] != RAW_MARK or len(value) < RAW_END:
         return None
-    return int.from_bytes(value[_RAW_AT:end], "little")
+    return int.from_bytes(value[RAW_AT:RAW_END], "little")
 
 
 def _sort_decoded(
@@ -513,7 +512,6 @@ def _plan_in_order(
     raws: dict[str, int] = {}
     repeats: dict[str, list[bytes]] = {}
     first: dict[str, int] = {}  # ids taken on their bytes -> their raw digest
-    encode, blake2b = _CANONICAL.encode, hashlib.blake2b
     for page in pages:
         for index, row in enumerate(page.rows or ()):
             raw = raw_digest(row)
@@ -524,7 +522,7 @@ def _plan_in_order(
                 continue
             record = page.record(index)
             rid = key(record)
-            row_digest = blake2b(encode(record), digest_size=DIGEST_BYTES).digest()
+            row_digest = digest(record)
             if rid in digests:  # the same id twice: the last row wins, and the scan is not trusted at once
                 repeats.setdefault(rid, [digests[rid]]).append(row_digest)
             scanned[rid] = record

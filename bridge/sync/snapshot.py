@@ -79,7 +79,9 @@ from bridge.store.records import pack_record, unpack_record
 from bridge.store.scripts import Scripts
 from bridge.sync.diff import (
     DIGEST_BYTES,
+    RAW_AT,
     RAW_DIGEST_BYTES,
+    RAW_END,
     RAW_MARK,
     DiffPlan,
     DiffResult,
@@ -95,8 +97,6 @@ MAX_PAGE: Final = 5000
 _UNBODY_PAGE: Final = 500
 _PACK: Final = msgspec.msgpack.Encoder()
 _UNPACK_IDS: Final = msgspec.msgpack.Decoder(list[str])
-_RAW_AT: Final = DIGEST_BYTES + len(RAW_MARK)
-_RAW_END: Final = _RAW_AT + RAW_DIGEST_BYTES
 _MARKS: Final = (RAW_MARK, b"r")
 """Today's mark of a raw digest, and the marks before it: a value with any of them has 8 bytes of raw
 digest before its sequence."""
@@ -105,7 +105,7 @@ _LITTLE: Final = sys.byteorder == "little"
 
 def sequence_of(value: bytes) -> int:
     """The record's sequence in a digest-hash value (see the module docstring)."""
-    start = _RAW_END if value[DIGEST_BYTES:_RAW_AT] in _MARKS else DIGEST_BYTES
+    start = RAW_END if value[DIGEST_BYTES:RAW_AT] in _MARKS else DIGEST_BYTES
     return int(value[start:] or 0)
 
 
@@ -256,7 +256,7 @@ class SnapshotStore:
         ids = [key.decode() for key in raw_hashes]  # tens of thousands of records: comprehensions only
         values = list(raw_hashes.values())
         hashes = dict(zip(ids, [value[:DIGEST_BYTES] for value in values], strict=True))
-        at, end, mark = _RAW_AT, _RAW_END, RAW_MARK
+        at, end, mark = RAW_AT, RAW_END, RAW_MARK
         marked = [(v[at:end], rid) for rid, v in zip(ids, values, strict=True) if v[DIGEST_BYTES:at] == mark]
         digests = array("Q")
         digests.frombytes(b"".join(raw for raw, _ in marked))
