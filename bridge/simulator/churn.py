@@ -139,20 +139,21 @@ class Churn:
         """Uniform without skew (the same draws as ever); otherwise weighted 1/rank**skew; following the
         hours, weighted too by each school's week in `hour`."""
         world = self.world
+        ids = tuple(world.school_ids)
         if hour is not None:
-            ids = tuple(world.school_ids)
-            cumulative = self._cumulative(hour)
-            index = bisect.bisect_right(cumulative, world.rng.random() * cumulative[-1])
-            return ids[min(index, len(ids) - 1)]
+            return self._draw(ids, self._cumulative(hour))
         if self.skew == 0:
             return world.rng.choice(world.school_ids)
-        ids = tuple(world.school_ids)
         cached_ids, cumulative = self._weights
         if cached_ids != ids:
             weights = (1.0 / (rank**self.skew) for rank in range(1, len(ids) + 1))
             cumulative = list(itertools.accumulate(weights))
             self._weights = (ids, cumulative)
-        index = bisect.bisect_right(cumulative, world.rng.random() * cumulative[-1])
+        return self._draw(ids, cumulative)
+
+    def _draw(self, ids: tuple[int, ...], cumulative: list[float]) -> int:
+        """A school drawn by its weight (`cumulative`: the running sums of the weights of `ids`)."""
+        index = bisect.bisect_right(cumulative, self.world.rng.random() * cumulative[-1])
         return ids[min(index, len(ids) - 1)]
 
     def keep_time(self) -> int:
