@@ -57,14 +57,15 @@ from bridge.events.log import logged_bodies
 from bridge.logs import configure_logging
 from bridge.settings import load_settings
 from bridge.simulator.state import World
-from bridge.store.keys import Keys
+from bridge.store.keys import META_POLLED, META_RAWS, META_VERSION, Keys
 from bridge.testing.redis import RedisServer
 from suites.d6_answers import FAMILIES, SLOW_FAMILIES, TIMEOUT, FakeD6, Fault
 from suites.report import Report
 
 RESOURCES = ("debtor", "learner")
-COMMIT_FIELDS = ("ver:", "polled:")
-"""Meta fields every successful commit moves, even one that changed nothing."""
+COMMIT_FIELDS = (META_VERSION, META_POLLED, META_RAWS)
+"""Meta fields every successful commit moves, even one that changed nothing (a raw scan's commit keeps
+its raw digests valid at the new version: `raws:<r>`, docs/development.md#the-diff-fast-path)."""
 
 
 class Rig:
