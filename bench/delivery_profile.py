@@ -31,8 +31,9 @@ import redis.asyncio as aioredis
 
 from bench.common import quiet_logs
 from bench.delivery import build, raw_ceiling, throughput
-from bench.delivery_setup import EVENTS, append_events, bench_bridge, stop, until_delivered
+from bench.delivery_setup import EVENTS, append_events, bench_bridge, handoff_ready, stop, until_delivered
 from bridge.app import Services
+from bridge.delivery.handoff_process import HandoffProcess
 from bridge.delivery.models import Subscription
 from bridge.settings import Settings
 from bridge.testing.receiver_process import ReceiverProcess
@@ -57,13 +58,18 @@ class Cpu:
     bench: tuple[float, float]
     redis: tuple[float, float]
     receiver: tuple[float, float]
+    handoff: tuple[float, float] = (0.0, 0.0)
+    """The hand-off process's, when the hand-off runs in one (`BRIDGE_HANDOFF_PROCESS`)."""
 
     def __sub__(self, other: Cpu) -> Cpu:
         def less(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
             return a[0] - b[0], a[1] - b[1]
 
         return Cpu(
-            less(self.bench, other.bench), less(self.redis, other.redis), less(self.receiver, other.receiver)
+            less(self.bench, other.bench),
+            less(self.redis, other.redis),
+            less(self.receiver, other.receiver),
+            less(self.handoff, other.handoff),
         )
 
 
@@ -81,14 +87,23 @@ def receiver_pid(port: int) -> int:
     raise RuntimeError(f"no receiver process for port {port}")
 
 
-async def cpu_now(redis: aioredis.Redis, pid: int) -> Cpu:
+def process_cpu(pid: int | None) -> tuple[float, float]:
+    """User and kernel seconds of a process (none: 0, 0)."""
+    if pid is None:
+        return 0.0, 0.0
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+async def cpu_now(redis: aioredis.Redis, pid: int, services: Services | None = None) -> Cpu:
     times = os.times()
     info = await redis.info("cpu")
-    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    handoff = services.handoff if services is not None else None
     return Cpu(
         bench=(times.user, times.system),
         redis=(float(info["used_cpu_user"]), float(info["used_cpu_sys"])),
-        receiver=(int(fields[11]) / TICKS, int(fields[12]) / TICKS),
+        receiver=process_cpu(pid),
+        handoff=process_cpu(handoff.pid if isinstance(handoff, HandoffProcess) else None),
     )
 
 
@@ -97,6 +112,8 @@ def show(name: str, seconds: float, used: Cpu, count: int) -> None:
     parts = {
         "bridge (bench process), user": used.bench[0],
         "bridge (bench process), kernel": used.bench[1],
+        "hand-off process, user": used.handoff[0],
+        "hand-off process, kernel": used.handoff[1],
         "redis-server, user": used.redis[0],
         "redis-server, kernel": used.redis[1],
         "receiver, user": used.receiver[0],
@@ -153,11 +170,11 @@ async def run(redis: aioredis.Redis, settings: Settings, receiver: ReceiverProce
     # The same run, measured from the worker's start to the last delivery (its setup left out).
     services, subscription = await prepared(redis, settings, receiver)
     await redis.config_resetstat()
-    before, began = await cpu_now(redis, pid), time.perf_counter()
-    await services.worker.start()
-    services.handoff.start()
+    await handoff_ready(services)
+    before, began = await cpu_now(redis, pid, services), time.perf_counter()
+    await services.start_delivery()
     await until_delivered(services, subscription.id, EVENTS)
-    seconds, used = time.perf_counter() - began, await cpu_now(redis, pid) - before
+    seconds, used = time.perf_counter() - began, await cpu_now(redis, pid, services) - before
     commands = await redis.info("commandstats")
     await stop(services)
     show("unordered, the bridge", seconds, used, EVENTS)
@@ -178,10 +195,10 @@ async def run(redis: aioredis.Redis, settings: Settings, receiver: ReceiverProce
 
     # Once more under cProfile, from the worker's start to the last delivery.
     services, subscription = await prepared(redis, settings, receiver)
+    await handoff_ready(services)
     profiler = cProfile.Profile()
     profiler.enable()
-    await services.worker.start()
-    services.handoff.start()
+    await services.start_delivery()
     await until_delivered(services, subscription.id, EVENTS)
     profiler.disable()
     await stop(services)

@@ -45,7 +45,15 @@ import uvicorn
 
 from bench.common import quiet_logs, verdict
 from bench.delivery import throughput
-from bench.delivery_setup import EVENTS, SCHOOLS, SchoolFeed, append_events, bench_settings, settled
+from bench.delivery_setup import (
+    EVENTS,
+    SCHOOLS,
+    SchoolFeed,
+    append_events,
+    bench_settings,
+    handoff_ready,
+    settled,
+)
 from bridge.app import Services, create_app
 from bridge.settings import Settings
 from bridge.store.redis import connect
@@ -133,6 +141,7 @@ async def drain(redis: aioredis.Redis, settings: Settings, figures: Figures) -> 
     async with served(services) as url:
         process = await reader("drain", url, subscription.id, str(total))
         await asyncio.sleep(1.0)  # the reader is long-polling an empty feed
+        await handoff_ready(services)
         started = time.time()
         services.handoff.start()
         result = await answer(process)

@@ -44,7 +44,14 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from bench.common import quiet_logs, verdict
-from bench.delivery_setup import DEADLINE_SECONDS, SchoolFeed, bench_bridge, settled, verify_samples
+from bench.delivery_setup import (
+    DEADLINE_SECONDS,
+    SchoolFeed,
+    bench_bridge,
+    handoff_ready,
+    settled,
+    verify_samples,
+)
 from bridge.app import Services
 from bridge.delivery.models import Subscription
 from bridge.delivery.resync import CHUNK, MAX_PENDING, Resyncs
@@ -307,10 +314,10 @@ async def measure(
     _, lane = await big.poll(services, min(LANE_CHANGES, learners))
     settled()
     await receiver.reset()
+    await handoff_ready(services)
     started, cpu, redis_before = time.time(), time.process_time(), await redis_cpu(redis)
-    await services.worker.start()
+    await services.start_delivery()
     services.resyncs.start_loop()
-    services.handoff.start()
     finished = await until_received(receiver, len(lane))
     figures.lane_cpu_us = (time.process_time() - cpu) / len(lane) * 1e6
     figures.lane_rate = len(lane) / (finished - started)

@@ -126,7 +126,7 @@ def _simulator(args: argparse.Namespace) -> None:
 def _check(_args: argparse.Namespace) -> None:
     from bridge.check import run_check
     from bridge.logs import configure_logging
-    from bridge.serve import secrets_of
+    from bridge.settings import secrets_of
 
     settings = _settings()
     # Each check prints its own line, failures included; a log line would only say one again.

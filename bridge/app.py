@@ -50,6 +50,7 @@ from bridge.delivery.completer import Completer
 from bridge.delivery.erasure import Eraser
 from bridge.delivery.feed import Feed, Notices
 from bridge.delivery.handoff import Handoff
+from bridge.delivery.handoff_process import HandoffProcess
 from bridge.delivery.intake import Intake
 from bridge.delivery.queue import DeliveryQueue
 from bridge.delivery.resync import Resyncs
@@ -113,7 +114,7 @@ class Services:
     intake: Intake
     worker: Worker
     deliveries: DeliveryService
-    handoff: Handoff
+    handoff: Handoff | HandoffProcess
     eraser: Eraser
     resyncs: Resyncs
     feed: Feed
@@ -163,12 +164,18 @@ class Services:
         )
         completer = Completer(queue, lambda: time.time() - settings.event_retention_days * 86400)
         worker = Worker(settings, queue, subscriptions, sender, completer, events=source)
-        notices = Notices(redis, keys)
+        in_process = not settings.handoff_process or settings.uses_memory_store
+        # Out of process, the hand-off's intake tells the worker through the notices (handoff_process.py).
+        notices = Notices(redis, keys, on_pushed=None if in_process else worker.wake)
         intake = Intake(redis, queue, subscriptions, on_queued=worker.wake, notices=notices)
         deliveries = DeliveryService(
             queue, subscriptions, intake, sender, events=source, on_requeued=worker.wake
         )
-        handoff = Handoff(redis, keys, intake, queue, subscriptions, scripts)
+        handoff = (
+            Handoff(redis, keys, intake, queue, subscriptions, scripts)
+            if in_process
+            else HandoffProcess(settings)
+        )
         resyncs = Resyncs(
             redis, keys, snapshots, queue, subscriptions, settings, on_queued=worker.wake, notices=notices
         )
@@ -305,12 +312,19 @@ class Services:
     async def start(self) -> None:
         """Start the background parts. Redis being down is not fatal: they retry, and /health/ready tells."""
         log.info("bridge starting", replica=self.replica_id, version=__version__)
-        await self.worker.start()
+        await self.start_delivery()
         self.resyncs.start_loop()
         self.runner.start()
-        self.handoff.start()
         self.scheduler.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+
+    async def start_delivery(self) -> None:
+        """The worker and the hand-off; with the hand-off in a process of its own, the notices' listener too,
+        which wakes the worker when that process queued webhooks."""
+        await self.worker.start()
+        if isinstance(self.handoff, HandoffProcess):
+            self.feed.notices.start()
+        self.handoff.start()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop taking polls, let running polls and deliveries finish (bounded), hand back the rest."""

@@ -12,22 +12,12 @@ import contextlib
 import gc
 import signal
 from collections.abc import Generator
-from urllib.parse import urlsplit
 
 import uvicorn
 
 from bridge.app import SHUTDOWN_GRACE_SECONDS, create_app
 from bridge.logs import configure_logging
-from bridge.settings import Settings
-
-
-def secrets_of(settings: Settings) -> list[str | None]:
-    """Every configured credential, so the log redactor can scrub it wherever it appears."""
-    return [settings.d6_password, settings.admin_token, settings.readonly_token, _redis_password(settings)]
-
-
-def _redis_password(settings: Settings) -> str | None:
-    return urlsplit(settings.redis_url).password
+from bridge.settings import Settings, secrets_of
 
 
 class Server(uvicorn.Server):

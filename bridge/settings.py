@@ -59,6 +59,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     """Seconds between attempts of a write-back command after a 429, 5xx or unknown outcome."""
     delivery_timeout_seconds: float = 15.0
     delivery_concurrency: int = 64
+    handoff_process: bool = True
+    """Run the hand-off (published events fanned out to the delivery queues) in a process of its own beside
+    `serve`'s, so its CPU leaves the delivering process (docs/operations.md#the-hand-off-process). Always in
+    the serve process with the embedded store (`memory://`)."""
     disable_after_hours: float = 120.0
     allow_private_urls: bool = False
     event_retention_days: float = 30.0
@@ -101,6 +105,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError("BRIDGE_D6_USERNAME", "required for serve; the integrator username from d6")
         if not self.d6_password:
             raise SettingsError("BRIDGE_D6_PASSWORD", "required for serve; the integrator password from d6")
+
+
+def secrets_of(settings: Settings) -> list[str | None]:
+    """Every configured credential, so the log redactor can scrub it wherever it appears."""
+    return [
+        settings.d6_password,
+        settings.admin_token,
+        settings.readonly_token,
+        urlsplit(settings.redis_url).password,
+    ]
 
 
 _DEFAULT = Settings()
@@ -158,6 +172,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, isatty: bool | No
                 integer=True,
             )
         ),
+        handoff_process=env.flag("BRIDGE_HANDOFF_PROCESS", d.handoff_process),
         disable_after_hours=env.number("BRIDGE_DISABLE_AFTER_HOURS", d.disable_after_hours, minimum=0.01),
         allow_private_urls=env.flag("BRIDGE_ALLOW_PRIVATE_URLS", d.allow_private_urls),
         event_retention_days=env.number("BRIDGE_EVENT_RETENTION_DAYS", d.event_retention_days, minimum=0.001),

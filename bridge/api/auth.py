@@ -8,7 +8,7 @@ resolved), which compares digests in constant time. A missing, wrong or revoked 
 caller gets 403 with a detail on any change (`POST`, `PATCH`, `DELETE`); a subscription token gets 403 on
 every route but those of its own subscription that take one (`subscription_guard`) and the records in its
 scope (api/records.py). No token is ever logged: the log redactor knows the configured two (serve.py
-`secrets_of`) and the shape of a subscription token (bridge/logs.py).
+`secrets_of`, bridge/settings.py) and the shape of a subscription token (bridge/logs.py).
 
 Who called is kept on the connection's state (`caller_of`), so a handler can cut its answer by the
 subscription's `fields`, `redact` and `payload` (`shape_for`). `GET /v1/whoami` tells a caller which role its

@@ -20,6 +20,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from bridge.api.common import Injected, rfc3339
 from bridge.delivery.handoff import Handoff
+from bridge.delivery.handoff_process import HandoffProcess
 from bridge.delivery.worker import Worker
 from bridge.events.envelope import Timestamp
 from bridge.store.marker import SHOW_RESET_SECONDS, StoreMarker
@@ -50,7 +51,7 @@ class Health:
     redis: aioredis.Redis
     scheduler: PollScheduler
     worker: Worker
-    handoff: Handoff
+    handoff: Handoff | HandoffProcess
     watcher: IntegrationsWatcher
     marker: StoreMarker
 

@@ -15,7 +15,8 @@ is gone), so a cursor behind them is answered as expired rather than silently sk
 
 Waking: whoever queues for a pull subscription publishes its id to one capped stream (`Notices.publish`);
 each replica runs one blocking read of it (`Notices`) and wakes its own waiting readers, so a reader costs
-Redis nothing while it waits, however many there are.
+Redis nothing while it waits, however many there are. The hand-off process (handoff_process.py) marks its
+notices `pushed` when it queued webhook deliveries too: each replica's listener then wakes its worker.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import base64
 import binascii
 import contextlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -114,24 +115,27 @@ class FeedPage(msgspec.Struct, frozen=True):
 
 
 class Notices:
-    """Wake-ups of pull readers: `publish` after queuing, `watch` around a read that may wait."""
+    """Wake-ups of pull readers: `publish` after queuing, `watch` around a read that may wait; and, when
+    `on_pushed` is given, of this replica's delivery worker after another process queued webhooks."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, on_pushed: Callable[[], None] | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self._on_pushed = on_pushed
         self._waiting: dict[str, set[asyncio.Event]] = {}
         self._listener = Background("feed-notices", self._listen)
         self.wakeups = 0
         """Notices read from Redis by this replica's listener (each wakes every local reader it names)."""
 
-    async def publish(self, subscription_ids: Iterable[str]) -> None:
+    async def publish(self, subscription_ids: Iterable[str], *, pushed: bool = False) -> None:
+        """Tell every replica what was queued: these pull subscriptions' readers wake, and with `pushed`
+        (webhook deliveries were queued as well) every listening replica's worker."""
         ids = sorted(set(subscription_ids))
-        if not ids:
+        if not ids and not pushed:
             return
         self._wake(ids)  # readers of this replica at once; the others through the stream
-        await self.redis.xadd(
-            self.keys.feed_notices(), {"s": ",".join(ids)}, maxlen=NOTICES_MAXLEN, approximate=True
-        )
+        fields = {"s": ",".join(ids), "p": "1"} if pushed else {"s": ",".join(ids)}
+        await self.redis.xadd(self.keys.feed_notices(), fields, maxlen=NOTICES_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def watch(self, subscription_id: str) -> Iterator[asyncio.Event]:
@@ -178,7 +182,10 @@ class Notices:
                 for entry_id, fields in entries:
                     last = as_text(entry_id)
                     self.wakeups += 1
-                    self._wake(as_text(fields[b"s"]).split(","))
+                    if fields[b"s"]:
+                        self._wake(as_text(fields[b"s"]).split(","))
+                    if b"p" in fields and self._on_pushed is not None:
+                        self._on_pushed()
 
 
 class Feed:

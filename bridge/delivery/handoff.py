@@ -60,7 +60,11 @@ class Handoff:
         queue: DeliveryQueue,
         subscriptions: SubscriptionStore,
         scripts: Scripts,
+        *,
+        watch_stream: bool = False,
     ) -> None:
+        """With `watch_stream`, an idle holder waits on the delivery stream itself (a blocking read) rather
+        than for `wake`: the hand-off process has no poller beside it to wake it (handoff_process.py)."""
         self.redis = redis
         self.keys = keys
         self.intake = intake
@@ -70,6 +74,9 @@ class Handoff:
         self._scripts = scripts
         self._events = EventLog(redis, keys)
         self._loop = Background("event-handoff", self._run)
+        self._watch_stream = watch_stream
+        self._held = False
+        self._cursor = "0-0"
 
     @property
     def running(self) -> bool:
@@ -98,13 +105,21 @@ class Handoff:
 
     async def _turn(self) -> int:
         """One batch if this process holds the lock; how many entries moved."""
-        return await self.step() if await self._hold() else 0
+        self._held = await self._hold()
+        return await self.step() if self._held else 0
 
     async def _idle(self, moved: int | None) -> None:
         """After a short batch (or a failed one), wait for a wake-up or `IDLE_SECONDS`; after a full one,
-        go on at once."""
-        if (moved or 0) < BATCH:
-            await self._loop.idle(IDLE_SECONDS)
+        go on at once. Watching the stream, a holder after a successful batch waits for an entry after the
+        cursor instead, at most as long."""
+        if (moved or 0) >= BATCH:
+            return
+        if self._watch_stream and self._held and moved is not None:
+            with contextlib.suppress(RedisError, OSError):  # the next turn fails and logs it
+                stream = self.keys.delivery_stream()
+                await self.redis.xread({stream: self._cursor}, count=1, block=int(IDLE_SECONDS * 1000))
+                return
+        await self._loop.idle(IDLE_SECONDS)
 
     async def _hold(self) -> bool:
         """Take the lock, or extend it if this process holds it."""
@@ -120,7 +135,7 @@ class Handoff:
         """Fan out the next batch after the cursor; returns how many entries moved."""
         cursor_key, stream = self.keys.handoff_cursor(), self.keys.delivery_stream()
         raw = await self.redis.get(cursor_key)
-        cursor = as_text(raw) if raw is not None else "0-0"
+        cursor = self._cursor = as_text(raw) if raw is not None else "0-0"
         entries = await self.redis.xrange(stream, min=f"({cursor}", max="+", count=BATCH)
         if not entries:
             return 0
@@ -145,5 +160,6 @@ class Handoff:
             log.info("queued events an erasure reached meanwhile dropped", events=len(overtaken))
         last = as_text(entries[-1][0])
         if await self._scripts.handoff_advance(keys=[cursor_key], args=[cursor, last]):
+            self._cursor = last
             await self.redis.xtrim(stream, minid=last, approximate=False)
         return len(entries)

@@ -73,7 +73,8 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{integrations}:polled         string: time of the last successful integrations poll
     d6b:{integrations}:hold           string: pair ids a suspicious list would remove (msgpack list)
     d6b:{store}:marker                string: the store's identity; its loss is a store reset (JSON)
-    d6b:{feeds}:notices               stream: pull subscriptions with new feed entries (field s), capped
+    d6b:{feeds}:notices               stream: pull subscriptions with new feed entries (field s), webhooks
+                                      queued by the hand-off process (field p), capped
     d6b:{d6}:budget                   string: the d6 request budget's next arrival time (µs, Redis clock)
     d6b:{subs}:index                  set: every subscription id
     d6b:{subs}:version                counter: bumped on every subscription change (caches reload on it)
@@ -368,8 +369,9 @@ class Keys(msgspec.Struct, frozen=True):
         return self._sub(subscription_id, "feed:at")
 
     def feed_notices(self) -> str:
-        """Stream: which pull subscriptions got new entries (field s, their ids comma-joined), so every
-        replica wakes its waiting readers with one blocking read (delivery/feed.py); capped."""
+        """Stream: which pull subscriptions got new entries (field s, their ids comma-joined), and whether
+        webhooks were queued by the hand-off process (field p), so every replica wakes its waiting readers
+        and its worker with one blocking read (delivery/feed.py); capped."""
         return f"{self.prefix}:{{feeds}}:notices"
 
     def tokens(self, subscription_id: str) -> str:

@@ -20,6 +20,7 @@ FAST: Final[dict[str, Any]] = {
     "delivery_timeout_seconds": 2.0,
     "delivery_concurrency": 16,
     "admin_token": TOKEN,
+    "handoff_process": False,
 }
 """Two quick retries, a short delivery timeout: a failing subscription dead-letters within a second."""
 
@@ -47,8 +48,10 @@ def bridge_env(redis_url: str, d6_base_url: str, **overrides: str) -> dict[str, 
 
 
 def bridge_settings(redis_url: str, d6_base_url: str, **overrides: str) -> Settings:
-    """`bridge_env` as `load_settings` reads it, with retries after 0.2, 0.5 and 1 s."""
-    env = bridge_env(redis_url, d6_base_url, **{"BRIDGE_RETRY_SCHEDULE": "0.2,0.5,1", **overrides})
+    """`bridge_env` as `load_settings` reads it, with retries after 0.2, 0.5 and 1 s, and the hand-off in the
+    calling process (these services run inside a test)."""
+    defaults = {"BRIDGE_RETRY_SCHEDULE": "0.2,0.5,1", "BRIDGE_HANDOFF_PROCESS": "false"}
+    env = bridge_env(redis_url, d6_base_url, **{**defaults, **overrides})
     return load_settings(env, isatty=False)
 
 

@@ -24,8 +24,7 @@ from bridge.api.wiring import build_api
 from bridge.app import Services, create_app
 from bridge.events.envelope import Event
 from bridge.logs import configure_logging
-from bridge.serve import secrets_of
-from bridge.settings import Settings
+from bridge.settings import Settings, secrets_of
 from bridge.store.codec import as_bytes
 from bridge.testing.settings import TOKEN, bridge_settings
 from tests.sync.helpers import poll

@@ -18,8 +18,7 @@ from bridge.api.subscriptions import SubscriptionController
 from bridge.api.wiring import build_api, parts
 from bridge.errors import SettingsError
 from bridge.logs import configure_logging
-from bridge.serve import secrets_of
-from bridge.settings import load_settings
+from bridge.settings import load_settings, secrets_of
 from bridge.testing.settings import TOKEN, fast_settings
 from tests.delivery.parts import DeliveryParts
 
