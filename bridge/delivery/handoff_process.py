@@ -74,8 +74,9 @@ class HandoffProcess:
 
     @property
     def pid(self) -> int | None:
-        """The child's process id while it runs."""
-        return self._process.pid if self.running and self._process is not None else None
+        """The child's process id while it is alive (started, or only prepared)."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
 
     def wake(self) -> None:
         """Nothing to do: the child waits on the delivery stream, which every publish writes to."""
