@@ -313,17 +313,19 @@ class Services:
         """Start the background parts. Redis being down is not fatal: they retry, and /health/ready tells."""
         log.info("bridge starting", replica=self.replica_id, version=__version__)
         await self.start_delivery()
-        self.resyncs.start_loop()
         self.runner.start()
         self.scheduler.start()
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
 
     async def start_delivery(self) -> None:
-        """The worker and the hand-off; with the hand-off in a process of its own, the notices' listener too,
-        which wakes the worker when that process queued webhooks."""
+        """The worker, the hand-off and the resync loop. With the hand-off in a process of its own, that
+        process runs the resync loop too, and the notices' listener wakes the worker when it queued webhooks
+        (handoff_process.py)."""
         await self.worker.start()
         if isinstance(self.handoff, HandoffProcess):
             self.feed.notices.start()
+        else:
+            self.resyncs.start_loop()
         self.handoff.start()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:

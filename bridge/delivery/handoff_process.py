@@ -14,6 +14,10 @@ The child runs the same `Handoff` as the serve process would, with two differenc
 - no delivery worker runs beside it, so its intake tells every replica that webhooks were queued through
   the notices stream (feed.py `Notices`), whose listener in each serve process wakes the worker.
 
+It also runs the resync loop (resync.py), the other part that turns stored events and records into queued
+deliveries: building a resync's chunks costs about a millisecond of CPU a snapshot event, which in the serve
+process delayed the live events sent beside it (bench/RESULTS.md section 10).
+
 The child ends when its stdin closes: when the serve process stops it, or dies, even by SIGKILL. It then
 stops as the serve process's hand-off stops (a batch finishes, the lock is given back). The lock, the cursor
 and the idempotent fan-out are the same in either place, so replicas of both kinds can run side by side.
@@ -38,6 +42,7 @@ from bridge.delivery.feed import Notices
 from bridge.delivery.handoff import Handoff
 from bridge.delivery.intake import Intake
 from bridge.delivery.queue import DeliveryQueue
+from bridge.delivery.resync import Resyncs
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
 from bridge.logs import configure_logging
@@ -45,6 +50,7 @@ from bridge.settings import Settings, secrets_of
 from bridge.store.keys import Keys
 from bridge.store.redis import connect
 from bridge.store.scripts import Scripts
+from bridge.sync.snapshot import SnapshotStore
 
 log = structlog.get_logger(__name__)
 
@@ -149,8 +155,9 @@ class HandoffProcess:
             await asyncio.sleep(RESTART_SECONDS)
 
 
-def build(settings: Settings) -> Handoff:
-    """The child's parts: what the hand-off needs of `Services.build`'s, and nothing else."""
+def build(settings: Settings) -> tuple[Handoff, Resyncs]:
+    """The child's parts: what the hand-off and the resync loop need of `Services.build`'s, and nothing
+    else."""
     redis = connect(settings)
     keys = Keys(settings.redis_prefix)
     scripts = Scripts(redis)
@@ -162,7 +169,18 @@ def build(settings: Settings) -> Handoff:
     intake = Intake(
         redis, queue, subscriptions, on_queued=lambda: None, notices=notices, announce_pushed=True
     )
-    return Handoff(redis, keys, intake, queue, subscriptions, scripts, watch_stream=True)
+    resyncs = Resyncs(
+        redis,
+        keys,
+        SnapshotStore(redis, keys, scripts),
+        queue,
+        subscriptions,
+        settings,
+        on_queued=lambda: None,
+        notices=notices,
+        announce_pushed=True,
+    )
+    return Handoff(redis, keys, intake, queue, subscriptions, scripts, watch_stream=True), resyncs
 
 
 async def serve_handoff() -> None:
@@ -173,7 +191,7 @@ async def serve_handoff() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     settings = msgspec.json.decode(await stdin.readline(), type=Settings)
     configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets_of(settings))
-    handoff = build(settings)
+    handoff, resyncs = build(settings)
     gc.freeze()  # as serve does (serve.py): what is built now lives as long as the process
     ended = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # sent to this process itself: stop as at EOF
@@ -182,12 +200,14 @@ async def serve_handoff() -> None:
     sys.stdout.buffer.flush()
     if await stdin.readline() == GO:
         handoff.start()
+        resyncs.start_loop()
         log.info("hand-off process started")
         eof = asyncio.create_task(stdin.read())  # returns at EOF
         signalled = asyncio.create_task(ended.wait())
         await asyncio.wait({eof, signalled}, return_when=asyncio.FIRST_COMPLETED)
         eof.cancel()
         signalled.cancel()
+        await resyncs.stop_loop()
         await handoff.stop()
         log.info("hand-off process stopped")
     await handoff.redis.aclose()

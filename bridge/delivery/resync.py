@@ -144,9 +144,12 @@ class Resyncs:
         *,
         on_queued: Callable[[], None],
         notices: Notices | None = None,
+        announce_pushed: bool = False,
         chunk: int = CHUNK,
         max_pending: int = MAX_PENDING,
     ) -> None:
+        """`announce_pushed`: tell every replica's worker through `notices` when a step queued deliveries
+        (the hand-off process, which runs this loop with no worker beside it: handoff_process.py)."""
         self.redis = redis
         self.keys = keys
         self.snapshots = snapshots
@@ -157,6 +160,7 @@ class Resyncs:
         self.max_pending = max_pending
         self._on_queued = on_queued
         self._notices = notices
+        self._announce_pushed = announce_pushed
         self._scripts: Scripts = subscriptions.scripts
         self._owner = secrets.token_hex(8)
         self._loop = Background("resyncs", self._run)
@@ -343,6 +347,8 @@ class Resyncs:
                     queued += await self._leased(subscription, rid)
         if queued:
             self._on_queued()
+            if self._announce_pushed and self._notices is not None:
+                await self._notices.publish([], pushed=True)
         return queued
 
     async def _leased(self, subscription: Subscription, rid: str) -> int:

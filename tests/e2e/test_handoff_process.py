@@ -1,6 +1,6 @@
 """The hand-off in a process of its own (`BRIDGE_HANDOFF_PROCESS`, the default of `serve`): webhooks go out
-through it, the serve process's worker is woken by its notices, a child that dies is started again, and a
-child whose serve process dies ends and gives the hand-off lock back
+through it, the serve process's worker is woken by its notices, resyncs run in it, a child that dies is
+started again, and a child whose serve process dies ends and gives the hand-off lock back
 (docs/operations.md#the-hand-off-process)."""
 
 from __future__ import annotations
@@ -53,11 +53,19 @@ async def test_webhooks_go_out_through_the_handoff_process_and_survive_its_death
             await _change_learner(control, 1, "2")
             await wait_for(lambda: _count(receiver, 2), what="a webhook through the new process")
             assert handoff.starts == 2
+
+            # The resync loop runs in the hand-off process too.
+            sid = created.json()["id"]
+            resync = await client.post(f"/v1/subscriptions/{sid}/resync", json={"resources": ["learners"]})
+            assert resync.status_code == 202, resync.text
+            await wait_for(lambda: _count(receiver, 2 + 22), what="the resync's 22 events")
             last = handoff.pid
         assert last is not None and not _alive(last)  # stopped with the services
         assert await redis.get(KEYS.handoff_lock()) is None  # and the lock given back
     types = [r.json["type"] for r in receiver.received]
-    assert types == ["learner.updated", "learner.updated"], types
+    assert types == ["learner.updated"] * 2 + ["resync.started"] + ["learner.snapshot"] * 20 + [
+        "resync.completed"
+    ]
 
 
 async def test_the_handoff_process_ends_with_its_serve_process(
