@@ -159,6 +159,7 @@ async def latency(redis: aioredis.Redis, settings: Settings, figures: Figures) -
     feeds = [SchoolFeed(7000 + n, 20) for n in range(LIVE_SCHOOLS)]
     for feed in feeds:
         await feed.poll(services, 0)
+    await handoff_ready(services)
     services.handoff.start()
     appended: dict[str, float] = {}
     async with served(services) as url:
@@ -209,6 +210,7 @@ async def streams(redis: aioredis.Redis, settings: Settings, figures: Figures) -
     feeds = [SchoolFeed(8000 + n, 20) for n in range(STREAM_SUBSCRIPTIONS)]
     for feed in feeds:
         await feed.poll(services, 0)
+    await handoff_ready(services)
     services.handoff.start()
     async with served(services) as url:
         # What the bridge asks of Redis while idle without a stream (the hand-off's own loop), then with

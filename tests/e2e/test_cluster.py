@@ -1,5 +1,6 @@
 """The bridge on a real Redis Cluster (three masters): detection, the event log and delivery all work,
-because every multi-key script and transaction stays within one hash tag."""
+because every multi-key script and transaction stays within one hash tag; with the hand-off and the resync
+loop in the serve process and in a process of their own."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 from standardwebhooks.webhooks import Webhook
 
 from bridge.testing.receivers import Receiver
@@ -17,12 +19,15 @@ from bridge.testing.waiting import wait_for
 from tests.e2e.helpers import api, running_bridge
 
 
-async def test_detects_and_delivers_on_a_redis_cluster(simulator_factory: Any) -> None:
+@pytest.mark.parametrize("handoff_process", ["false", "true"], ids=["handoff-inside", "handoff-process"])
+async def test_detects_and_delivers_on_a_redis_cluster(simulator_factory: Any, handoff_process: str) -> None:
     sim: SimulatorServer = simulator_factory(schools=3, learners=60, debtors=40, seed=6, inactive_schools=1)
     control = httpx.AsyncClient(base_url=sim.control_url)
     receiver = Receiver()
     with redis_cluster() as url, ThreadedServer(receiver) as hook:
-        settings = bridge_settings(url, sim.base_url, BRIDGE_REDIS_CLUSTER="true")
+        settings = bridge_settings(
+            url, sim.base_url, BRIDGE_REDIS_CLUSTER="true", BRIDGE_HANDOFF_PROCESS=handoff_process
+        )
         async with running_bridge(settings) as services, api(services) as client:
             created = await client.post("/v1/subscriptions", json={"url": f"{hook.url}/d6"})
             assert created.status_code == 201, created.text
