@@ -31,15 +31,22 @@ import redis.asyncio as aioredis
 
 from bench.common import quiet_logs
 from bench.delivery import build, raw_ceiling, throughput
-from bench.delivery_setup import EVENTS, append_events, bench_bridge, handoff_ready, stop, until_delivered
+from bench.delivery_setup import (
+    EVENTS,
+    append_events,
+    bench_bridge,
+    handoff_pid,
+    handoff_ready,
+    process_cpu,
+    stop,
+    until_delivered,
+)
 from bridge.app import Services
-from bridge.delivery.handoff_process import HandoffProcess
 from bridge.delivery.models import Subscription
 from bridge.settings import Settings
 from bridge.testing.receiver_process import ReceiverProcess
 
 CORES = os.cpu_count() or 1
-TICKS = os.sysconf("SC_CLK_TCK")
 PACKAGES = (
     ("bridge", "/bridge/"),
     ("aiohttp", "/aiohttp/"),
@@ -87,23 +94,14 @@ def receiver_pid(port: int) -> int:
     raise RuntimeError(f"no receiver process for port {port}")
 
 
-def process_cpu(pid: int | None) -> tuple[float, float]:
-    """User and kernel seconds of a process (none: 0, 0)."""
-    if pid is None:
-        return 0.0, 0.0
-    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
-
-
 async def cpu_now(redis: aioredis.Redis, pid: int, services: Services | None = None) -> Cpu:
     times = os.times()
     info = await redis.info("cpu")
-    handoff = services.handoff if services is not None else None
     return Cpu(
         bench=(times.user, times.system),
         redis=(float(info["used_cpu_user"]), float(info["used_cpu_sys"])),
         receiver=process_cpu(pid),
-        handoff=process_cpu(handoff.pid if isinstance(handoff, HandoffProcess) else None),
+        handoff=process_cpu(handoff_pid(services) if services is not None else None),
     )
 
 

@@ -161,15 +161,24 @@ async def start_delivery(services: Services) -> tuple[float, float]:
     return began
 
 
+def process_cpu(pid: int | None) -> tuple[float, float]:
+    """User and kernel seconds of a process so far, from /proc (none: 0, 0)."""
+    if pid is None:
+        return 0.0, 0.0
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def handoff_pid(services: Services) -> int | None:
+    """The hand-off process's id, when the hand-off runs in one."""
+    return services.handoff.pid if isinstance(services.handoff, HandoffProcess) else None
+
+
 def delivery_cpu(services: Services) -> float:
     """CPU seconds used so far by this process and by the hand-off process, if one runs: what delivering
     costs is both."""
-    used = time.process_time()
-    pid = services.handoff.pid if isinstance(services.handoff, HandoffProcess) else None
-    if pid is not None:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        used += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return used
+    return time.process_time() + sum(process_cpu(handoff_pid(services)))
 
 
 async def stop(services: Services) -> None:
