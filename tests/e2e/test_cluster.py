@@ -61,16 +61,21 @@ async def test_detects_and_delivers_on_a_redis_cluster(simulator_factory: Any, h
             ready = await client.get("/health/ready")
             assert ready.status_code == 200, ready.text
 
-            # The pull feed: read with its token, committed, and a long-poll woken by the next change.
+            # The pull feed: read with its token, committed, and a long-poll woken by the next change. The
+            # baselines' hand-ons stream beside live delivery, so the update may come before a feed's
+            # resync.completed (its snapshot events then carry the update's sequence): wait for both.
+            every_feed = {(s, r) for s in (1000, 1001, 1002) for r in ("debtors", "learners")}
+
             async def whole_feed() -> list[dict[str, Any]] | None:
                 page = (await reader.get(feed, params={"limit": 500})).json()["data"]
-                return page if update["id"] in [e["id"] for e in page] else None
+                done = {
+                    (e["school_id"], e["data"]["resource"]) for e in page if e["type"] == "resync.completed"
+                }
+                return page if update["id"] in [e["id"] for e in page] and done >= every_feed else None
 
             found = await wait_for(whole_feed, what="the resync and the update in the feed")
             completed = [e for e in found if e["type"] == "resync.completed"]
-            assert {(e["school_id"], e["data"]["resource"]) for e in completed} == {
-                (s, r) for s in (1000, 1001, 1002) for r in ("debtors", "learners")
-            }
+            assert {(e["school_id"], e["data"]["resource"]) for e in completed} == every_feed
             for school, name in {(e["school_id"], e["data"]["resource"]) for e in completed}:
                 records = f"/v1/schools/{school}/records/{name}"
                 truth = {
