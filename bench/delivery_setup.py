@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import ssl
 import subprocess
@@ -19,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench.common import make_school, with_changes
+from bridge import collector
 from bridge.app import Services
 from bridge.d6.records import Record, normalise_in_place
 from bridge.delivery.handoff_process import HandoffProcess
@@ -94,10 +94,10 @@ async def append_events(services: Services, first_school: int = 1000) -> list[Ev
 
 
 def settled() -> None:
-    """Freeze what exists now out of the garbage collector's passes, as `serve` does once started
-    (bridge/serve.py). Here that is also the benchmark's own records and events, which a serve process does
-    not hold: left in, every full pass would walk them at the bridge's expense."""
-    gc.freeze()
+    """Settle the garbage collector as `serve` does once started (bridge/collector.py): what exists now is
+    frozen out of its passes. Here that is also the benchmark's own records and events, which a serve
+    process does not hold: left in, every full pass would walk them at the bridge's expense."""
+    collector.settle()
 
 
 async def until_fanned(services: Services, subscription_id: str, count: int) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 from collections.abc import Generator
 
 import uvicorn
 
+from bridge import collector
 from bridge.app import SHUTDOWN_GRACE_SECONDS, create_app
 from bridge.logs import configure_logging
 from bridge.settings import Settings, secrets_of
@@ -52,5 +52,5 @@ def run_serve(settings: Settings) -> None:
     # What is built by now (modules, the app, its clients) lives as long as the process: frozen, the
     # collector's full passes skip it. Left in, they cost a delivering process about 15% of its CPU
     # (bench/RESULTS.md, delivery).
-    gc.freeze()
+    collector.settle()
     Server(config).run()

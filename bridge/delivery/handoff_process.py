@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import sys
 from typing import Final
@@ -38,6 +37,7 @@ from typing import Final
 import msgspec
 import structlog
 
+from bridge import collector
 from bridge.delivery.feed import Notices
 from bridge.delivery.handoff import Handoff
 from bridge.delivery.intake import Intake
@@ -192,7 +192,7 @@ async def serve_handoff() -> None:
     settings = msgspec.json.decode(await stdin.readline(), type=Settings)
     configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secrets_of(settings))
     handoff, resyncs = build(settings)
-    gc.freeze()  # as serve does (serve.py): what is built now lives as long as the process
+    collector.settle()  # as serve does (serve.py): what is built now lives as long as the process
     ended = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # sent to this process itself: stop as at EOF
         loop.add_signal_handler(signum, ended.set)
