@@ -151,14 +151,17 @@ def identity_digest(record: Record, place: str = "") -> str:
     `place` says where the row is (for the error of a row that has no identity)."""
     get = record.get
     debtor, day = _code(get("debtor_code")), get("transaction_date")
-    person = identifier(get("accountable_person_id"))
+    person = get("accountable_person_id")
+    if type(person) is not int:  # an int is its own identifier: d6's usual form, spared the call
+        person = identifier(person)
     if not day or (debtor is None and person is None):
         missing = "transaction_date" if not day else "debtor_code or accountable_person_id"
         raise D6MalformedResponse(f"transaction{place} without a usable {missing}{_debtor_of(record)}")
+    kind = get("transaction_type_id")
     identity = (
         debtor if debtor is not None else f"person:{person}",
         day,
-        identifier(get("transaction_type_id")),
+        kind if type(kind) is int else identifier(kind),
         _code(get("transaction_reference")),
         _code(get("transaction_description")),
         normal_amount(get("debit_amount")),
@@ -169,7 +172,16 @@ def identity_digest(record: Record, place: str = "") -> str:
 
 def _code(value: Any) -> Any:
     """A code or text of the identity: integer-like as text without padding (`1005`, `" 1005"` ->
-    `"1005"`), so it is one value whichever way d6 typed it and the usual text form keeps its digest."""
+    `"1005"`), so it is one value whichever way d6 typed it and the usual text form keeps its digest.
+
+    A scan computes this for three fields of every transaction, so d6's two usual forms come first, each
+    giving what `identifier` would: digits alone (`str.isdecimal`, the digits `int` reads and `\\d`
+    matches), and text that starts with a letter (never integer-like, never blank)."""
+    if type(value) is str:
+        if value.isdecimal():
+            return str(int(value))
+        if value[:1].isalpha():
+            return value
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float | str):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.d6.finance import TransactionKeys
+from bridge.d6.finance import TransactionKeys, identity_digest
 from bridge.sync.diff import PreviousSnapshot, finish_diff, plan_diff
 
 Record = dict[str, Any]
@@ -44,6 +44,30 @@ def test_a_debtor_code_sent_as_text_then_as_a_number_is_the_same_transaction() -
     _, _, snapshot, stored = _poll([[dict(INVOICE)]], empty, {})
     _, result, _, _ = _poll([[{**INVOICE, "debtor_code": 1005, "debit_amount": "3500"}]], snapshot, stored)
     assert not result.created and not result.removed
+
+
+def test_each_way_d6_may_type_a_code_gives_one_identity_and_text_stays_text() -> None:
+    """The forms a code may come in (the digits alone are the usual one, read on a shorter path than the
+    rest): integer-like text and numbers name one transaction; text that only looks numeric does not."""
+    same = [
+        {**INVOICE, "debtor_code": code, "transaction_reference": reference}
+        for code, reference in [
+            ("1005", "7"),
+            (1005, 7),
+            (" 1005 ", "+7"),
+            ("01005", "007"),
+            (1005.0, "\u0667"),  # an Arabic-Indic seven: a digit as int() and \d read it
+            ("\u0661\u0660\u0660\u0665", " 7"),
+        ]
+    ]
+    assert len({identity_digest(r) for r in same}) == 1
+    # A superscript two is a digit to str.isdigit, not to int(); a letter first is never a number.
+    texts = ["\u00b2", "2", "INV 7", "7 INV", "", " "]
+    digests = {identity_digest({**INVOICE, "transaction_reference": t}) for t in texts}
+    assert len(digests) == len(texts)
+    # The digest of the usual row is the one snapshots already hold: a change of the normalising would
+    # re-key every stored transaction (all removed, all created).
+    assert identity_digest(INVOICE) == "8c9a137b090d91c2b081"  # as the release before computed it
 
 
 def test_twins_are_paired_by_their_whole_row_so_the_right_one_is_removed() -> None:
