@@ -91,8 +91,8 @@ class Worker:
         self._rng = rng or random.Random()
         self._tag = secrets.token_hex(6)
         self._counter = 0
-        self._inflight: dict[asyncio.Task[None], tuple[str, str, str]] = {}
-        self._sending: set[asyncio.Task[None]] = set()  # the attempts of `_inflight` not yet answered
+        self._inflight: dict[asyncio.Task[bool], tuple[str, str, str]] = {}
+        self._sending: set[asyncio.Task[bool]] = set()  # the attempts of `_inflight` not yet answered
         self._recording = 0  # successes handed to the completer whose outcome is not written yet
         self._ready: deque[tuple[Subscription, Delivery, str, float]] = deque()
         """Claimed, waiting for a slot: (subscription, delivery, token, when claimed, monotonic)."""
@@ -242,10 +242,15 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):  # else its lease runs out: the same, later
                 await self._queue.release(subscription.id, delivery.id, token=token, now=now)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Task[bool]) -> None:
         self._inflight.pop(task, None)
         self._sending.discard(task)
         self._launch()
+        if not task.cancelled() and task.exception() is None and task.result():
+            # A success handed to the completer: it still counts against the claims, and its lane moves
+            # on only once it is written, so a tick now would find nothing new; `_written` wakes the loop.
+            # (An ordered lane made two rounds of claims per delivery, one of them empty.)
+            return
         self._wake.set()
 
     def _answered(self) -> None:
@@ -268,7 +273,8 @@ class Worker:
 
     # -- one attempt --------------------------------------------------------------------------------
 
-    async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> None:
+    async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> bool:
+        """One attempt; whether it ended handed to the completer (a success, written later)."""
         try:
             sent = delivery
             if not as_it_is(
@@ -276,16 +282,17 @@ class Worker:
             ):
                 now_wanted = await self._as_now(subscription, delivery)
                 if now_wanted is None:
-                    return
+                    return False
                 sent = now_wanted
             result = await self._sender.send(subscription, sent.event_id, sent.body)
             metrics.DELIVERY_ATTEMPT_DURATION.observe(result.duration_ms / 1000)
-            await self._record(subscription, sent, token, result)
+            return await self._record(subscription, sent, token, result)
         except (RedisError, OSError) as error:
             # The lease runs out and the delivery is attempted again: at-least-once holds.
             _bound(subscription, delivery).warning(
                 "delivery bookkeeping failed", error=f"{type(error).__name__}: {error}"
             )
+            return False
 
     async def _as_now(self, subscription: Subscription, delivery: Delivery) -> Delivery | None:
         """The delivery as the subscription, as it is now, wants it sent: every send follows the subscription
@@ -312,11 +319,11 @@ class Worker:
 
     async def _record(
         self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult
-    ) -> None:
+    ) -> bool:
         """Where a delivery's outcome is recorded: classified, written with its `Attempt`, then told.
 
-        A success is handed to the completer and the attempt ends: `_written` finishes it once it is
-        written. Any other outcome frees its slot and waits for the write, then is told (`_told`)."""
+        A success is handed to the completer and the attempt ends (True): `_written` finishes it once it
+        is written. Any other outcome frees its slot and waits for the write, then is told (`_told`)."""
         now = time.time()
         if result.ok:
             completion = _completion(subscription, delivery, token, result, "ok", now, now)
@@ -324,7 +331,7 @@ class Worker:
             self._completer.submit(
                 completion, lambda written: self._written(subscription, delivery, result, now, written)
             )
-            return
+            return True
         self._answered()
         number = delivery.attempts + 1
         next_at = now
@@ -345,6 +352,7 @@ class Worker:
             _completion(subscription, delivery, token, result, outcome, now, next_at)
         )
         await self._told(subscription, delivery, result, outcome, held, failing_since, now)
+        return False
 
     def _written(
         self,
