@@ -206,7 +206,7 @@ async def run(redis: aioredis.Redis, settings: Settings, receiver: ReceiverProce
     for package, seconds in by_package(stats).items():
         print(f"    {package:<32} {seconds / total:6.1%}   {seconds / EVENTS * 1e6:7.1f} µs a delivery")
     print("  the 25 costliest functions by own time:")
-    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("tottime").print_stats(int(os.environ.get("PROFILE_ROWS", "25")))
 
 
 if __name__ == "__main__":
