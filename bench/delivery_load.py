@@ -6,11 +6,13 @@
    empty. Both counts are measured in the same run, the same way, so the ratio holds on any machine:
    in the order 1, 2, 2, 1, each figure the mean of its two runs (a drift of the machine's speed during
    the part weighs on both alike, and one noisy run does not decide the ratio).
-2. Backlog: an unordered subscription is disabled (an outage) while 100,000 events of 100 schools are
-   fanned out to it by the intake's own fan-out (the envelopes of the throughput run, each with an
-   id of its own); then it is enabled, as an operator does (`PATCH enabled: true`), with the delivery worker
-   running. Timed from the enabling until the queue is empty. INFO `used_memory` of Redis is read before
-   the backlog, with it queued, and after the drain.
+2. Backlog: an unordered subscription first delivers `MAX_ATTEMPT_LOG` events (10,000), so its attempt log
+   is at its fixed cap, as in a bridge that has been serving (bench/resync.py fills it the same way: the
+   log's growth to its cap is not the backlog's). Then it is disabled (an outage) while 100,000 events of
+   100 schools are fanned out to it by the intake's own fan-out (the envelopes of the throughput run, each
+   with an id of its own); then it is enabled, as an operator does (`PATCH enabled: true`), with the
+   delivery worker running. Timed from the enabling until the queue is empty. INFO `used_memory` of Redis
+   is read before the backlog, with it queued, and after the drain.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bench.delivery_setup import append_events, until_delivered, until_fanned, v
 from bench.delivery_worker import CPU, GO, READY, STOP
 from bridge.app import Services
 from bridge.delivery.models import OutgoingEvent
+from bridge.delivery.queue import MAX_ATTEMPT_LOG
 from bridge.events.ids import new_event_id
 from bridge.settings import Settings
 from bridge.testing.receiver_process import ReceiverProcess
@@ -95,18 +98,19 @@ async def backlog(
     await redis.flushdb()
     services = Services.build(settings, redis=redis)
     subscription = await services.subscriptions.create(url=receiver.url, ordered=False)
+    await _fan_out(services, bodies, 0, MAX_ATTEMPT_LOG)  # the attempt log filled to its cap
+    await services.worker.start()
+    await until_delivered(services, subscription.id, MAX_ATTEMPT_LOG)
+    await services.worker.stop()
     await services.subscriptions.update(subscription.id, {"enabled": False})
     before = await used_memory(redis)
-    for start in range(0, BACKLOG, BACKLOG_CHUNK):
-        await services.intake.fan_out(
-            [_fresh(n, bodies[n % len(bodies)]) for n in range(start, start + BACKLOG_CHUNK)]
-        )
+    await _fan_out(services, bodies, MAX_ATTEMPT_LOG, MAX_ATTEMPT_LOG + BACKLOG)
     queued = await used_memory(redis)
     await receiver.reset()
     await services.worker.start()
     started, cpu = time.perf_counter(), time.process_time()
     await services.subscriptions.update(subscription.id, {"enabled": True})
-    finished = await until_delivered(services, subscription.id, BACKLOG)
+    finished = await until_delivered(services, subscription.id, MAX_ATTEMPT_LOG + BACKLOG)
     cpu = time.process_time() - cpu
     await services.worker.stop()
     await services.d6.aclose()
@@ -115,6 +119,14 @@ async def backlog(
     assert stats["count"] >= BACKLOG, f"the receiver got {stats['count']} of {BACKLOG}"
     verify_samples(stats, subscription.secret)
     return Drain(BACKLOG / (finished - started), cpu / BACKLOG * 1e6, before, queued, after)
+
+
+async def _fan_out(services: Services, bodies: list[bytes], first: int, end: int) -> None:
+    """Events `first` to `end` (`_fresh`), fanned out by the intake in chunks."""
+    for start in range(first, end, BACKLOG_CHUNK):
+        await services.intake.fan_out(
+            [_fresh(n, bodies[n % len(bodies)]) for n in range(start, min(start + BACKLOG_CHUNK, end))]
+        )
 
 
 def _fresh(n: int, body: bytes) -> OutgoingEvent:
