@@ -9,7 +9,10 @@ of the school's change sequence. A `*.snapshot` carries its record's sequence (d
 the markers carry the feed's `as_of_sequence`, `resource: "resync"` and the resync id as `resource_id`.
 
 `step` (any replica, from its background loop) does a bounded amount of the work of each resync it can
-lease (a short lease per resync, so two replicas never run one at once):
+lease (a short lease per resync, so two replicas never run one at once). It finds them through an index
+of the subscriptions with a resync under way (`Keys.resyncing`), so an idle step is one read whatever the
+number of subscriptions, and every `SCAN_SECONDS` through every subscription (a resync whose process died
+before indexing it). Then:
 
 - a feed's record ids are written to a list in the school's slot when it starts (`SnapshotStore.freeze_ids`,
   in the state API's order, read with `as_of_sequence` in the same step), then its records are read `chunk`
@@ -86,6 +89,9 @@ STEP_BUDGET: Final = 5000
 """About the most deliveries one `step` queues, over every resync."""
 LEASE_SECONDS: Final = 30.0
 IDLE_SECONDS: Final = 0.25
+SCAN_SECONDS: Final = 60.0
+"""How often `step` looks at every subscription's resyncs rather than those `Keys.resyncing` names: a
+resync stored by a process that died before indexing it (or before the index existed) still runs."""
 KEEP_FINISHED: Final = 20
 """Finished resyncs a subscription keeps listed (`Keys.resyncs`)."""
 MARKER: Final = "resync"
@@ -147,6 +153,7 @@ class Resyncs:
         announce_pushed: bool = False,
         chunk: int = CHUNK,
         max_pending: int = MAX_PENDING,
+        scan_seconds: float = SCAN_SECONDS,
     ) -> None:
         """`announce_pushed`: tell every replica's worker through `notices` when a step queued deliveries
         (the hand-off process, which runs this loop with no worker beside it: handoff_process.py)."""
@@ -158,12 +165,14 @@ class Resyncs:
         self.settings = settings
         self.chunk = chunk
         self.max_pending = max_pending
+        self.scan_seconds = scan_seconds
         self._on_queued = on_queued
         self._notices = notices
         self._announce_pushed = announce_pushed
         self._scripts: Scripts = subscriptions.scripts
         self._owner = secrets.token_hex(8)
         self._loop = Background("resyncs", self._run)
+        self._scanned = -math.inf  # the first step looks at every subscription
 
     # -- starting one ---------------------------------------------------------------------------------
 
@@ -276,6 +285,9 @@ class Resyncs:
             pipe.hset(hashed, resync.id, _json.encode(resync))
             pipe.zadd(active, {resync.id: now})
             await pipe.execute()
+        # After the resync is stored: a loop that finds the subscription idle and drops it from the index
+        # meanwhile looks again once it has (`_forget`), or this adds it back.
+        await self.redis.sadd(self.keys.resyncing(), sid)
         log.info("resync started", subscription=sid, resync_id=resync.id, feeds=len(fresh))
         return resync.id, len(fresh)
 
@@ -332,24 +344,58 @@ class Resyncs:
 
     async def step(self) -> int:
         """A bounded amount of the pending work of every resync this process can lease; how many
-        deliveries it queued."""
-        subscriptions = (await self.subscriptions.current()).subscriptions
-        if not subscriptions:
+        deliveries it queued.
+
+        It looks at the subscriptions `Keys.resyncing` names (an idle step is one read, however many
+        subscriptions there are), and every `scan_seconds` at all of them."""
+        subscriptions = {s.id: s for s in (await self.subscriptions.current()).subscriptions}
+        scan = time.monotonic() - self._scanned >= self.scan_seconds
+        if scan:
+            self._scanned = time.monotonic()
+            sids = list(subscriptions)
+        else:
+            sids = sorted(as_text(m) for m in await self.redis.smembers(self.keys.resyncing()))
+        if not sids:
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
-            for subscription in subscriptions:
-                pipe.zrange(self.keys.resyncs_active(subscription.id), 0, -1)
+            for sid in sids:
+                pipe.zrange(self.keys.resyncs_active(sid), 0, -1)
             replies: list[Any] = await pipe.execute()
-        queued = 0
-        for subscription, ids in zip(subscriptions, replies, strict=True):
-            for rid in (as_text(r) for r in ids or ()):
+        queued, idle, found = 0, [], []
+        for sid, ids in zip(sids, replies, strict=True):
+            if not ids:
+                idle.append(sid)
+                continue
+            found.append(sid)
+            subscription = subscriptions.get(sid)
+            if subscription is None:  # made a moment ago (this cache has not seen it yet), or deleted
+                continue
+            for rid in (as_text(r) for r in ids):
                 if queued < STEP_BUDGET:
                     queued += await self._leased(subscription, rid)
+        if scan and found:
+            await self.redis.sadd(self.keys.resyncing(), *found)
+        elif idle and not scan:
+            await self._forget(idle)
         if queued:
             self._on_queued()
             if self._announce_pushed and self._notices is not None:
                 await self._notices.publish([], pushed=True)
         return queued
+
+    async def _forget(self, sids: list[str]) -> None:
+        """Drop subscriptions with no resync under way from the index, then look again: one whose resync
+        was stored meanwhile goes back in (its `start` adds it after storing: one of the two sees the
+        other)."""
+        index = self.keys.resyncing()
+        await self.redis.srem(index, *sids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.zcard(self.keys.resyncs_active(sid))
+            counts: list[Any] = await pipe.execute()
+        back = [sid for sid, count in zip(sids, counts, strict=True) if count]
+        if back:
+            await self.redis.sadd(index, *back)
 
     async def _leased(self, subscription: Subscription, rid: str) -> int:
         sid = subscription.id

@@ -80,6 +80,9 @@ Layout (prefix `d6b`, school 1000, resource `learner`, subscription `sub_1`):
     d6b:{subs}:version                counter: bumped on every subscription change (caches reload on it)
     d6b:{subs}:erasing                hash: "<school>:<resource>:<record>" -> JSON erasure journal entry
                                       (its event ids; dispatchers send none of them); bumps the version
+    d6b:{subs}:resyncing              set: ids of subscriptions that may have a resync under way (added
+                                      after a resync is stored; an id leaves once its `resyncs:active`
+                                      is found empty)
     d6b:{sub:sub_1}:record            hash: the subscription, one JSON value per `Subscription` field
     d6b:{sub:sub_1}:deliveries        hash: delivery id -> msgpack `Delivery` (pending or dead, with its body)
     d6b:{sub:sub_1}:due               zset: delivery id -> when it may be attempted (leased: when lease ends)
@@ -298,6 +301,11 @@ class Keys(msgspec.Struct, frozen=True):
     def erasures(self) -> str:
         """Hash: the erasure journal; in `{subs}` so that writing it and bumping the version is one MULTI."""
         return f"{self.prefix}:{{subs}}:erasing"
+
+    def resyncing(self) -> str:
+        """Set of the subscriptions that may have a resync under way (delivery/resync.py): the resync loop
+        reads this, not every subscription's `resyncs_active`."""
+        return f"{self.prefix}:{{subs}}:resyncing"
 
     # --- one subscription's slot (the delivery queue, bridge/delivery/queue.py) ------------------------
 

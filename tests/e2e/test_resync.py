@@ -320,3 +320,52 @@ async def test_the_resync_api_refuses_what_it_cannot_do(
 def _resync_finished_between(first: dict[str, Any], again: dict[str, Any]) -> bool:
     """The first resync may finish before the second POST: then the second is a new one."""
     return first["resync_id"] != again["resync_id"] and again["feeds"] == 1
+
+
+async def test_the_resync_loop_finds_resyncs_through_its_index_and_an_unindexed_one_by_its_full_look(
+    redis: aioredis.Redis, redis_url: str, simulator_factory: Any, receiver_factory: Any
+) -> None:
+    """The loop looks at the subscriptions with a resync under way (`Keys.resyncing`), not at every one:
+    the index holds exactly those, and a subscription leaves it once its resyncs are done. A resync stored
+    by a process that died before indexing it still runs: every `scan_seconds` the loop looks at all."""
+    sim: SimulatorServer = simulator_factory(schools=1, learners=12, debtors=3, seed=9)
+    receiver, url = receiver_factory()
+    index = Keys().resyncing()
+    async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services, api(services) as client:
+        await wait_for(lambda: _baselined(services, SCHOOL), what="the baseline")
+        await services.resyncs.stop_loop()  # stepped by hand below
+        sids = [
+            (await client.post("/v1/subscriptions", json={"url": url, "event_types": ["learner.*"]})).json()[
+                "id"
+            ]
+            for _ in range(12)
+        ]
+        await services.resyncs.step()  # the first step looks at every subscription: none has a resync
+        assert await redis.smembers(index) == set()
+
+        busy = sids[3]
+        posted = await client.post(f"/v1/subscriptions/{busy}/resync", json={"resources": ["learners"]})
+        assert posted.status_code == 202, posted.text
+        assert await redis.smembers(index) == {busy.encode()}
+        while await services.resyncs.step():
+            pass
+        await wait_for(lambda: _completed(receiver, SCHOOL, "learners"), timeout=30, what="the resync sent")
+        await services.resyncs.step()  # finds it done: the subscription leaves the index
+        assert await redis.smembers(index) == set()
+
+        # A resync stored without its index entry (its process killed between the two writes).
+        lost = sids[7]
+        posted = await client.post(f"/v1/subscriptions/{lost}/resync", json={"resources": ["learners"]})
+        assert posted.status_code == 202, posted.text
+        await redis.srem(index, lost)
+        assert await services.resyncs.step() == 0  # not in the index, and no full look due
+        services.resyncs.scan_seconds = 0.0
+        assert await services.resyncs.step() > 0  # the full look finds it, and indexes it again
+        assert await redis.smembers(index) == {lost.encode()}
+        while await services.resyncs.step():
+            pass
+        await wait_for(
+            lambda: sum(1 for b in receiver.bodies() if b["type"] == "resync.completed") == 2,
+            timeout=30,
+            what="the second resync sent",
+        )
