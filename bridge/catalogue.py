@@ -39,6 +39,11 @@ SNAPSHOT_KIND: Final = "snapshot"
 """`<prefix>.snapshot`: one record's current state, sent by a resync (docs/events.md#resyncs)."""
 
 
+def snapshot_type(prefix: str) -> str:
+    """`<prefix>.snapshot`: the type a resync sends each record of a resource as (`debtor.snapshot`)."""
+    return f"{prefix}.{SNAPSHOT_KIND}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Resource:
     """One watched d6 collection."""
@@ -77,7 +82,7 @@ class Resource:
     @property
     def snapshot_type(self) -> str:
         """The type a resync sends each record as (`debtor.snapshot`)."""
-        return f"{self.prefix}.{SNAPSHOT_KIND}"
+        return snapshot_type(self.prefix)
 
     @property
     def event_types(self) -> tuple[str, ...]:

@@ -295,7 +295,7 @@ async def drop_snapshot_deliveries(
     """Drop every stored `<prefix>.snapshot` delivery (pending or dead) of one record, in every subscription,
     recorded as erased; returns (pending dropped, dead letters dropped). Each deliveries hash is scanned in
     batches (HSCAN), so memory stays bounded however many deliveries wait."""
-    event_type = f"{prefix}.snapshot"
+    event_type = catalogue.snapshot_type(prefix)
     pending = dead = 0
     now = time.time()
     for subscription in await subscriptions.list_all():

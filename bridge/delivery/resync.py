@@ -59,7 +59,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, WatchError
 
-from bridge.catalogue import BY_NAME, BY_PREFIX
+from bridge.catalogue import BY_NAME, BY_PREFIX, snapshot_type
 from bridge.delivery.feed import Notices
 from bridge.delivery.models import DeliveryTrace, OutgoingEvent, Subscription, type_matches
 from bridge.delivery.projection import Envelope, project, shape_of
@@ -436,7 +436,7 @@ class Resyncs:
             feed, state = resync.feeds[index], progress[index]
             if state.phase == "done":
                 continue
-            if not subscription.matches(f"{feed.resource}.snapshot", feed.school_id):
+            if not subscription.matches(snapshot_type(feed.resource), feed.school_id):
                 state = progress[index] = msgspec.structs.replace(state, phase="done")
                 await self.redis.hset(hashed, _feed_field(rid, index), _json.encode(state))
                 continue  # the subscription changed since: it no longer takes this feed
@@ -524,7 +524,7 @@ class Resyncs:
         """One `<prefix>.snapshot` per row, cut by the subscription's options as a change event's body is
         (an erased record: `{"erased": true}` as it is)."""
         shape = shape_of(subscription)
-        event_type = f"{feed.resource}.snapshot"
+        event_type = snapshot_type(feed.resource)
         events = []
         for row in rows:
             now = time.time()
@@ -703,4 +703,4 @@ def _lo_field(resync_id: str) -> str:
 
 def snapshot_type_matches(patterns: list[str] | None, prefix: str) -> bool:
     """Whether a subscription's `event_types` take `<prefix>.snapshot`."""
-    return type_matches(patterns, f"{prefix}.snapshot")
+    return type_matches(patterns, snapshot_type(prefix))
