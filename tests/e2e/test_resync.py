@@ -109,12 +109,23 @@ async def test_an_ordered_subscription_gets_the_state_after_its_changes_and_a_co
             assert end["data"]["count"] == len(snapshots)
             assert len({b["resource_id"] for b in snapshots}) == len(snapshots)  # each record once
             assert all(b["resource"] == PREFIX[name] and b["sequence"] <= last for b in snapshots)
-            # In the lane after every change event queued before it: no change event with a sequence at
-            # or below as_of_sequence arrives after resync.started.
+            # In the lane after every change event queued before it: none newer than as_of_sequence comes
+            # before resync.started. One at or below it may come after: committed before the feed was read,
+            # queued by the hand-off after resync.started (docs/consumers.md: every change up to it is told
+            # before resync.started or in the snapshots). Its record's snapshot then tells a state at least
+            # as new (a removed one none), so the consumer's sequence rule leaves it aside.
             at = bodies.index(first)
             changes = [b for b in bodies if b["type"].split(".")[-1] in ("created", "updated", "removed")]
-            assert all(b["sequence"] > first["sequence"] for b in changes if bodies.index(b) > at)
             assert not any(b["sequence"] > first["sequence"] for b in changes if bodies.index(b) < at)
+            told = {b["resource_id"]: b["sequence"] for b in snapshots}
+            late = [
+                b
+                for b in changes
+                if bodies.index(b) > at
+                and b["sequence"] <= first["sequence"]
+                and b["resource"] == PREFIX[name]
+            ]
+            assert all(told.get(b["resource_id"], b["sequence"]) >= b["sequence"] for b in late), late
 
         consumer = Materialiser()  # a consumer that received all of it, changes and resync alike
         for body in bodies:
