@@ -5,7 +5,8 @@ runs each attempt as a task while it has free slots (`BRIDGE_DELIVERY_CONCURRENC
 and records the outcome. It claims ahead: deliveries claimed beyond the free slots wait in `_ready` and
 start the moment a slot frees (`_launch`), so a slot does not sit empty for a round of claims. Claimed
 deliveries stay at most twice the concurrency, whether waiting, sending or being recorded. It wakes when
-an attempt finishes or the intake queued something (`wake`), and otherwise polls every `poll_interval`
+an attempt finishes (a success once its outcome is written: only then is its claim freed and its lane
+moved on) or the intake queued something (`wake`), and otherwise polls every `poll_interval`
 seconds (one cheap script per enabled subscription per tick), so other processes' fan-outs and expiring
 retries are picked up quickly.
 
