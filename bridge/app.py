@@ -61,7 +61,7 @@ from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.tokens import TokenStore
 from bridge.delivery.urls import UrlGuard
 from bridge.delivery.worker import Worker
-from bridge.errors import InvalidRequest
+from bridge.errors import UNREACHABLE, InvalidRequest
 from bridge.events.log import EventLog
 from bridge.events.outbox import Outbox
 from bridge.loops import cancelled, poll
@@ -214,7 +214,7 @@ class Services:
         async def poll_integrations() -> None:
             try:
                 await watcher.tick()
-            except (RedisError, OSError) as error:
+            except UNREACHABLE as error:
                 log.warning(
                     "integrations poll could not reach Redis", error=f"{type(error).__name__}: {error}"
                 )

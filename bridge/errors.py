@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import RedisError
+
 
 class BridgeError(Exception):
     """Base of every error the bridge raises deliberately."""
@@ -53,6 +55,12 @@ class Conflict(BridgeError):
 
 class StoreError(BridgeError):
     """The store (Redis) could not be reached or refused an operation."""
+
+
+UNREACHABLE: tuple[type[Exception], ...] = (RedisError, OSError, StoreError)
+"""What a background step catches as "Redis or the network is away": logged as a warning naming the
+error and retried, never a traceback. `StoreError` is in it because the d6 request budget wraps the
+Redis error it meets in one (every d6 request asks the budget first)."""
 
 
 class D6Error(BridgeError):

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 import structlog
-from redis.exceptions import RedisError
+
+from bridge.errors import UNREACHABLE
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +45,7 @@ async def poll(
         result: T | None = None
         try:
             result = await step()
-        except (RedisError, OSError) as error:
+        except UNREACHABLE as error:
             log.warning(failed, error=f"{type(error).__name__}: {error}")
             if backoff:
                 await asyncio.sleep(backoff)

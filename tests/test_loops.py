@@ -8,12 +8,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.testing import capture_logs
 
+from bridge.errors import StoreError
 from bridge.loops import Background, poll
 
 
 async def test_a_failed_step_is_logged_and_the_loop_goes_on() -> None:
     outcomes: list[int | None] = []
-    steps = iter([RedisConnectionError("down"), ValueError("a bug"), 3])
+    steps = iter(
+        [RedisConnectionError("down"), StoreError("d6 request budget unavailable"), ValueError("a bug"), 3]
+    )
 
     async def step() -> int:
         item = next(steps)
@@ -31,15 +34,17 @@ async def test_a_failed_step_is_logged_and_the_loop_goes_on() -> None:
             failed="step failed",
             crashed="step crashed",
             backoff=0,
-            running=lambda: len(outcomes) < 3,
+            running=lambda: len(outcomes) < 4,
         )
-    assert outcomes == [None, None, 3]
+    assert outcomes == [None, None, None, 3]
     assert [(entry["event"], entry["log_level"]) for entry in logs] == [
         ("step failed", "warning"),
+        ("step failed", "warning"),  # the d6 request budget's wrapped Redis error: no traceback either
         ("step crashed", "error"),
     ]
     assert logs[0]["error"] == "ConnectionError: down"
-    assert logs[1]["exc_info"] is True
+    assert logs[1]["error"] == "StoreError: d6 request budget unavailable"
+    assert logs[2]["exc_info"] is True
 
 
 async def test_a_loop_that_takes_its_cancellation_for_a_failed_step_is_still_stopped() -> None:

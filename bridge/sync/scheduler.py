@@ -38,10 +38,10 @@ from typing import Generic, TypeVar
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
-from redis.exceptions import RedisError
 
 from bridge import metrics
 from bridge.catalogue import BY_NAME
+from bridge.errors import UNREACHABLE
 from bridge.settings import Settings
 from bridge.sync.planner import Planner, estimate
 from bridge.sync.status import FeedStatus
@@ -339,7 +339,7 @@ class PollScheduler:
         was = self.planner.binding
         try:
             plan = await self.planner.refresh(feeds)
-        except (RedisError, OSError) as error:
+        except UNREACHABLE as error:
             log.warning("poll plan not refreshed", error=f"{type(error).__name__}: {error}")
             return
         self.queue.turn = self.planner.turn if plan.binding else None
@@ -379,7 +379,7 @@ class PollScheduler:
                 await self._poll_feed(school_id, resource, due_at, force)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as error:
+            except UNREACHABLE as error:
                 log.warning(
                     "poll could not reach Redis",
                     school_id=school_id,

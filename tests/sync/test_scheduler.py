@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import redis.asyncio as aioredis
+from structlog.testing import capture_logs
+
+from bridge.d6 import RedisBudget
 from bridge.settings import Settings
+from bridge.store.scripts import Scripts
 from bridge.sync.scheduler import DueQueue, PhaseTrigger, PollScheduler, phase_seconds
 
 
@@ -169,3 +176,40 @@ def compare_queues(rng: random.Random, group: Callable[[int], int]) -> None:
             done = rng.choice(sorted(scan.polling))
             heap.done(done)
             scan.done(done)
+
+
+async def test_a_poll_whose_request_budget_cannot_reach_redis_is_a_warning_without_a_traceback() -> None:
+    """Every d6 request asks the shared budget first, and the budget wraps the Redis error it meets in a
+    `StoreError`. A poll worker logs that as it logs any Redis error (a warning naming it), and goes on
+    to its next poll: a replica's log holds no traceback while Redis is away."""
+    broken = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    budget = RedisBudget(Scripts(broken).d6_budget, "k", 10)
+    polled: list[tuple[int, str]] = []
+    third = asyncio.Event()
+
+    async def poll(school_id: int, resource: str, due_at: float, force: bool) -> None:
+        polled.append((school_id, resource))
+        if len(polled) == 3:  # the one worker has ended the first two polls, and logged them
+            third.set()
+        await budget.acquire()
+
+    async def integrations() -> None:
+        raise AssertionError("no job runs in this test")
+
+    scheduler = PollScheduler(Settings(), poll_feed=poll, poll_integrations=integrations, workers=1)
+    with capture_logs() as logs:
+        worker = asyncio.create_task(scheduler._worker(0))
+        scheduler.queue.put((1000, "learners"), time.time())
+        scheduler.queue.put((1001, "learners"), time.time())
+        scheduler.queue.put((1002, "learners"), time.time())
+        async with asyncio.timeout(10):
+            await third.wait()
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    await broken.aclose()
+    assert polled[:2] == [(1000, "learners"), (1001, "learners")]
+    warnings = [e for e in logs if e["event"] == "poll could not reach Redis"]
+    assert [(e["log_level"], e["school_id"]) for e in warnings][:2] == [("warning", 1000), ("warning", 1001)]
+    assert all(e["error"].startswith("StoreError: d6 request budget unavailable") for e in warnings)
+    assert not [e for e in logs if e.get("exc_info")], "no traceback"
