@@ -78,9 +78,11 @@ from bridge.sync.snapshot import RecordRow, SnapshotStore
 
 log = structlog.get_logger(__name__)
 
-CHUNK: Final = 200
+CHUNK: Final = 50
 """Records read and queued at once for one feed: their deliveries and the feed's progress are one MULTI,
-which Redis runs as one block (bench/RESULTS.md section 10: 200 against 500 keeps live events' p99 lower)."""
+which Redis runs as one block, built in one go by the process running the loop, which also hands live
+events off (bench/RESULTS.md section 10: live events' p99 beside a resync is 18 to 23 ms with 50, 27 ms
+with 200, at the same rate)."""
 MAX_PENDING: Final = 2000
 """The most undelivered deliveries a subscription may hold before a resync queues its next chunk."""
 WINDOW: Final = 8

@@ -14,8 +14,8 @@ every received body, in arrival order, duplicates and 500-answered ones included
 `Materialiser` of bridge/testing/consumer.py (the docs' example). Its records must equal the state API's (all
 pages) for every school and resource, and the simulator's records as the bridge normalises them.
 
-The resync's chunk (500 records, `bridge.delivery.resync.CHUNK`) is not a setting, so the schools are
-sized for it: each learner feed takes 3 chunks and each debtor feed 2.
+The resync's chunk (`bridge.delivery.resync.CHUNK` records) is not a setting, so the schools are sized
+for it: each feed takes several chunks, the last of them partial.
 
 Why it can fail (tried on a copy of this file, not the shared one): without `resync.completed` (its
 bodies left out) a record whose removal was lost stays held ("1000 learners against the state API: 1069
@@ -48,7 +48,7 @@ from tests.e2e.helpers import ready, school_events, start_replica, stop_replicas
 SCHOOLS = (1000, 1001)
 NAMES = ("learners", "debtors")
 D6 = {"learners": ("learners", "learner_id"), "debtors": ("accountablepersons", "accountable_person_id")}
-LEARNERS, DEBTORS = 1050, 520  # per school: 3 and 2 chunks of 500 in a resync
+LEARNERS, DEBTORS = 1050, 520  # per school: 21 and 11 chunks of 50 in a resync
 FLAKY_REQUESTS = 600  # of these first requests, a seeded 15% answer 500
 OVERRIDES = {
     "BRIDGE_EMIT_INITIAL_SNAPSHOT": "false",  # silent baselines: records at sequence 0
