@@ -151,9 +151,7 @@ def identity_digest(record: Record, place: str = "") -> str:
     `place` says where the row is (for the error of a row that has no identity)."""
     get = record.get
     debtor, day = _code(get("debtor_code")), get("transaction_date")
-    person = get("accountable_person_id")
-    if type(person) is not int:  # an int is its own identifier: d6's usual form, spared the call
-        person = identifier(person)
+    person = identifier(get("accountable_person_id"))
     if not day or (debtor is None and person is None):
         missing = "transaction_date" if not day else "debtor_code or accountable_person_id"
         raise D6MalformedResponse(f"transaction{place} without a usable {missing}{_debtor_of(record)}")
@@ -161,7 +159,7 @@ def identity_digest(record: Record, place: str = "") -> str:
     identity = (
         debtor if debtor is not None else f"person:{person}",
         day,
-        kind if type(kind) is int else identifier(kind),
+        identifier(kind),
         _code(get("transaction_reference")),
         _code(get("transaction_description")),
         normal_amount(get("debit_amount")),

@@ -75,13 +75,18 @@ def _value(key: str, value: Any) -> Any:
     if isinstance(value, list):
         return [_value("", item) for item in value]
     if key.endswith("_id"):
-        return _identifier(value)
+        return identifier(value)
     if isinstance(value, str) and value in ZERO_DATES:
         return None
     return value
 
 
-def _identifier(value: Any) -> Any:
+def identifier(value: Any) -> Any:
+    """A value normalised as an `*_id` field is: integer-like to an int, empty text to None, else as sent.
+
+    An int (d6's usual form) comes first: it is its own identifier."""
+    if type(value) is int:
+        return value
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -115,7 +120,7 @@ def record_id(resource: str | Endpoint, record: Record) -> int:
     endpoint = resource if isinstance(resource, Endpoint) else endpoint_for(resource)
     if endpoint.id_field is None:
         raise ValueError(f"{endpoint.name} records have no single id; use integration_key")
-    value = _identifier(record.get(endpoint.id_field))
+    value = identifier(record.get(endpoint.id_field))
     if not isinstance(value, int) or isinstance(value, bool):
         # The field and the kind of value, never the value (docs/personal-data.md): this text reaches
         # the logs and `/v1/schools`.
@@ -128,8 +133,8 @@ def record_id(resource: str | Endpoint, record: Record) -> int:
 
 def integration_key(record: Record) -> tuple[int, int]:
     """A client integration's identity: (school_id, api_type_id)."""
-    school = _identifier(record.get("school_id"))
-    api_type = _identifier(record.get("api_type_id"))
+    school = identifier(record.get("school_id"))
+    api_type = identifier(record.get("api_type_id"))
     usable = {
         name: value
         for name, value in (("school_id", school), ("api_type_id", api_type))
@@ -160,8 +165,3 @@ def kind_of(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return type(value).__name__
-
-
-def identifier(value: Any) -> Any:
-    """A value normalised as an `*_id` field is: integer-like to an int, empty text to None, else as sent."""
-    return _identifier(value)
