@@ -9,6 +9,10 @@ guarantee holds as before: an ordered lane's head moves on only once its deliver
 process killed before the write leaves the lease to run out, the delivery to be claimed again
 (at-least-once).
 
+A worker may also ask each write to claim what it makes due (`claim`, `claimed`): an ordered lane's next
+head, leased to that worker in the same script call, so one school's events follow each other without a
+round of claims between them.
+
 Each subscription has at most one write in flight. Completions that arrive while it runs wait for it
 and then go together in the next one (at most `max_batch`), so a busy process writes in batches as
 large as its traffic makes them, and a quiet one writes each completion at once (no timer, no added
@@ -22,7 +26,8 @@ from collections.abc import Callable
 
 import structlog
 
-from bridge.delivery.queue import Completion, DeliveryQueue
+from bridge.delivery.models import Delivery, Subscription
+from bridge.delivery.queue import Claim, Completion, DeliveryQueue
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +38,12 @@ Written = Callable[[Result | Exception], None]
 """Told, once the write is done, its result for one completion, or what the write raised."""
 
 
+Claimer = Callable[[Subscription], Claim | None]
+"""Asked before each write of an ordered subscription: the claim its lanes' next heads get, or None."""
+Claimed = Callable[[Subscription, list[Delivery], str], None]
+"""Told the deliveries a write claimed, with the claim's token."""
+
+
 class Completer:
     def __init__(
         self, queue: DeliveryQueue, log_cutoff: Callable[[], float], *, max_batch: int = MAX_BATCH
@@ -40,6 +51,8 @@ class Completer:
         self.queue = queue
         self.log_cutoff = log_cutoff  # attempts older than this leave the attempt log
         self.max_batch = max_batch
+        self.claim: Claimer | None = None
+        self.claimed: Claimed | None = None
         self._waiting: dict[str, list[tuple[Completion, Written]]] = {}
         self._writing: dict[str, asyncio.Task[None]] = {}
 
@@ -100,14 +113,18 @@ class Completer:
         if more[room:]:
             self._waiting[sid] = more[room:]
         outcomes: list[Result | Exception]
+        subscription = batch[0][0].subscription
+        claim = self.claim(subscription) if self.claim is not None and subscription.ordered else None
+        claimed: list[Delivery] = []
         try:
-            outcomes = list(
-                await self.queue.complete_batch(
-                    sid, [completion for completion, _ in batch], log_cutoff=self.log_cutoff()
-                )
+            results, claimed = await self.queue.complete_batch(
+                sid, [completion for completion, _ in batch], log_cutoff=self.log_cutoff(), claim=claim
             )
+            outcomes = list(results)
         except Exception as error:
             outcomes = [error] * len(batch)
+        if claimed and claim is not None and self.claimed is not None:
+            self.claimed(subscription, claimed, claim.token)
         for (_, written), outcome in zip(batch, outcomes, strict=True):
             try:
                 written(outcome)

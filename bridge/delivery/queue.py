@@ -51,6 +51,7 @@ DROPPED: dict[TraceOutcome, str] = {
 """The attempt log's `error` for a delivery dropped unsent (`drop`)."""
 
 _msgpack = msgspec.msgpack.Encoder()
+_json = msgspec.json.Encoder()
 _delivery = msgspec.msgpack.Decoder(Delivery)
 _trace = msgspec.msgpack.Decoder(DeliveryTrace)
 
@@ -69,6 +70,13 @@ class DeliveryHead(msgspec.Struct, kw_only=True):
 
 _head = msgspec.msgpack.Decoder(DeliveryHead)
 _MAX_ATTEMPT_LOG = str(MAX_ATTEMPT_LOG)
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """A claim made while completing (`complete_batch`): the lease and token a lane's next head gets."""
+
+    lease_until: float
+    token: str
 
 
 class Completion(msgspec.Struct, kw_only=True, frozen=True):
@@ -276,14 +284,18 @@ class DeliveryQueue:
             next_at=next_at,
             attempt=attempt,
         )
-        (result,) = await self.complete_batch(subscription.id, [done], log_cutoff=log_cutoff)
+        (result,), _ = await self.complete_batch(subscription.id, [done], log_cutoff=log_cutoff)
         return result
 
     async def complete_batch(
-        self, subscription_id: str, batch: list[Completion], *, log_cutoff: float
-    ) -> list[tuple[bool, float | None]]:
+        self, subscription_id: str, batch: list[Completion], *, log_cutoff: float, claim: Claim | None = None
+    ) -> tuple[list[tuple[bool, float | None]], list[Delivery]]:
         """Record finished attempts of one subscription in one script call, in the order given; returns
-        per attempt (lease still held, the subscription failing since)."""
+        per attempt (lease still held, the subscription failing since), and what `claim` claimed.
+
+        With a `claim` (an ordered subscription's worker), each lane a delivery leaves has its next head
+        claimed in the same call, as `claim` says, while the subscription is enabled and its `updated_at`
+        is the batch's: the next delivery of a school goes out without a round of claims first."""
         sid = subscription_id
         keys = [
             self.keys.due(sid),
@@ -322,8 +334,13 @@ class DeliveryQueue:
                 )
             )
         args: list[str | bytes] = [repr(log_cutoff), _MAX_ATTEMPT_LOG, b"".join(items), _flag(ordered)]
-        results = await self._scripts.delivery_complete(keys=keys, args=args)
-        return [_held(r) for r in results]
+        if claim is None or not ordered:
+            args += ["", "", ""]
+        else:
+            updated_at = _json.encode(batch[0].subscription.updated_at)
+            args += [repr(claim.lease_until), claim.token, updated_at]
+        results, claimed = await self._scripts.delivery_complete(keys=keys, args=args)
+        return [_held(r) for r in results], [_delivery.decode(r) for r in claimed]
 
     async def release(self, subscription_id: str, delivery_id: str, *, token: str, now: float) -> None:
         await self._scripts.delivery_release(

@@ -3,7 +3,9 @@
 Its loop claims due deliveries of enabled subscriptions from Redis (see `queue.py` for lanes and leases),
 runs each attempt as a task while it has free slots (`BRIDGE_DELIVERY_CONCURRENCY` requests in flight),
 and records the outcome. It claims ahead: deliveries claimed beyond the free slots wait in `_ready` and
-start the moment a slot frees (`_launch`), so a slot does not sit empty for a round of claims. Claimed
+start the moment a slot frees (`_launch`), so a slot does not sit empty for a round of claims. The write
+that records an ordered lane's delivery also claims the lane's next one for this worker (`_claim_next`,
+`_claimed`): one school's events follow each other without a round of claims between them. Claimed
 deliveries stay at most twice the concurrency, whether waiting, sending or being recorded. It wakes when
 an attempt finishes (a success once its outcome is written: only then is its claim freed and its lane
 moved on) or the intake queued something (`wake`), and otherwise polls every `poll_interval`
@@ -46,7 +48,7 @@ from bridge.delivery.models import (
     answered,
 )
 from bridge.delivery.policy import GONE_REASON, gone, next_delay
-from bridge.delivery.queue import Completion, DeliveryQueue, Outcome
+from bridge.delivery.queue import Claim, Completion, DeliveryQueue, Outcome
 from bridge.delivery.sender import Sender
 from bridge.delivery.sendtime import as_it_is, as_now
 from bridge.delivery.store import SubscriptionStore
@@ -108,6 +110,7 @@ class Worker:
         """The events being erased, as the last tick loaded them with the subscriptions it claims for."""
         # Taken once: looking a metric's labels up on every attempt adds up.
         self._delivered_ok = metrics.DELIVERIES.labels(outcome="ok")
+        completer.claim, completer.claimed = self._claim_next, self._claimed
 
     @property
     def running(self) -> bool:
@@ -138,6 +141,7 @@ class Worker:
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=grace)
         await self._completer.drain()
+        await self._hand_back(len(self._ready))  # lanes' next heads the last writes claimed
         leftovers = dict(self._inflight)
         for task in leftovers:
             task.cancel()
@@ -213,6 +217,21 @@ class Worker:
             self._ready.extend((subscription, delivery, token, claimed_at) for delivery in claimed)
             free -= len(claimed)
             self._launch()
+
+    def _claim_next(self, subscription: Subscription) -> Claim | None:
+        """The claim a write of an ordered subscription's completions makes for the lanes it moves on
+        (`Completer`): a fresh token, a lease as the tick's; none once stopping."""
+        if self._stopping:
+            return None
+        self._counter += 1
+        return Claim(lease_until=time.time() + self.lease_seconds, token=f"{self._tag}:{self._counter}")
+
+    def _claimed(self, subscription: Subscription, deliveries: list[Delivery], token: str) -> None:
+        """A write claimed lanes' next heads: they wait for a slot as a tick's claims do. (The write
+        checked, in the same script, that the subscription is enabled and as `subscription` has it.)"""
+        claimed_at = time.monotonic()
+        self._ready.extend((subscription, delivery, token, claimed_at) for delivery in deliveries)
+        self._launch()
 
     def _launch(self) -> None:
         """Start attempts of claimed deliveries, oldest claim first, while slots are free."""

@@ -568,11 +568,15 @@ return out
 # KEYS: 1 due, 2 leases, 3 deliveries, 4 attempts, 5 dead, 6 subscription, 7 traces, then the items' lanes
 # ARGV: 1 log_cutoff, 2 log_max, 3 the items, each 11 fields packed by `codec.packed`: id, token, outcome,
 #       now, next_at, record, attempt, event_id, queued_trace, delivered_trace, lane (its index after
-#       KEYS[7]); 4 ordered
+#       KEYS[7]); 4 ordered; 5 claim: a lease_until ('' for none), 6 its token, 7 the subscription's
+#       `updated_at` as the claimer knows it (JSON)
 # A batch of finished attempts of one subscription, in the order given (one call, not one per delivery);
-# each item is what one completion was before. Returns per item -1 when its lease was lost, else the
-# subscription's failing_since after it ('' when not failing). On success the event's trace records it,
-# unless a later delivery of the event has taken its place. The attempt log is trimmed once per batch.
+# each item is what one completion was before. Returns {per item -1 when its lease was lost, else the
+# subscription's failing_since after it ('' when not failing); the records claimed}. On success the
+# event's trace records it, unless a later delivery of the event has taken its place. The attempt log is
+# trimmed once per batch. With a claim, a lane moved on has its next head claimed at once (leased until
+# ARGV[5] under ARGV[6], its record returned) rather than made due for the next claim, while the
+# subscription is enabled and unchanged since the claimer read it (else due now, as without a claim).
 DELIVERY_COMPLETE: Final = _FIELDS_LUA + _lua("""
 local blob, ordered, rows, ids, pos = ARGV[3], ARGV[4] == '1', {}, {}, 1
 while pos <= #blob do
@@ -582,9 +586,14 @@ while pos <= #blob do
   rows[#rows + 1] = r
   ids[#ids + 1] = r.id
 end
-if #rows == 0 then return {} end
+if #rows == 0 then return {{}, {}} end
 local leases = redis.call('HMGET', KEYS[2], unpack(ids))
 local exists = redis.call('EXISTS', KEYS[6]) == 1
+local claiming, claimed = false, {}
+if ordered and exists and ARGV[5] ~= '' then
+  local now_is = redis.call('HMGET', KEYS[6], 'enabled', 'updated_at')
+  claiming = now_is[1] == 'true' and now_is[2] == ARGV[7]
+end
 local since = exists and redis.call('HGET', KEYS[6], '$failing_since')
 if since == 'null' then since = false end
 local first_since = since
@@ -619,7 +628,15 @@ for i, r in ipairs(rows) do
           redis.call('LREM', key, 1, r.id)
         end
         local nxt = redis.call('LINDEX', key, 0)
-        if nxt then redis.call('ZADD', KEYS[1], 'NX', r.now, nxt) end
+        if nxt then
+          local record = claiming and redis.call('HGET', KEYS[3], nxt)
+          if record and redis.call('ZADD', KEYS[1], 'NX', ARGV[5], nxt) == 1 then
+            redis.call('HSET', KEYS[2], nxt, ARGV[6])
+            claimed[#claimed + 1] = record
+          else
+            redis.call('ZADD', KEYS[1], 'NX', r.now, nxt)
+          end
+        end
       else
         unqueue[#unqueue + 1] = r.id
       end
@@ -644,7 +661,7 @@ end
 if exists and since ~= first_since then redis.call('HSET', KEYS[6], '$failing_since', since or 'null') end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[2]) - 1)
-return out
+return {out, claimed}
 """)
 
 # KEYS: fanned, traces, subscription.  ARGV: event_id, event_ts, trace, check_fanned

@@ -49,6 +49,12 @@ async def test_attempt_log_is_paginated_newest_first(
     await dispatcher.fan_out(events)
     await dispatcher.start()
     await wait_for(lambda: len(receiver.received) == 5)
+
+    async def logged() -> bool:  # an attempt is logged once its outcome is written, after the answer
+        page = (await client.get(f"/v1/subscriptions/{sid}/deliveries", params={"limit": 10})).json()
+        return len(page["data"]) == 5
+
+    await wait_for(logged, what="every attempt in the log")
     seen: list[str] = []
     cursor = None
     for _ in range(5):

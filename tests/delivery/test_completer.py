@@ -8,9 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from bridge.delivery.completer import Completer
 from bridge.delivery.models import Attempt, Delivery, Subscription
-from bridge.delivery.queue import Completion
+from bridge.delivery.queue import Claim, Completion
+from bridge.store.codec import as_text
 from bridge.testing.events import make_events
 from tests.delivery.parts import DeliveryParts
 
@@ -91,3 +94,56 @@ async def test_a_batch_is_capped_and_the_rest_follows(dispatcher_factory: Factor
     assert all(held for held, _ in results) and len(results) == 10
     assert await dispatcher.redis.hlen(dispatcher.keys.deliveries(subscription.id)) == 0
     assert await dispatcher.redis.zcard(dispatcher.keys.due(subscription.id)) == 0
+
+
+async def test_a_write_with_a_claim_claims_each_lane_s_next_head_while_the_subscription_is_as_it_was(
+    dispatcher_factory: Factory,
+) -> None:
+    """The worker's completer asks each write to claim the next head of every lane it moves on: leased to
+    the claim's token in the same script, so no other claim takes it; not while the subscription is
+    disabled or changed since the batch's copy was read (then the next head is due, as without a claim)."""
+    dispatcher = dispatcher_factory()  # not started: the test plays the worker
+    queue, store = dispatcher.queue, dispatcher.store
+    subscription = await store.create(url="http://127.0.0.1:9/hook")  # ordered
+    events = make_events(1, 4) + make_events(2, 4)
+    by_school = {e.event_id: e for e in events}
+    await dispatcher.fan_out(events)
+    completer = Completer(queue, lambda: 0.0)
+    tokens = iter(["c1", "c2", "c3"])
+    told: list[tuple[str, list[tuple[int, int]], str]] = []
+    completer.claim = lambda s: Claim(lease_until=time.time() + 30, token=next(tokens))
+    completer.claimed = lambda s, ds, token: told.append(
+        (s.id, sorted((d.school_id, by_school[d.event_id].sequence) for d in ds), token)
+    )
+
+    def sequences(deliveries: list[Delivery]) -> list[tuple[int, int]]:
+        return sorted((d.school_id, by_school[d.event_id].sequence) for d in deliveries)
+
+    now = time.time()
+    heads = await queue.claim(subscription.id, now=now, lease_until=now + 30, token="w", limit=10)
+    assert sequences(heads) == [(1, 1), (2, 1)]
+    await asyncio.gather(*(completer.complete(finished(subscription, d, "w", now)) for d in heads))
+    assert told == [(subscription.id, [(1, 2), (2, 2)], "c1")]
+    leases = await dispatcher.redis.hgetall(dispatcher.keys.leases(subscription.id))
+    assert sorted(leases.values()) == [b"c1", b"c1"]
+    later = time.time()
+    assert await queue.claim(subscription.id, now=later, lease_until=later + 30, token="x", limit=10) == []
+
+    # Changed since the batch's copy was read: the next heads are due for the next claim instead.
+    second = [d for d in await queue.get(subscription.id, [as_text(k) for k in leases]) if d is not None]
+    await store.update(subscription.id, {"description": "changed"})
+    await asyncio.gather(*(completer.complete(finished(subscription, d, "c1", later)) for d in second))
+    assert len(told) == 1
+    fresh = time.time()
+    due = await queue.claim(subscription.id, now=fresh, lease_until=fresh + 30, token="y", limit=10)
+    assert sequences(due) == [(1, 3), (2, 3)]
+
+    # Disabled: nothing claimed, though the batch's copy has the subscription's `updated_at` (what the
+    # copy says of `enabled` is not what counts).
+    await store.disable(subscription.id, "a test")
+    as_read = msgspec.structs.replace(await store.get(subscription.id), enabled=True)
+    await asyncio.gather(*(completer.complete(finished(as_read, d, "y", fresh)) for d in due))
+    assert len(told) == 1
+    fresh = time.time()
+    due = await queue.claim(subscription.id, now=fresh, lease_until=fresh + 30, token="z", limit=10)
+    assert sequences(due) == [(1, 4), (2, 4)]  # due, for a worker that finds the subscription enabled
