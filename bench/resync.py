@@ -7,13 +7,14 @@ poller commits them (`SchoolFeed` of bench/delivery_setup.py: `plan_diff`, `fini
 `record_events`, `SnapshotStore.commit`, `Outbox.publish`, then the hand-off is woken): a school of
 20,000 learners and 20 schools of 20 learners, each as a silent baseline first.
 
-1. Lane baseline: 10,000 learners of the big school change in one poll (10,000 `learner.updated` events in
-   that school's lane), appended before the worker starts; timed from the worker's start until the receiver
-   has them all, with the live feed of 2 beside them as it runs beside the resync (3), so that the two
-   rates differ by what a snapshot event costs against a change event, not by the live feed. This is what
-   the same lane does with change events; CPU per event of the bench process and of redis-server (INFO
-   cpu). It also fills the subscription's attempt log to its cap (MAX_ATTEMPT_LOG, 10,000), as in a
-   bridge that has been serving: the log's growth to its fixed cap is not the resync's.
+1. Lane: 10,000 learners of the big school change in one poll (10,000 `learner.updated` events in that
+   school's lane), appended before the worker starts; timed from the worker's start until the receiver has
+   them all (printed: the lane alone). It fills the subscription's attempt log to its cap (MAX_ATTEMPT_LOG,
+   10,000), as in a bridge that has been serving: the log's growth to its fixed cap is not the resync's.
+   Then the lane baseline: 10,000 more change the same way, timed from their commit until the receiver has
+   them all, with the live feed of 2 beside them as it runs beside the resync (3), so that the two rates
+   differ by what a snapshot event costs against a change event, not by the live feed. CPU per event of
+   the bench process and of redis-server (INFO cpu).
 2. Live latency without a resync: the 20 small schools, one changed learner every 20 ms (50 events/s,
    schools in turn) for 10 s; per event, from just before its commit to the receiver's receive time.
 3. Resync: `Resyncs.start(subscription, [big school], ["learner"])`, the resync loop doing the rest,
@@ -172,6 +173,10 @@ class Figures:
     log_before: int = 0
     log_after: int = 0
     lane_redis_us: float = 0.0
+    alone_rate: float = 0.0
+    alone_cpu_us: float = 0.0
+    alone_redis_us: float = 0.0
+    """The first lane of change events, with nothing beside it (it fills the attempt log)."""
     resync_redis_us: float = 0.0
     all_at_once: int = 0
     all_at_once_queued: int = 0
@@ -339,6 +344,15 @@ async def measure(
     await handoff_ready(services)
     started, cpu, redis_before = time.time(), delivery_cpu(services), await redis_cpu(redis)
     await services.start_delivery()  # the resync loop too: here, or in the hand-off process
+    finished = await until_received(receiver, len(lane))
+    figures.alone_cpu_us = (delivery_cpu(services) - cpu) / len(lane) * 1e6
+    figures.alone_rate = len(lane) / (finished - started)
+    figures.alone_redis_us = (await redis_cpu(redis) - redis_before) / len(lane) * 1e6
+    # The same again with the live feed beside it: the baseline of the resync's rate.
+    await receiver.reset()
+    cpu, redis_before = delivery_cpu(services), await redis_cpu(redis)
+    started, lane = await big.poll(services, min(LANE_CHANGES, learners))
+    services.handoff.wake()
     finished = await lane_beside_live(services, receiver, live, {e.id for e in lane})
     figures.lane_cpu_us = (delivery_cpu(services) - cpu) / len(lane) * 1e6
     figures.lane_rate = len(lane) / (finished - started)
@@ -375,6 +389,11 @@ async def main(learners: int = BIG_LEARNERS) -> bool:
         f"{f.resync_rate:,.0f}/s, CPU each: {f.resync_cpu_us:.0f} µs bridge (bench and hand-off processes, "
         "live feed included), "
         f"{f.resync_redis_us:.0f} µs redis-server"
+    )
+    print(
+        f"  lane alone    {f.lane_events:,} change events in the same lane, nothing beside them: "
+        f"{f.alone_rate:,.0f}/s, CPU each {f.alone_cpu_us:.0f} µs bench, {f.alone_redis_us:.0f} µs "
+        f"redis-server; resync / lane alone {f.resync_rate / f.alone_rate:.2f}"
     )
     print(
         f"  lane baseline {f.lane_events:,} change events in the same lane, the live feed beside them: "
