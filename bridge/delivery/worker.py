@@ -207,28 +207,30 @@ class Worker:
         for subscription in subscriptions[start:] + subscriptions[:start]:
             if free <= 0 or self._stopping:
                 break
-            self._counter += 1
-            token = f"{self._tag}:{self._counter}"
+            token = self._token()
             now = time.time()
             claimed = await self._queue.claim(
                 subscription.id, now=now, lease_until=now + self.lease_seconds, token=token, limit=free
             )
-            claimed_at = time.monotonic()
-            self._ready.extend((subscription, delivery, token, claimed_at) for delivery in claimed)
+            self._claimed(subscription, claimed, token)
             free -= len(claimed)
-            self._launch()
+
+    def _token(self) -> str:
+        """A fresh token for one claim: this worker's tag and a counter."""
+        self._counter += 1
+        return f"{self._tag}:{self._counter}"
 
     def _claim_next(self, subscription: Subscription) -> Claim | None:
         """The claim a write of an ordered subscription's completions makes for the lanes it moves on
         (`Completer`): a fresh token, a lease as the tick's; none once stopping."""
         if self._stopping:
             return None
-        self._counter += 1
-        return Claim(lease_until=time.time() + self.lease_seconds, token=f"{self._tag}:{self._counter}")
+        return Claim(lease_until=time.time() + self.lease_seconds, token=self._token())
 
     def _claimed(self, subscription: Subscription, deliveries: list[Delivery], token: str) -> None:
-        """A write claimed lanes' next heads: they wait for a slot as a tick's claims do. (The write
-        checked, in the same script, that the subscription is enabled and as `subscription` has it.)"""
+        """Claimed deliveries, a tick's or the lanes' next heads a write claimed (that write checked, in
+        the same script, that the subscription is enabled and as `subscription` has it): they wait for a
+        slot, and start at once while slots are free."""
         claimed_at = time.monotonic()
         self._ready.extend((subscription, delivery, token, claimed_at) for delivery in deliveries)
         self._launch()

@@ -589,13 +589,11 @@ end
 if #rows == 0 then return {{}, {}} end
 local leases = redis.call('HMGET', KEYS[2], unpack(ids))
 local exists = redis.call('EXISTS', KEYS[6]) == 1
-local claiming, claimed = false, {}
-if ordered and exists and ARGV[5] ~= '' then
-  local now_is = redis.call('HMGET', KEYS[6], 'enabled', 'updated_at')
-  claiming = now_is[1] == 'true' and now_is[2] == ARGV[7]
-end
-local since = exists and redis.call('HGET', KEYS[6], '$failing_since')
+local now_is = exists and redis.call('HMGET', KEYS[6], '$failing_since', 'enabled', 'updated_at') or {}
+local since = exists and now_is[1]
 if since == 'null' then since = false end
+local claimed = {}
+local claiming = ordered and ARGV[5] ~= '' and now_is[2] == 'true' and now_is[3] == ARGV[7]
 local first_since = since
 local out, held, log, delivered, unqueue, events = {}, {}, {}, {}, {}, {}
 for i, r in ipairs(rows) do

@@ -112,12 +112,11 @@ async def test_a_write_with_a_claim_claims_each_lane_s_next_head_while_the_subsc
     tokens = iter(["c1", "c2", "c3"])
     told: list[tuple[str, list[tuple[int, int]], str]] = []
     completer.claim = lambda s: Claim(lease_until=time.time() + 30, token=next(tokens))
-    completer.claimed = lambda s, ds, token: told.append(
-        (s.id, sorted((d.school_id, by_school[d.event_id].sequence) for d in ds), token)
-    )
 
     def sequences(deliveries: list[Delivery]) -> list[tuple[int, int]]:
         return sorted((d.school_id, by_school[d.event_id].sequence) for d in deliveries)
+
+    completer.claimed = lambda s, ds, token: told.append((s.id, sequences(ds), token))
 
     now = time.time()
     heads = await queue.claim(subscription.id, now=now, lease_until=now + 30, token="w", limit=10)
