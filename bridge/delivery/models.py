@@ -130,10 +130,19 @@ class Subscription(msgspec.Struct, kw_only=True):
     delivery: DeliveryKind = "webhook"
     """`pull`: nothing is POSTed; its deliveries wait in its feed until a reader commits past them
     (delivery/feed.py); set at creation only."""
+    reshaped_at: float | None = None
+    """When the options that choose and cut its bodies (`event_types`, `school_ids`, `fields`, `redact`,
+    `payload`) last changed (None: `updated_at` says, as in subscriptions stored before it was kept)."""
 
     @property
     def pulled(self) -> bool:
         return self.delivery == "pull"
+
+    @property
+    def shaped_at(self) -> float:
+        """Since when its bodies are chosen and cut as they are now: a delivery cut since then goes out as
+        queued, whatever else changed (enabled again after an outage, a secret rotated, a new url)."""
+        return self.updated_at if self.reshaped_at is None else self.reshaped_at
 
     def matches(self, event_type: str, school_id: int) -> bool:
         if self.school_ids is not None and school_id not in self.school_ids:

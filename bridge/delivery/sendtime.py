@@ -2,7 +2,8 @@
 
 A delivery is sent, or read from a feed, as the subscription is when that happens, whatever queued it
 (docs/delivery.md): `withheld` says when it is dropped instead, `recut` cuts its body again when the
-subscription changed since the body was cut, and `as_now` does both.
+subscription's options that choose and cut bodies changed since (`Subscription.shaped_at`), and `as_now`
+does both.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def withheld(
         return "erased"
     if delivery.created_at < expired_before:
         return "expired"
-    if delivery.shaped_at < subscription.updated_at and not subscription.matches(
+    if delivery.shaped_at < subscription.shaped_at and not subscription.matches(
         delivery.event_type, delivery.school_id
     ):
         return "skipped"
@@ -42,7 +43,7 @@ def as_it_is(
     """Whether the delivery goes out as it was queued (nothing to drop, nothing to cut again): what
     `as_now` would give back unchanged, told without its round of the event loop (the usual case)."""
     return (
-        delivery.shaped_at >= subscription.updated_at
+        delivery.shaped_at >= subscription.shaped_at
         and withheld(subscription, delivery, erasing=erasing, expired_before=expired_before) is None
     )
 
@@ -81,7 +82,7 @@ async def as_now(
     """The delivery as the subscription, as it is now, wants it: itself, or its body cut again (`recut`);
     or why it is not sent (`withheld`, or what `recut` found), having dropped it from the queue."""
     outcome = withheld(subscription, delivery, erasing=erasing, expired_before=expired_before)
-    if outcome is None and delivery.shaped_at < subscription.updated_at:
+    if outcome is None and delivery.shaped_at < subscription.shaped_at:
         cut = await recut(events, subscription, delivery)
         if isinstance(cut, Delivery):
             return cut

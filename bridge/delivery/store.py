@@ -39,6 +39,8 @@ MAX_DESCRIPTION = 1000
 MAX_FILTER_ITEMS = 1000
 MAX_FIELD_NAMES = 500
 MAX_FIELD_NAME = 200
+SHAPING = frozenset({"event_types", "school_ids", "fields", "redact", "payload"})
+"""The options that choose and cut a subscription's bodies: a change to one moves its `reshaped_at`."""
 _json = msgspec.json.Encoder()
 _journal = msgspec.json.Decoder(ErasureEntry)
 
@@ -234,6 +236,7 @@ class SubscriptionStore:
             ordered=ordered or kind == "pull",  # a feed keeps each school's order by itself
             created_at=now,
             updated_at=now,
+            reshaped_at=now,
             fields=validate_fields(fields),
             redact=validate_redact(redact),
             payload=validate_payload(payload),
@@ -343,6 +346,8 @@ class SubscriptionStore:
             elif not enabled and current.enabled:
                 fields["disabled_reason"] = "disabled by an administrator"
         fields["updated_at"] = self._clock()
+        if SHAPING.intersection(fields):
+            fields["reshaped_at"] = fields["updated_at"]  # its queued deliveries are cut again when sent
         await self._set(subscription_id, fields)
         if resume:
             await self.scripts.subscription_resume(

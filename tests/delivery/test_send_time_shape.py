@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from standardwebhooks.webhooks import Webhook
 
 from bridge.delivery import queue, service, source
-from bridge.delivery.models import Delivery, OutgoingEvent
+from bridge.delivery.models import Delivery, OutgoingEvent, Subscription
 from bridge.delivery.source import LogEventSource
 from bridge.events.envelope import FieldChange, new_event
 from bridge.events.ids import event_id_at
@@ -321,6 +321,61 @@ async def test_a_waiting_delivery_gets_back_what_a_patch_unmasks(
     assert [b["data"] for b in verified(receiver, sub["secret"])] == [FULL, FULL]
 
 
+class CountingSource(LogEventSource):
+    """The event log as the worker reads it, counting the envelopes read to cut a body again."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__(log)
+        self.reads = 0
+
+    async def get(self, event_id: str) -> OutgoingEvent | None:
+        self.reads += 1
+        return await super().get(event_id)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param([{"enabled": True}], id="enabled again"),
+        pytest.param([{"description": "after the outage"}, {"enabled": True}], id="description"),
+        pytest.param(["rotate", {"enabled": True}], id="secret rotated"),
+        pytest.param([{"redact": ["id_number"]}, {"enabled": True}], id="redact added"),
+    ],
+)
+async def test_a_backlog_is_cut_again_only_when_an_option_that_cuts_it_changed(
+    changes: list[Any],
+    dispatcher_factory: Callable[..., DeliveryParts],
+    redis: aioredis.Redis,
+    log: EventLog,
+    receiver_factory: Receivers,
+) -> None:
+    """Deliveries queued while the subscription was disabled (an outage) go out as they were queued when it
+    comes back, unless `event_types`, `school_ids`, `fields`, `redact` or `payload` changed meanwhile: then
+    each is cut again from the logged envelope."""
+    receiver, url = receiver_factory()
+    source = CountingSource(log)
+    parts = dispatcher_factory(fast_settings(), events=source)
+    async with api_client(build_app(parts)) as api:
+        sub = await subscribe(api, url)
+        await patch(api, sub["id"], enabled=False)
+        events = await logged(redis, log, ("debtor.created", {}), ("debtor.created", {}))
+        await parts.fan_out(events)
+        await parts.start()
+        secret = sub["secret"]
+        for change in changes:
+            if change == "rotate":
+                rotated = await api.post(f"/v1/subscriptions/{sub['id']}/rotate-secret")
+                assert rotated.status_code == 200, rotated.text
+                secret = rotated.json()["secret"]
+            else:
+                await patch(api, sub["id"], **change)
+        await wait_for(lambda: len(receiver.received) == 2, what="the backlog")
+    cut_again = "redact" in changes[0]
+    assert source.reads == (2 if cut_again else 0)
+    expected = {**DEBTOR, "id_number": MASKED} if cut_again else FULL
+    assert [b["data"] for b in verified(receiver, secret)] == [expected, expected]
+
+
 async def test_a_redelivery_named_to_a_subscription_still_goes_regardless_of_its_filters(
     client: httpx.AsyncClient,
     dispatcher: DeliveryParts,
@@ -353,6 +408,13 @@ def test_a_delivery_stored_before_projected_at_was_kept_reads_as_cut_when_queued
     stored = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=Delivery)
     assert stored.projected_at is None and stored.shaped_at == 20.0
     assert msgspec.structs.replace(stored, projected_at=15.0).shaped_at == 15.0
+
+
+def test_a_subscription_stored_before_reshaped_at_was_kept_reads_as_reshaped_when_last_updated() -> None:
+    stored = {"id": "sub_1", "url": "https://example.com/hook", "secret": "whsec_x", "created_at": 10.0}
+    old = msgspec.convert({**stored, "updated_at": 30.0}, Subscription)
+    assert old.reshaped_at is None and old.shaped_at == 30.0
+    assert msgspec.structs.replace(old, reshaped_at=20.0).shaped_at == 20.0
 
 
 async def test_a_retry_after_a_failure_follows_a_patch_made_in_between(
