@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 import redis.asyncio as aioredis
@@ -40,10 +42,30 @@ BACKLOG_CHUNK = 1_000
 START_SECONDS = 60.0
 
 
+@dataclass(frozen=True)
+class Processes:
+    rate: float
+    """Deliveries per second."""
+    cpu_us: float
+    """The delivering processes' CPU µs per delivery."""
+    busy: float
+    """Cores the whole machine kept busy meanwhile (every process: the delivering ones, Redis, the
+    receiver), on average: `machine_busy` over the timed span."""
+
+
+def machine_busy() -> float:
+    """CPU seconds the machine spent busy so far, all cores (/proc/stat: user, nice, system, irq and
+    softirq; not idle, I/O wait or time stolen by the host)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 async def processes(
     redis: aioredis.Redis, settings: Settings, receiver: ReceiverProcess, count: int
-) -> tuple[float, float]:
-    """Deliveries per second with `count` delivering processes, and their CPU µs per delivery."""
+) -> Processes:
+    """Deliveries per second with `count` delivering processes, their CPU µs per delivery, and how many
+    cores the machine kept busy meanwhile."""
     await redis.flushdb()
     services = Services.build(settings, redis=redis)
     subscription = await services.subscriptions.create(url=receiver.url, ordered=False)
@@ -65,8 +87,9 @@ async def processes(
             await asyncio.sleep(0.05)
         await receiver.reset()
         await redis.rpush(GO, *range(count))
-        started = time.perf_counter()
+        started, busy = time.perf_counter(), machine_busy()
         finished = await until_delivered(services, subscription.id, len(events))
+        busy = machine_busy() - busy
         await redis.rpush(STOP, *range(count))
         for worker in workers:
             await worker.wait()
@@ -79,7 +102,7 @@ async def processes(
     stats = await receiver.stats()
     assert stats["count"] >= len(events), f"the receiver got {stats['count']} of {len(events)}"
     verify_samples(stats, subscription.secret)
-    return len(events) / (finished - started), cpu / len(events) * 1e6
+    return Processes(len(events) / (finished - started), cpu / len(events) * 1e6, busy / (finished - started))
 
 
 @dataclass(frozen=True)
