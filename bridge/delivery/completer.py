@@ -11,7 +11,7 @@ process killed before the write leaves the lease to run out, the delivery to be 
 
 A worker may also ask each write to claim what it makes due (`claim`, `claimed`): an ordered lane's next
 head, leased to that worker in the same script call, so one school's events follow each other without a
-round of claims between them.
+round of claims between them. A write that made a lane's next head due instead tells it so (`due`).
 
 Each subscription has at most one write in flight. Completions that arrive while it runs wait for it
 and then go together in the next one (at most `max_batch`), so a busy process writes in batches as
@@ -53,6 +53,8 @@ class Completer:
         self.max_batch = max_batch
         self.claim: Claimer | None = None
         self.claimed: Claimed | None = None
+        self.due: Callable[[], None] | None = None
+        """Told when a write made a lane's next head due rather than claimed it."""
         self._waiting: dict[str, list[tuple[Completion, Written]]] = {}
         self._writing: dict[str, asyncio.Task[None]] = {}
 
@@ -117,10 +119,12 @@ class Completer:
         claim = self.claim(subscription) if self.claim is not None and subscription.ordered else None
         claimed: list[Delivery] = []
         try:
-            results, claimed = await self.queue.complete_batch(
+            completed = await self.queue.complete_batch(
                 sid, [completion for completion, _ in batch], log_cutoff=self.log_cutoff(), claim=claim
             )
-            outcomes = list(results)
+            outcomes, claimed = list(completed.results), completed.claimed
+            if completed.made_due and self.due is not None:
+                self.due()
         except Exception as error:
             outcomes = [error] * len(batch)
         if claimed and claim is not None and self.claimed is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
@@ -77,6 +77,18 @@ class Claim(msgspec.Struct, frozen=True):
 
     lease_until: float
     token: str
+
+
+class Completed(NamedTuple):
+    """What one `complete_batch` did."""
+
+    results: list[tuple[bool, float | None]]
+    """Per completion: its lease still held, the subscription failing since."""
+    claimed: list[Delivery]
+    """Lanes' next heads claimed as the `Claim` says."""
+    made_due: bool
+    """Whether a lane's next head was made due for any claim instead (no claim asked, or the subscription
+    disabled or changed): a worker looks for it at once."""
 
 
 class Completion(msgspec.Struct, kw_only=True, frozen=True):
@@ -284,14 +296,15 @@ class DeliveryQueue:
             next_at=next_at,
             attempt=attempt,
         )
-        (result,), _ = await self.complete_batch(subscription.id, [done], log_cutoff=log_cutoff)
-        return result
+        completed = await self.complete_batch(subscription.id, [done], log_cutoff=log_cutoff)
+        return completed.results[0]
 
     async def complete_batch(
         self, subscription_id: str, batch: list[Completion], *, log_cutoff: float, claim: Claim | None = None
-    ) -> tuple[list[tuple[bool, float | None]], list[Delivery]]:
+    ) -> Completed:
         """Record finished attempts of one subscription in one script call, in the order given; returns
-        per attempt (lease still held, the subscription failing since), and what `claim` claimed.
+        per attempt (lease still held, the subscription failing since), what `claim` claimed, and whether
+        a lane's next head was made due instead.
 
         With a `claim` (an ordered subscription's worker), each lane a delivery leaves has its next head
         claimed in the same call, as `claim` says, while the subscription is enabled and its `updated_at`
@@ -339,8 +352,8 @@ class DeliveryQueue:
         else:
             updated_at = _json.encode(batch[0].subscription.updated_at)
             args += [repr(claim.lease_until), claim.token, updated_at]
-        results, claimed = await self._scripts.delivery_complete(keys=keys, args=args)
-        return [_held(r) for r in results], [_delivery.decode(r) for r in claimed]
+        results, claimed, made_due = await self._scripts.delivery_complete(keys=keys, args=args)
+        return Completed([_held(r) for r in results], [_delivery.decode(r) for r in claimed], made_due == 1)
 
     async def release(self, subscription_id: str, delivery_id: str, *, token: str, now: float) -> None:
         await self._scripts.delivery_release(

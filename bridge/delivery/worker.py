@@ -7,10 +7,11 @@ start the moment a slot frees (`_launch`), so a slot does not sit empty for a ro
 that records an ordered lane's delivery also claims the lane's next one for this worker (`_claim_next`,
 `_claimed`): one school's events follow each other without a round of claims between them. Claimed
 deliveries stay at most twice the concurrency, whether waiting, sending or being recorded. It wakes when
-an attempt finishes (a success once its outcome is written: only then is its claim freed and its lane
-moved on) or the intake queued something (`wake`), and otherwise polls every `poll_interval`
-seconds (one cheap script per enabled subscription per tick), so other processes' fan-outs and expiring
-retries are picked up quickly.
+an attempt fails, when a success's outcome is written while the last round of claims took all it could
+hold (only then is its claim freed; with less due than room, all of it was claimed and a round would find
+nothing), when a write made a lane's next head due rather than claiming it, or when the intake or a resync
+queued something (`wake`); and otherwise polls every `poll_interval` seconds (one cheap script per
+enabled subscription per tick), so other processes' fan-outs and expiring retries are picked up quickly.
 
 One attempt: `_as_now` (the delivery as the subscription is now: dropped, or its body cut again), send,
 then `_record`, the one place a delivery's outcome is recorded: classified (ok, retry, dead, or hold on
@@ -106,11 +107,15 @@ class Worker:
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
         self._round_robin = 0
+        self._short = True
+        """Whether the last tick claimed as much as it could hold (so more may be due): a freed claim then
+        wakes the loop. Otherwise all that was due was claimed, and what becomes due later wakes it
+        itself (a fan-out, a resync, a write that made a lane's next head due) or waits for a tick."""
         self._erasing: frozenset[str] = frozenset()
         """The events being erased, as the last tick loaded them with the subscriptions it claims for."""
         # Taken once: looking a metric's labels up on every attempt adds up.
         self._delivered_ok = metrics.DELIVERIES.labels(outcome="ok")
-        completer.claim, completer.claimed = self._claim_next, self._claimed
+        completer.claim, completer.claimed, completer.due = self._claim_next, self._claimed, self.wake
 
     @property
     def running(self) -> bool:
@@ -200,6 +205,7 @@ class Worker:
         # stay at most twice the concurrency; those that waited too long for a slot go back first.
         await self._hand_back(self._stale())
         free = CLAIMED_PER_SLOT * self._settings.delivery_concurrency - self.in_flight
+        self._short = free <= 0
         if free <= 0 or not subscriptions:
             return
         start = self._round_robin % len(subscriptions)
@@ -214,6 +220,7 @@ class Worker:
             )
             self._claimed(subscription, claimed, token)
             free -= len(claimed)
+        self._short = free <= 0  # else every subscription had less due than it could take
 
     def _token(self) -> str:
         """A fresh token for one claim: this worker's tag and a counter."""
@@ -386,7 +393,8 @@ class Worker:
     ) -> None:
         """A success's outcome is written (or the write failed): its claim is freed, and it is counted."""
         self._recording -= 1
-        self._wake.set()
+        if self._short or isinstance(written, Exception):
+            self._wake.set()  # room for more of what is due
         if isinstance(written, Exception):
             # The lease runs out and the delivery is attempted again: at-least-once holds.
             _bound(subscription, delivery).warning(

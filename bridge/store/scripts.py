@@ -572,7 +572,8 @@ return out
 #       `updated_at` as the claimer knows it (JSON)
 # A batch of finished attempts of one subscription, in the order given (one call, not one per delivery);
 # each item is what one completion was before. Returns {per item -1 when its lease was lost, else the
-# subscription's failing_since after it ('' when not failing); the records claimed}. On success the
+# subscription's failing_since after it ('' when not failing); the records claimed; 1 when a lane's next
+# head was made due rather than claimed, else 0}. On success the
 # event's trace records it, unless a later delivery of the event has taken its place. The attempt log is
 # trimmed once per batch. With a claim, a lane moved on has its next head claimed at once (leased until
 # ARGV[5] under ARGV[6], its record returned) rather than made due for the next claim, while the
@@ -586,13 +587,13 @@ while pos <= #blob do
   rows[#rows + 1] = r
   ids[#ids + 1] = r.id
 end
-if #rows == 0 then return {{}, {}} end
+if #rows == 0 then return {{}, {}, 0} end
 local leases = redis.call('HMGET', KEYS[2], unpack(ids))
 local exists = redis.call('EXISTS', KEYS[6]) == 1
 local now_is = exists and redis.call('HMGET', KEYS[6], '$failing_since', 'enabled', 'updated_at') or {}
 local since = exists and now_is[1]
 if since == 'null' then since = false end
-local claimed = {}
+local claimed, made_due = {}, 0
 local claiming = ordered and ARGV[5] ~= '' and now_is[2] == 'true' and now_is[3] == ARGV[7]
 local first_since = since
 local out, held, log, delivered, unqueue, events = {}, {}, {}, {}, {}, {}
@@ -633,6 +634,7 @@ for i, r in ipairs(rows) do
             claimed[#claimed + 1] = record
           else
             redis.call('ZADD', KEYS[1], 'NX', r.now, nxt)
+            made_due = 1
           end
         end
       else
@@ -659,7 +661,7 @@ end
 if exists and since ~= first_since then redis.call('HSET', KEYS[6], '$failing_since', since or 'null') end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[2]) - 1)
-return {out, claimed}
+return {out, claimed, made_due}
 """)
 
 # KEYS: fanned, traces, subscription.  ARGV: event_id, event_ts, trace, check_fanned

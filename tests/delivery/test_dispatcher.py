@@ -6,10 +6,12 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
+from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
 from bridge import __version__
+from bridge.delivery.models import Delivery
 from bridge.delivery.store import SubscriptionStore
 from bridge.testing.events import make_event, make_events
 from bridge.testing.receivers import Answer, Received, Receiver
@@ -337,3 +339,52 @@ async def test_restarts_after_stop(dispatcher_factory: Factory, receiver_factory
     await dispatcher.fan_out([third])
     await wait_for(lambda: len(receiver.received) == 3, what="a delivery after the restart")
     assert receiver.ids() == [first.event_id, second.event_id, third.event_id]
+
+
+def counted_claims(dispatcher: DeliveryParts) -> list[int]:
+    """The worker's rounds of claims from now on: one entry (the number claimed) per claim script call."""
+    calls: list[int] = []
+    claim = dispatcher.queue.claim
+
+    async def counting(subscription_id: str, **options: Any) -> list[Delivery]:
+        claimed = await claim(subscription_id, **options)
+        calls.append(len(claimed))
+        return claimed
+
+    dispatcher.queue.claim = counting  # type: ignore[method-assign]
+    return calls
+
+
+async def test_a_school_s_events_follow_each_other_without_rounds_of_claims(
+    dispatcher_factory: Factory, receiver_factory: Receivers
+) -> None:
+    """The poll far off: a lane of 20 events still goes out at once, in order. The write that records
+    each one claims the lane's next head; the worker's loop makes no round of claims between them."""
+    receiver, url = receiver_factory()
+    dispatcher = dispatcher_factory(poll_interval=30.0)
+    await dispatcher.store.create(url=url)
+    events = make_events(1000, 20)
+    await dispatcher.fan_out(events)
+    rounds = counted_claims(dispatcher)
+    await dispatcher.start()
+    await wait_for(lambda: len(receiver.received) == 20, timeout=10.0, what="20 deliveries")
+    assert receiver.ids() == [e.event_id for e in events]
+    assert len(rounds) <= 2, rounds
+
+
+async def test_a_write_that_cannot_claim_the_next_head_wakes_the_worker_for_it(
+    dispatcher_factory: Factory, receiver_factory: Receivers
+) -> None:
+    """The subscription changed while its lane's head was sent: the write that records it makes the next
+    head due instead of claiming it (a claim holds only while the subscription is as the worker read it),
+    and the worker claims it at once, not at its next poll."""
+    receiver, url = receiver_factory(lambda _r, n: Answer(delay=0.5) if n == 1 else Answer())
+    dispatcher = dispatcher_factory(poll_interval=30.0)
+    subscription = await dispatcher.store.create(url=url)
+    events = make_events(1000, 3)
+    await dispatcher.fan_out(events)
+    await dispatcher.start()
+    await wait_for(lambda: len(receiver.received) == 1, what="the head sent")
+    await dispatcher.store.update(subscription.id, {"description": "changed while it was sent"})
+    await wait_for(lambda: len(receiver.received) == 3, timeout=10.0, what="the rest of the lane")
+    assert receiver.ids() == [e.event_id for e in events]
