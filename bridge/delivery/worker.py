@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import secrets
 import time
@@ -52,7 +53,7 @@ from bridge.delivery.policy import GONE_REASON, gone, next_delay
 from bridge.delivery.queue import Claim, Completion, DeliveryQueue, Outcome
 from bridge.delivery.sender import Sender
 from bridge.delivery.sendtime import as_it_is, as_now
-from bridge.delivery.store import SubscriptionStore
+from bridge.delivery.store import Current, SubscriptionStore
 from bridge.loops import poll
 from bridge.settings import Settings
 
@@ -64,6 +65,9 @@ SWEEP_SECONDS = 3600.0  # the orphan sweep SCANs the whole keyspace: at start, t
 WAKE_DEBOUNCE_SECONDS = 0.001
 CLAIMED_PER_SLOT = 2
 """Deliveries held at once (waiting for a slot, sending, being recorded) per slot of concurrency."""
+FRESH_SECONDS = 0.005
+"""A send reads the erasures under way again first when the worker's last read is older than this: a
+delivery claimed by a write goes out without a tick (and its read) before it."""
 READY_SECONDS = LEASE_MARGIN_SECONDS / 2
 """A claimed delivery that waited this long for a slot is handed back: its lease must still cover the
 attempt (bounded by the timeout) and the recording of its outcome."""
@@ -112,7 +116,11 @@ class Worker:
         wakes the loop. Otherwise all that was due was claimed, and what becomes due later wakes it
         itself (a fan-out, a resync, a write that made a lane's next head due) or waits for a tick."""
         self._erasing: frozenset[str] = frozenset()
-        """The events being erased, as the last tick loaded them with the subscriptions it claims for."""
+        """The events being erased, as last read (a tick, or `_fresh` before a send)."""
+        self._read_at = -math.inf
+        """When `_erasing` was read (monotonic)."""
+        self._reading: asyncio.Future[None] | None = None
+        """Set while one send reads it for all that wait (`_fresh`)."""
         # Taken once: looking a metric's labels up on every attempt adds up.
         self._delivered_ok = metrics.DELIVERIES.labels(outcome="ok")
         completer.claim, completer.claimed, completer.due = self._claim_next, self._claimed, self.wake
@@ -192,8 +200,7 @@ class Worker:
         self._wake.clear()
 
     async def _tick(self) -> None:
-        current = await self._store.current()
-        self._erasing = current.erasing
+        current = await self._read()
         self._debug = log.bind().is_enabled_for(logging.DEBUG)
         subscriptions = [s for s in current.subscriptions if s.enabled and not s.pulled]  # a feed is read
         now = time.time()
@@ -221,6 +228,27 @@ class Worker:
             self._claimed(subscription, claimed, token)
             free -= len(claimed)
         self._short = free <= 0  # else every subscription had less due than it could take
+
+    async def _read(self) -> Current:
+        """The subscriptions and the erasures under way, as Redis has them now (one GET while unchanged)."""
+        current = await self._store.current()
+        self._erasing, self._read_at = current.erasing, time.monotonic()
+        return current
+
+    async def _fresh(self) -> None:
+        """Read the erasures under way again unless the last read is at most `FRESH_SECONDS` old: from an
+        erasure's start no send of its events begins (docs/personal-data.md). One read serves every send
+        that waits for it."""
+        while time.monotonic() - self._read_at > FRESH_SECONDS:
+            if self._reading is not None:
+                await self._reading
+                continue  # read, or it failed: then this send reads for itself
+            self._reading = reading = asyncio.get_running_loop().create_future()
+            try:
+                await self._read()
+            finally:
+                self._reading = None
+                reading.set_result(None)
 
     def _token(self) -> str:
         """A fresh token for one claim: this worker's tag and a counter."""
@@ -305,6 +333,7 @@ class Worker:
     async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> bool:
         """One attempt; whether it ended handed to the completer (a success, written later)."""
         try:
+            await self._fresh()
             sent = delivery
             if not as_it_is(
                 subscription, delivery, erasing=self._erasing, expired_before=self._expired_before()

@@ -11,7 +11,7 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from bridge import __version__
-from bridge.delivery.models import Delivery
+from bridge.delivery.models import Delivery, ErasureEntry
 from bridge.delivery.store import SubscriptionStore
 from bridge.testing.events import make_event, make_events
 from bridge.testing.receivers import Answer, Received, Receiver
@@ -388,3 +388,29 @@ async def test_a_write_that_cannot_claim_the_next_head_wakes_the_worker_for_it(
     await dispatcher.store.update(subscription.id, {"description": "changed while it was sent"})
     await wait_for(lambda: len(receiver.received) == 3, timeout=10.0, what="the rest of the lane")
     assert receiver.ids() == [e.event_id for e in events]
+
+
+async def test_a_head_claimed_by_a_write_is_not_sent_once_an_erasure_of_its_event_began(
+    dispatcher_factory: Factory, receiver_factory: Receivers
+) -> None:
+    """The write that records a lane's head claims the next one, and no tick reads the erasures under way
+    before it is sent: the send reads them itself when the worker's last read is older than a few ms. An
+    erasure that began while the head was on the wire keeps the next event from being sent."""
+    receiver, url = receiver_factory(lambda _r, n: Answer(delay=0.3) if n == 1 else Answer())
+    dispatcher = dispatcher_factory(poll_interval=30.0)
+    subscription = await dispatcher.store.create(url=url)
+    first, second = make_events(1000, 2)
+    await dispatcher.fan_out([first, second])
+    await dispatcher.start()
+    await wait_for(lambda: len(receiver.received) == 1, what="the head sent")
+    erasing = ErasureEntry(
+        school_id=1000, resource="learner", record_id="7", event_ids=[second.event_id], started_at=time.time()
+    )
+    await dispatcher.store.journal("a-test", erasing)  # an erasure's first step: no dispatcher sends it
+
+    async def erased() -> bool:
+        states = await dispatcher.service.states(second.event_id)
+        return [s.state for s in states if s.subscription_id == subscription.id] == ["erased"]
+
+    await wait_for(erased, what="the next event dropped as erased")
+    assert receiver.ids() == [first.event_id]
