@@ -66,8 +66,10 @@ WAKE_DEBOUNCE_SECONDS = 0.001
 CLAIMED_PER_SLOT = 2
 """Deliveries held at once (waiting for a slot, sending, being recorded) per slot of concurrency."""
 FRESH_SECONDS = 0.005
-"""A send reads the erasures under way again first when the worker's last read is older than this: a
+"""A send starts a read of the erasures under way when the worker's last read is older than this: a
 delivery claimed by a write goes out without a tick (and its read) before it."""
+STALE_SECONDS = 0.05
+"""A send waits for that read when the last one is older than this (the worker was idle a while)."""
 READY_SECONDS = LEASE_MARGIN_SECONDS / 2
 """A claimed delivery that waited this long for a slot is handed back: its lease must still cover the
 attempt (bounded by the timeout) and the recording of its outcome."""
@@ -119,8 +121,8 @@ class Worker:
         """The events being erased, as last read (a tick, or `_fresh` before a send)."""
         self._read_at = -math.inf
         """When `_erasing` was read (monotonic)."""
-        self._reading: asyncio.Future[None] | None = None
-        """Set while one send reads it for all that wait (`_fresh`)."""
+        self._reading: asyncio.Task[Current] | None = None
+        """The read of them under way for the sends (`_fresh`)."""
         # Taken once: looking a metric's labels up on every attempt adds up.
         self._delivered_ok = metrics.DELIVERIES.labels(outcome="ok")
         completer.claim, completer.claimed, completer.due = self._claim_next, self._claimed, self.wake
@@ -164,6 +166,8 @@ class Worker:
             for subscription_id, delivery_id, token in leftovers.values():
                 with contextlib.suppress(RedisError, OSError):
                     await self._queue.release(subscription_id, delivery_id, token=token, now=now)
+        if self._reading is not None:
+            self._reading.cancel()
         await self._sender.aclose()
         log.info("dispatcher stopped", handed_back=len(leftovers))
 
@@ -236,19 +240,18 @@ class Worker:
         return current
 
     async def _fresh(self) -> None:
-        """Read the erasures under way again unless the last read is at most `FRESH_SECONDS` old: from an
-        erasure's start no send of its events begins (docs/personal-data.md). One read serves every send
-        that waits for it."""
-        while time.monotonic() - self._read_at > FRESH_SECONDS:
-            if self._reading is not None:
-                await self._reading
-                continue  # read, or it failed: then this send reads for itself
-            self._reading = reading = asyncio.get_running_loop().create_future()
-            try:
-                await self._read()
-            finally:
-                self._reading = None
-                reading.set_result(None)
+        """Keep the erasures under way a send checks at most a few ms old (docs/personal-data.md: once an
+        erasure has begun, no send of its events begins): older than `FRESH_SECONDS`, a read starts, one
+        for all the sends; older than `STALE_SECONDS`, the send waits for it. A busy worker reads every few
+        ms and no send waits; one idle a while waits once."""
+        age = time.monotonic() - self._read_at
+        if age <= FRESH_SECONDS:
+            return
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.create_task(self._read(), name="delivery-erasures")
+            self._reading.add_done_callback(_retrieved)
+        if age > STALE_SECONDS:
+            await asyncio.shield(self._reading)
 
     def _token(self) -> str:
         """A fresh token for one claim: this worker's tag and a counter."""
@@ -475,6 +478,12 @@ class Worker:
                     subscription.id, f"failed continuously for {self._settings.disable_after_hours:g} hours"
                 )
                 bound.warning("subscription disabled: continuous failure")
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """A read no send waited for: what it raised is not left unretrieved (the next send reads again)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _logged(
