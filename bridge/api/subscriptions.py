@@ -19,6 +19,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from bridge.api.auth import admin_guard, subscription_guard
 from bridge.api.common import Cursor, Injected, Limit, PageMeta, keyset_page, page_meta, rfc3339
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
+from bridge.delivery.feed import Feed
 from bridge.delivery.models import DeliveryKind, Initial, Subscription
 from bridge.delivery.policy import gone
 from bridge.delivery.projection import Payload
@@ -257,9 +258,14 @@ class SubscriptionController(Controller):
         responses=error_responses(403, 404),
     )
     async def delete_subscription(
-        self, subscriptions: Injected[SubscriptionStore], subscription_id: FromPath[str]
+        self,
+        subscriptions: Injected[SubscriptionStore],
+        subscription_id: FromPath[str],
+        feed: Injected[Feed | None] = None,
     ) -> None:
         await subscriptions.delete(subscription_id)
+        if feed is not None:
+            await feed.notices.publish([subscription_id])  # its open streams, on every replica, end now
 
     @post(
         "/{subscription_id:str}/rotate-secret",

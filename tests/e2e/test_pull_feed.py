@@ -341,3 +341,69 @@ async def test_an_idle_stream_writes_a_comment_and_a_stream_starts_after_its_cur
 
 async def _started(server: Any) -> bool:
     return bool(server.started)
+
+
+async def test_an_idle_stream_reads_nothing_between_keep_alives_and_ends_when_its_subscription_goes(
+    redis_url: str, simulator_factory: Any, monkeypatch: Any
+) -> None:
+    """An open stream with nothing to send writes its comment lines without asking Redis for anything
+    (its feed is read when something is queued for it), and it ends at once when its subscription is
+    deleted."""
+    import uvicorn
+
+    from bridge.api import feed as feed_api
+    from bridge.app import create_app
+    from bridge.testing.servers import free_port
+    from bridge.testing.settings import TOKEN
+
+    monkeypatch.setattr(feed_api, "KEEPALIVE_SECONDS", 0.1)
+    sim: SimulatorServer = simulator_factory(schools=1, learners=5, debtors=2, seed=9, churn=0.0)
+    async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services, api(services) as client:
+        # A school that sends nothing: the stream has nothing to send while the bridge polls the other.
+        quiet = {"delivery": "pull", "school_ids": [999_999]}
+        sid = (await client.post("/v1/subscriptions", json=quiet)).json()["id"]
+        reads: list[float] = []
+        page = services.feed._page
+
+        async def counted(*args: Any) -> Any:
+            reads.append(time.monotonic())
+            return await page(*args)
+
+        monkeypatch.setattr(services.feed, "_page", counted)
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(services.settings, services), port=port, log_config=None, lifespan="off"
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        comments: list[float] = []
+        data: list[str] = []
+        following: asyncio.Task[None] | None = None
+        try:
+            await wait_for(lambda: _started(server), timeout=10, what="the server")
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
+
+                async def follow() -> None:
+                    async with http.stream("GET", f"/v1/subscriptions/{sid}/stream") as answer:
+                        async for line in answer.aiter_lines():
+                            if line.startswith(":"):
+                                comments.append(time.monotonic())
+                            elif line.removeprefix("data:").strip():  # a comment has an empty one
+                                data.append(line)
+
+                following = asyncio.create_task(follow())
+                await wait_for(lambda: len(comments) >= 3, timeout=10, what="three keep-alive comments")
+                idle_since = comments[0]
+                await wait_for(lambda: len(comments) >= 10, timeout=10, what="ten keep-alive comments")
+                assert data == []
+                assert [at for at in reads if at > idle_since] == []  # no read while idle
+                deleted = await client.delete(f"/v1/subscriptions/{sid}")
+                assert deleted.status_code == 204, deleted.text
+                await asyncio.wait_for(following, timeout=5)  # the stream ended
+        finally:
+            if following is not None and not following.done():
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+            server.should_exit = True
+            await serving
