@@ -108,7 +108,7 @@ TARGET_P99_MS = 100.0
 TARGET_TWO_PROCESSES = 1.6
 TARGET_MACHINE_SHARE = 0.9
 """Where the machine cannot give two processes 1.6x one (its cores busy with one process, Redis and the
-receiver leave less than that), two must reach this share of what it can give (`two_processes_bound`)."""
+receiver leave less than that), two must reach this share of what it can give (`main`: `bound`)."""
 TARGET_DRAIN_SHARE = 0.9
 """The backlog drain against unordered in the same run: "at the unordered rate" in issue 15."""
 TARGET_MEMORY_LEFT = 0.25
@@ -310,15 +310,13 @@ async def arq_baseline(settings: Settings, receiver: ReceiverProcess, sent: list
     return len(sent) / (finished - float(started))
 
 
-def two_processes_bound(*ones: delivery_load.Processes) -> float:
-    """How many times one process's rate two can give at most here: the cores over those the machine kept
-    busy with one delivering process (Redis and the receiver included), at most 2."""
-    return min(2.0, CORES / statistics.fmean(r.busy for r in ones))
-
-
-def _mean(*runs: tuple[float, float]) -> tuple[float, float]:
-    """The mean rate and CPU of runs of one kind."""
-    return statistics.fmean(r for r, _ in runs), statistics.fmean(c for _, c in runs)
+def _mean(*runs: delivery_load.Processes) -> tuple[float, float, float]:
+    """The mean rate, CPU a delivery and busy cores of runs of one kind."""
+    return (
+        statistics.fmean(r.rate for r in runs),
+        statistics.fmean(r.cpu_us for r in runs),
+        statistics.fmean(r.busy for r in runs),
+    )
 
 
 @dataclass
@@ -332,10 +330,6 @@ class Figures:
     timing: dict[str, Any]
     pairs: list[tuple[float, float]]
     """(unordered, ceiling) of each pair, in the order run."""
-
-    @property
-    def ratios(self) -> list[float]:
-        return [u / c for u, c in self.pairs]
 
 
 async def measure(
@@ -430,9 +424,11 @@ async def main(with_arq: bool) -> bool:
                 ordered, ordered_cpu, _ = await throughput(redis, settings, receiver, ordered=True)
                 # 1, 2, 2, 1 (ABBA): a drift of the machine's speed over the part weighs on both alike
                 runs = [await delivery_load.processes(redis, settings, receiver, n) for n in (1, 2, 2, 1)]
-                one, one_cpu = _mean(*((r.rate, r.cpu_us) for r in (runs[0], runs[3])))
-                two, two_cpu = _mean(*((r.rate, r.cpu_us) for r in (runs[1], runs[2])))
-                bound = two_processes_bound(runs[0], runs[3])
+                one, one_cpu, busy = _mean(runs[0], runs[3])
+                two, two_cpu, _ = _mean(runs[1], runs[2])
+                # What two can give at most here: the cores over those the machine kept busy with one
+                # delivering process (Redis and the receiver included), at most 2.
+                bound = min(2.0, CORES / busy)
                 drain = await delivery_load.backlog(redis, settings, receiver, [e.body for e in sent])
             async with receiver_process(tls=(cert, key)) as tls_receiver:
                 https, _ = await measure(redis, settings, tls_receiver, trust)
@@ -457,7 +453,7 @@ async def main(with_arq: bool) -> bool:
         f"2 / 1 = {two / one:.2f}x (means of 1, 2, 2, 1: " + ", ".join(f"{r.rate:,.0f}" for r in runs) + ")"
     )
     print(
-        f"                 the machine kept {statistics.fmean(r.busy for r in (runs[0], runs[3])):.2f} of "
+        f"                 the machine kept {busy:.2f} of "
         f"{CORES} cores busy with one (Redis and the receiver included), "
         + ", ".join(f"{r.busy:.2f}" for r in runs)
         + f" in turn: two can give at most {bound:.2f}x one here; measured {two / one / bound:.2f} of that"
