@@ -8,8 +8,7 @@ Each handler receives `feed` (delivery/feed.py) and `subscriptions`. A webhook s
 
 from __future__ import annotations
 
-import asyncio
-import time
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Final
 
@@ -36,10 +35,6 @@ from bridge.delivery.store import SubscriptionStore
 
 KEEPALIVE_SECONDS: Final = 15.0
 """A stream with nothing to send writes a comment line this often, so proxies keep it open."""
-RECHECK_SECONDS: Final = 300.0
-"""An idle stream reads its feed when woken (something queued for it, its subscription deleted, the
-replica's wake-up reader failing), and this often besides, in case a wake-up was lost: 2 Redis commands a
-stream every 5 minutes."""
 STREAM_BATCH: Final = 100
 
 FeedLimit = Annotated[
@@ -170,28 +165,19 @@ async def _follow(
     feed: Feed, subscription: Subscription, after: EntryId
 ) -> AsyncIterator[ServerSentEventMessage]:
     """The stream's messages: each event as it comes, a comment every `KEEPALIVE_SECONDS` while there is
-    none; it ends when the subscription is deleted. Idle, it reads nothing until woken (or
-    `RECHECK_SECONDS` pass): an open stream costs Redis nothing while nothing happens."""
-    while True:
-        with feed.notices.watch(subscription.id) as woken:  # before the read: a wake-up during it counts
-            try:
-                page = await feed.read(subscription, after, limit=STREAM_BATCH)
-            except UnknownSubscription:
-                return
-            after = page.next
-            for event in page.events:
-                yield ServerSentEventMessage(
-                    data=event.body.decode(),
-                    event=event.event_type,
-                    id=encode_cursor(subscription.id, event.position),
-                )
-            if page.events or page.more:
-                continue
-            idle = time.monotonic()
-            while time.monotonic() - idle < RECHECK_SECONDS:
-                try:
-                    await asyncio.wait_for(woken.wait(), KEEPALIVE_SECONDS)
-                except TimeoutError:
+    none (`Feed.follow`: read only when something comes); it ends when the subscription is deleted."""
+    pages = feed.follow(subscription, after, limit=STREAM_BATCH, keepalive=KEEPALIVE_SECONDS)
+    async with contextlib.aclosing(pages):
+        try:
+            async for page in pages:
+                if page is None:
                     yield ServerSentEventMessage(comment="keep-alive", data=None)  # no empty event
-                else:
-                    break
+                    continue
+                for event in page.events:
+                    yield ServerSentEventMessage(
+                        data=event.body.decode(),
+                        event=event.event_type,
+                        id=encode_cursor(subscription.id, event.position),
+                    )
+        except UnknownSubscription:
+            return

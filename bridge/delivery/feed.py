@@ -26,7 +26,7 @@ import base64
 import binascii
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -49,6 +49,10 @@ log = structlog.get_logger(__name__)
 MAX_LIMIT: Final = 500
 DEFAULT_LIMIT: Final = 100
 MAX_WAIT_SECONDS: Final = 30.0
+RECHECK_SECONDS: Final = 300.0
+"""A follower (`Feed.follow`) reads its feed when woken (something queued for it, its subscription deleted,
+the replica's wake-up reader failing), and this often besides, in case a wake-up was lost: 2 Redis
+commands a follower every 5 minutes."""
 COMMIT_CHUNK: Final = 500
 NOTICES_MAXLEN: Final = 10_000
 LISTEN_BLOCK_MS: Final = 2_000  # well under the socket timeout (store/redis.py)
@@ -264,6 +268,29 @@ class Feed:
                     await asyncio.wait_for(woken.wait(), left)
                 except TimeoutError:
                     return await self._page(subscription, after, limit)
+
+    async def follow(
+        self, subscription: Subscription, after: EntryId, *, limit: int, keepalive: float
+    ) -> AsyncGenerator[FeedPage | None, None]:
+        """Each page of events after `after` as it comes, and None every `keepalive` seconds while none does.
+        Idle, it reads nothing until woken or `RECHECK_SECONDS` pass: a follower costs Redis nothing while
+        nothing happens. Raises `UnknownSubscription` once the subscription is deleted."""
+        while True:
+            with self.notices.watch(subscription.id) as woken:  # before the read: a wake-up during it counts
+                page = await self._page(subscription, after, limit)
+                after = page.next
+                if page.events:
+                    yield page
+                if page.events or page.more:
+                    continue
+                idle = time.monotonic()
+                while time.monotonic() - idle < RECHECK_SECONDS:
+                    try:
+                        await asyncio.wait_for(woken.wait(), keepalive)
+                    except TimeoutError:
+                        yield None
+                    else:
+                        break
 
     async def _page(self, subscription: Subscription, after: EntryId, limit: int) -> FeedPage:
         sid = subscription.id
