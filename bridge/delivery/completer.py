@@ -9,9 +9,11 @@ guarantee holds as before: an ordered lane's head moves on only once its deliver
 process killed before the write leaves the lease to run out, the delivery to be claimed again
 (at-least-once).
 
-A worker may also ask each write to claim what it makes due (`claim`, `claimed`): an ordered lane's next
-head, leased to that worker in the same script call, so one school's events follow each other without a
-round of claims between them. A write that made a lane's next head due instead tells it so (`due`).
+A worker may also ask each write to claim more work for it (`claim`, `claimed`), leased to that worker in
+the same script call: an ordered lane's next head, so one school's events follow each other without a
+round of claims between them; for an unordered subscription, as many of its due deliveries as the worker
+says (as many as the write finishes, at most: the worker's `_claim_next`). A write that made a lane's next
+head due instead tells it so (`due`).
 
 Each subscription has at most one write in flight. Completions that arrive while it runs wait for it
 and then go together in the next one (at most `max_batch`), so a busy process writes in batches as
@@ -38,8 +40,8 @@ Written = Callable[[Result | Exception], None]
 """Told, once the write is done, its result for one completion, or what the write raised."""
 
 
-Claimer = Callable[[Subscription], Claim | None]
-"""Asked before each write of an ordered subscription: the claim its lanes' next heads get, or None."""
+Claimer = Callable[[Subscription, int], Claim | None]
+"""Asked before each write, with how many completions it writes: the claim it makes, or None."""
 Claimed = Callable[[Subscription, list[Delivery], str], None]
 """Told the deliveries a write claimed, with the claim's token."""
 
@@ -116,7 +118,7 @@ class Completer:
             self._waiting[sid] = more[room:]
         outcomes: list[Result | Exception]
         subscription = batch[0][0].subscription
-        claim = self.claim(subscription) if self.claim is not None and subscription.ordered else None
+        claim = self.claim(subscription, len(batch)) if self.claim is not None else None
         claimed: list[Delivery] = []
         try:
             completed = await self.queue.complete_batch(

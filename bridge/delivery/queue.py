@@ -73,10 +73,13 @@ _MAX_ATTEMPT_LOG = str(MAX_ATTEMPT_LOG)
 
 
 class Claim(msgspec.Struct, frozen=True):
-    """A claim made while completing (`complete_batch`): the lease and token a lane's next head gets."""
+    """A claim made while completing (`complete_batch`): the lease and token a lane's next head gets, or, for
+    an unordered subscription, up to `limit` of its due deliveries (due by `now`)."""
 
     lease_until: float
     token: str
+    limit: int = 0
+    now: float = 0.0
 
 
 class Completed(NamedTuple):
@@ -306,9 +309,10 @@ class DeliveryQueue:
         per attempt (lease still held, the subscription failing since), what `claim` claimed, and whether
         a lane's next head was made due instead.
 
-        With a `claim` (an ordered subscription's worker), each lane a delivery leaves has its next head
-        claimed in the same call, as `claim` says, while the subscription is enabled and its `updated_at`
-        is the batch's: the next delivery of a school goes out without a round of claims first."""
+        With a `claim`, each lane a delivery leaves has its next head claimed in the same call (an unordered
+        subscription: up to `claim.limit` of its due deliveries, as `claim` does), as `claim` says, while the
+        subscription is enabled and its `updated_at` is the batch's: the next delivery goes out without a
+        round of claims first."""
         sid = subscription_id
         keys = [
             self.keys.due(sid),
@@ -347,11 +351,11 @@ class DeliveryQueue:
                 )
             )
         args: list[str | bytes] = [repr(log_cutoff), _MAX_ATTEMPT_LOG, b"".join(items), _flag(ordered)]
-        if claim is None or not ordered:
-            args += ["", "", ""]
+        if claim is None:
+            args += ["", "", "", "0", ""]
         else:
             updated_at = _json.encode(batch[0].subscription.updated_at)
-            args += [repr(claim.lease_until), claim.token, updated_at]
+            args += [repr(claim.lease_until), claim.token, updated_at, str(claim.limit), repr(claim.now)]
         results, claimed, made_due = await self._scripts.delivery_complete(keys=keys, args=args)
         return Completed([_held(r) for r in results], [_delivery.decode(r) for r in claimed], made_due == 1)
 

@@ -4,14 +4,17 @@ Its loop claims due deliveries of enabled subscriptions from Redis (see `queue.p
 runs each attempt as a task while it has free slots (`BRIDGE_DELIVERY_CONCURRENCY` requests in flight),
 and records the outcome. It claims ahead: deliveries claimed beyond the free slots wait in `_ready` and
 start the moment a slot frees (`_launch`), so a slot does not sit empty for a round of claims. The write
-that records an ordered lane's delivery also claims the lane's next one for this worker (`_claim_next`,
-`_claimed`): one school's events follow each other without a round of claims between them. Claimed
-deliveries stay at most twice the concurrency, whether waiting, sending or being recorded. It wakes when
-an attempt fails, when a success's outcome is written while the last round of claims took all it could
-hold (only then is its claim freed; with less due than room, all of it was claimed and a round would find
-nothing), when a write made a lane's next head due rather than claiming it, or when the intake or a resync
-queued something (`wake`); and otherwise polls every `poll_interval` seconds (one cheap script per
-enabled subscription per tick), so other processes' fan-outs and expiring retries are picked up quickly.
+that records finished attempts also claims what follows them for this worker (`_claim_next`, `_claimed`):
+the next delivery of each ordered lane it moves on, so one school's events follow each other without a
+round of claims between them; for an unordered subscription, as many due deliveries as it finished, within
+the subscription's even share of the claims (the tick hands out the rest, each subscription in turn).
+Claimed deliveries stay at most twice the concurrency, whether waiting, sending or being recorded. It
+wakes when an attempt fails, when a success's outcome is written while the last round of claims took all
+it could hold (only then is its claim freed; with less due than room, all of it was claimed and a round
+would find nothing), when a write made a lane's next head due rather than claiming it, or when the intake
+or a resync queued something (`wake`); and otherwise polls every `poll_interval` seconds (one cheap script
+per enabled subscription per tick), so other processes' fan-outs and expiring retries are picked up
+quickly.
 
 One attempt: `_as_now` (the delivery as the subscription is now: dropped, or its body cut again), send,
 then `_record`, the one place a delivery's outcome is recorded: classified (ok, retry, dead, or hold on
@@ -33,7 +36,7 @@ import math
 import random
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 import msgspec
@@ -103,7 +106,10 @@ class Worker:
         self._counter = 0
         self._inflight: dict[asyncio.Task[bool], tuple[str, str, str]] = {}
         self._sending: set[asyncio.Task[bool]] = set()  # the attempts of `_inflight` not yet answered
-        self._recording = 0  # successes handed to the completer whose outcome is not written yet
+        self._recording: Counter[str] = Counter()
+        """Per subscription, successes handed to the completer whose outcome is not written yet."""
+        self._pushing = 1
+        """Enabled subscriptions this worker sends to, as the last tick found them (at least 1)."""
         self._ready: deque[tuple[Subscription, Delivery, str, float]] = deque()
         """Claimed, waiting for a slot: (subscription, delivery, token, when claimed, monotonic)."""
         self._debug = False  # whether the log takes debug lines (read each tick: a line costs ~3 µs)
@@ -134,7 +140,7 @@ class Worker:
     @property
     def in_flight(self) -> int:
         """Deliveries this process holds now: waiting for a slot, sending, or being recorded."""
-        return len(self._ready) + len(self._inflight) + self._recording
+        return len(self._ready) + len(self._inflight) + self._recording.total()
 
     async def start(self) -> None:
         """Start the loop; also after `stop()` (a restart: the HTTP session is made again on first use)."""
@@ -207,6 +213,7 @@ class Worker:
         current = await self._read()
         self._debug = log.bind().is_enabled_for(logging.DEBUG)
         subscriptions = [s for s in current.subscriptions if s.enabled and not s.pulled]  # a feed is read
+        self._pushing = max(1, len(subscriptions))
         now = time.time()
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_SECONDS
@@ -258,12 +265,30 @@ class Worker:
         self._counter += 1
         return f"{self._tag}:{self._counter}"
 
-    def _claim_next(self, subscription: Subscription) -> Claim | None:
-        """The claim a write of an ordered subscription's completions makes for the lanes it moves on
-        (`Completer`): a fresh token, a lease as the tick's; none once stopping."""
+    def _claim_next(self, subscription: Subscription, finished: int) -> Claim | None:
+        """The claim a write of `finished` completions makes (`Completer`): the next heads of the ordered
+        lanes it moves on; for an unordered subscription, up to as many due deliveries as it finished, while
+        this worker then holds at most twice its concurrency and the subscription at most its even share of
+        that. A fresh token, a lease as the tick's; none once stopping, or with no room."""
         if self._stopping:
             return None
-        return Claim(lease_until=time.time() + self.lease_seconds, token=self._token())
+        now = time.time()
+        if subscription.ordered:
+            return Claim(lease_until=now + self.lease_seconds, token=self._token())
+        capacity = CLAIMED_PER_SLOT * self._settings.delivery_concurrency
+        room = min(finished, capacity - (self.in_flight - finished))
+        if self._pushing > 1:
+            share = capacity // self._pushing
+            room = min(room, share - (self._holding(subscription.id) - finished))
+        if room <= 0:
+            return None
+        return Claim(lease_until=now + self.lease_seconds, token=self._token(), limit=room, now=now)
+
+    def _holding(self, subscription_id: str) -> int:
+        """The deliveries of one subscription this process holds: waiting for a slot, sending, recording."""
+        waiting = sum(1 for s, *_ in self._ready if s.id == subscription_id)
+        sending = sum(1 for sid, *_ in self._inflight.values() if sid == subscription_id)
+        return waiting + sending + self._recording[subscription_id]
 
     def _claimed(self, subscription: Subscription, deliveries: list[Delivery], token: str) -> None:
         """Claimed deliveries, a tick's or the lanes' next heads a write claimed (that write checked, in
@@ -388,7 +413,7 @@ class Worker:
         now = time.time()
         if result.ok:
             completion = _completion(subscription, delivery, token, result, "ok", now, now)
-            self._recording += 1
+            self._recording[subscription.id] += 1
             self._completer.submit(
                 completion, lambda written: self._written(subscription, delivery, result, now, written)
             )
@@ -424,7 +449,7 @@ class Worker:
         written: Result | Exception,
     ) -> None:
         """A success's outcome is written (or the write failed): its claim is freed, and it is counted."""
-        self._recording -= 1
+        self._recording[subscription.id] -= 1
         if self._short or isinstance(written, Exception):
             self._wake.set()  # room for more of what is due
         if isinstance(written, Exception):

@@ -534,42 +534,54 @@ return out
 """
 )
 
-# KEYS: due, leases, deliveries.  ARGV: now, lease_until, token, limit
-# Works through the due ids in chunks of 500: Lua's `unpack` fails near 8,000 values ("too many results to
-# unpack"), and a claim may take `BRIDGE_DELIVERY_CONCURRENCY` (up to 10,000) deliveries at once.
-DELIVERY_CLAIM: Final = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
-local out = {}
-for first = 1, #ids, 500 do
-  local chunk = {unpack(ids, first, math.min(first + 499, #ids))}
-  local records = redis.call('HMGET', KEYS[3], unpack(chunk))
+_CLAIM_LUA: Final = """
+local function claim(due_key, leases_key, deliveries_key, ids, lease_until, token, out)
+  local records = redis.call('HMGET', deliveries_key, unpack(ids))
   local due, leases, gone = {}, {}, {}
-  for i, id in ipairs(chunk) do
+  for i, id in ipairs(ids) do
     if records[i] then
-      due[#due + 1] = ARGV[2]; due[#due + 1] = id
-      leases[#leases + 1] = id; leases[#leases + 1] = ARGV[3]
+      due[#due + 1] = lease_until; due[#due + 1] = id
+      leases[#leases + 1] = id; leases[#leases + 1] = token
       out[#out + 1] = records[i]
     else
       gone[#gone + 1] = id
     end
   end
   if #due > 0 then
-    redis.call('ZADD', KEYS[1], unpack(due))
-    redis.call('HSET', KEYS[2], unpack(leases))
+    redis.call('ZADD', due_key, unpack(due))
+    redis.call('HSET', leases_key, unpack(leases))
   end
   if #gone > 0 then
-    redis.call('ZREM', KEYS[1], unpack(gone))
-    redis.call('HDEL', KEYS[2], unpack(gone))
+    redis.call('ZREM', due_key, unpack(gone))
+    redis.call('HDEL', leases_key, unpack(gone))
   end
+end
+"""
+"""`claim(...)`: leases `ids` (at most 500) of the due set to `token` until `lease_until` (each due again
+then, should its outcome never be written), appends their records to `out`; ids whose record is gone
+leave the due set."""
+
+# KEYS: due, leases, deliveries.  ARGV: now, lease_until, token, limit
+# Works through the due ids in chunks of 500: Lua's `unpack` fails near 8,000 values ("too many results to
+# unpack"), and a claim may take `BRIDGE_DELIVERY_CONCURRENCY` (up to 10,000) deliveries at once.
+DELIVERY_CLAIM: Final = (
+    _CLAIM_LUA
+    + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for first = 1, #ids, 500 do
+  claim(KEYS[1], KEYS[2], KEYS[3], {unpack(ids, first, math.min(first + 499, #ids))}, ARGV[2], ARGV[3], out)
 end
 return out
 """
+)
 
 # KEYS: 1 due, 2 leases, 3 deliveries, 4 attempts, 5 dead, 6 subscription, 7 traces, then the items' lanes
 # ARGV: 1 log_cutoff, 2 log_max, 3 the items, each 11 fields packed by `codec.packed`: id, token, outcome,
 #       now, next_at, record, attempt, event_id, queued_trace, delivered_trace, lane (its index after
 #       KEYS[7]); 4 ordered; 5 claim: a lease_until ('' for none), 6 its token, 7 the subscription's
-#       `updated_at` as the claimer knows it (JSON)
+#       `updated_at` as the claimer knows it (JSON), 8 for an unordered subscription, how many due
+#       deliveries the claim may take, 9 the time they are due by
 # A batch of finished attempts of one subscription, in the order given (one call, not one per delivery);
 # each item is what one completion was before. Returns {per item -1 when its lease was lost, else the
 # subscription's failing_since after it ('' when not failing); the records claimed; 1 when a lane's next
@@ -577,8 +589,13 @@ return out
 # event's trace records it, unless a later delivery of the event has taken its place. The attempt log is
 # trimmed once per batch. With a claim, a lane moved on has its next head claimed at once (leased until
 # ARGV[5] under ARGV[6], its record returned) rather than made due for the next claim, while the
-# subscription is enabled and unchanged since the claimer read it (else due now, as without a claim).
-DELIVERY_COMPLETE: Final = _FIELDS_LUA + _lua("""
+# subscription is enabled and unchanged since the claimer read it (else due now, as without a claim). An
+# unordered subscription's claim takes up to ARGV[8] of its due deliveries, as DELIVERY_CLAIM does, on the
+# same condition.
+DELIVERY_COMPLETE: Final = (
+    _FIELDS_LUA
+    + _CLAIM_LUA
+    + _lua("""
 local blob, ordered, rows, ids, pos = ARGV[3], ARGV[4] == '1', {}, {}, 1
 while pos <= #blob do
   local r = {}
@@ -594,7 +611,7 @@ local now_is = exists and redis.call('HMGET', KEYS[6], '$failing_since', 'enable
 local since = exists and now_is[1]
 if since == 'null' then since = false end
 local claimed, made_due = {}, 0
-local claiming = ordered and ARGV[5] ~= '' and now_is[2] == 'true' and now_is[3] == ARGV[7]
+local claiming = ARGV[5] ~= '' and now_is[2] == 'true' and now_is[3] == ARGV[7]
 local first_since = since
 local out, held, log, delivered, unqueue, events = {}, {}, {}, {}, {}, {}
 for i, r in ipairs(rows) do
@@ -649,6 +666,11 @@ if #held > 0 then
   redis.call('ZADD', KEYS[4], unpack(log))
 end
 if #unqueue > 0 then redis.call('ZREM', KEYS[1], unpack(unqueue)) end
+local limit = tonumber(ARGV[8]) or 0
+if claiming and not ordered and limit > 0 then
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[9], 'LIMIT', 0, limit)
+  if #ids > 0 then claim(KEYS[1], KEYS[2], KEYS[3], ids, ARGV[5], ARGV[6], claimed) end
+end
 if #delivered > 0 then
   local gone, traces, updates = {}, redis.call('HMGET', KEYS[7], unpack(events)), {}
   for j, r in ipairs(delivered) do
@@ -663,6 +685,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[2]) - 1)
 return {out, claimed, made_due}
 """)
+)
 
 # KEYS: fanned, traces, subscription.  ARGV: event_id, event_ts, trace, check_fanned
 # An event not sent to this subscription (an update outside its `fields`, or one being erased): its trace

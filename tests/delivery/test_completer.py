@@ -111,7 +111,7 @@ async def test_a_write_with_a_claim_claims_each_lane_s_next_head_while_the_subsc
     completer = Completer(queue, lambda: 0.0)
     tokens = iter(["c1", "c2", "c3"])
     told: list[tuple[str, list[tuple[int, int]], str]] = []
-    completer.claim = lambda s: Claim(lease_until=time.time() + 30, token=next(tokens))
+    completer.claim = lambda s, finished: Claim(lease_until=time.time() + 30, token=next(tokens))
 
     def sequences(deliveries: list[Delivery]) -> list[tuple[int, int]]:
         return sorted((d.school_id, by_school[d.event_id].sequence) for d in deliveries)
@@ -146,3 +146,58 @@ async def test_a_write_with_a_claim_claims_each_lane_s_next_head_while_the_subsc
     fresh = time.time()
     due = await queue.claim(subscription.id, now=fresh, lease_until=fresh + 30, token="z", limit=10)
     assert sequences(due) == [(1, 4), (2, 4)]  # due, for a worker that finds the subscription enabled
+
+
+async def test_an_unordered_write_with_a_claim_takes_as_many_due_deliveries_as_the_claim_allows(
+    dispatcher_factory: Factory,
+) -> None:
+    """An unordered subscription's write claims up to the claim's `limit` of its due deliveries, leased to
+    the claim's token in the same script, as a round of claims would: not those another claim holds, and
+    nothing while the subscription is disabled or changed since the batch's copy was read."""
+    dispatcher = dispatcher_factory()  # not started: the test plays the worker
+    queue, store = dispatcher.queue, dispatcher.store
+    subscription = await store.create(url="http://127.0.0.1:9/hook", ordered=False)
+    await dispatcher.fan_out(make_events(1, 10))
+    completer = Completer(queue, lambda: 0.0)
+    tokens = iter(["c1", "c2", "c3"])
+    told: list[tuple[int, str]] = []
+    completer.claim = lambda s, finished: Claim(
+        lease_until=time.time() + 30, token=next(tokens), limit=finished * 5, now=time.time()
+    )
+    completer.claimed = lambda s, ds, token: told.append((len(ds), token))
+
+    async def claim(token: str) -> list[Delivery]:
+        now = time.time()
+        return await queue.claim(subscription.id, now=now, lease_until=now + 30, token=token, limit=10)
+
+    async def release(deliveries: list[Delivery], token: str) -> None:
+        for d in deliveries:
+            await queue.release(subscription.id, d.id, token=token, now=time.time())
+
+    async def leased(token: str) -> list[Delivery]:
+        leases = await dispatcher.redis.hgetall(dispatcher.keys.leases(subscription.id))
+        ids = [as_text(k) for k, v in leases.items() if v == token.encode()]
+        return [d for d in await queue.get(subscription.id, ids) if d is not None]
+
+    now = time.time()
+    held = await queue.claim(subscription.id, now=now, lease_until=now + 30, token="w", limit=4)
+    await asyncio.gather(*(completer.complete(finished(subscription, d, "w", now)) for d in held[:2]))
+    assert told == [(6, "c1")]  # room for 10; the 6 due, not the 2 "w" still holds
+    assert len(await leased("w")) == 2 and len(await leased("c1")) == 6
+    assert await claim("x") == []
+
+    # Changed since the batch's copy was read: the write claims nothing, what is due stays due.
+    await release(await leased("c1"), "c1")
+    await store.update(subscription.id, {"description": "changed"})
+    await asyncio.gather(*(completer.complete(finished(subscription, d, "w", now)) for d in held[2:]))
+    assert len(told) == 1
+    due = await claim("y")
+    assert len(due) == 6
+
+    # Disabled: nothing claimed either, whatever the batch's copy says of `enabled`.
+    await release(due[2:], "y")
+    await store.disable(subscription.id, "a test")
+    as_read = msgspec.structs.replace(await store.get(subscription.id), enabled=True)
+    await asyncio.gather(*(completer.complete(finished(as_read, d, "y", time.time())) for d in due[:2]))
+    assert len(told) == 1
+    assert len(await claim("z")) == 4

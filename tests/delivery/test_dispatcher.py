@@ -372,6 +372,43 @@ async def test_a_school_s_events_follow_each_other_without_rounds_of_claims(
     assert len(rounds) <= 2, rounds
 
 
+async def test_an_unordered_subscription_s_writes_claim_its_next_deliveries(
+    dispatcher_factory: Factory, receiver_factory: Receivers
+) -> None:
+    """The poll far off, 4 slots: 60 events of an unordered subscription still go out at once. The write
+    that records finished attempts claims as many due deliveries as it finished; the worker's loop makes
+    a few rounds of claims, not one for every write."""
+    receiver, url = receiver_factory()
+    dispatcher = dispatcher_factory(fast_settings(delivery_concurrency=4), poll_interval=30.0)
+    await dispatcher.store.create(url=url, ordered=False)
+    events = make_events(1000, 60)
+    await dispatcher.fan_out(events)
+    rounds = counted_claims(dispatcher)
+    await dispatcher.start()
+    await wait_for(lambda: len(receiver.received) == 60, timeout=10.0, what="60 deliveries")
+    assert sorted(receiver.ids()) == sorted(e.event_id for e in events)
+    assert len(rounds) <= 10, rounds  # 3 to 7; one a write (16 to 21) without the writes' claims
+
+
+async def test_a_busy_subscription_s_writes_leave_room_for_another_s_deliveries(
+    dispatcher_factory: Factory, receiver_factory: Receivers
+) -> None:
+    """Two unordered subscriptions, 2 slots, a slow receiver: the writes of the one with a backlog claim
+    within its even share of the claims, so events queued for the other meanwhile go out long before
+    that backlog is done, not after it."""
+    busy, busy_url = receiver_factory(lambda _r, _n: Answer(delay=0.02))
+    other, other_url = receiver_factory()
+    dispatcher = dispatcher_factory(fast_settings(delivery_concurrency=2), poll_interval=30.0)
+    await dispatcher.store.create(url=busy_url, ordered=False, school_ids=[1])
+    await dispatcher.store.create(url=other_url, ordered=False, school_ids=[2])
+    await dispatcher.fan_out(make_events(1, 100))
+    await dispatcher.start()
+    await wait_for(lambda: len(busy.received) >= 5, what="the backlog under way")
+    await dispatcher.fan_out(make_events(2, 3))
+    await wait_for(lambda: len(other.received) == 3, timeout=10.0, what="the other subscription's events")
+    assert len(busy.received) < 60, len(busy.received)
+
+
 async def test_a_write_that_cannot_claim_the_next_head_wakes_the_worker_for_it(
     dispatcher_factory: Factory, receiver_factory: Receivers
 ) -> None:
