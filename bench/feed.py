@@ -74,6 +74,9 @@ STREAM_IDLE_SECONDS = 20.0
 then is counted. And the bridge's own loops (the worker's tick, the hand-off's and the resync loop's idle
 reads) make a few commands every fraction of a second, so two windows differ by a loop's round or two
 (5 to 11 commands in runs of 5 s windows, streams or not): over 20 s that is a quarter as much a second."""
+OPEN_SECONDS = 1.0
+"""After the last stream has its answer: each stream's first read of its feed is done by then."""
+OPEN_DEADLINE_SECONDS = 60.0
 
 
 @dataclass
@@ -126,6 +129,16 @@ async def reader(mode: str, base_url: str, *args: str) -> asyncio.subprocess.Pro
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
+
+
+async def opened(process: asyncio.subprocess.Process) -> None:
+    """Wait until every stream of the reader has its answer, and then `OPEN_SECONDS`: the idle window starts
+    with the streams open (a fixed wait measured the opening of the last streams on a slow machine)."""
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=OPEN_DEADLINE_SECONDS)
+    if line.strip() != b"open":
+        raise RuntimeError(f"the reader did not open its streams (it said {line[:80]!r})")
+    await asyncio.sleep(OPEN_SECONDS)
 
 
 async def answer(process: asyncio.subprocess.Process) -> Any:
@@ -222,7 +235,7 @@ async def streams(redis: aioredis.Redis, settings: Settings, figures: Figures) -
         quiet = await idle_calls(redis)
         ids = ",".join(s.id for s in subscriptions)
         process = await reader("streams", url, ids, str(STREAMS_EACH), str(STREAM_IDLE_SECONDS + 2))
-        await asyncio.sleep(2.0)  # the streams are open
+        await opened(process)
         with_streams = await idle_calls(redis)
         count = STREAM_SUBSCRIPTIONS * STREAMS_EACH
         figures.idle_commands = max(0, with_streams - quiet) / STREAM_IDLE_SECONDS / count

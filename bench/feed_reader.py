@@ -6,7 +6,8 @@ python -m bench.feed_reader latency BASE_URL TOKEN SUBSCRIPTION COUNT
     the same with the receive time of each event: {"received": {event id: time}}
 python -m bench.feed_reader streams BASE_URL TOKEN SUBSCRIPTIONS EACH IDLE_SECONDS
     EACH Server-Sent Event streams per subscription (comma-separated ids), held until no event came for
-    IDLE_SECONDS after the first; {"counts": events received per stream, in order}
+    IDLE_SECONDS after the first; a line `open` once every stream has its answer, then {"counts": events
+    received per stream, in order}
 """
 
 from __future__ import annotations
@@ -52,9 +53,13 @@ async def streams(
     counts = [0] * (len(subscription_ids) * each)
     last = [time.monotonic()]
     limits = httpx.Limits(max_connections=len(counts) + 10)
+    answered = [0]
 
     async def follow(client: httpx.AsyncClient, n: int, subscription_id: str) -> None:
         async with client.stream("GET", f"/v1/subscriptions/{subscription_id}/stream") as answer:
+            answered[0] += 1
+            if answered[0] == len(counts):
+                print("open", flush=True)  # bench/feed.py times its idle window from here
             async for line in answer.aiter_lines():
                 if line.startswith("data:"):
                     counts[n] += 1

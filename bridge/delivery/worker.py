@@ -450,6 +450,8 @@ class Worker:
     ) -> None:
         """A success's outcome is written (or the write failed): its claim is freed, and it is counted."""
         self._recording[subscription.id] -= 1
+        if not self._recording[subscription.id]:
+            del self._recording[subscription.id]  # a deleted subscription leaves nothing behind
         if self._short or isinstance(written, Exception):
             self._wake.set()  # room for more of what is due
         if isinstance(written, Exception):
