@@ -28,9 +28,10 @@ async def test_every_event_arrives_after_a_delivering_process_is_stopped(
 ) -> None:
     """SIGKILL: duplicates only of what was in flight. SIGTERM: a clean exit 0, and no duplicate at all."""
     # Enough events that the stop lands mid-delivery: a graceful stop lets polls finish first (up to 10 s)
-    # while the worker goes on, and three lanes at 50 ms an answer deliver about 55 events a second.
+    # while the worker goes on, and three lanes at 100 ms an answer deliver about 28 events a second: the
+    # 480 events take 17 s (at 50 ms, a slow machine's graceful stop saw every one delivered before it ended).
     sim: SimulatorServer = simulator_factory(schools=len(SCHOOLS), learners=100, debtors=60, seed=8)
-    receiver = Receiver(lambda _r, _n: Answer(delay=0.05))  # a slow subscriber: work piles up in flight
+    receiver = Receiver(lambda _r, _n: Answer(delay=0.1))  # a slow subscriber: work piles up in flight
     overrides = {
         "BRIDGE_EMIT_INITIAL_SNAPSHOT": "true",
         "BRIDGE_DELIVERY_TIMEOUT_SECONDS": "1",
