@@ -142,6 +142,11 @@ class Worker:
         """Deliveries this process holds now: waiting for a slot, sending, or being recorded."""
         return len(self._ready) + len(self._inflight) + self._recording.total()
 
+    @property
+    def _capacity(self) -> int:
+        """The most deliveries this process holds at once: `CLAIMED_PER_SLOT` a slot of concurrency."""
+        return CLAIMED_PER_SLOT * self._settings.delivery_concurrency
+
     async def start(self) -> None:
         """Start the loop; also after `stop()` (a restart: the HTTP session is made again on first use)."""
         if self._loop_task is not None and not self._loop_task.done():
@@ -222,7 +227,7 @@ class Worker:
         # (the lease held until then). Held deliveries (waiting for a slot, sending, being recorded)
         # stay at most twice the concurrency; those that waited too long for a slot go back first.
         await self._hand_back(self._stale())
-        free = CLAIMED_PER_SLOT * self._settings.delivery_concurrency - self.in_flight
+        free = self._capacity - self.in_flight
         self._short = free <= 0
         if free <= 0 or not subscriptions:
             return
@@ -275,10 +280,9 @@ class Worker:
         now = time.time()
         if subscription.ordered:
             return Claim(lease_until=now + self.lease_seconds, token=self._token())
-        capacity = CLAIMED_PER_SLOT * self._settings.delivery_concurrency
-        room = min(finished, capacity - (self.in_flight - finished))
+        room = min(finished, self._capacity - (self.in_flight - finished))
         if self._pushing > 1:
-            share = capacity // self._pushing
+            share = self._capacity // self._pushing
             room = min(room, share - (self._holding(subscription.id) - finished))
         if room <= 0:
             return None
