@@ -654,8 +654,8 @@ class Resyncs:
         read = {row.resource_id: e for row, e in zip(rows, snapshots, strict=True) if row.data is not None}
         if not read:
             return
-        now_page = await self.snapshots.read_records(feed.school_id, feed.resource, ids=list(read))
-        erased = {read[row.resource_id].event_id for row in now_page.rows if row.data is None}
+        now_erased = await self.snapshots.erased_among(feed.school_id, feed.resource, list(read))
+        erased = {read[rid].event_id for rid in now_erased}
         if not erased:
             return
         dropped = 0

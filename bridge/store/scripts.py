@@ -294,6 +294,19 @@ return {seq, more, page, values, redis.call('HMGET', KEYS[3], unpack(page))}
 """
 )
 
+# KEYS: 1 hashes, 2 records; ARGV: record ids.
+# The ids whose record the snapshot knows (its digest) but no longer keeps (its body): erased
+# (ERASE_RECORD). A resync's check of a chunk it queued, without reading the records again.
+ERASED_AMONG: Final = """
+local out = {}
+for _, id in ipairs(ARGV) do
+  if redis.call('HEXISTS', KEYS[2], id) == 0 and redis.call('HEXISTS', KEYS[1], id) == 1 then
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+
 # KEYS: 1 meta, 2 hashes, 3 the id list; ARGV: 1 ttl ms.
 # The feed's ids in RECORDS_PAGE's order, written to a list once (a resync then reads it a chunk at a time
 # rather than sorting the feed's ids for every chunk). Returns {seq, count}: the school's sequence and the
@@ -860,6 +873,7 @@ class Scripts:
         self.purge_snapshots: AsyncScript = redis.register_script(PURGE_SNAPSHOTS)
         self.records_page: AsyncScript = redis.register_script(RECORDS_PAGE)
         self.freeze_ids: AsyncScript = redis.register_script(FREEZE_IDS)
+        self.erased_among: AsyncScript = redis.register_script(ERASED_AMONG)
         self.erase_record: AsyncScript = redis.register_script(ERASE_RECORD)
         self.events_unbody: AsyncScript = redis.register_script(EVENTS_UNBODY)
         self.handoff_advance: AsyncScript = redis.register_script(HANDOFF_ADVANCE)

@@ -465,6 +465,18 @@ class SnapshotStore:
             next_after=rows[-1].resource_id if int(more) and rows else None,
         )
 
+    async def erased_among(self, school_id: int, resource: str, ids: Sequence[str]) -> set[str]:
+        """Those of `ids` whose records were erased (the digest kept, the body gone), in one step and
+        without reading a record."""
+        _check(resource)
+        if not ids:
+            return set()
+        keys = [
+            self._keys.snapshot_hashes(school_id, resource),
+            self._keys.snapshot_records(school_id, resource),
+        ]
+        return {as_text(rid) for rid in await self._scripts.erased_among(keys=keys, args=list(ids))}
+
     async def freeze_ids(self, school_id: int, resource: str, into: str, ttl: float) -> tuple[int, int]:
         """Write the feed's record ids, in `read_records`' order, to the list `into` (in the school's slot;
         it expires after `ttl` seconds). Returns the school's sequence and the number of ids, read in the

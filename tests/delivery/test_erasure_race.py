@@ -12,13 +12,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from bridge.delivery.erasure import KEEP_DONE_SECONDS, Eraser
 from bridge.delivery.handoff import Handoff
+from bridge.delivery.models import Delivery
+from bridge.delivery.resync import Resyncs
 from bridge.events.envelope import new_event
 from bridge.events.log import EventLog
 from bridge.events.outbox import Outbox
+from bridge.store.codec import as_bytes
 from bridge.sync.diff import diff
 from bridge.sync.snapshot import SnapshotStore
 from bridge.testing.receivers import Receiver
@@ -89,3 +93,47 @@ async def test_a_fan_out_that_read_before_an_erasure_queues_nothing_of_it_after(
     await dispatcher.start()
     await wait_for(lambda: any(b"later" in r.body for r in receiver.received), what="the later event")
     assert not any(MARKER.encode() in r.body for r in receiver.received)
+
+
+async def test_a_resync_chunk_read_before_an_erasure_is_dropped_once_queued(
+    dispatcher_factory: Callable[..., DeliveryParts], redis: aioredis.Redis
+) -> None:
+    """A resync reads a chunk of records, an erasure of one of them runs whole (finding no snapshot delivery
+    queued yet), then the chunk is queued: the erased record's snapshot delivery is dropped at once, the
+    others stay (bridge/delivery/resync.py)."""
+    dispatcher = dispatcher_factory()
+    store, keys = dispatcher.store, dispatcher.keys
+    subscription = await store.create(url="http://127.0.0.1:9/hook")
+    await store.update(subscription.id, {"enabled": False})
+    snapshots = SnapshotStore(redis, keys, store.scripts)
+    outbox, events = Outbox(redis, keys, store.scripts), EventLog(redis, keys)
+    eraser = Eraser(redis, keys, snapshots=snapshots, events=events, outbox=outbox, subscriptions=store)
+    for learner_id, marker in ((5, MARKER), (6, "other"), (7, "third")):
+        await _commit(snapshots, learner_id, id_number=marker)
+    await outbox.publish(SCHOOL)
+    resyncs = Resyncs(
+        redis, keys, snapshots, dispatcher.queue, store, dispatcher.settings, on_queued=lambda: None
+    )
+    subscription = await store.get(subscription.id)
+    assert subscription is not None
+    read_records = snapshots.read_records
+    erasures: list[int] = []
+
+    async def then_erased(*args: Any, **options: Any) -> Any:
+        page = await read_records(*args, **options)
+        if any(row.resource_id == "5" and row.data is not None for row in page.rows):
+            erasures.append((await eraser.erase(SCHOOL, "learner", "5")).deliveries)
+        return page
+
+    snapshots.read_records = then_erased  # type: ignore[method-assign]
+    await resyncs.start(subscription, [SCHOOL], ["learner"])
+    while await resyncs.step():
+        pass
+    assert erasures == [0]  # the erasure ran between the read and the queuing, and found nothing queued
+    queued = [
+        msgspec.msgpack.decode(as_bytes(raw), type=Delivery)
+        for raw in await redis.hvals(keys.deliveries(subscription.id))
+    ]
+    told = [msgspec.json.decode(d.body) for d in queued if d.event_type == "learner.snapshot"]
+    assert sorted(b["resource_id"] for b in told) == ["6", "7"]
+    assert not any(MARKER.encode() in d.body for d in queued)
