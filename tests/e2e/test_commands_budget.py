@@ -60,8 +60,10 @@ async def test_commands_and_polls_together_stay_within_the_budget(
     writes = [e for e in log if e["method"] == "POST"]
     assert len(writes) == COMMANDS and len(log) > 2 * COMMANDS  # polls ran beside the commands
     times = sorted(e["t"] for e in log)
-    # GCRA without a burst: any second holds at most ceil(rps) grants; 50 ms of slack for the way over.
-    worst = max(sum(1 for t in times[i:] if t < start + 1.0 - 0.05) for i, start in enumerate(times))
+    # GCRA without a burst: any second holds at most ceil(rps) grants. The simulator's clock sees arrivals,
+    # which a loaded machine delays by tens of ms (two can come closer than their grants): windows of 0.9 s.
+    # One request a second too many (9/s, 111 ms apart) still puts 9 in some 0.9 s window.
+    worst = max(sum(1 for t in times[i:] if t < start + 1.0 - 0.1) for i, start in enumerate(times))
     assert worst <= math.ceil(RPS), worst
 
 
