@@ -29,7 +29,7 @@ from bridge import __version__
 from bridge.delivery.models import AttemptResult, Subscription
 from bridge.delivery.policy import parse_retry_after
 from bridge.delivery.signing import headers as signature_headers
-from bridge.delivery.urls import DNS_TTL_SECONDS, Target, UrlGuard, UrlRefused
+from bridge.delivery.urls import DNS_TTL_SECONDS, UrlGuard, UrlRefused
 
 RESPONSE_BODY_LIMIT: Final = 4096
 USER_AGENT: Final = f"d6-bridge/{__version__}"
@@ -77,11 +77,56 @@ class Sender:
     async def send(
         self, subscription: Subscription, event_id: str, body: bytes, *, lane: str = ""
     ) -> AttemptResult:
-        """One attempt. (`lane` is kept for callers: one pool serves every lane and keeps connections.)"""
+        """One attempt. (`lane` is kept for callers: one pool serves every lane and keeps connections.)
+
+        One coroutine from the target to the answer read: every frame between the attempt's task and
+        aiohttp's is stepped through again each time the request resumes."""
         started = time.monotonic()
         signed_at = int(time.time())
         try:
-            return await self._send(subscription, event_id, body, started, signed_at)
+            # The session's total timeout bounds the request and the reading of the answer; a name to look
+            # up first takes its time out of the same budget.
+            options: dict[str, Any] = {}
+            target = self.guard.at_hand(subscription.url)
+            if target is None:
+                async with asyncio.timeout(self.timeout):
+                    target = await self.guard.target(subscription.url)
+                left = self.timeout - (time.monotonic() - started)
+                options["timeout"] = aiohttp.ClientTimeout(total=max(left, 0.001))
+            live = subscription.signing_secrets(signed_at)
+            request_headers = signature_headers(live, event_id, signed_at, body)
+            request_headers["Content-Type"] = "application/json"
+            if target.host_header:
+                request_headers["Host"] = target.host_header
+            urls = (target.url, *target.fallbacks)
+            for n, url in enumerate(urls, 1):
+                try:
+                    async with self.session().post(
+                        url,
+                        data=body,
+                        headers=request_headers,
+                        allow_redirects=False,
+                        server_hostname=target.sni_hostname,
+                        **options,
+                    ) as response:
+                        chunks: list[bytes] = []
+                        size = 0
+                        content = response.content
+                        # Until the limit or the end: a short answer is read whole by the first read (the
+                        # usual case), so the end is seen without another call.
+                        while size < RESPONSE_BODY_LIMIT and not content.at_eof():
+                            chunk = await content.read(RESPONSE_BODY_LIMIT - size)
+                            if not chunk:
+                                break
+                            chunks.append(chunk)
+                            size += len(chunk)
+                        status = response.status
+                        retry_header = response.headers.get("Retry-After")
+                    break
+                except aiohttp.ClientConnectorError:
+                    if n == len(urls):
+                        raise
+                    # no connection, so nothing was sent: the name's next address
         except TimeoutError:
             return _failed(f"timed out after {self.timeout:g}s", started, signed_at)
         except UrlRefused as error:
@@ -90,63 +135,6 @@ class Sender:
             return _failed(f"{type(error).__name__}: {error}".rstrip(": "), started, signed_at)
         except OSError as error:
             return _failed(f"{type(error).__name__}: {error}", started, signed_at)
-
-    async def _send(
-        self, subscription: Subscription, event_id: str, body: bytes, started: float, signed_at: int
-    ) -> AttemptResult:
-        # The session's total timeout bounds the request and the reading of the answer; a name to look
-        # up first takes its time out of the same budget.
-        options: dict[str, Any] = {}
-        target = self.guard.at_hand(subscription.url)
-        if target is None:
-            async with asyncio.timeout(self.timeout):
-                target = await self.guard.target(subscription.url)
-            left = self.timeout - (time.monotonic() - started)
-            options["timeout"] = aiohttp.ClientTimeout(total=max(left, 0.001))
-        live = subscription.signing_secrets(signed_at)
-        request_headers = signature_headers(live, event_id, signed_at, body)
-        request_headers["Content-Type"] = "application/json"
-        if target.host_header:
-            request_headers["Host"] = target.host_header
-        *others, last = (target.url, *target.fallbacks)
-        for url in others:
-            try:
-                return await self._post(url, target, body, request_headers, options, started, signed_at)
-            except aiohttp.ClientConnectorError:
-                continue  # no connection, so nothing was sent: the name's next address
-        return await self._post(last, target, body, request_headers, options, started, signed_at)
-
-    async def _post(
-        self,
-        url: str,
-        target: Target,
-        body: bytes,
-        request_headers: dict[str, str],
-        options: dict[str, Any],
-        started: float,
-        signed_at: int,
-    ) -> AttemptResult:
-        async with self.session().post(
-            url,
-            data=body,
-            headers=request_headers,
-            allow_redirects=False,
-            server_hostname=target.sni_hostname,
-            **options,
-        ) as response:
-            chunks: list[bytes] = []
-            size = 0
-            content = response.content
-            # Until the limit or the end: a short answer is read whole by the first read (the usual case),
-            # so the end is seen without another call.
-            while size < RESPONSE_BODY_LIMIT and not content.at_eof():
-                chunk = await content.read(RESPONSE_BODY_LIMIT - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            status = response.status
-            retry_header = response.headers.get("Retry-After")
         text = b"".join(chunks).decode("utf-8", errors="replace")
         retry_after = parse_retry_after(retry_header) if status in (429, 503) else None
         return AttemptResult(
