@@ -38,9 +38,13 @@ from bridge.store.scripts import Scripts
 log = structlog.get_logger(__name__)
 
 BATCH: Final = 2000
-"""Stream entries fanned out in one step. Each step takes about seven round trips, each waiting a turn of
-a busy event loop: at 500 a step, a backlog's fan-out paced the deliveries (bench/RESULTS.md section 12);
-the enqueue calls stay at `ENQUEUE_BATCH` (1,000) events each."""
+"""Stream entries fanned out in one step at most. Each step takes about seven round trips, each waiting a
+turn of a busy event loop: at 500 a step, a backlog's fan-out paced the deliveries (bench/RESULTS.md
+section 12); the enqueue calls stay at `ENQUEUE_BATCH` (1,000) events each."""
+FIRST_BATCH: Final = 100
+"""The first step after one that found the stream's end takes this many entries, and each step after a
+full one four times more, up to `BATCH`: a backlog's first deliveries go out while the rest is fanned out
+(2,000 entries took 70 to 100 ms before the first was queued)."""
 LOCK_SECONDS: Final = 10.0
 IDLE_SECONDS: Final = 0.2
 
@@ -77,6 +81,10 @@ class Handoff:
         self._watch_stream = watch_stream
         self._held = False
         self._cursor = "0-0"
+        self._size = FIRST_BATCH
+        """How many entries the next step asks for."""
+        self._full = False
+        """Whether the last step took all it asked for (more may wait)."""
 
     @property
     def running(self) -> bool:
@@ -106,13 +114,16 @@ class Handoff:
     async def _turn(self) -> int:
         """One batch if this process holds the lock; how many entries moved."""
         self._held = await self._hold()
-        return await self.step() if self._held else 0
+        if not self._held:
+            self._full = False
+            return 0
+        return await self.step()
 
     async def _idle(self, moved: int | None) -> None:
-        """After a short batch (or a failed one), wait for a wake-up or `IDLE_SECONDS`; after a full one,
-        go on at once. Watching the stream, a holder after a successful batch waits for an entry after the
-        cursor instead, at most as long."""
-        if (moved or 0) >= BATCH:
+        """After a short batch (or a failed one), wait for a wake-up or `IDLE_SECONDS`; after a full one
+        (all it asked for), go on at once. Watching the stream, a holder after a successful batch waits for
+        an entry after the cursor instead, at most as long."""
+        if moved and self._full:
             return
         if self._watch_stream and self._held and moved is not None:
             with contextlib.suppress(RedisError, OSError):  # the next turn fails and logs it
@@ -132,11 +143,15 @@ class Handoff:
         return False
 
     async def step(self) -> int:
-        """Fan out the next batch after the cursor; returns how many entries moved."""
+        """Fan out the next batch after the cursor (`FIRST_BATCH` to `BATCH` entries); returns how many
+        entries moved."""
         cursor_key, stream = self.keys.handoff_cursor(), self.keys.delivery_stream()
         raw = await self.redis.get(cursor_key)
         cursor = self._cursor = as_text(raw) if raw is not None else "0-0"
-        entries = await self.redis.xrange(stream, min=f"({cursor}", max="+", count=BATCH)
+        size = self._size
+        entries = await self.redis.xrange(stream, min=f"({cursor}", max="+", count=size)
+        self._full = len(entries or ()) >= size
+        self._size = min(BATCH, size * 4) if self._full else FIRST_BATCH
         if not entries:
             return 0
         places = [_place(fields) for _, fields in entries]

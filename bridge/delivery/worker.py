@@ -17,14 +17,15 @@ per enabled subscription per tick), so other processes' fan-outs and expiring re
 quickly.
 
 One attempt: `_as_now` (the delivery as the subscription is now: dropped, or its body cut again), send,
-then `_record`, the one place a delivery's outcome is recorded: classified (ok, retry, dead, or hold on
-410 Gone), written as one `Attempt` with the delivery's new state (`Completer`, batched per subscription),
-the subscription disabled on 410 or continuous failure, the delivery metrics of `bridge.metrics` moved.
-A success is handed to the completer and its attempt ends there (`_written` finishes it once written):
+then `_record_ok` or `_record`, the two places a delivery's outcome is recorded: classified (ok, retry,
+dead, or hold on 410 Gone), written as one `Attempt` with the delivery's new state (`Completer`, batched
+per subscription), the subscription disabled on 410 or continuous failure, the delivery metrics of
+`bridge.metrics` moved. A success is handed to the completer and its attempt ends there (`_written`
+finishes it once written):
 the process goes on sending while completions are written. Until then its lease stays taken and it
 counts against the claims (`_recording`), as an attempt in flight does.
 
-It can be stopped and started again (its HTTP session is made again on first use).
+It can be stopped and started again (its HTTP session is made again at each start).
 """
 
 from __future__ import annotations
@@ -148,11 +149,12 @@ class Worker:
         return CLAIMED_PER_SLOT * self._settings.delivery_concurrency
 
     async def start(self) -> None:
-        """Start the loop; also after `stop()` (a restart: the HTTP session is made again on first use)."""
+        """Start the loop; also after `stop()` (a restart: the HTTP session is made again)."""
         if self._loop_task is not None and not self._loop_task.done():
             return
         self._stopping = False
         self._wake = asyncio.Event()
+        self._sender.session()  # made now (its CA bundle takes ~15 ms to load), not by the first send
         self._loop_task = asyncio.create_task(self._run(), name="delivery-dispatcher")
         log.info("dispatcher started", concurrency=self._settings.delivery_concurrency)
 
@@ -251,19 +253,19 @@ class Worker:
         self._erasing, self._read_at = current.erasing, time.monotonic()
         return current
 
-    async def _fresh(self) -> None:
+    def _fresh(self) -> asyncio.Task[Current] | None:
         """Keep the erasures under way a send checks at most a few ms old (docs/personal-data.md: once an
         erasure has begun, no send of its events begins): older than `FRESH_SECONDS`, a read starts, one
-        for all the sends; older than `STALE_SECONDS`, the send waits for it. A busy worker reads every few
-        ms and no send waits; one idle a while waits once."""
+        for all the sends; older than `STALE_SECONDS`, the send waits for it (returned, to be awaited). A
+        busy worker reads every few ms and no send waits; one idle a while waits once. (Not a coroutine:
+        most sends need nothing of it, and a coroutine costs its call.)"""
         age = time.monotonic() - self._read_at
         if age <= FRESH_SECONDS:
-            return
+            return None
         if self._reading is None or self._reading.done():
             self._reading = asyncio.create_task(self._read(), name="delivery-erasures")
             self._reading.add_done_callback(_retrieved)
-        if age > STALE_SECONDS:
-            await asyncio.shield(self._reading)
+        return self._reading if age > STALE_SECONDS else None
 
     def _token(self) -> str:
         """A fresh token for one claim: this worker's tag and a counter."""
@@ -365,7 +367,9 @@ class Worker:
     async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> bool:
         """One attempt; whether it ended handed to the completer (a success, written later)."""
         try:
-            await self._fresh()
+            reading = self._fresh()
+            if reading is not None:
+                await asyncio.shield(reading)
             sent = delivery
             if not as_it_is(
                 subscription, delivery, erasing=self._erasing, expired_before=self._expired_before()
@@ -376,7 +380,11 @@ class Worker:
                 sent = now_wanted
             result = await self._sender.send(subscription, sent.event_id, sent.body)
             metrics.DELIVERY_ATTEMPT_DURATION.observe(result.duration_ms / 1000)
-            return await self._record(subscription, sent, token, result)
+            if result.ok:
+                self._record_ok(subscription, sent, token, result)
+                return True
+            await self._record(subscription, sent, token, result)
+            return False
         except (RedisError, OSError) as error:
             # The lease runs out and the delivery is attempted again: at-least-once holds.
             _bound(subscription, delivery).warning(
@@ -407,21 +415,24 @@ class Worker:
         """Deliveries queued before this are dropped, not sent (the retention)."""
         return time.time() - self._settings.event_retention_days * 86400
 
+    def _record_ok(
+        self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult
+    ) -> None:
+        """Where a success is recorded: handed to the completer, and the attempt ends; `_written` finishes
+        it once it is written."""
+        now = time.time()
+        completion = _completion(subscription, delivery, token, result, "ok", now, now)
+        self._recording[subscription.id] += 1
+        self._completer.submit(
+            completion, lambda written: self._written(subscription, delivery, result, now, written)
+        )
+
     async def _record(
         self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult
-    ) -> bool:
-        """Where a delivery's outcome is recorded: classified, written with its `Attempt`, then told.
-
-        A success is handed to the completer and the attempt ends (True): `_written` finishes it once it
-        is written. Any other outcome frees its slot and waits for the write, then is told (`_told`)."""
+    ) -> None:
+        """Where any other outcome is recorded: classified, its slot freed, written with its `Attempt`,
+        then told (`_told`)."""
         now = time.time()
-        if result.ok:
-            completion = _completion(subscription, delivery, token, result, "ok", now, now)
-            self._recording[subscription.id] += 1
-            self._completer.submit(
-                completion, lambda written: self._written(subscription, delivery, result, now, written)
-            )
-            return True
         self._answered()
         number = delivery.attempts + 1
         next_at = now
@@ -442,7 +453,6 @@ class Worker:
             _completion(subscription, delivery, token, result, outcome, now, next_at)
         )
         await self._told(subscription, delivery, result, outcome, held, failing_since, now)
-        return False
 
     def _written(
         self,
