@@ -34,8 +34,9 @@ before indexing it). Then:
   per record until the retention).
 
 Erasure (docs/personal-data.md#erase-a-record): an erased record goes out as `{"erased": true}`. A chunk
-read before an erasure and queued after it is caught here: after queuing, the chunk's records are read
-again and the deliveries of any that became erased are dropped (recorded as erased); the erasure itself
+read before an erasure and queued after it is caught here: after queuing, Redis is asked which of the
+chunk's records lost their bodies since (`SnapshotStore.erased_among`, no record read again), and their
+deliveries are dropped (recorded as erased); the erasure itself
 drops the snapshot deliveries it finds queued (delivery/erasure.py). Each side writes before it reads the
 other's slot, so one of them sees the other.
 
