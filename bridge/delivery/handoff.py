@@ -114,10 +114,7 @@ class Handoff:
     async def _turn(self) -> int:
         """One batch if this process holds the lock; how many entries moved."""
         self._held = await self._hold()
-        if not self._held:
-            self._full = False
-            return 0
-        return await self.step()
+        return await self.step() if self._held else 0
 
     async def _idle(self, moved: int | None) -> None:
         """After a short batch (or a failed one), wait for a wake-up or `IDLE_SECONDS`; after a full one

@@ -36,9 +36,9 @@ before indexing it). Then:
 Erasure (docs/personal-data.md#erase-a-record): an erased record goes out as `{"erased": true}`. A chunk
 read before an erasure and queued after it is caught here: after queuing, Redis is asked which of the
 chunk's records lost their bodies since (`SnapshotStore.erased_among`, no record read again), and their
-deliveries are dropped (recorded as erased); the erasure itself
-drops the snapshot deliveries it finds queued (delivery/erasure.py). Each side writes before it reads the
-other's slot, so one of them sees the other.
+deliveries are dropped (recorded as erased); the erasure itself drops the snapshot deliveries it finds
+queued (delivery/erasure.py). Each side writes before it reads the other's slot, so one of them sees the
+other.
 
 The markers' bodies never depend on the subscription's options, so they are queued as never to be cut
 again (`projected_at` infinite: the worker neither re-projects nor re-filters them).

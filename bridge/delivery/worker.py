@@ -21,9 +21,8 @@ then `_record_ok` or `_record`, the two places a delivery's outcome is recorded:
 dead, or hold on 410 Gone), written as one `Attempt` with the delivery's new state (`Completer`, batched
 per subscription), the subscription disabled on 410 or continuous failure, the delivery metrics of
 `bridge.metrics` moved. A success is handed to the completer and its attempt ends there (`_written`
-finishes it once written):
-the process goes on sending while completions are written. Until then its lease stays taken and it
-counts against the claims (`_recording`), as an attempt in flight does.
+finishes it once written): the process goes on sending while completions are written. Until then its
+lease stays taken and it counts against the claims (`_recording`), as an attempt in flight does.
 
 It can be stopped and started again (its HTTP session is made again at each start).
 """
