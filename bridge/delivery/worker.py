@@ -1,9 +1,10 @@
 """The worker: claims due deliveries, sends each, and records how it went. Every serve process runs one.
 
-Its loop claims due deliveries of enabled subscriptions from Redis (see `queue.py` for lanes and leases),
-runs each attempt as a task while it has free slots (`BRIDGE_DELIVERY_CONCURRENCY` requests in flight),
-and records the outcome. It claims ahead: deliveries claimed beyond the free slots wait in `_ready` and
-start the moment a slot frees (`_launch`), so a slot does not sit empty for a round of claims. The write
+Its loop claims due deliveries of enabled subscriptions from Redis (see `queue.py` for lanes and leases);
+its slots (`BRIDGE_DELIVERY_CONCURRENCY` coroutines, one request in flight each) attempt them and record
+the outcomes. It claims ahead: claimed deliveries wait in `_ready`, and a slot takes the next one the moment
+it has its answer (`_slot`), so a slot does not sit empty for a round of claims, and no task is made per
+delivery. The write
 that records finished attempts also claims what follows them for this worker (`_claim_next`, `_claimed`):
 the next delivery of each ordered lane it moves on, so one school's events follow each other without a
 round of claims between them; for an unordered subscription, as many due deliveries as it finished, within
@@ -57,7 +58,7 @@ from bridge.delivery.queue import Claim, Completion, DeliveryQueue, Outcome
 from bridge.delivery.sender import Sender
 from bridge.delivery.sendtime import as_it_is, as_now
 from bridge.delivery.store import Current, SubscriptionStore
-from bridge.loops import poll
+from bridge.loops import cancelled, poll
 from bridge.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -104,8 +105,13 @@ class Worker:
         self._rng = rng or random.Random()
         self._tag = secrets.token_hex(6)
         self._counter = 0
-        self._inflight: dict[asyncio.Task[bool], tuple[str, str, str]] = {}
-        self._sending: set[asyncio.Task[bool]] = set()  # the attempts of `_inflight` not yet answered
+        self._slots: list[asyncio.Task[None]] = []
+        self._hands: dict[int, tuple[str, str, str]] = {}
+        """Per slot sending now: the delivery it attempts (subscription id, delivery id, token)."""
+        self._free: deque[asyncio.Future[None]] = deque()
+        """Slots waiting for a claimed delivery (`_launch` wakes them)."""
+        self._failing: dict[asyncio.Task[None], tuple[str, str, str]] = {}
+        """Outcomes other than a success being written (`_record`): their slots are free meanwhile."""
         self._recording: Counter[str] = Counter()
         """Per subscription, successes handed to the completer whose outcome is not written yet."""
         self._pushing = 1
@@ -140,7 +146,7 @@ class Worker:
     @property
     def in_flight(self) -> int:
         """Deliveries this process holds now: waiting for a slot, sending, or being recorded."""
-        return len(self._ready) + len(self._inflight) + self._recording.total()
+        return len(self._ready) + len(self._hands) + len(self._failing) + self._recording.total()
 
     @property
     def _capacity(self) -> int:
@@ -154,6 +160,11 @@ class Worker:
         self._stopping = False
         self._wake = asyncio.Event()
         self._sender.session()  # made now (its CA bundle takes ~15 ms to load), not by the first send
+        self._free.clear()
+        self._slots = [
+            asyncio.create_task(self._slot(n), name=f"delivery-slot-{n}")
+            for n in range(self._settings.delivery_concurrency)
+        ]
         self._loop_task = asyncio.create_task(self._run(), name="delivery-dispatcher")
         log.info("dispatcher started", concurrency=self._settings.delivery_concurrency)
 
@@ -165,17 +176,19 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         await self._hand_back(len(self._ready))  # claimed, not started: back at once
-        if self._inflight:
-            await asyncio.wait(list(self._inflight), timeout=grace)
+        self._launch()  # idle slots end (stopping)
+        busy = [task for task in (*self._slots, *self._failing) if not task.done()]
+        if busy:
+            await asyncio.wait(busy, timeout=grace)
         await self._completer.drain()
         await self._hand_back(len(self._ready))  # lanes' next heads the last writes claimed
-        leftovers = dict(self._inflight)
-        for task in leftovers:
-            task.cancel()
+        leftovers = [*self._hands.values(), *self._failing.values()]
+        await cancelled(*self._slots, *self._failing)
+        await cancelled(*self._failing)  # what a cancelled send recorded meanwhile (released below)
+        self._slots = []
         if leftovers:
-            await asyncio.gather(*leftovers, return_exceptions=True)
             now = time.time()
-            for subscription_id, delivery_id, token in leftovers.values():
+            for subscription_id, delivery_id, token in leftovers:
                 with contextlib.suppress(RedisError, OSError):
                     await self._queue.release(subscription_id, delivery_id, token=token, now=now)
         if self._reading is not None:
@@ -292,7 +305,9 @@ class Worker:
     def _holding(self, subscription_id: str) -> int:
         """The deliveries of one subscription this process holds: waiting for a slot, sending, recording."""
         waiting = sum(1 for s, *_ in self._ready if s.id == subscription_id)
-        sending = sum(1 for sid, *_ in self._inflight.values() if sid == subscription_id)
+        sending = sum(
+            1 for sid, *_ in (*self._hands.values(), *self._failing.values()) if sid == subscription_id
+        )
         return waiting + sending + self._recording[subscription_id]
 
     def _claimed(self, subscription: Subscription, deliveries: list[Delivery], token: str) -> None:
@@ -304,18 +319,36 @@ class Worker:
         self._launch()
 
     def _launch(self) -> None:
-        """Start attempts of claimed deliveries, oldest claim first, while slots are free."""
-        concurrency = self._settings.delivery_concurrency
-        stale = time.monotonic() - READY_SECONDS
-        while self._ready and len(self._sending) < concurrency and not self._stopping:
-            if self._ready[0][3] <= stale:
-                self._wake.set()  # its lease may not cover an attempt now: the tick hands it back
-                break
+        """Wake idle slots for the claimed deliveries waiting (all of them once stopping: they end)."""
+        while self._free and (self._ready or self._stopping):
+            waiter = self._free.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _slot(self, n: int) -> None:
+        """One slot of concurrency: attempts claimed deliveries one after another, oldest claim first."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if not self._ready or self._ready[0][3] <= time.monotonic() - READY_SECONDS:
+                if self._ready:
+                    self._wake.set()  # its lease may not cover an attempt now: the tick hands it back
+                waiter = loop.create_future()
+                self._free.append(waiter)
+                await waiter
+                continue
             subscription, delivery, token, _ = self._ready.popleft()
-            task = asyncio.create_task(self._deliver(subscription, delivery, token))
-            self._inflight[task] = (subscription.id, delivery.id, token)
-            self._sending.add(task)
-            task.add_done_callback(self._finished)
+            self._hands[n] = (subscription.id, delivery.id, token)
+            try:
+                handed = await self._deliver(subscription, delivery, token)
+            except Exception:
+                log.exception("delivery attempt crashed", subscription=subscription.id)
+                handed = False
+            del self._hands[n]  # (kept when cancelled: `stop` releases it)
+            if not handed:
+                # A success handed to the completer still counts against the claims, and its lane moves
+                # on only once it is written, so a tick now would find nothing new: `_written` wakes the
+                # loop. Anything else frees room at once.
+                self._wake.set()
 
     def _stale(self) -> int:
         """How many of the deliveries waiting for a slot waited `READY_SECONDS` (the oldest come first)."""
@@ -326,30 +359,12 @@ class Worker:
         """Release the first `count` deliveries waiting for a slot: due again at once, for any process."""
         if not count:
             return
-        leaving = [self._ready.popleft() for _ in range(count)]  # before any await: `_launch` pops too
+        leaving = [self._ready.popleft() for _ in range(count)]  # before any await: the slots pop too
+        self._launch()  # slots that stopped at a stale claim take the fresh ones behind it
         now = time.time()
         for subscription, delivery, token, _ in leaving:
             with contextlib.suppress(RedisError, OSError):  # else its lease runs out: the same, later
                 await self._queue.release(subscription.id, delivery.id, token=token, now=now)
-
-    def _finished(self, task: asyncio.Task[bool]) -> None:
-        self._inflight.pop(task, None)
-        self._sending.discard(task)
-        self._launch()
-        if not task.cancelled() and task.exception() is None and task.result():
-            # A success handed to the completer: it still counts against the claims, and its lane moves
-            # on only once it is written, so a tick now would find nothing new; `_written` wakes the loop.
-            # (An ordered lane made two rounds of claims per delivery, one of them empty.)
-            return
-        self._wake.set()
-
-    def _answered(self) -> None:
-        """The current attempt has its answer: its slot is free for the next delivery."""
-        task = asyncio.current_task()
-        if task in self._sending:
-            self._sending.discard(task)
-            self._launch()
-            self._wake.set()
 
     async def _maintain(self, subscriptions: list[Subscription], now: float) -> None:
         cutoff = now - self._settings.event_retention_days * 86400
@@ -364,7 +379,8 @@ class Worker:
     # -- one attempt --------------------------------------------------------------------------------
 
     async def _deliver(self, subscription: Subscription, delivery: Delivery, token: str) -> bool:
-        """One attempt; whether it ended handed to the completer (a success, written later)."""
+        """One attempt; whether it ended handed to the completer (a success, written later). Any other
+        outcome is written by a task of its own (`_failed`): the slot takes its next delivery meanwhile."""
         try:
             reading = self._fresh()
             if reading is not None:
@@ -382,7 +398,7 @@ class Worker:
             if result.ok:
                 self._record_ok(subscription, sent, token, result)
                 return True
-            await self._record(subscription, sent, token, result)
+            self._failed(subscription, sent, token, result)
             return False
         except (RedisError, OSError) as error:
             # The lease runs out and the delivery is attempted again: at-least-once holds.
@@ -426,13 +442,36 @@ class Worker:
             completion, lambda written: self._written(subscription, delivery, result, now, written)
         )
 
+    def _failed(
+        self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult
+    ) -> None:
+        """Any other outcome: recorded by a task of its own (`_record`), counted against the claims."""
+        task = asyncio.create_task(self._record(subscription, delivery, token, result))
+        self._failing[task] = (subscription.id, delivery.id, token)
+        task.add_done_callback(self._recorded)
+
+    def _recorded(self, task: asyncio.Task[None]) -> None:
+        self._failing.pop(task, None)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("recording a delivery's outcome crashed", error=type(task.exception()).__name__)
+
     async def _record(
         self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult
     ) -> None:
-        """Where any other outcome is recorded: classified, its slot freed, written with its `Attempt`,
-        then told (`_told`)."""
+        """Where any other outcome is recorded: classified, written with its `Attempt`, then told (`_told`).
+        A Redis error leaves the lease to run out: the delivery is attempted again (at-least-once)."""
+        try:
+            await self._recorded_as(subscription, delivery, token, result)
+        except (RedisError, OSError) as error:
+            _bound(subscription, delivery).warning(
+                "delivery bookkeeping failed", error=f"{type(error).__name__}: {error}"
+            )
+
+    async def _recorded_as(
+        self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult
+    ) -> None:
         now = time.time()
-        self._answered()
         number = delivery.attempts + 1
         next_at = now
         outcome: Outcome

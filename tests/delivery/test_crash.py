@@ -55,7 +55,7 @@ async def test_killed_dispatcher_work_is_finished_by_another_after_the_lease(
     # kill -9: cancel everything, no release of leases, no bookkeeping.
     assert victim.worker._loop_task is not None
     victim.worker._loop_task.cancel()
-    for task in list(victim.worker._inflight):
+    for task in [*victim.worker._slots, *victim.worker._failing]:
         task.cancel()
     await asyncio.sleep(0)
     leased = await victim.redis.hlen(victim.keys.leases(subscription.id))
