@@ -8,17 +8,21 @@ Two `serve` processes share one Redis and one simulator (10 schools of 40 learne
 answers 500 to 10% and stalls past the 2 s delivery timeout on 10% (unordered), one filtered by school
 and event type (ordered) fails and stalls 5% each; a fourth (ordered, 10% of 500s) is created with
 `"initial": "snapshot"`, so it gets a resync of every feed at its creation and again at each new baseline,
-through the kills. Retries are short (0.2, 0.5, 1, 2 s) so some
-deliveries are dead-lettered; they are counted and retried at the end through the API.
+through the kills. Retries are short (0.2, 0.5, 1, 2 s) so some deliveries are dead-lettered; they are
+counted and retried at the end through the API. A pull subscription to every event is read through the
+kills by a reader (suites/pull_reader.py) that long-polls its feed from whichever replica answers and
+commits each page, now and then dropping its cursor first (it then reads on from the committed position, as
+a reader restarting without state does).
 
 Each iteration waits a random 0 to 3 s, kills a random replica with SIGKILL (whatever it is doing:
 starting, polling, committing, delivering) and starts it again at once. Then the churn stops, the
 receivers heal, every school is polled once more and everything is delivered, and `suites.checks`
 runs: contiguous sequences, a replay of the log that rebuilds the simulator exactly (nothing emitted
 twice, no false removed), every event delivered at least once to every matching subscription, ordered
-subscriptions in sequence order, and for every ordered subscription to every event, a materialising
-consumer (docs/consumers.md) fed what its receiver accepted holds exactly the simulator's records. Lost
-must be 0; duplicates are allowed (at-least-once) and counted.
+subscriptions (and the pull reader) in sequence order, and for every ordered subscription to every event,
+the pull one included, a materialising consumer (docs/consumers.md) fed what its receiver accepted (or its
+reader read) holds exactly the simulator's records. Lost must be 0; duplicates are allowed (at-least-once)
+and counted.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         serves=2,
         keep_logs=args.keep_logs,
         snapshot_subscriber=True,
+        pull_reader=True,
     )
     with Deployment(layout, report) as deployment:
         time.sleep(3)  # let the first polls and deliveries get going

@@ -23,7 +23,7 @@ import redis
 
 from bridge.catalogue import DEFAULT_RESOURCES
 from bridge.store.keys import Keys
-from bridge.testing.receivers import Behaviour, Receiver, ReceiverServer
+from bridge.testing.receivers import Behaviour, Received, Receiver, ReceiverServer
 from bridge.testing.redis import RedisServer
 from bridge.testing.settings import serve_env
 from suites.bridge_api import BridgeApi
@@ -37,6 +37,7 @@ from suites.checks import (
     read_log,
 )
 from suites.processes import Serve, Simulator, start_serves, stop_serves
+from suites.pull_reader import PullReader
 from suites.report import Report
 
 
@@ -85,6 +86,8 @@ class Layout:
     keep_logs: bool = False
     snapshot_subscriber: bool = False
     """A fourth subscription, created with `"initial": "snapshot"` (default_endpoints)."""
+    pull_reader: bool = False
+    """A pull subscription to every event, read through the run by a `PullReader` (suites/pull_reader.py)."""
 
 
 class Deployment:
@@ -117,6 +120,7 @@ class Deployment:
             receiver = Receiver(e.behaviour.script(seed=layout.seed + n), name=e.spec.name, verify=True)
             self.endpoints[e.spec.name] = (e.spec, ReceiverServer(receiver))
         self.subscription_ids: dict[str, str] = {}
+        self.pull: tuple[SubscriptionSpec, PullReader] | None = None
         self.dead: dict[str, set[str]] = defaultdict(set)  # subscription name -> event ids ever dead
         self.dead_retried = 0
         self.keys = Keys("d6b")
@@ -148,15 +152,25 @@ class Deployment:
             created = self.api.create_subscription(server.hook_url, **spec.fields())
             server.receiver.secret = created["secret"]
             self.subscription_ids[name] = created["id"]
+        if self.layout.pull_reader:
+            spec = SubscriptionSpec("pull-reader")
+            created = self.api.call(
+                "POST", "/v1/subscriptions", json={"delivery": "pull", "description": "suite: pull-reader"}
+            )
+            self.subscription_ids[spec.name] = created["id"]
+            self.pull = (spec, PullReader(self.api, created["id"], seed=self.layout.seed))
+            self.pull[1].start()
         self.sim.clear_faults()
         self.sim.churn(self.layout.churn)
         self.report.note(
             f"{len(self.serves)} serve, {self.layout.schools} schools x ({self.layout.learners} learners, "
             f"{self.layout.debtors} debtors), churn {self.layout.churn}/s, "
-            f"{len(self.endpoints)} subscriptions"
+            f"{len(self.endpoints)} webhook subscriptions" + (", a pull reader" if self.pull else "")
         )
 
     def close(self, failed: bool = False) -> None:
+        if self.pull is not None:
+            self.pull[1].stop()
         stopped = stop_serves(self.serves, timeout=45)
         self.clean_exits = all(code == 0 for code, _seconds in stopped.values())
         for _spec, server in self.endpoints.values():
@@ -225,10 +239,18 @@ class Deployment:
     def _undelivered(self, client: redis.Redis) -> int:
         events = [e for s in self.sim.school_ids for e in read_log(client, s)]
         missing = 0
-        for spec, server in self.endpoints.values():
-            ok = {r.event_id for r in server.receiver.snapshot() if r.ok}
+        for _name, spec, receipts in self._receipts():
+            ok = {r.event_id for r in receipts if r.ok}
             missing += sum(1 for e in events if spec.matches(e["type"], e["school_id"]) and e["id"] not in ok)
         return missing
+
+    def _receipts(self) -> list[tuple[str, SubscriptionSpec, list[Received]]]:
+        """Per subscription: what its receiver accepted so far, or what the pull reader read."""
+        found = [(name, spec, server.receiver.snapshot()) for name, (spec, server) in self.endpoints.items()]
+        if self.pull is not None:
+            spec, reader = self.pull
+            found.append((spec.name, spec, reader.snapshot()))
+        return found
 
     def verify(self, prefix: str = "") -> dict[str, int]:
         """Every check of `suites.checks`; figures go into the report. Returns the totals."""
@@ -254,8 +276,7 @@ class Deployment:
         report.figure(prefix + "GET /v1/events lists", len(listed))
         totals: Counter[str] = Counter()
         self.collect_dead()
-        for name, (spec, server) in self.endpoints.items():
-            receipts = server.receiver.snapshot()
+        for name, spec, receipts in self._receipts():
             with (self.workdir / f"receipts-{name}.jsonl").open("w") as out:
                 out.writelines(json.dumps(r.summary()) + "\n" for r in receipts)
             if spec.copies:
@@ -288,6 +309,12 @@ class Deployment:
                 out_of_order=figures.out_of_order,
                 dead_lettered=figures.dead_lettered,
                 unexpected=figures.unexpected,
+            )
+        if self.pull is not None:
+            reader = self.pull[1]
+            report.figure(
+                prefix + "pull-reader: pages read / cursors dropped before their commit",
+                f"{reader.pages} / {reader.forgotten}",
             )
         report.figure(
             prefix + "deliveries (all subscriptions)",
