@@ -461,16 +461,6 @@ class Worker:
     ) -> None:
         """Where any other outcome is recorded: classified, written with its `Attempt`, then told (`_told`).
         A Redis error leaves the lease to run out: the delivery is attempted again (at-least-once)."""
-        try:
-            await self._recorded_as(subscription, delivery, token, result)
-        except (RedisError, OSError) as error:
-            _bound(subscription, delivery).warning(
-                "delivery bookkeeping failed", error=f"{type(error).__name__}: {error}"
-            )
-
-    async def _recorded_as(
-        self, subscription: Subscription, delivery: Delivery, token: str, result: AttemptResult
-    ) -> None:
         now = time.time()
         number = delivery.attempts + 1
         next_at = now
@@ -483,14 +473,19 @@ class Worker:
                 outcome = "dead"
             else:
                 outcome, next_at = "retry", now + delay
-        if outcome == "hold":
-            # Disabled before the outcome is written: the held delivery is due again at once, and a
-            # claim made meanwhile (a slot frees as soon as the answer is in) must find it disabled.
-            await self._store.disable(subscription.id, GONE_REASON)
-        held, failing_since = await self._completer.complete(
-            _completion(subscription, delivery, token, result, outcome, now, next_at)
-        )
-        await self._told(subscription, delivery, result, outcome, held, failing_since, now)
+        try:
+            if outcome == "hold":
+                # Disabled before the outcome is written: the held delivery is due again at once, and a
+                # claim made meanwhile (a slot frees as soon as the answer is in) must find it disabled.
+                await self._store.disable(subscription.id, GONE_REASON)
+            held, failing_since = await self._completer.complete(
+                _completion(subscription, delivery, token, result, outcome, now, next_at)
+            )
+            await self._told(subscription, delivery, result, outcome, held, failing_since, now)
+        except (RedisError, OSError) as error:
+            _bound(subscription, delivery).warning(
+                "delivery bookkeeping failed", error=f"{type(error).__name__}: {error}"
+            )
 
     def _written(
         self,
