@@ -100,6 +100,7 @@ async def test_a_stream_resumes_on_another_replica_after_kill_9_with_nothing_los
                     break
             await wait_for(lambda: len(received) >= len(feed), timeout=30, what="the stream caught up")
             resumed.cancel()
+            await asyncio.gather(resumed, return_exceptions=True)
 
         events = [msgspec.json.decode(m["data"]) for m in received]
         assert len(received) > before, "events came after the resume"
