@@ -42,6 +42,7 @@ from apscheduler.triggers.base import BaseTrigger
 from bridge import metrics
 from bridge.catalogue import BY_NAME
 from bridge.errors import UNREACHABLE
+from bridge.loops import cancelled
 from bridge.settings import Settings
 from bridge.sync.planner import Planner, estimate
 from bridge.sync.status import FeedStatus
@@ -250,13 +251,15 @@ class PollScheduler:
         ]
 
     async def shutdown(self, grace_seconds: float = 10.0) -> None:
-        """Stop taking new polls; give running polls `grace_seconds` to finish, then cancel them."""
+        """Stop taking new polls and cancel the running ones (a poll cut short commits nothing: its feed is
+        polled again), waiting at most `grace_seconds` for them to end. A cancellation lost in a Redis
+        command (`cancelled`, bridge/loops.py) is made again, so a poll worker does not go on polling."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        for task in self._tasks:
-            task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=grace_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_seconds):
+                    await cancelled(*self._tasks)
         self._tasks = []
 
     def sync_schools(self, active: set[int]) -> None:
