@@ -17,6 +17,7 @@ import httpx
 import msgspec
 import redis.asyncio as aioredis
 
+from bridge.loops import cancelled
 from bridge.testing.servers import SimulatorServer
 from bridge.testing.settings import TOKEN
 from bridge.testing.waiting import wait_for
@@ -99,8 +100,7 @@ async def test_a_stream_resumes_on_another_replica_after_kill_9_with_nothing_los
                 if not page["meta"]["has_more"]:
                     break
             await wait_for(lambda: len(received) >= len(feed), timeout=30, what="the stream caught up")
-            resumed.cancel()
-            await asyncio.gather(resumed, return_exceptions=True)
+            await cancelled(resumed)
 
         events = [msgspec.json.decode(m["data"]) for m in received]
         assert len(received) > before, "events came after the resume"
