@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import Counter
@@ -14,6 +13,7 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from bridge.d6 import RedisBudget
+from bridge.loops import cancelled
 from bridge.settings import Settings
 from bridge.store.scripts import Scripts
 from bridge.sync.scheduler import DueQueue, PhaseTrigger, PollScheduler, phase_seconds
@@ -204,9 +204,7 @@ async def test_a_poll_whose_request_budget_cannot_reach_redis_is_a_warning_witho
         scheduler.queue.put((1002, "learners"), time.time())
         async with asyncio.timeout(10):
             await third.wait()
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        await cancelled(worker)
     await broken.aclose()
     assert polled[:2] == [(1000, "learners"), (1001, "learners")]
     warnings = [e for e in logs if e["event"] == "poll could not reach Redis"]
