@@ -410,7 +410,7 @@ async def main(learners: int = BIG_LEARNERS) -> bool:
     print(
         f"                live change events hold {f.live_bytes:.0f} bytes each in Redis (log, indexes, "
         f"trace; measured in the live phases): less the {f.live_during_total:,} committed during the resync, "
-        f"the resync's own peak is +{f.resync_peak / mib:.2f} MiB and +{f.resync_left / mib:.2f} MiB stays"
+        f"the resync's own peak is {f.resync_peak / mib:+.2f} MiB and {f.resync_left / mib:+.2f} MiB stays"
     )
     print(
         f"  all at once   {f.all_at_once_queued:,} deliveries queued with no limit: "
