@@ -218,6 +218,9 @@ class PollScheduler:
         """The poll planner (`BRIDGE_POLL_PLANNING=adaptive`); None: `fixed`."""
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._tasks: list[asyncio.Task[None]] = []
+        self._polling: set[asyncio.Task[None]] = set()
+        """The poll workers in a poll now (the others wait for one)."""
+        self._stopping = False
         self.schools: set[int] = set()
 
     @property
@@ -246,20 +249,22 @@ class PollScheduler:
                 coalesce=True,
                 misfire_grace_time=max(1, int(self.planner.refresh_seconds)),
             )
+        self._stopping = False
         self._tasks = [
             asyncio.create_task(self._worker(n), name=f"poll-worker-{n}") for n in range(self._workers)
         ]
 
     async def shutdown(self, grace_seconds: float = 10.0) -> None:
-        """Stop taking new polls and cancel the running ones (a poll cut short commits nothing: its feed is
-        polled again), waiting at most `grace_seconds` for them to end. A cancellation lost in a Redis
-        command (`cancelled`, bridge/loops.py) is made again, so a poll worker does not go on polling."""
+        """Stop taking new polls; give running polls `grace_seconds` to finish, then cut them short (a poll
+        cut short commits nothing: its feed is polled again). docs/operations.md says so."""
+        self._stopping = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        if self._tasks:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(grace_seconds):
-                    await cancelled(*self._tasks)
+        await cancelled(*(task for task in self._tasks if task not in self._polling))  # none to finish
+        polling = [task for task in self._tasks if not task.done()]
+        if polling:
+            await asyncio.wait(polling, timeout=grace_seconds)
+            await cancelled(*polling)
         self._tasks = []
 
     def sync_schools(self, active: set[int]) -> None:
@@ -373,11 +378,14 @@ class PollScheduler:
         self.queue.put((school_id, resource), time.time())
 
     async def _worker(self, number: int) -> None:
-        while True:
+        worker = asyncio.current_task()
+        assert worker is not None
+        while not self._stopping:
             feed, due_at, force = await self.queue.get()
             school_id, resource = feed
             if self.planner is not None and not force:
                 due_at = self.planner.handed_out(feed, due_at, time.time())
+            self._polling.add(worker)  # no await since the get: `shutdown` finds it polling or waiting
             try:
                 await self._poll_feed(school_id, resource, due_at, force)
             except asyncio.CancelledError:
@@ -392,6 +400,7 @@ class PollScheduler:
             except Exception:
                 log.exception("poll crashed", school_id=school_id, resource=resource, worker=number)
             finally:
+                self._polling.discard(worker)
                 self.queue.done(feed)
 
 

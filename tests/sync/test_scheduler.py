@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
@@ -211,3 +212,57 @@ async def test_a_poll_whose_request_budget_cannot_reach_redis_is_a_warning_witho
     assert [(e["log_level"], e["school_id"]) for e in warnings][:2] == [("warning", 1000), ("warning", 1001)]
     assert all(e["error"].startswith("StoreError: d6 request budget unavailable") for e in warnings)
     assert not [e for e in logs if e.get("exc_info")], "no traceback"
+
+
+def _scheduler_of(poll: Callable[..., Any]) -> PollScheduler:
+    async def integrations() -> None:
+        pass
+
+    return PollScheduler(Settings(), poll_feed=poll, poll_integrations=integrations, workers=3)
+
+
+async def test_shutdown_lets_a_running_poll_finish_within_the_grace_and_takes_no_new_one() -> None:
+    """docs/operations.md: `serve` stops taking new polls and gives running polls up to the grace to
+    finish; the idle workers do not hold the shutdown up."""
+    started = asyncio.Event()
+    finished: list[int] = []
+    polled: list[int] = []
+
+    async def poll(school_id: int, resource: str, due_at: float, force: bool) -> None:
+        polled.append(school_id)
+        started.set()
+        await asyncio.sleep(0.5)
+        finished.append(school_id)
+
+    scheduler = _scheduler_of(poll)
+    scheduler.start()
+    scheduler.queue.put((1000, "learners"), time.time())
+    async with asyncio.timeout(10):
+        await started.wait()
+    scheduler.queue.put((1001, "learners"), time.time() + 0.2)  # due while the shutdown waits
+    began = time.monotonic()
+    await scheduler.shutdown(grace_seconds=5)
+    took = time.monotonic() - began
+    assert finished == [1000] and polled == [1000]
+    assert 0.3 < took < 2.0, took
+    assert not scheduler.running
+
+
+async def test_shutdown_cuts_short_a_poll_still_running_after_the_grace() -> None:
+    started = asyncio.Event()
+    finished: list[int] = []
+
+    async def poll(school_id: int, resource: str, due_at: float, force: bool) -> None:
+        started.set()
+        await asyncio.sleep(30)
+        finished.append(school_id)
+
+    scheduler = _scheduler_of(poll)
+    scheduler.start()
+    scheduler.queue.put((1000, "learners"), time.time())
+    async with asyncio.timeout(10):
+        await started.wait()
+    began = time.monotonic()
+    await scheduler.shutdown(grace_seconds=0.5)
+    assert time.monotonic() - began < 5
+    assert finished == []
