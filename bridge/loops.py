@@ -59,12 +59,13 @@ async def poll(
 async def cancelled(*tasks: asyncio.Task[Any]) -> None:
     """Cancel `tasks` and wait until every one has ended.
 
-    One cancellation is not always the end of a task on Python 3.11. redis-py sends each command under
-    `asyncio.wait_for`, which returns the send's result instead of raising when the cancellation comes as
-    the send completes (fixed in 3.12): the task goes on as if never cancelled, and with a busy client that
-    is most cancellations. One landing inside a command can also come back out as the command's
-    `TimeoutError`, which a loop takes for a failed step and retries. So a task still running after
-    `RECANCEL_SECONDS` is cancelled again."""
+    One cancellation is not always the end of a task on Python 3.11. One landing inside a redis-py command
+    can come back out as the command's `TimeoutError`, which a loop takes for a failed step and retries.
+    And redis-py sends each command under `asyncio.wait_for`, which returns the send's result instead of
+    raising when the cancellation comes as the send completes (fixed in 3.12): the store's own connections
+    send otherwise (bridge/store/redis.py `_Sending`), but a client made elsewhere loses most
+    cancellations of a task busy with it. So a task still running after `RECANCEL_SECONDS` is cancelled
+    again."""
     pending = {task for task in tasks if not task.done()}
     while pending:
         for task in pending:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import random
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.testing import capture_logs
 
 from bridge.errors import StoreError
-from bridge.loops import Background, cancelled, poll
+from bridge.loops import Background, poll
 
 
 async def test_a_failed_step_is_logged_and_the_loop_goes_on() -> None:
@@ -95,21 +93,3 @@ async def test_wake_ends_an_idle_at_once() -> None:
         await second.wait()
     assert steps[1] - steps[0] < 1.0
     await background.stop()
-
-
-async def test_cancelled_ends_a_task_busy_with_redis_commands(redis: aioredis.Redis) -> None:
-    """A task that sends one command after another is, on Python 3.11, usually mid-send when cancelled, and
-    redis-py's send then loses the cancellation (`cancelled`'s docstring): it is cancelled again until it
-    ends, five times over, each soon."""
-    rng = random.Random(7)
-    for _ in range(5):
-
-        async def busy() -> None:
-            while True:
-                await redis.hlen("d6b:test:anything")
-
-        task = asyncio.create_task(busy())
-        await asyncio.sleep(rng.random() * 0.003)
-        async with asyncio.timeout(15):
-            await cancelled(task)
-        assert task.cancelled()

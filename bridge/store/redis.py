@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from collections.abc import Iterable
 from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.settings import Settings
 
@@ -49,6 +54,48 @@ def connect(settings: Settings) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
+class _Sending:
+    """Commands sent under `asyncio.timeout`, where redis-py's asyncio connection sends them under
+    `asyncio.wait_for`. On Python 3.11 `wait_for` returns the send's result instead of raising when a
+    cancellation comes as the send completes (fixed in 3.12), so a task busy with Redis commands lost most
+    of its cancellations: a stop waited, a timeout around Redis work did not fire. The rest is redis-py's
+    `send_packed_command` as it is: the same checks before, the same errors, the connection closed after
+    any failure (tests/store/test_redis_sending.py)."""
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        connection = cast(AbstractConnection, self)
+        timeout = connection.socket_timeout
+        if not timeout or sys.version_info >= (3, 12):
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+            return
+        if not connection.is_connected:
+            await connection.connect_check_health(check_health=False)
+        if check_health:
+            await connection.check_health()  # type: ignore[no-untyped-call]
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        writer = connection._writer
+        assert writer is not None
+        try:
+            async with asyncio.timeout(timeout):
+                writer.writelines(command)
+                await writer.drain()
+        except TimeoutError:  # before OSError, whose subclass it is
+            await connection.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as error:
+            await connection.disconnect(nowait=True)
+            number, message = ("UNKNOWN", error.args[0]) if len(error.args) == 1 else error.args[:2]
+            raise RedisConnectionError(f"Error {number} while writing to socket. {message}.") from error
+        except BaseException:
+            await connection.disconnect(nowait=True)  # a send cut short leaves the connection unusable
+            raise
+
+
 class _HiredisPacking:
     """Commands packed by hiredis (C), as redis-py's synchronous client does when hiredis is installed; its
     asyncio connections pack in Python, a few microseconds an argument (a commit of 100 changes sends some
@@ -69,10 +116,11 @@ _PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {}
 
 
 def packing(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
-    """`connection_class` (plain, TLS or Unix socket: whichever the URL chose) packing with hiredis."""
+    """`connection_class` (plain, TLS or Unix socket: whichever the URL chose) packing with hiredis and
+    sending under `asyncio.timeout` (`_Sending`)."""
     if connection_class not in _PACKING:
         name = f"Hiredis{connection_class.__name__}"
         _PACKING[connection_class] = cast(
-            type[AbstractConnection], type(name, (_HiredisPacking, connection_class), {})
+            type[AbstractConnection], type(name, (_Sending, _HiredisPacking, connection_class), {})
         )
     return _PACKING[connection_class]
