@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,7 +37,12 @@ def connect(settings: Settings) -> aioredis.Redis:
             decode_responses=False,
         )
         # The bridge speaks to it through the same commands: every multi-key script, transaction and
-        # read touches keys of one hash tag, hence one slot (see store/keys.py).
+        # read touches keys of one hash tag, hence one slot (see store/keys.py). Its nodes' connections
+        # pack and send as a single Redis's do: those of the nodes it was given, and of those it finds.
+        nodes = cluster.nodes_manager
+        nodes.connection_kwargs["connection_class"] = packing(nodes.connection_kwargs["connection_class"])
+        for node in nodes.startup_nodes.values():
+            node.connection_class = cast(type[Connection], packing(node.connection_class))
         return cast(aioredis.Redis, cluster)
     # A burst of requests (200 streams opened at once, say) waits for a free connection rather than failing:
     # redis-py's default pool refuses the 101st at once ("Too many connections").

@@ -9,12 +9,14 @@ import os
 import random
 import signal
 import time
+from typing import Any
 
 import pytest
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.store import redis as store_redis
 from bridge.store.redis import connect
+from bridge.testing.redis import redis_cluster
 from bridge.testing.settings import fast_settings
 
 
@@ -22,21 +24,34 @@ async def test_one_cancellation_ends_a_task_busy_with_redis_commands(redis_url: 
     """redis-py sends under `asyncio.wait_for`, which on Python 3.11 loses a cancellation that comes as the
     send completes: most of the thirty below, through a plain client."""
     client = connect(fast_settings(redis_url=redis_url))
-    rng = random.Random(11)
     try:
-        for _ in range(30):
-
-            async def busy() -> None:
-                while True:
-                    await client.hlen("d6b:test:sending")
-
-            task = asyncio.create_task(busy())
-            await asyncio.sleep(rng.random() * 0.003)
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=5)
-            assert done and task.cancelled()
+        await _each_cancellation_ends_it(client)
     finally:
         await client.aclose()
+
+
+async def test_the_same_on_a_redis_cluster() -> None:
+    with redis_cluster() as url:
+        client = connect(fast_settings(redis_url=url, redis_cluster=True))
+        try:
+            await _each_cancellation_ends_it(client)
+        finally:
+            await client.aclose()
+
+
+async def _each_cancellation_ends_it(client: Any) -> None:
+    rng = random.Random(11)
+    for _ in range(30):
+
+        async def busy() -> None:
+            while True:
+                await client.hlen("d6b:test:sending")
+
+        task = asyncio.create_task(busy())
+        await asyncio.sleep(rng.random() * 0.003)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done and task.cancelled()
 
 
 async def test_a_send_to_a_redis_that_stops_reading_times_out(
