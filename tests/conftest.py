@@ -19,6 +19,7 @@ from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.urls import UrlGuard
 from bridge.settings import Settings
 from bridge.store.keys import Keys
+from bridge.store.redis import connect
 from bridge.store.scripts import Scripts
 from bridge.testing.receivers import Receiver, ReceiverServer, Script
 from bridge.testing.redis import redis_server
@@ -68,8 +69,9 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A client on the test Redis, flushed before each test."""
-    client = aioredis.Redis.from_url(redis_url)
+    """A client on the test Redis as the bridge makes one (bridge/store/redis.py `connect`: a task the test
+    cancels while it sends commands ends, as the bridge's own do), flushed before each test."""
+    client = connect(fast_settings(redis_url=redis_url))
     await client.flushdb()
     try:
         yield client
