@@ -1,21 +1,19 @@
 """The worker: claims due deliveries, sends each, and records how it went. Every serve process runs one.
 
-Its loop claims due deliveries of enabled subscriptions from Redis (see `queue.py` for lanes and leases);
-its slots (`BRIDGE_DELIVERY_CONCURRENCY` coroutines, one request in flight each) attempt them and record
-the outcomes. It claims ahead: claimed deliveries wait in `_ready`, and a slot takes the next one the moment
-it has its answer (`_slot`), so a slot does not sit empty for a round of claims, and no task is made per
-delivery. The write
-that records finished attempts also claims what follows them for this worker (`_claim_next`, `_claimed`):
-the next delivery of each ordered lane it moves on, so one school's events follow each other without a
-round of claims between them; for an unordered subscription, as many due deliveries as it finished, within
-the subscription's even share of the claims (the tick hands out the rest, each subscription in turn).
-Claimed deliveries stay at most twice the concurrency, whether waiting, sending or being recorded. It
-wakes when an attempt fails, when a success's outcome is written while the last round of claims took all
-it could hold (only then is its claim freed; with less due than room, all of it was claimed and a round
-would find nothing), when a write made a lane's next head due rather than claiming it, or when the intake
-or a resync queued something (`wake`); and otherwise polls every `poll_interval` seconds (one cheap script
-per enabled subscription per tick), so other processes' fan-outs and expiring retries are picked up
-quickly.
+Its loop claims due deliveries of enabled subscriptions from Redis (see `queue.py` for lanes and leases); its
+slots (`BRIDGE_DELIVERY_CONCURRENCY` coroutines, one request in flight each) attempt them and record the
+outcomes. It claims ahead: claimed deliveries wait in `_ready`, and a slot takes the next one the moment it
+has its answer (`_slot`), so a slot does not sit empty for a round of claims, and no task is made per
+delivery. The write that records finished attempts also claims what follows them for this worker
+(`_claim_next`, `_claimed`): the next delivery of each ordered lane it moves on, so one school's events follow
+each other without a round of claims between them; for an unordered subscription, as many due deliveries as it
+finished, within the subscription's even share of the claims (the tick hands out the rest, each subscription
+in turn). Claimed deliveries stay at most twice the concurrency, whether waiting, sending or being recorded.
+It wakes when an attempt fails, when a success's outcome is written while the last round of claims took all it
+could hold (only then is its claim freed; with less due than room, all of it was claimed and a round would
+find nothing), when a write made a lane's next head due rather than claiming it, or when the intake or a
+resync queued something (`wake`); and otherwise polls every `poll_interval` seconds (one cheap script per
+enabled subscription per tick), so other processes' fan-outs and expiring retries are picked up quickly.
 
 One attempt: `_as_now` (the delivery as the subscription is now: dropped, or its body cut again), send,
 then `_record_ok` or `_record`, the two places a delivery's outcome is recorded: classified (ok, retry,

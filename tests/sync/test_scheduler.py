@@ -214,11 +214,18 @@ async def test_a_poll_whose_request_budget_cannot_reach_redis_is_a_warning_witho
     assert not [e for e in logs if e.get("exc_info")], "no traceback"
 
 
-def _scheduler_of(poll: Callable[..., Any]) -> PollScheduler:
+async def _polling(poll: Callable[..., Any], started: asyncio.Event) -> PollScheduler:
+    """A started scheduler of three workers, one of them in a poll of school 1000 (`poll` sets `started`)."""
+
     async def integrations() -> None:
         pass
 
-    return PollScheduler(Settings(), poll_feed=poll, poll_integrations=integrations, workers=3)
+    scheduler = PollScheduler(Settings(), poll_feed=poll, poll_integrations=integrations, workers=3)
+    scheduler.start()
+    scheduler.queue.put((1000, "learners"), time.time())
+    async with asyncio.timeout(10):
+        await started.wait()
+    return scheduler
 
 
 async def test_shutdown_lets_a_running_poll_finish_within_the_grace_and_takes_no_new_one() -> None:
@@ -234,11 +241,7 @@ async def test_shutdown_lets_a_running_poll_finish_within_the_grace_and_takes_no
         await asyncio.sleep(0.5)
         finished.append(school_id)
 
-    scheduler = _scheduler_of(poll)
-    scheduler.start()
-    scheduler.queue.put((1000, "learners"), time.time())
-    async with asyncio.timeout(10):
-        await started.wait()
+    scheduler = await _polling(poll, started)
     scheduler.queue.put((1001, "learners"), time.time() + 0.2)  # due while the shutdown waits
     began = time.monotonic()
     await scheduler.shutdown(grace_seconds=5)
@@ -257,11 +260,7 @@ async def test_shutdown_cuts_short_a_poll_still_running_after_the_grace() -> Non
         await asyncio.sleep(30)
         finished.append(school_id)
 
-    scheduler = _scheduler_of(poll)
-    scheduler.start()
-    scheduler.queue.put((1000, "learners"), time.time())
-    async with asyncio.timeout(10):
-        await started.wait()
+    scheduler = await _polling(poll, started)
     began = time.monotonic()
     await scheduler.shutdown(grace_seconds=0.5)
     assert time.monotonic() - began < 5
