@@ -120,12 +120,24 @@ class FeedPage(msgspec.Struct, frozen=True):
 
 class Notices:
     """Wake-ups of pull readers: `publish` after queuing, `watch` around a read that may wait; and, when
-    `on_pushed` is given, of this replica's delivery worker after another process queued webhooks."""
+    `on_pushed` is given, of this replica's delivery worker after another process queued webhooks.
 
-    def __init__(self, redis: Redis, keys: Keys, on_pushed: Callable[[], None] | None = None) -> None:
+    `announce_pushed`: tell every replica that webhooks were queued (`publish(..., pushed=True)`), set where
+    no delivery worker runs beside the parts that queue them (the hand-off process: handoff_process.py);
+    elsewhere the worker beside them is woken directly, and a `pushed` alone publishes nothing."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        on_pushed: Callable[[], None] | None = None,
+        *,
+        announce_pushed: bool = False,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self._on_pushed = on_pushed
+        self._announce_pushed = announce_pushed
         self._waiting: dict[str, set[asyncio.Event]] = {}
         self._listener = Background("feed-notices", self._listen)
         self.wakeups = 0
@@ -133,8 +145,10 @@ class Notices:
 
     async def publish(self, subscription_ids: Iterable[str], *, pushed: bool = False) -> None:
         """Tell every replica what was queued: these pull subscriptions' readers wake, and with `pushed`
-        (webhook deliveries were queued as well) every listening replica's worker."""
+        (webhook deliveries were queued as well, told where `announce_pushed`) every listening replica's
+        worker."""
         ids = sorted(set(subscription_ids))
+        pushed = pushed and self._announce_pushed
         if not ids and not pushed:
             return
         self._wake(ids)  # readers of this replica at once; the others through the stream

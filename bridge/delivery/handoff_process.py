@@ -165,10 +165,8 @@ def build(settings: Settings) -> tuple[Handoff, Resyncs]:
         redis, keys, UrlGuard(allow_private=settings.allow_private_urls), scripts=scripts
     )
     queue = DeliveryQueue(redis, keys, scripts)
-    notices = Notices(redis, keys)
-    intake = Intake(
-        redis, queue, subscriptions, on_queued=lambda: None, notices=notices, announce_pushed=True
-    )
+    notices = Notices(redis, keys, announce_pushed=True)  # no worker here: every replica's is told
+    intake = Intake(redis, queue, subscriptions, on_queued=lambda: None, notices=notices)
     resyncs = Resyncs(
         redis,
         keys,
@@ -178,7 +176,6 @@ def build(settings: Settings) -> tuple[Handoff, Resyncs]:
         settings,
         on_queued=lambda: None,
         notices=notices,
-        announce_pushed=True,
     )
     return Handoff(redis, keys, intake, queue, subscriptions, scripts, watch_stream=True), resyncs
 

@@ -38,16 +38,12 @@ class Intake:
         on_queued: Callable[[], None],
         *,
         notices: Notices | None = None,
-        announce_pushed: bool = False,
     ) -> None:
         self.redis = redis
         self.queue = queue
         self.store = store
         self._on_queued = on_queued
         self._notices = notices
-        self._announce_pushed = announce_pushed and notices is not None
-        """Whether queued webhooks are told through `notices` as well: set where no worker runs beside this
-        intake (the hand-off process), so the serve processes' workers wake."""
 
     async def fan_out(self, events: Sequence[OutgoingEvent]) -> int:
         """Queue every event for every matching subscription (enabled or not); safe to repeat.
@@ -136,9 +132,8 @@ class Intake:
             replies = [
                 reply for replies_of_one in await asyncio.gather(*map(run, calls)) for reply in replies_of_one
             ]
-        pushed = self._announce_pushed and len(pulled) < len(per_subscription)
-        if (pulled or pushed) and self._notices is not None:
-            await self._notices.publish(pulled, pushed=pushed)  # their readers wake (feed.py)
+        if self._notices is not None:  # their readers wake; the workers too where told (feed.py)
+            await self._notices.publish(pulled, pushed=len(pulled) < len(per_subscription))
         return [int(queued) for reply in replies for queued in reply]
 
 

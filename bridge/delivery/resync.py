@@ -153,13 +153,10 @@ class Resyncs:
         *,
         on_queued: Callable[[], None],
         notices: Notices | None = None,
-        announce_pushed: bool = False,
         chunk: int = CHUNK,
         max_pending: int = MAX_PENDING,
         scan_seconds: float = SCAN_SECONDS,
     ) -> None:
-        """`announce_pushed`: tell every replica's worker through `notices` when a step queued deliveries
-        (the hand-off process, which runs this loop with no worker beside it: handoff_process.py)."""
         self.redis = redis
         self.keys = keys
         self.snapshots = snapshots
@@ -171,7 +168,6 @@ class Resyncs:
         self.scan_seconds = scan_seconds
         self._on_queued = on_queued
         self._notices = notices
-        self._announce_pushed = announce_pushed
         self._scripts: Scripts = subscriptions.scripts
         self._owner = secrets.token_hex(8)
         self._loop = Background("resyncs", self._run)
@@ -382,7 +378,7 @@ class Resyncs:
             await self._forget(idle)
         if queued:
             self._on_queued()
-            if self._announce_pushed and self._notices is not None:
+            if self._notices is not None:  # told to every replica's worker where no worker is beside it
                 await self._notices.publish([], pushed=True)
         return queued
 
