@@ -50,7 +50,8 @@ covers its exact repeats across a page boundary.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from itertools import chain
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -384,8 +385,27 @@ class Sighting(msgspec.Struct, kw_only=True, frozen=True):
     """The raw digests of the rows decoded: `seen` less these are the rows taken on their bytes."""
 
     @property
-    def kept(self) -> set[int]:
-        return self.seen - self.unknown
+    def kept(self) -> Collection[int]:
+        return _Less(self.seen, self.unknown)
+
+
+class _Less(Collection[int]):
+    """`whole` less `part`, a subset of it, counted at once but listed only when iterated: a sighted scan's
+    kept digests are counted on every poll, listed only when the set is written whole (`finish_diff`)."""
+
+    __slots__ = ("_part", "_whole")
+
+    def __init__(self, whole: set[int], part: set[int]) -> None:
+        self._whole, self._part = whole, part
+
+    def __len__(self) -> int:
+        return len(self._whole) - len(self._part)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._whole and value not in self._part
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._whole - self._part)
 
 
 def sight_raw(
@@ -396,7 +416,7 @@ def sight_raw(
     twice, or an id twice among the decoded rows."""
     key = _key_function(id_of)
     hashed = [list(map(raw_digest, page.rows or ())) for page in pages]  # the hot loop: every record
-    seen = set().union(*hashed)
+    seen = set(chain.from_iterable(hashed))
     if len(seen) != sum(map(len, hashed)):
         return None
     unknown = known.unknown(seen)
