@@ -28,7 +28,8 @@ is a bare asyncio HTTP/1.1 server in a process of its own that answers 200 at on
 
 6. HTTPS: 1, 4 and 3 again to a TLS receiver (the same receiver process with a self-signed certificate for
    127.0.0.1 made with `openssl` in the run, trusted through `Sender(ssl_context=...)`).
-7. Two processes, and 8. a backlog of 100,000 after an outage: see bench/delivery_load.py.
+7. Two processes, and 8. a backlog of 100,000 after an outage: see bench/delivery_load.py. The drain is
+   judged against the mean of two unordered runs (2) made right before and right after it.
 
 Every target is a ratio to something measured in the same run: the raw ceiling (its rate and its CPU a
 request), unordered delivery, arq, one process and what the machine can give two. Issue 15's absolute
@@ -436,7 +437,12 @@ async def main(with_arq: bool) -> bool:
                 # What two can give at most here: the cores over those the machine kept busy with one
                 # delivering process (Redis and the receiver included), at most 2.
                 bound = min(2.0, CORES / busy)
+                # the drain between two unordered runs (BAB): it is judged against their mean, measured
+                # beside it rather than minutes before, as the ordered lanes are
+                around = [(await throughput(redis, settings, receiver, ordered=False))[0]]
                 drain = await delivery_load.backlog(redis, settings, receiver, [e.body for e in sent])
+                around.append((await throughput(redis, settings, receiver, ordered=False))[0])
+                drain_beside = statistics.mean(around)
             async with receiver_process(tls=(cert, key)) as tls_receiver:
                 https, _ = await measure(redis, settings, tls_receiver, trust)
         finally:
@@ -478,7 +484,9 @@ async def main(with_arq: bool) -> bool:
         f"({drain.cpu_us:.0f} µs CPU each); Redis used_memory {drain.memory_before / mib:.1f} MiB before, "
         f"{drain.memory_queued / mib:.1f} MiB queued ({held / delivery_load.BACKLOG:.0f} bytes a delivery), "
         f"{drain.memory_after / mib:.1f} MiB after ({left / delivery_load.BACKLOG:.0f} bytes an event left: "
-        "its trace and fan-out mark, until retention)"
+        "its trace and fan-out mark, until retention); unordered beside it "
+        + " and ".join(f"{rate:,.0f}" for rate in around)
+        + "/s (before and after)"
     )
     show("HTTPS", https)
     two_target = min(TARGET_TWO_PROCESSES, TARGET_MACHINE_SHARE * bound)
@@ -504,9 +512,9 @@ async def main(with_arq: bool) -> bool:
         ),
         verdict(
             "delivery backlog drain",
-            drain.rate >= TARGET_DRAIN_SHARE * plain.unordered,
-            f">= {TARGET_DRAIN_SHARE:g} of unordered; measured {drain.rate / plain.unordered:.2f}, "
-            f"{drain.rate:,.0f} of {plain.unordered:,.0f}/s",
+            drain.rate >= TARGET_DRAIN_SHARE * drain_beside,
+            f">= {TARGET_DRAIN_SHARE:g} of unordered beside it; measured {drain.rate / drain_beside:.2f}, "
+            f"{drain.rate:,.0f} of {drain_beside:,.0f}/s",
         ),
         verdict(
             "delivery backlog memory",
