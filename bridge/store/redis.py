@@ -61,8 +61,8 @@ def connect(settings: Settings) -> aioredis.Redis:
 
 class _Pool(aioredis.BlockingConnectionPool):
     """redis-py's blocking pool, which hands out a free connection without waiting on its condition under a
-    timeout when nobody waits for one: a command's round trip then costs about a quarter less CPU (40 to 55
-    of 180 to 210 µs a PING measured on the bench machine; bench/RESULTS.md section 4). With every
+    timeout when nobody waits for one: a command's round trip then costs about a sixth less CPU (164 against
+    198 µs a PING on the bench machine, the two pools in turns; bench/RESULTS.md section 4). With every
     connection in use, or a task already waiting, it is redis-py's `get_connection` as it is (the wait
     bounded by the pool's timeout). The connection is checked as redis-py checks it (`ensure_connection`)."""
 

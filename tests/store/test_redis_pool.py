@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,7 +18,7 @@ from bridge.testing.settings import fast_settings
 
 
 @pytest.fixture
-async def two_connections(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> aioredis.Redis:
+async def two_connections(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[aioredis.Redis]:
     monkeypatch.setattr(store_redis, "MAX_CONNECTIONS", 2)
     client = connect(fast_settings(redis_url=redis_url))
     yield client
