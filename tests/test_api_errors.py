@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from litestar import Litestar, get
+from typing import Literal
+
+import msgspec
+from litestar import Litestar, get, post
 from litestar.exceptions import NotFoundException
+from litestar.params import JSONBody
 from litestar.testing import TestClient
 from structlog.testing import capture_logs
 
@@ -18,6 +22,24 @@ def crash() -> None:
 @get("/missing", sync_to_thread=False)
 def missing() -> None:
     raise NotFoundException("no such thing")
+
+
+class Status(msgspec.Struct):
+    status: Literal["Created", "Deleted"]
+
+
+@post("/statuses", sync_to_thread=False)
+def statuses(data: JSONBody[Status]) -> None:
+    return None
+
+
+def test_a_value_sent_is_not_repeated_in_the_error_that_refuses_it() -> None:
+    app = Litestar([statuses], exception_handlers=EXCEPTION_HANDLERS)
+    with TestClient(app) as client:
+        answer = client.post("/statuses", json={"status": "Secret-Value-123"})
+    assert answer.status_code == 400
+    assert "status" in answer.json()["detail"] and "enum" in answer.json()["detail"]
+    assert "Secret-Value-123" not in answer.text
 
 
 def test_an_unexpected_error_is_logged_with_its_traceback_and_answered_without_it() -> None:

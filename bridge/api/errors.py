@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 import structlog
 from litestar import Request, Response
@@ -48,11 +49,22 @@ def delivery_error_handler(_: Request[Any, Any, Any], error: Exception) -> Respo
     return error_response(HTTP_400_BAD_REQUEST, str(error))
 
 
+_QUOTED_VALUE: Final = re.compile(r"^(Invalid enum value) .*$", re.DOTALL)
+"""msgspec's one message that quotes the value sent: an error never repeats a value (docs/api.md#errors)."""
+
+
+def _unquoted(item: Any) -> Any:
+    """A validation problem without the value it was about (a note's status may be anything a client sent)."""
+    if isinstance(item, dict) and isinstance(item.get("message"), str):
+        return {**item, "message": _QUOTED_VALUE.sub(r"\1", item["message"])}
+    return item
+
+
 def validation_error_handler(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     """Name each bad field in `detail` (Litestar's own says only 'Validation failed')."""
     assert isinstance(error, ValidationException)
     problems: list[str] = []
-    errors = error.extra if isinstance(error.extra, list) else []
+    errors = [_unquoted(item) for item in error.extra] if isinstance(error.extra, list) else []
     for item in errors:
         if not isinstance(item, dict):
             continue

@@ -43,6 +43,7 @@ class D6Writer:
                 message=error.message,
                 errors=error.validation_errors or None,
                 retry_after=error.retry_after if isinstance(error, WriteRetryable) else None,
+                not_authorised=isinstance(error, WriteDenied) and error.not_authorised,
             )
 
     async def notes_of(self, school_id: int, accountable_person_id: int) -> Sequence[dict[str, Any]]:

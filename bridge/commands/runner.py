@@ -9,11 +9,14 @@ commands one after another until the queue is empty or the head must wait. An at
 - after an attempt whose outcome is unknown (a timeout or a connection lost after sending), a create reads
   them again and, when a note matching it (person, date, type, text, promises) is there that was not before,
   takes that note as its result instead of sending again: exactly once over d6's non-idempotent create. The
-  blind spot: an identical note made by someone else in d6 between the two reads is taken as ours;
+  blind spot: an identical note made by someone else in d6 between the two reads is taken as ours. A read
+  that fails leaves the outcome unknown (the next attempt reads again), and a create whose schedule is used up
+  after an unknown outcome only reads: it fails only once d6 shows no note of it;
 - d6's answer is classified (`Sent.outcome`): `ok` succeeds; `refused` (400, 404) fails at once with d6's
-  message and validation errors, except a delete d6 finds already deleted, which succeeds with a remark;
-  `denied` (401) fails and the school is handled as denied (`on_denied`); `retry` (429, 5xx) and `unknown`
-  wait `BRIDGE_COMMAND_RETRY_SCHEDULE` and try again, and fail once the schedule is used up.
+  message and validation errors, except a delete d6 finds already deleted (or a promise's delete d6 no
+  longer finds after an unknown outcome), which succeeds with a remark; `denied` (401/403) fails, and when
+  d6 says the school withdrew its authorisation the school is handled as denied (`on_denied`); `retry` (429,
+  5xx) and `unknown` wait `BRIDGE_COMMAND_RETRY_SCHEDULE` and try again, and fail once it is used up.
 
 Each finished command is told as an event in its school's sequence, `command.succeeded` or `command.failed`
 (told.py), before it leaves the queue: a crash between the two tells it twice, never not at all. After a
@@ -56,6 +59,10 @@ class Sent(msgspec.Struct, kw_only=True, frozen=True):
     errors: dict[str, Any] | None = None
     note_id: int | None = None
     retry_after: float | None = None
+    reached: bool = True
+    """Whether this attempt sent the command to d6 (False: it ended before, in the look that comes first)."""
+    not_authorised: bool = False
+    """A 401/403 that says the school withdrew its authorisation (`denied` only then marks it denied)."""
 
 
 class Writer(Protocol):
@@ -164,6 +171,15 @@ class CommandRunner:
             if isinstance(before, Sent):
                 return await self._ended(command, before)
             command = before
+            if self._used_up(command):  # only looked: no note of the last, unknown attempt is in d6
+                gave_up = msgspec.structs.replace(
+                    command,
+                    state="failed",
+                    unknown=False,
+                    remark="retries used up; the last attempt's outcome was unknown and no note made by it "
+                    "was found in d6",
+                )
+                return await self._finished(gave_up, "failed")
             if not await self.lease.renew(command.school_id, self._token, self.lease_seconds):
                 return command  # another replica holds the school now: it takes the command up
         sent = await self.writer.send(command)
@@ -179,7 +195,9 @@ class CommandRunner:
             notes = await self.writer.notes_of(command.school_id, person)
         except Exception as error:  # d6 unreachable: the same schedule as a failed send
             return Sent(
-                outcome="retry", message=f"reading the person's notes first failed: {type(error).__name__}"
+                outcome="retry",
+                message=f"reading the person's notes first failed: {type(error).__name__}",
+                reached=False,
             )
         ids = [int(n["note_id"]) for n in notes if n.get("note_id") is not None]
         if command.known_before is None:
@@ -214,26 +232,47 @@ class CommandRunner:
                 command, state="succeeded", answer=answer, remark="d6 says the note was already deleted"
             )
             return await self._finished(done, "succeeded")
+        if sent.outcome == "refused" and await self._applied_before(command, sent):
+            done = msgspec.structs.replace(
+                command,
+                state="succeeded",
+                answer=answer,
+                remark="the outcome of an earlier attempt was unknown; d6 now says the promise to pay does "
+                "not exist: that attempt deleted it",
+            )
+            return await self._finished(done, "succeeded")
         if sent.outcome in ("refused", "denied"):
-            if sent.outcome == "denied":  # first: whoever reads the failure finds the school denied
-                await self._on_denied(school)
+            if sent.outcome == "denied" and sent.not_authorised:
+                await self._on_denied(school)  # first: whoever reads the failure finds the school denied
             failed = msgspec.structs.replace(command, state="failed", answer=answer)
             return await self._finished(failed, "failed")
-        if command.attempts > len(self.retry_schedule):
+        # A look that failed leaves an unknown outcome unknown: the next attempt looks again.
+        unknown = sent.outcome == "unknown" or (command.unknown and not sent.reached)
+        if command.attempts > len(self.retry_schedule) and not (unknown and command.kind == "create_note"):
             gave_up = msgspec.structs.replace(
                 command, state="failed", answer=answer, remark="retries used up"
             )
             return await self._finished(gave_up, "failed")
-        delay = self.retry_schedule[command.attempts - 1]
+        # A create whose last attempt's outcome is unknown is not failed blind: once more, it only looks.
+        delay = self.retry_schedule[min(command.attempts, len(self.retry_schedule)) - 1]
         if sent.retry_after is not None:
             delay = max(delay, sent.retry_after)
         waiting = msgspec.structs.replace(
-            command, state="queued", answer=answer, next_at=now + delay, unknown=sent.outcome == "unknown"
+            command, state="queued", answer=answer, next_at=now + delay, unknown=unknown
         )
         log.info(
             "command to retry", command_id=command.id, school_id=school, outcome=sent.outcome, delay=delay
         )
         return await self.store.save(waiting)
+
+    def _used_up(self, command: Command) -> bool:
+        """Whether this attempt comes after the schedule: it may only look for an unknown create's note."""
+        return command.attempts > len(self.retry_schedule) + 1
+
+    async def _applied_before(self, command: Command, sent: Sent) -> bool:
+        """A delete of a promise to pay that d6 no longer finds, after an attempt whose outcome was unknown:
+        that attempt deleted it."""
+        return command.kind == "delete_promise" and command.unknown and sent.status == 404
 
     async def _deleted_before(self, command: Command, sent: Sent) -> bool:
         """A delete of a note d6 finds gone succeeds when the bridge knew the note (it was deleted before:

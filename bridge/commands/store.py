@@ -10,6 +10,7 @@ and takes it over), and a school is marked due after its command is queued.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from typing import Any, Final
@@ -17,14 +18,17 @@ from typing import Any, Final
 import msgspec
 from redis.asyncio import Redis
 
-from bridge.commands.models import Command, CommandState
+from bridge.commands.models import FINISHED, Command, CommandState
 from bridge.errors import Conflict, NotFound
-from bridge.events.ids import ulid
+from bridge.events.ids import event_id_ms, ulid
 from bridge.store.codec import as_bytes, as_text
 from bridge.store.keys import Keys
 
 KEY_SECONDS: Final = 24 * 3600
 """How long an Idempotency-Key names its first command."""
+CLAIM_SECONDS: Final = 5.0
+"""A key claimed this recently whose command is not stored yet belongs to a request under way, not a crash."""
+CLAIM_WAITS: Final = 10
 
 _encoder = msgspec.msgpack.Encoder()
 _json = msgspec.json.Encoder()
@@ -39,7 +43,16 @@ def new_command_id(school_id: int) -> str:
 def school_of(command_id: str) -> int | None:
     head, _, rest = command_id.partition("_")
     school, _, tail = rest.partition("_")
-    return int(school) if head == "cmd" and school.isdigit() and tail else None
+    return int(school) if head == "cmd" and school.isascii() and school.isdigit() and tail else None
+
+
+def _claimed_at(claim: str) -> float:
+    """When a key's claim was made: the time in its command id's ULID (0 when unreadable: taken over)."""
+    _, command_id, _ = claim.split(":", 2)
+    try:
+        return event_id_ms("evt_" + command_id.rpartition("_")[2]) / 1000
+    except ValueError:
+        return 0.0
 
 
 def digest(*parts: bytes | str) -> str:
@@ -78,8 +91,10 @@ class CommandStore:
             claim = f"{command.school_id}:{command.id}:{body}"
             where = self.keys.command_key(digest(key))
             if not await self.redis.set(where, claim, nx=True, ex=KEY_SECONDS):
-                first = await self._first(where, body)
+                first = await self._first(where, body) or await self._stored_meanwhile(where, body)
                 if first is not None:
+                    if first.state not in FINISHED:  # its request may have failed before marking it due
+                        await self._mark_due(first)
                     return first, False
                 await self.redis.set(where, claim, ex=KEY_SECONDS)  # it named nothing: a crash; take it over
         school = command.school_id
@@ -87,9 +102,28 @@ class CommandStore:
             pipe.hset(self.keys.commands(school), command.id, _encoder.encode(command))
             pipe.rpush(self.keys.command_queue(school), command.id)
             await pipe.execute()
-        await self.redis.zadd(self.keys.commands_due(), {str(school): command.created_at}, nx=True)
-        await self.redis.zadd(self.keys.commands_index(), {f"{school}:{command.id}": command.created_at})
+        await self._mark_due(command)
         return command, True
+
+    async def _mark_due(self, command: Command) -> None:
+        """Its school has work and the command is listed (both idempotent: a retried request repeats them)."""
+        school, at = command.school_id, command.created_at
+        await self.redis.zadd(self.keys.commands_due(), {str(school): at}, nx=True)
+        await self.redis.zadd(self.keys.commands_index(), {f"{school}:{command.id}": at})
+
+    async def _stored_meanwhile(self, where: str, body: str) -> Command | None:
+        """The command of a key that names none yet: a key claimed less than `CLAIM_SECONDS` ago belongs to a
+        request storing its command now (a client's retry, another replica): its command once stored, or a
+        409 when it still is not. Older: a request that crashed before storing it (None: taken over)."""
+        for _ in range(CLAIM_WAITS):
+            raw = await self.redis.get(where)
+            if raw is None or time.time() - _claimed_at(as_text(raw)) >= CLAIM_SECONDS:
+                return None
+            await asyncio.sleep(CLAIM_SECONDS / CLAIM_WAITS / 10)
+            first = await self._first(where, body)
+            if first is not None:
+                return first
+        raise Conflict("a request with this Idempotency-Key is being stored now; send it again in a moment")
 
     async def _first(self, where: str, body: str) -> Command | None:
         raw = await self.redis.get(where)
@@ -162,16 +196,24 @@ class CommandStore:
         return command
 
     async def finish(self, command: Command) -> Command:
-        """Record its outcome and take it out of its school's queue (in one step)."""
+        """Record its outcome and take it out of its school's queue (in one step). The body goes: a note's
+        text is personal data, needed only to send it (an Idempotency-Key is compared by its digest)."""
         now = time.time()
-        command = msgspec.structs.replace(command, updated_at=now, finished_at=now)
+        command = msgspec.structs.replace(
+            command, updated_at=now, finished_at=now, body=b"", known_before=None
+        )
         school = command.school_id
         changed = _changed(command) if command.state == "succeeded" else None
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.commands(school), command.id, _encoder.encode(command))
             pipe.lrem(self.keys.command_queue(school), 1, command.id)
             if changed is not None:  # the next scan tells the change with its origin (sync/poller.py)
-                origin = {"command_id": command.id, "idempotency_key": command.idempotency_key, "at": now}
+                origin = {
+                    "command_id": command.id,
+                    "idempotency_key": command.idempotency_key,
+                    "kind": command.kind,
+                    "at": now,
+                }
                 pipe.hset(self.keys.command_origins(school), changed, _json.encode(origin))
             await pipe.execute()
         return command

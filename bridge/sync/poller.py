@@ -425,9 +425,21 @@ ORIGIN_RESOURCES: Final = ("note", "promise")
 """The resources write-back commands change (docs/commands.md)."""
 
 
+ORIGIN_TYPES: Final = {
+    "create_note": frozenset({"note.created", "promise.created"}),
+    "update_note": frozenset({"note.updated", "promise.created"}),
+    "delete_note": frozenset({"note.updated", "note.removed"}),
+    "delete_promise": frozenset({"promise.updated", "promise.removed"}),
+}
+"""The events that can tell what a command of each kind changed: only these carry its `origin`. The school's
+own later changes to the same note or promise (a payment recorded against a promise made with a note) are
+not the command's, and carry none."""
+
+
 def with_origins(events: list[Event], origins: dict[str, dict[str, Any]]) -> list[Event]:
     """Each event of a change a write-back command made, with its `origin`: a note's by its id, a promise's
-    by its own id (deleted through a command) or its note's (made with the note)."""
+    by its own id (deleted through a command) or its note's (made with the note); only events of the types
+    the command's kind makes (`ORIGIN_TYPES`; an entry stored before kinds were kept: any)."""
     if not origins:
         return events
     marked = []
@@ -435,5 +447,11 @@ def with_origins(events: list[Event], origins: dict[str, dict[str, Any]]) -> lis
         origin = origins.get(f"{event.resource}:{event.resource_id}")
         if origin is None and event.resource == "promise" and event.data.get("note_id") is not None:
             origin = origins.get(f"note:{event.data['note_id']}")
+        if origin is not None:
+            kind = origin.get("kind")
+            if kind is not None and event.type not in ORIGIN_TYPES.get(kind, ()):
+                origin = None
+            else:
+                origin = {k: origin.get(k) for k in ("command_id", "idempotency_key")}
         marked.append(event if origin is None else msgspec.structs.replace(event, origin=origin))
     return marked

@@ -228,7 +228,7 @@ class SnapshotStore:
         self, school_id: int, *, keep_seconds: float = ORIGIN_SECONDS
     ) -> dict[str, dict[str, Any]]:
         """What write-back commands changed lately (`note:<id>`, `promise:<id>` -> `{command_id,
-        idempotency_key, at}`, docs/commands.md), for the `origin` of the events that tell it; entries older
+        idempotency_key, kind}`, docs/commands.md), for the `origin` of the events that tell it; entries older
         than `keep_seconds` are dropped as they are read."""
         key = self._keys.command_origins(school_id)
         raw: Any = await self._redis.hgetall(key)
@@ -240,7 +240,7 @@ class SnapshotStore:
             if entry.get("at", 0) < cutoff:
                 old.append(as_text(field))
             else:
-                found[as_text(field)] = {k: entry.get(k) for k in ("command_id", "idempotency_key")}
+                found[as_text(field)] = {k: entry.get(k) for k in ("command_id", "idempotency_key", "kind")}
         if old:
             await self._redis.hdel(key, *old)
         return found
