@@ -18,6 +18,7 @@ token has, so the console can hide what it may not do.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -77,6 +78,25 @@ async def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
     caller = await _resolve(connection)
     connection.state[CALLER] = caller
     return caller
+
+
+async def still_allowed(
+    connection: ASGIConnection[Any, Any, Any, Any],
+) -> Callable[[], Awaitable[bool]] | None:
+    """For a subscription token: whether it still resolves to its subscription (asked again by a long-poll
+    after its wait and by a stream before each read, so a revoked token reads nothing more); None for the
+    admin and read-only tokens, which only a restart changes."""
+    caller = await caller_of(connection)
+    tokens: TokenStore | None = connection.app.state.get("tokens")
+    if caller.subscription is None or tokens is None:
+        return None
+    token = connection.headers.get("authorization", "").partition(" ")[2].strip()
+    subscription_id = caller.subscription.id
+
+    async def allowed() -> bool:
+        return await tokens.resolve(token) == subscription_id
+
+    return allowed
 
 
 async def shape_for(connection: ASGIConnection[Any, Any, Any, Any]) -> Shape | None:

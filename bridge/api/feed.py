@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_200_OK
 
-from bridge.api.auth import admin_guard, subscription_guard
+from bridge.api.auth import admin_guard, still_allowed, subscription_guard
 from bridge.api.common import Injected
 from bridge.api.contract import BODY_ERRORS, SECURITY, error_responses, json_body
 from bridge.delivery.feed import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     MAX_WAIT_SECONDS,
+    Allowed,
     EntryId,
     Feed,
     FeedPage,
@@ -98,6 +99,7 @@ class FeedController(Controller):
     )
     async def read_feed(
         self,
+        request: Request[Any, Any, Any],
         subscriptions: Injected[SubscriptionStore],
         feed: Injected[Feed],
         subscription_id: FromPath[str],
@@ -112,7 +114,8 @@ class FeedController(Controller):
     ) -> FeedPageView:
         subscription = feed.pulled(await subscriptions.get(subscription_id))
         after = await feed.start_of(subscription, cursor)
-        page = await feed.read(subscription, after, limit=limit, wait=wait)
+        allowed = await still_allowed(request) if wait else None
+        page = await feed.read(subscription, after, limit=limit, wait=wait, allowed=allowed)
         return page_view(subscription, page, limit)
 
     @post(
@@ -143,6 +146,7 @@ class FeedController(Controller):
     )
     async def stream_feed(
         self,
+        request: Request[Any, Any, Any],
         subscriptions: Injected[SubscriptionStore],
         feed: Injected[Feed],
         subscription_id: FromPath[str],
@@ -158,15 +162,16 @@ class FeedController(Controller):
             after = await feed.start_of(subscription, last_event_id, field="Last-Event-ID")
         else:
             after = await feed.start_of(subscription, cursor)
-        return ServerSentEvent(_follow(feed, subscription, after))
+        return ServerSentEvent(_follow(feed, subscription, after, await still_allowed(request)))
 
 
 async def _follow(
-    feed: Feed, subscription: Subscription, after: EntryId
+    feed: Feed, subscription: Subscription, after: EntryId, allowed: Allowed | None
 ) -> AsyncIterator[ServerSentEventMessage]:
     """The stream's messages: each event as it comes, a comment every `KEEPALIVE_SECONDS` while there is
-    none (`Feed.follow`: read only when something comes); it ends when the subscription is deleted."""
-    pages = feed.follow(subscription, after, limit=STREAM_BATCH, keepalive=KEEPALIVE_SECONDS)
+    none (`Feed.follow`: read only when something comes); it ends when the subscription is deleted or the
+    subscription token it was opened with is revoked."""
+    pages = feed.follow(subscription, after, limit=STREAM_BATCH, keepalive=KEEPALIVE_SECONDS, allowed=allowed)
     async with contextlib.aclosing(pages):
         try:
             async for page in pages:

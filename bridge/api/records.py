@@ -121,8 +121,13 @@ def watched_prefix(settings: Settings, resource: str) -> str:
     entry = BY_NAME.get(resource)
     if entry is None or resource not in settings.resources:
         watched = ", ".join(settings.resources)
-        why = "is not a resource" if entry is None else "is not watched by this bridge (BRIDGE_RESOURCES)"
-        raise NotFound(f"resource {resource!r} {why}; watched: {watched}", resource=resource, watched=watched)
+        if entry is None:  # not repeated: a path may hold anything (a token pasted in the wrong place)
+            raise NotFound(f"the path names no resource; watched: {watched}", watched=watched)
+        raise NotFound(
+            f"resource {entry.name!r} is not watched by this bridge (BRIDGE_RESOURCES); watched: {watched}",
+            resource=entry.name,
+            watched=watched,
+        )
     return entry.prefix
 
 

@@ -23,6 +23,7 @@ from litestar.params import FromPath
 from bridge.api.auth import admin_guard, subscription_guard
 from bridge.api.common import Cursor, Injected, Limit, PageMeta, keyset_page, page_meta, rfc3339
 from bridge.api.contract import SECURITY, error_responses
+from bridge.delivery.feed import Feed
 from bridge.delivery.projection import decode, project, shape_of
 from bridge.delivery.store import SubscriptionStore
 from bridge.delivery.tokens import TokenInfo, TokenStore, is_token_id
@@ -148,11 +149,17 @@ class SubscriptionTokensController(Controller):
         responses=error_responses(403, 404),
     )
     async def revoke_subscription_token(
-        self, tokens: Injected[TokenStore], subscription_id: FromPath[str], token_id: FromPath[str]
+        self,
+        tokens: Injected[TokenStore],
+        subscription_id: FromPath[str],
+        token_id: FromPath[str],
+        feed: Injected[Feed | None] = None,
     ) -> None:
         if not await tokens.revoke(subscription_id, token_id):
             raise no_token(subscription_id, token_id)
         log.info("subscription token revoked", subscription=subscription_id, id=token_id)
+        if feed is not None:  # its open streams and long-polls, on every replica, read nothing more
+            await feed.notices.publish([subscription_id])
 
     @get(
         "/{subscription_id:str}/events/{event_id:str}",

@@ -26,7 +26,7 @@ import base64
 import binascii
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -98,9 +98,13 @@ def decode_cursor(subscription_id: str, cursor: str, *, field: str = "cursor") -
         ) from None
     if owner != subscription_id:
         raise InvalidRequest(field, "is a cursor of another subscription's feed")
-    if entry[0] < 0 or entry[1] < 0:
+    if not (0 <= entry[0] <= _MAX_SEQ and 0 <= entry[1] <= _MAX_SEQ):
         raise InvalidRequest(field, "is not a feed cursor: pass back meta.next_cursor as it was")
     return entry
+
+
+Allowed = Callable[[], Awaitable[bool]]
+"""Whether the reader may still read (its subscription token not revoked): asked again after each wait."""
 
 
 class FeedEvent(msgspec.Struct, frozen=True):
@@ -262,15 +266,31 @@ class Feed:
                 "is expired: the feed was committed or trimmed by retention past it, so the events after it "
                 "are not all there; read without a cursor to start at the committed position",
             )
+        if entry > kept_from and entry > await self._newest(subscription.id):
+            # A position the feed never gave: reading after it would pass over the events queued before it.
+            raise InvalidRequest(
+                field, "is ahead of everything this feed has held: pass back a cursor it gave"
+            )
         return entry
 
     async def read(
-        self, subscription: Subscription, after: EntryId, *, limit: int, wait: float = 0.0
+        self,
+        subscription: Subscription,
+        after: EntryId,
+        *,
+        limit: int,
+        wait: float = 0.0,
+        allowed: Allowed | None = None,
     ) -> FeedPage:
-        """Up to `limit` events after `after`; with `wait`, until one is there or `wait` seconds pass."""
+        """Up to `limit` events after `after`; with `wait`, until one is there or `wait` seconds pass. A
+        reader whose token `allowed` says was revoked while it waited gets an empty page."""
         deadline = time.monotonic() + wait
+        first = True
         while True:
             with self.notices.watch(subscription.id) as woken:
+                if not first and allowed is not None and not await allowed():
+                    return FeedPage(events=[], next=after, more=False)
+                first = False
                 page = await self._page(subscription, after, limit)
                 left = deadline - time.monotonic()
                 if page.events or left <= 0:
@@ -281,16 +301,29 @@ class Feed:
                 try:
                     await asyncio.wait_for(woken.wait(), left)
                 except TimeoutError:
+                    if allowed is not None and not await allowed():
+                        return FeedPage(events=[], next=after, more=False)
                     return await self._page(subscription, after, limit)
 
     async def follow(
-        self, subscription: Subscription, after: EntryId, *, limit: int, keepalive: float
+        self,
+        subscription: Subscription,
+        after: EntryId,
+        *,
+        limit: int,
+        keepalive: float,
+        allowed: Allowed | None = None,
     ) -> AsyncGenerator[FeedPage | None, None]:
         """Each page of events after `after` as it comes, and None every `keepalive` seconds while none does.
         Idle, it reads nothing until woken or `RECHECK_SECONDS` pass: a follower costs Redis nothing while
-        nothing happens. Raises `UnknownSubscription` once the subscription is deleted."""
+        nothing happens. Raises `UnknownSubscription` once the subscription is deleted; ends when `allowed`
+        (asked before every read but the first) says the reader's token was revoked (a revoke wakes it)."""
+        first = True
         while True:
             with self.notices.watch(subscription.id) as woken:  # before the read: a wake-up during it counts
+                if not first and allowed is not None and not await allowed():
+                    return
+                first = False
                 page = await self._page(subscription, after, limit)
                 after = page.next
                 if page.events:

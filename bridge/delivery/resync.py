@@ -238,7 +238,9 @@ class Resyncs:
     def _resource(self, name: str, wanted: list[str]) -> str:
         entry = BY_NAME.get(name) or BY_PREFIX.get(name)
         if entry is None:
-            raise InvalidRequest("resources", f"{name!r} is not a resource; one of {', '.join(BY_NAME)}")
+            raise InvalidRequest(
+                "resources", f"names something that is not a resource; one of {', '.join(BY_NAME)}"
+            )
         if entry.name not in self.settings.resources:
             watched = ", ".join(self.settings.resources)
             raise InvalidRequest(

@@ -6,6 +6,7 @@ the feed; the refusals name what is wrong."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Any
 
@@ -181,6 +182,17 @@ async def test_the_refusals_name_what_is_wrong(
             assert commit.status_code == 400 and commit.json()["extra"]["field"] == "cursor"
         missing = await client.post(f"{feed}/commit", json={})
         assert missing.status_code == 400 and "cursor" in missing.json()["detail"]
+
+        def made_up(position: str) -> str:
+            return base64.urlsafe_b64encode(f"{pull}|{position}".encode()).decode().rstrip("=")
+
+        ahead = made_up(f"{int(time.time() * 1000) + 3_600_000}-0")  # an hour ahead: never given
+        for cursor, says in ((made_up(f"{2**64}-0"), "not a feed cursor"), (ahead, "ahead of everything")):
+            for params in ({"cursor": cursor}, {"cursor": cursor, "wait": 1}):
+                bad = await client.get(feed, params=params)
+                assert bad.status_code == 400 and says in bad.json()["detail"], bad.text
+            stream = await client.get(f"/v1/subscriptions/{pull}/stream", headers={"Last-Event-ID": cursor})
+            assert stream.status_code == 400 and stream.json()["extra"]["field"] == "Last-Event-ID"
 
 
 async def _polled(services: Any) -> bool:
@@ -411,6 +423,64 @@ async def test_an_idle_stream_reads_nothing_between_keep_alives_and_ends_when_it
                 deleted = await client.delete(f"/v1/subscriptions/{sid}")
                 assert deleted.status_code == 204, deleted.text
                 await asyncio.wait_for(following, timeout=5)  # the stream ended
+        finally:
+            if following is not None and not following.done():
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+            server.should_exit = True
+            await serving
+
+
+async def test_a_revoked_token_reads_nothing_more_on_a_stream_or_a_long_poll_it_opened(
+    redis_url: str, simulator_factory: Any
+) -> None:
+    """A subscription token revoked while its stream is open ends the stream at once, and a long-poll
+    waiting with it answers an empty page; its next request is a 401 (docs/api.md#subscription-tokens)."""
+    import uvicorn
+
+    from bridge.app import create_app
+    from bridge.testing.servers import free_port
+
+    sim: SimulatorServer = simulator_factory(schools=1, learners=5, debtors=2, seed=9, churn=0.0)
+    async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services, api(services) as admin:
+        sid = (
+            await admin.post("/v1/subscriptions", json={"delivery": "pull", "school_ids": [999_999]})
+        ).json()["id"]
+        made = (await admin.post(f"/v1/subscriptions/{sid}/tokens")).json()
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(services.settings, services), port=port, log_config=None, lifespan="off"
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        following: asyncio.Task[None] | None = None
+        try:
+            await wait_for(lambda: _started(server), timeout=10, what="the server")
+            headers = {"Authorization": f"Bearer {made['token']}"}
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
+            ) as http:
+                opened = asyncio.Event()
+
+                async def follow() -> None:
+                    async with http.stream("GET", f"/v1/subscriptions/{sid}/stream") as answer:
+                        assert answer.status_code == 200
+                        opened.set()
+                        async for _line in answer.aiter_lines():
+                            pass
+
+                following = asyncio.create_task(follow())
+                await asyncio.wait_for(opened.wait(), timeout=10)
+                polling = asyncio.create_task(http.get(f"/v1/subscriptions/{sid}/feed", params={"wait": 20}))
+                await asyncio.sleep(0.5)
+                began = time.monotonic()
+                revoked = await admin.delete(f"/v1/subscriptions/{sid}/tokens/{made['token_id']}")
+                assert revoked.status_code == 204, revoked.text
+                await asyncio.wait_for(following, timeout=5)  # the stream ended
+                answer = await asyncio.wait_for(polling, timeout=5)
+                assert time.monotonic() - began < 5
+                assert answer.status_code == 200 and answer.json()["data"] == []
+                assert (await http.get(f"/v1/subscriptions/{sid}/feed")).status_code == 401
         finally:
             if following is not None and not following.done():
                 following.cancel()
