@@ -72,10 +72,10 @@ class Materialiser:
                     return  # a completed sent twice (a retry): the first one did the work
                 del self.resyncs[feed]
                 self.finished.add((resync_id, feed))
-                seen = self.seen.pop(feed)
+                seen, as_of = self.seen.pop(feed), sequence
                 held = self.records.get(feed, {})
-                for record_id in [r for r in held if r not in seen]:
-                    del held[record_id]  # not told since resync.started: it no longer exists
+                for record_id in [r for r, (at, _) in held.items() if r not in seen and at <= as_of]:
+                    del held[record_id]  # not told since resync.started, none newer: it no longer exists
                 self.tombstones.pop(feed, None)
             return
         feed, record_id = (school, event["resource"]), event["resource_id"]
