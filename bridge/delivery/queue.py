@@ -66,6 +66,7 @@ class DeliveryHead(msgspec.Struct, kw_only=True):
     event_timestamp: float
     attempts: int = 0
     state: str = "pending"
+    created_at: float = 0.0
 
 
 _head = msgspec.msgpack.Decoder(DeliveryHead)
@@ -526,6 +527,21 @@ class DeliveryQueue:
             if events < batch and dead < batch:
                 return removed
 
+    async def expire_unlogged(self, subscription_id: str, *, cutoff: float, batch: int = TRIM_BATCH) -> int:
+        """Drop the resync deliveries (`*.snapshot`, `resync.*`) queued before `cutoff` and still stored, with
+        their bodies; returns how many. They are in no event log and keep no trace while queued (resync.py),
+        so `trim` cannot find them by their events: a full scan of the subscription's deliveries finds them
+        (the worker runs it hourly, as it sweeps). Retention holds for them as for every body."""
+        if not await self.redis.hlen(self.keys.deliveries(subscription_id)):
+            return 0
+        now, expired = time.time(), 0
+        for head in await self.heads(subscription_id, batch=batch):
+            if not (head.created_at <= cutoff and _unlogged(head.event_type)):
+                continue
+            if await self.drop(subscription_id, head, now=now, outcome="expired", leased_too=False):
+                expired += 1
+        return expired
+
     async def _trim_feed(self, subscription_id: str, *, cutoff: float) -> None:
         """A pull subscription's feed loses its entries queued before `cutoff` (their deliveries went in
         `_expire_waiting`); its `floor` then says so, and a cursor behind it is expired (delivery/feed.py)."""
@@ -563,6 +579,11 @@ class DeliveryQueue:
             if len(old) < batch:
                 return expired
             start += batch
+
+
+def _unlogged(event_type: str) -> bool:
+    """A resync's event type: a record's `*.snapshot` or a `resync.*` marker (delivered, never logged)."""
+    return event_type.endswith(".snapshot") or event_type.startswith("resync.")
 
 
 def queued_trace(delivery_id: str) -> bytes:

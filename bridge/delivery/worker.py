@@ -370,6 +370,10 @@ class Worker:
             await self._queue.trim(subscription.id, cutoff=cutoff)
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_SECONDS
+            for subscription in subscriptions:  # a resync's deliveries, which `trim` cannot find
+                expired = await self._queue.expire_unlogged(subscription.id, cutoff=cutoff)
+                if expired:
+                    log.info("resync deliveries expired", subscription=subscription.id, count=expired)
             swept = await self._store.sweep()
             if swept:
                 log.warning("keys of deleted subscriptions removed", count=len(swept), first=swept[:10])

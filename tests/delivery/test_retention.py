@@ -108,3 +108,35 @@ async def test_an_erased_events_stand_in_goes_with_the_stream(redis: aioredis.Re
     assert await redis.hlen(keys.school_erased(7)) == 0
     assert await log.get(committed[0].id) is None
     assert (await log.get(committed[2].id)) is not None
+
+
+async def test_a_resync_s_waiting_deliveries_go_with_retention(
+    dispatcher_factory: Factory, redis: aioredis.Redis
+) -> None:
+    """A resync's snapshot and marker deliveries are in no event log and keep no trace while queued: the
+    hourly pass finds them among the subscription's deliveries, in a disabled webhook subscription and in
+    a pull feed nobody reads alike, and nothing of the record's values stays."""
+    from bridge.delivery.resync import Resyncs
+    from tests.delivery.test_erasure_race import MARKER, SCHOOL, _commit
+
+    parts = dispatcher_factory()
+    store, keys, queue = parts.store, parts.keys, parts.queue
+    snapshots = SnapshotStore(redis, keys, store.scripts)
+    await _commit(snapshots, 5, id_number=MARKER)
+    await Outbox(redis, keys, store.scripts).publish(SCHOOL)
+    disabled = await store.create(url="http://127.0.0.1:9/hook", ordered=True)
+    await store.update(disabled.id, {"enabled": False})
+    pulled = await store.create(url=None, delivery="pull")
+    resyncs = Resyncs(redis, keys, snapshots, queue, store, parts.settings, on_queued=lambda: None)
+    for sid in (disabled.id, pulled.id):
+        await resyncs.start(await store.get(sid), [SCHOOL], ["learner"])
+    for _ in range(5):
+        await resyncs.step()
+    for sid in (disabled.id, pulled.id):
+        queued = await redis.hvals(keys.deliveries(sid))
+        assert any(MARKER.encode() in r for r in queued), "the resync queued nothing to expire"
+        await queue.trim(sid, cutoff=time.time() + 10)
+        assert await queue.expire_unlogged(sid, cutoff=time.time() - DAY) == 0  # none that old
+        assert await queue.expire_unlogged(sid, cutoff=time.time() + 10) == len(queued)
+        assert await redis.hlen(keys.deliveries(sid)) == 0
+        assert (await store.counts(sid))[0] == 0  # nothing waiting holds a later resync back
