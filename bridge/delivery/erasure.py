@@ -8,8 +8,8 @@ atomic in its slot, in this order:
 
 0. the journal (`Keys.erasures`, in `{subs}`) records the request and the record's event ids, and bumps
    the subscriptions version: from then on every dispatcher reloads it (a sending worker's copy is at most
-   50 ms old: worker.py `_fresh`) and neither queues nor sends any of those events (it drops a claimed one
-   and records it as erased), whatever happens next;
+   50 ms old: worker.py `_fresh`) and neither queues nor sends any of those events, nor a resync's snapshot
+   of the record (it drops a claimed one and records it as erased), whatever happens next;
 1. the school's slot (sync/snapshot.py `erase`): every event of the record keeps its id, type,
    sequence, timestamps and place in the indexes, but `data` (and `changes`) become
    `{"erased": true}`, overwriting the one stored body; the snapshot keeps the record's digest only.

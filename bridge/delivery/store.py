@@ -172,10 +172,17 @@ def validate_description(description: str | None) -> str | None:
     return description
 
 
+def erasing_record(school_id: int, prefix: str, record_id: str) -> str:
+    """How `Current.erasing` names a record being erased (beside its events' ids): a resync's snapshot
+    of it is in no event log, and is not sent either."""
+    return f"record:{school_id}:{prefix}:{record_id}"
+
+
 class Current(msgspec.Struct, frozen=True, kw_only=True):
     """What `SubscriptionStore.current` loaded: every subscription, and the ids of the events an erasure is
-    removing (the erasure journal, docs/personal-data.md), reloaded together whenever the subscriptions
-    version moves. Those events are neither queued nor sent."""
+    removing with the records it erases (`erasing_record`; the erasure journal, docs/personal-data.md),
+    reloaded together whenever the subscriptions version moves. Those events, and those records' snapshot
+    deliveries, are neither queued nor sent."""
 
     subscriptions: list[Subscription]
     erasing: frozenset[str]
@@ -280,7 +287,11 @@ class SubscriptionStore:
         version = None if raw is None else as_text(raw).encode()
         if self._cache is None or version != self._cache_version:
             subscriptions = await self.list_all()
-            erasing = frozenset(e for entry in await self.erasures() for e in entry.event_ids)
+            entries = await self.erasures()
+            erasing = frozenset(
+                [e for entry in entries for e in entry.event_ids]
+                + [erasing_record(entry.school_id, entry.resource, entry.record_id) for entry in entries]
+            )
             self._cache = Current(subscriptions=subscriptions, erasing=erasing)
             self._cache_version = version
         return self._cache

@@ -137,3 +137,54 @@ async def test_a_resync_chunk_read_before_an_erasure_is_dropped_once_queued(
     told = [msgspec.json.decode(d.body) for d in queued if d.event_type == "learner.snapshot"]
     assert sorted(b["resource_id"] for b in told) == ["6", "7"]
     assert not any(MARKER.encode() in d.body for d in queued)
+
+
+async def test_a_resync_snapshot_queued_after_an_erasure_is_not_sent_before_it_is_dropped(
+    dispatcher_factory: Callable[..., DeliveryParts],
+    receiver_factory: Callable[..., tuple[Receiver, str]],
+    redis: aioredis.Redis,
+) -> None:
+    """The same race with a worker sending: between the chunk's queuing and the resync's check that drops
+    the erased record's snapshot (held back a second here, as a stalled process would), the worker does not
+    send it: a record under erasure is named in what every sender reads (the erasure journal)."""
+    receiver, url = receiver_factory()
+    dispatcher = dispatcher_factory()
+    store, keys = dispatcher.store, dispatcher.keys
+    subscription = await store.create(url=url, ordered=False)
+    snapshots = SnapshotStore(redis, keys, store.scripts)
+    outbox, events = Outbox(redis, keys, store.scripts), EventLog(redis, keys)
+    eraser = Eraser(redis, keys, snapshots=snapshots, events=events, outbox=outbox, subscriptions=store)
+    for learner_id, marker in ((5, MARKER), (6, "other")):
+        await _commit(snapshots, learner_id, id_number=marker)
+    await outbox.publish(SCHOOL)
+    resyncs = Resyncs(
+        redis, keys, snapshots, dispatcher.queue, store, dispatcher.settings, on_queued=dispatcher.wake
+    )
+    subscription = await store.get(subscription.id)
+    read_records = snapshots.read_records
+    erased: list[int] = []
+
+    async def then_erased(*args: Any, **options: Any) -> Any:
+        page = await read_records(*args, **options)
+        if any(row.resource_id == "5" and row.data is not None for row in page.rows):
+            erased.append((await eraser.erase(SCHOOL, "learner", "5")).events)
+        return page
+
+    snapshots.read_records = then_erased  # type: ignore[method-assign]
+    recheck = resyncs._recheck_erased
+
+    async def stalled(*args: Any) -> None:
+        await asyncio.sleep(1.0)
+        await recheck(*args)
+
+    resyncs._recheck_erased = stalled  # type: ignore[method-assign]
+    await dispatcher.start()
+    await resyncs.start(subscription, [SCHOOL], ["learner"])
+    for _ in range(50):
+        await resyncs.step()
+        await asyncio.sleep(0.1)
+        if any(b"resync.completed" in r.body for r in receiver.received):
+            break
+    assert erased == [1]
+    snapshots_sent = [r.body for r in receiver.received if b"learner.snapshot" in r.body]
+    assert snapshots_sent and not any(MARKER.encode() in body for body in snapshots_sent)
