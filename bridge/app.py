@@ -41,6 +41,7 @@ from bridge.catalogue import BY_NAME
 from bridge.commands.d6 import D6Writer
 from bridge.commands.models import Command
 from bridge.commands.runner import LEASE_MARGIN_SECONDS, CommandRunner
+from bridge.commands.store import LEASE_NAME as COMMAND_LEASE
 from bridge.commands.store import CommandStore
 from bridge.commands.told import Teller
 from bridge.console import console_routes
@@ -270,7 +271,7 @@ class Services:
 
         runner = CommandRunner(
             commands,
-            Lease(redis, keys, scripts, name="command"),
+            Lease(redis, keys, scripts, name=COMMAND_LEASE),
             D6Writer(d6),
             retry_schedule=settings.command_retry_schedule,
             lease_seconds=2 * settings.d6_timeout_seconds + LEASE_MARGIN_SECONDS,

@@ -38,7 +38,7 @@ import structlog
 
 from bridge import metrics
 from bridge.commands.models import FINISHED, Command, D6Answer
-from bridge.commands.store import CommandStore
+from bridge.commands.store import CommandStore, LeaseLost
 from bridge.loops import Background, poll
 from bridge.sync.lease import Lease
 
@@ -134,6 +134,8 @@ class CommandRunner:
             self._token = token
             try:
                 ended += await self._school(school_id, token)
+            except LeaseLost:  # another replica holds the school now: its writes stand, it goes on
+                log.warning("command lease lost", school_id=school_id)
             finally:
                 await self.lease.release(school_id, token)
         return ended
@@ -146,7 +148,7 @@ class CommandRunner:
                 await self.store.idle(school_id)
                 return ended
             if command.state in FINISHED:  # finished by a replica that died before it left the queue
-                await self.store.finish(command)
+                await self.store.finish(command, token=token)
                 continue
             if command.next_at > time.time():
                 await self.store.reschedule(school_id, command.next_at)
@@ -164,7 +166,8 @@ class CommandRunner:
         if command.state == "sending":  # an attempt that never recorded its end (a replica killed mid-send)
             command = msgspec.structs.replace(command, unknown=True)
         command = await self.store.save(
-            msgspec.structs.replace(command, state="sending", attempts=command.attempts + 1)
+            msgspec.structs.replace(command, state="sending", attempts=command.attempts + 1),
+            token=self._token,
         )
         if command.kind == "create_note":
             before = await self._before_create(command)
@@ -201,7 +204,9 @@ class CommandRunner:
             )
         ids = [int(n["note_id"]) for n in notes if n.get("note_id") is not None]
         if command.known_before is None:
-            return await self.store.save(msgspec.structs.replace(command, known_before=ids))
+            return await self.store.save(
+                msgspec.structs.replace(command, known_before=ids), token=self._token
+            )
         wanted = msgspec.json.decode(command.body)
         known = set(command.known_before)
         for note in notes:
@@ -263,7 +268,7 @@ class CommandRunner:
         log.info(
             "command to retry", command_id=command.id, school_id=school, outcome=sent.outcome, delay=delay
         )
-        return await self.store.save(waiting)
+        return await self.store.save(waiting, token=self._token)
 
     def _used_up(self, command: Command) -> bool:
         """Whether this attempt comes after the schedule: it may only look for an unknown create's note."""
@@ -284,9 +289,11 @@ class CommandRunner:
         return await self._knows_note(command.school_id, int(command.target))
 
     async def _finished(self, command: Command, outcome: str) -> Command:
+        if not await self.lease.renew(command.school_id, self._token, self.lease_seconds):
+            raise LeaseLost(command.school_id)  # told and finished by the next holder, not twice
         if self._tell is not None:  # first: a crash before the finish tells it again, never not at all
             await self._tell(command)
-        done = await self.store.finish(command)
+        done = await self.store.finish(command, token=self._token)
         metrics.COMMANDS.labels(kind=command.kind, outcome=outcome).inc()
         log.info(
             "command finished",

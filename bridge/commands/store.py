@@ -23,6 +23,7 @@ from bridge.errors import Conflict, NotFound
 from bridge.events.ids import event_id_ms, ulid
 from bridge.store.codec import as_bytes, as_text
 from bridge.store.keys import Keys
+from bridge.store.scripts import COMMAND_WRITE
 
 KEY_SECONDS: Final = 24 * 3600
 """How long an Idempotency-Key names its first command."""
@@ -72,6 +73,18 @@ def _changed(command: Command) -> str | None:
     return None if note is None else f"note:{note}"
 
 
+LEASE_NAME: Final = "command"
+"""The per-school lease whose holder sends the school's commands and alone writes them (runner.py)."""
+
+
+class LeaseLost(Exception):
+    """A command write refused: the school's `command` lease is no longer the writer's."""
+
+    def __init__(self, school_id: int) -> None:
+        super().__init__(f"the command lease of school {school_id} was lost")
+        self.school_id = school_id
+
+
 class UnknownCommand(NotFound):
     def __init__(self, command_id: str) -> None:
         super().__init__(f"no command with id {command_id!r}", command_id=command_id)
@@ -81,6 +94,7 @@ class CommandStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._command_write = redis.register_script(COMMAND_WRITE)
 
     async def submit(self, command: Command) -> tuple[Command, bool]:
         """Store and queue `command`; with an Idempotency-Key already used within 24 h, the first command
@@ -190,33 +204,55 @@ class CommandStore:
         first = await self.redis.lindex(self.keys.command_queue(school_id), 0)
         return None if first is None else await self.find(school_id, as_text(first))
 
-    async def save(self, command: Command) -> Command:
+    async def save(self, command: Command, *, token: int) -> Command:
+        """Write the command as it stands, while `token` holds its school's `command` lease (`LeaseLost`
+        otherwise: another replica took the school over, and its writes stand)."""
         command = msgspec.structs.replace(command, updated_at=time.time())
-        await self.redis.hset(self.keys.commands(command.school_id), command.id, _encoder.encode(command))
+        await self._write(command, token, finished=False)
         return command
 
-    async def finish(self, command: Command) -> Command:
-        """Record its outcome and take it out of its school's queue (in one step). The body goes: a note's
-        text is personal data, needed only to send it (an Idempotency-Key is compared by its digest)."""
+    async def finish(self, command: Command, *, token: int) -> Command:
+        """Record its outcome and take it out of its school's queue (in one step, under the lease as `save`).
+        The body goes: a note's text is personal data, needed only to send it (an Idempotency-Key is
+        compared by its digest)."""
         now = time.time()
         command = msgspec.structs.replace(
             command, updated_at=now, finished_at=now, body=b"", known_before=None
         )
+        await self._write(command, token, finished=True)
+        return command
+
+    async def _write(self, command: Command, token: int, *, finished: bool) -> None:
         school = command.school_id
-        changed = _changed(command) if command.state == "succeeded" else None
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.commands(school), command.id, _encoder.encode(command))
-            pipe.lrem(self.keys.command_queue(school), 1, command.id)
-            if changed is not None:  # the next scan tells the change with its origin (sync/poller.py)
-                origin = {
+        changed = _changed(command) if finished and command.state == "succeeded" else None
+        origin = b""
+        if changed is not None:  # the next scan tells the change with its origin (sync/poller.py)
+            origin = _json.encode(
+                {
                     "command_id": command.id,
                     "idempotency_key": command.idempotency_key,
                     "kind": command.kind,
-                    "at": now,
+                    "at": command.updated_at,
                 }
-                pipe.hset(self.keys.command_origins(school), changed, _json.encode(origin))
-            await pipe.execute()
-        return command
+            )
+        written = await self._command_write(
+            keys=[
+                self.keys.lease(school, LEASE_NAME),
+                self.keys.commands(school),
+                self.keys.command_queue(school),
+                self.keys.command_origins(school),
+            ],
+            args=[
+                str(token),
+                command.id,
+                _encoder.encode(command),
+                "1" if finished else "0",
+                changed or "",
+                origin,
+            ],
+        )
+        if not written:
+            raise LeaseLost(school)
 
     async def due(self, now: float, limit: int = 50) -> list[int]:
         rows: Any = await self.redis.zrangebyscore(

@@ -355,6 +355,19 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 
+# KEYS: 1 the school's `command` lease, 2 its commands hash, 3 its command queue, 4 its command origins;
+# ARGV: 1 token, 2 command id, 3 the command (msgpack), 4 "1" to take it out of the queue (it finished),
+# 5 the origin field ("" for none), 6 the origin (JSON). A command is written only by the holder of the
+# school's `command` lease: a replica that lost it (a stall past its TTL) writes nothing over what the next
+# holder wrote. Returns 1 when written, 0 when the lease is not the caller's.
+COMMAND_WRITE: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+if ARGV[4] == '1' then redis.call('LREM', KEYS[3], 1, ARGV[2]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[4], ARGV[5], ARGV[6]) end
+return 1
+"""
+
 # KEYS: 1 lease, 2 owner; ARGV: 1 token. Deletes only the caller's own lease.
 LEASE_RELEASE: Final = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -870,6 +883,7 @@ class Scripts:
         self.lease_acquire: AsyncScript = redis.register_script(LEASE_ACQUIRE)
         self.lease_renew: AsyncScript = redis.register_script(LEASE_RENEW)
         self.lease_release: AsyncScript = redis.register_script(LEASE_RELEASE)
+        self.command_write: AsyncScript = redis.register_script(COMMAND_WRITE)
         self.purge_snapshots: AsyncScript = redis.register_script(PURGE_SNAPSHOTS)
         self.records_page: AsyncScript = redis.register_script(RECORDS_PAGE)
         self.freeze_ids: AsyncScript = redis.register_script(FREEZE_IDS)

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from bridge.commands.models import Command, CommandKind
 from bridge.commands.runner import CommandRunner, Sent
-from bridge.commands.store import CommandStore, new_command_id, school_of
+from bridge.commands.store import LEASE_NAME, CommandStore, new_command_id, school_of
 from bridge.events.envelope import Event
 from bridge.store.keys import Keys
 from bridge.store.scripts import Scripts
@@ -79,7 +79,7 @@ async def _run(
 
     runner = CommandRunner(
         store,
-        Lease(redis, keys, Scripts(redis), name="command"),
+        Lease(redis, keys, Scripts(redis), name=LEASE_NAME),
         d6,
         retry_schedule=schedule,
         lease_seconds=30,
@@ -272,3 +272,54 @@ def test_only_the_events_a_command_s_kind_makes_carry_its_origin() -> None:
         None,  # the school recorded a payment: not the command's change
         None,
     ]
+
+
+async def test_a_replica_that_lost_the_school_writes_nothing_over_the_next_one(redis: aioredis.Redis) -> None:
+    """Replica A's first look outlives its lease; B takes the school over, sends the note and finishes the
+    command; when A's look returns, its write is refused: the command stays as B left it, one note in d6."""
+    keys = Keys()
+    store = CommandStore(redis, keys)
+    d6 = ScriptedD6(sends=["ok"])
+    slow_first = [True]
+
+    class SlowLook(ScriptedD6):
+        async def notes_of(self, school_id: int, accountable_person_id: int) -> Sequence[dict[str, Any]]:
+            if slow_first.pop() if slow_first else False:
+                await asyncio.sleep(1.0)
+            return await d6.notes_of(school_id, accountable_person_id)
+
+        async def send(self, command: Command) -> Sent:
+            return await d6.send(command)
+
+    async def nothing(_: int) -> None:
+        return None
+
+    def runner(lease_seconds: float) -> CommandRunner:
+        return CommandRunner(
+            store,
+            Lease(redis, keys, Scripts(redis), name=LEASE_NAME),
+            SlowLook(sends=[]),
+            retry_schedule=(0,),
+            lease_seconds=lease_seconds,
+            on_written=lambda *_: None,
+            on_denied=nothing,
+        )
+
+    now = time.time()
+    command = Command(
+        id=new_command_id(SCHOOL),
+        kind="create_note",
+        school_id=SCHOOL,
+        body=msgspec.json.encode(NOTE),
+        created_at=now,
+        updated_at=now,
+    )
+    await store.submit(command)
+    a = asyncio.create_task(runner(0.3).step())
+    await asyncio.sleep(0.5)  # A's lease ran out during its look
+    assert await runner(30).step() == 1
+    finished = await store.get(command.id)
+    assert finished.state == "succeeded" and finished.note_id == 101
+    assert await a == 0
+    assert await store.get(command.id) == finished
+    assert d6.made == 1
