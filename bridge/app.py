@@ -279,6 +279,7 @@ class Services:
             on_denied=denied,
             tell=Teller(redis, keys, scripts, outbox).tell,
             knows_note=knows_note if "notes" in settings.resources else None,
+            keep_seconds=settings.event_retention_days * 86400,
         )
         return cls(
             settings=settings,

@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 LEASE_MARGIN_SECONDS: Final = 5.0
 IDLE_SECONDS: Final = 0.5
+FORGET_EVERY_SECONDS: Final = 3600.0
 ALREADY_DELETED: Final = "already been deleted"
 """How d6's 404 for a delete of a note deleted before reads (delete-note.md)."""
 
@@ -86,6 +87,7 @@ class CommandRunner:
         on_denied: Callable[[int], Awaitable[None]],
         tell: Callable[[Command], Awaitable[None]] | None = None,
         knows_note: Callable[[int, int], Awaitable[bool]] | None = None,
+        keep_seconds: float | None = None,
     ) -> None:
         self.store = store
         self.lease = lease
@@ -100,6 +102,9 @@ class CommandRunner:
         """Whether the bridge's snapshot knows a note (a delete d6 finds gone then succeeds); None: notes are
         not watched, and d6's "already been deleted" is taken at its word."""
         """Appends the command's event (`command.succeeded`/`failed`) to its school's log (told.py)."""
+        self._keep_seconds = keep_seconds
+        """How long finished commands stay listed (the event retention; None: for ever)."""
+        self._next_forget = 0.0
         self._owner = secrets.token_hex(8)
         self._token = 0
         """The fencing token of the school lease held now."""
@@ -125,8 +130,14 @@ class CommandRunner:
         )
 
     async def step(self) -> int:
-        """Each due school whose lease this replica gets: its commands, in order. Returns how many ended."""
+        """Each due school whose lease this replica gets: its commands, in order. Returns how many ended.
+        Hourly, the finished commands older than the retention are forgotten."""
         ended = 0
+        if self._keep_seconds is not None and time.time() >= self._next_forget:
+            self._next_forget = time.time() + FORGET_EVERY_SECONDS
+            forgotten = await self.store.forget(time.time() - self._keep_seconds)
+            if forgotten:
+                log.info("finished commands forgotten", count=forgotten)
         for school_id in await self.store.due(time.time()):
             token = await self.lease.acquire(school_id, self._owner, self.lease_seconds)
             if token is None:

@@ -254,6 +254,32 @@ class CommandStore:
         if not written:
             raise LeaseLost(school)
 
+    async def forget(self, before: float, *, batch: int = 500) -> int:
+        """Forget the finished commands made before `before` (the event retention): their records and their
+        place in the listing; returns how many. Unfinished ones stay (they are still to be sent)."""
+        forgotten = 0
+        while True:
+            rows: Any = await self.redis.zrangebyscore(
+                self.keys.commands_index(), "-inf", repr(before), start=0, num=batch
+            )
+            listed = [as_text(r) for r in rows]
+            if not listed:
+                return forgotten
+            gone, kept = [], 0
+            for member in listed:
+                school, _, command_id = member.partition(":")
+                found = await self.find(int(school), command_id)
+                if found is not None and found.state not in FINISHED:
+                    kept += 1
+                    continue
+                await self.redis.hdel(self.keys.commands(int(school)), command_id)
+                gone.append(member)
+            if gone:
+                await self.redis.zrem(self.keys.commands_index(), *gone)
+            forgotten += len(gone)
+            if len(listed) < batch or not gone:
+                return forgotten
+
     async def due(self, now: float, limit: int = 50) -> list[int]:
         rows: Any = await self.redis.zrangebyscore(
             self.keys.commands_due(), "-inf", repr(now), start=0, num=limit

@@ -323,3 +323,26 @@ async def test_a_replica_that_lost_the_school_writes_nothing_over_the_next_one(r
     assert await a == 0
     assert await store.get(command.id) == finished
     assert d6.made == 1
+
+
+async def test_finished_commands_are_forgotten_after_the_retention_unfinished_ones_stay(
+    redis: aioredis.Redis,
+) -> None:
+    done, _, _ = await _run(redis, ScriptedD6(sends=["ok"]), kind="delete_note")
+    store, keys = CommandStore(redis, Keys()), Keys()
+    now = time.time()
+    waiting = Command(
+        id=new_command_id(SCHOOL),
+        kind="delete_note",
+        school_id=SCHOOL,
+        target="6",
+        created_at=now,
+        updated_at=now,
+    )
+    await store.submit(waiting)
+    assert await store.forget(now - 3600) == 0  # both made within the hour
+    assert await store.forget(time.time() + 1) == 1
+    assert await store.find(SCHOOL, done.id) is None and await store.find(SCHOOL, waiting.id) is not None
+    listed, _ = await store.page(before=None, limit=10, school_id=None, state=None)
+    assert [c.id for c in listed] == [waiting.id]
+    assert await redis.zcard(keys.commands_index()) == 1
