@@ -144,6 +144,8 @@ class Notices:
         self._announce_pushed = announce_pushed
         self._waiting: dict[str, set[asyncio.Event]] = {}
         self._listener = Background("feed-notices", self._listen)
+        self._listening = asyncio.Event()
+        """Set once the listener knows where the notices stream stands (`listening`)."""
         self.wakeups = 0
         """Notices read from Redis by this replica's listener (each wakes every local reader it names)."""
 
@@ -178,8 +180,17 @@ class Notices:
     def start(self) -> None:
         self._listener.start()
 
+    async def listening(self) -> None:
+        """Until this replica's listener has found where the notices stream stands: every notice published
+        from then on wakes its readers. A reader awaits it before its first read, so a notice published
+        between that read and the listener's first blocking read is not lost (only the first reader of a
+        replica ever waits: a round trip)."""
+        self.start()
+        await self._listening.wait()
+
     async def stop(self) -> None:
         await self._listener.stop()
+        self._listening.clear()
 
     def _wake(self, subscription_ids: Iterable[str]) -> None:
         for sid in subscription_ids:
@@ -188,8 +199,13 @@ class Notices:
 
     async def _listen(self) -> None:
         """One blocking read at a time for the whole replica, from the newest notice on."""
-        last = "$"
         key = self.keys.feed_notices()
+        try:
+            newest: Any = await self.redis.xrevrange(key, count=1)
+            last = as_text(newest[0][0]) if newest else "0-0"
+        except (RedisError, OSError):
+            last = "$"  # readers wake on the failure below, and read again
+        self._listening.set()
         while self._listener.go_on():
             try:
                 replies: Any = await self.redis.xread({key: last}, count=500, block=LISTEN_BLOCK_MS)
@@ -285,6 +301,8 @@ class Feed:
         """Up to `limit` events after `after`; with `wait`, until one is there or `wait` seconds pass. A
         reader whose token `allowed` says was revoked while it waited gets an empty page."""
         deadline = time.monotonic() + wait
+        if wait:
+            await self.notices.listening()
         first = True
         while True:
             with self.notices.watch(subscription.id) as woken:
@@ -319,6 +337,7 @@ class Feed:
         nothing happens. Raises `UnknownSubscription` once the subscription is deleted; ends when `allowed`
         (asked before every read but the first) says the reader's token was revoked (a revoke wakes it)."""
         first = True
+        await self.notices.listening()
         while True:
             with self.notices.watch(subscription.id) as woken:  # before the read: a wake-up during it counts
                 if not first and allowed is not None and not await allowed():

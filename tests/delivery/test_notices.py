@@ -43,3 +43,28 @@ async def test_the_handoff_process_wakes_the_worker_of_every_replica(redis: aior
     finally:
         for replica in replicas:
             await replica.stop()
+
+
+async def test_a_notice_published_before_the_listener_s_first_blocking_read_still_wakes_the_reader(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    """A replica's first reader awaits `listening` before it reads its feed: a notice another replica
+    publishes after that read and before this replica's first blocking read (late here by 0.3 s) wakes it."""
+    await redis.xadd(KEYS.feed_notices(), {"s": "sub_old"})  # the stream has a history
+    own = aioredis.from_url(redis_url)
+    xread = own.xread
+
+    async def late(*args: object, **kwargs: object) -> object:
+        await asyncio.sleep(0.3)
+        return await xread(*args, **kwargs)  # type: ignore[arg-type]
+
+    own.xread = late  # type: ignore[method-assign]
+    replica, other = Notices(own, KEYS), Notices(redis, KEYS)
+    try:
+        await replica.listening()
+        with replica.watch("sub_a") as reader:
+            await other.publish(["sub_a"])  # after the reader's read, before the listener reads
+            await asyncio.wait_for(reader.wait(), 2)
+    finally:
+        await replica.stop()
+        await own.aclose()
