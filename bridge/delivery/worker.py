@@ -122,6 +122,9 @@ class Worker:
         self._stopping = False
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
+        self._next_expiry = time.time() + self._rng.uniform(0, SWEEP_SECONDS)
+        """The hourly pass over every delivery for a resync's expired ones (`expire_unlogged`): a full scan,
+        first made at a random time within the process's first hour, not beside the backlog it starts with."""
         self._round_robin = 0
         self._short = True
         """Whether the last tick claimed as much as it could hold (so more may be due): a freed claim then
@@ -368,12 +371,14 @@ class Worker:
         cutoff = now - self._settings.event_retention_days * 86400
         for subscription in subscriptions:
             await self._queue.trim(subscription.id, cutoff=cutoff)
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_SECONDS
+        if now >= self._next_expiry:
+            self._next_expiry = now + SWEEP_SECONDS
             for subscription in subscriptions:  # a resync's deliveries, which `trim` cannot find
                 expired = await self._queue.expire_unlogged(subscription.id, cutoff=cutoff)
                 if expired:
                     log.info("resync deliveries expired", subscription=subscription.id, count=expired)
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_SECONDS
             swept = await self._store.sweep()
             if swept:
                 log.warning("keys of deleted subscriptions removed", count=len(swept), first=swept[:10])
