@@ -255,7 +255,7 @@ class Services:
             recent_reset=marker.recent_reset,
             planned_due=planner.due if planner is not None else None,
         )
-        commands = CommandStore(redis, keys)
+        commands = CommandStore(redis, keys, scripts)
 
         def written(school_id: int, command: Command) -> None:
             """A write succeeded: poll what it changed at once, so its event follows soon."""

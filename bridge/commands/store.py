@@ -23,7 +23,7 @@ from bridge.errors import Conflict, NotFound
 from bridge.events.ids import event_id_ms, ulid
 from bridge.store.codec import as_bytes, as_text
 from bridge.store.keys import Keys
-from bridge.store.scripts import COMMAND_WRITE
+from bridge.store.scripts import Scripts
 
 KEY_SECONDS: Final = 24 * 3600
 """How long an Idempotency-Key names its first command."""
@@ -91,10 +91,10 @@ class UnknownCommand(NotFound):
 
 
 class CommandStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts | None = None) -> None:
         self.redis = redis
         self.keys = keys
-        self._command_write = redis.register_script(COMMAND_WRITE)
+        self._command_write = (scripts or Scripts(redis)).command_write
 
     async def submit(self, command: Command) -> tuple[Command, bool]:
         """Store and queue `command`; with an Idempotency-Key already used within 24 h, the first command
