@@ -12,6 +12,7 @@ import time
 
 import msgspec
 
+from bridge.catalogue import BY_NAME
 from bridge.delivery.models import Delivery, EventSource, Subscription, TraceOutcome
 from bridge.delivery.projection import decode, project, shape_of
 from bridge.delivery.queue import DeliveryQueue
@@ -35,7 +36,33 @@ def withheld(
         delivery.event_type, delivery.school_id
     ):
         return "skipped"
+    if delivery.created_at < subscription.shaped_at and _marker_no_longer_wanted(subscription, delivery):
+        return "skipped"
     return None
+
+
+class _MarkerData(msgspec.Struct):
+    resource: str
+
+
+class _Marker(msgspec.Struct):
+    data: _MarkerData
+
+
+_marker = msgspec.json.Decoder(_Marker)
+
+
+def _marker_no_longer_wanted(subscription: Subscription, delivery: Delivery) -> bool:
+    """A resync's marker (`resync.started`, `resync.completed`: queued never to be cut again) for a feed the
+    subscription, changed since, no longer takes: its scope no longer has the school or the feed's snapshot
+    type (docs/consumers.md#resync). The markers carry no record, but the school's counts are its too."""
+    if not delivery.event_type.startswith("resync."):
+        return False
+    try:
+        entry = BY_NAME.get(_marker.decode(delivery.body).data.resource)
+    except msgspec.DecodeError:
+        return False
+    return entry is not None and not subscription.matches(entry.snapshot_type, delivery.school_id)
 
 
 class _Named(msgspec.Struct):

@@ -188,3 +188,40 @@ async def test_a_resync_snapshot_queued_after_an_erasure_is_not_sent_before_it_i
     assert erased == [1]
     snapshots_sent = [r.body for r in receiver.received if b"learner.snapshot" in r.body]
     assert snapshots_sent and not any(MARKER.encode() in body for body in snapshots_sent)
+
+
+async def test_a_resync_s_markers_queued_before_a_subscription_left_the_school_are_not_sent(
+    dispatcher_factory: Callable[..., DeliveryParts],
+    receiver_factory: Callable[..., tuple[Receiver, str]],
+    redis: aioredis.Redis,
+) -> None:
+    """Markers are queued never to be cut again, but every send follows the subscription as it is: one whose
+    `school_ids` no longer hold the school gets neither the school's snapshots nor its markers."""
+    receiver, url = receiver_factory()
+    dispatcher = dispatcher_factory()
+    store, keys = dispatcher.store, dispatcher.keys
+    subscription = await store.create(url=url, ordered=True)
+    await store.update(subscription.id, {"enabled": False})
+    snapshots = SnapshotStore(redis, keys, store.scripts)
+    await _commit(snapshots, 5, id_number="other")
+    await Outbox(redis, keys, store.scripts).publish(SCHOOL)
+    resyncs = Resyncs(
+        redis, keys, snapshots, dispatcher.queue, store, dispatcher.settings, on_queued=lambda: None
+    )
+    await resyncs.start(await store.get(subscription.id), [SCHOOL], ["learner"])
+    while await resyncs.step():
+        pass
+    queued = await redis.hvals(keys.deliveries(subscription.id))
+    assert any(b"resync.started" in raw for raw in queued) and any(
+        b"resync.completed" in raw for raw in queued
+    )
+    await store.update(subscription.id, {"school_ids": [SCHOOL + 1], "enabled": True})
+    await dispatcher.start()
+    await wait_for(
+        lambda: _drained(redis, keys.deliveries(subscription.id)), timeout=10, what="the queue dropped"
+    )
+    assert [r.body for r in receiver.received if b'"school_id":' + str(SCHOOL).encode() in r.body] == []
+
+
+async def _drained(redis: aioredis.Redis, key: str) -> bool:
+    return not await redis.hlen(key)
