@@ -44,6 +44,11 @@ def snapshot_type(prefix: str) -> str:
     return f"{prefix}.{SNAPSHOT_KIND}"
 
 
+def is_snapshot_type(event_type: str) -> bool:
+    """Whether `event_type` is a resync's record type (`<prefix>.snapshot`)."""
+    return event_type.endswith(f".{SNAPSHOT_KIND}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Resource:
     """One watched d6 collection."""

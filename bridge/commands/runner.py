@@ -49,6 +49,7 @@ IDLE_SECONDS: Final = 0.5
 FORGET_EVERY_SECONDS: Final = 3600.0
 ALREADY_DELETED: Final = "already been deleted"
 """How d6's 404 for a delete of a note deleted before reads (delete-note.md)."""
+DELETED_BEFORE: Final = "d6 says the note was already deleted"
 
 
 class Sent(msgspec.Struct, kw_only=True, frozen=True):
@@ -243,19 +244,9 @@ class CommandRunner:
                 remark=remark,
             )
             return await self._finished(done, "succeeded")
-        if sent.outcome == "refused" and await self._deleted_before(command, sent):
-            done = msgspec.structs.replace(
-                command, state="succeeded", answer=answer, remark="d6 says the note was already deleted"
-            )
-            return await self._finished(done, "succeeded")
-        if sent.outcome == "refused" and await self._applied_before(command, sent):
-            done = msgspec.structs.replace(
-                command,
-                state="succeeded",
-                answer=answer,
-                remark="the outcome of an earlier attempt was unknown; d6 now says the promise to pay does "
-                "not exist: that attempt deleted it",
-            )
+        done_already = await self._done_already(command, sent) if sent.outcome == "refused" else None
+        if done_already is not None:
+            done = msgspec.structs.replace(command, state="succeeded", answer=answer, remark=done_already)
             return await self._finished(done, "succeeded")
         if sent.outcome in ("refused", "denied"):
             if sent.outcome == "denied" and sent.not_authorised:
@@ -285,19 +276,22 @@ class CommandRunner:
         """Whether this attempt comes after the schedule: it may only look for an unknown create's note."""
         return command.attempts > len(self.retry_schedule) + 1
 
-    async def _applied_before(self, command: Command, sent: Sent) -> bool:
-        """A delete of a promise to pay that d6 no longer finds, after an attempt whose outcome was unknown:
-        that attempt deleted it."""
-        return command.kind == "delete_promise" and command.unknown and sent.status == 404
+    async def _done_already(self, command: Command, sent: Sent) -> str | None:
+        """Why a delete d6 refused as not found succeeded all the same (its remark), if it did.
 
-    async def _deleted_before(self, command: Command, sent: Sent) -> bool:
-        """A delete of a note d6 finds gone succeeds when the bridge knew the note (it was deleted before:
-        deleting is idempotent for the user); one of a note neither d6 nor the snapshot knows fails."""
+        A note d6 finds already deleted: when the bridge knew the note (it was deleted before: deleting is
+        idempotent for the user); one neither d6 nor the snapshot knows fails. A promise to pay d6 no
+        longer finds after an attempt whose outcome was unknown: that attempt deleted it."""
+        if command.kind == "delete_promise" and command.unknown and sent.status == 404:
+            return (
+                "the outcome of an earlier attempt was unknown; d6 now says the promise to pay does not "
+                "exist: that attempt deleted it"
+            )
         if command.kind != "delete_note" or ALREADY_DELETED not in (sent.message or ""):
-            return False
+            return None
         if self._knows_note is None or command.target is None:
-            return True
-        return await self._knows_note(command.school_id, int(command.target))
+            return DELETED_BEFORE
+        return DELETED_BEFORE if await self._knows_note(command.school_id, int(command.target)) else None
 
     async def _finished(self, command: Command, outcome: str) -> Command:
         if not await self.lease.renew(command.school_id, self._token, self.lease_seconds):

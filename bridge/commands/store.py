@@ -265,12 +265,11 @@ class CommandStore:
             listed = [as_text(r) for r in rows]
             if not listed:
                 return forgotten
-            gone, kept = [], 0
+            gone = []
             for member in listed:
                 school, _, command_id = member.partition(":")
                 found = await self.find(int(school), command_id)
                 if found is not None and found.state not in FINISHED:
-                    kept += 1
                     continue
                 await self.redis.hdel(self.keys.commands(int(school)), command_id)
                 gone.append(member)

@@ -24,6 +24,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from bridge.catalogue import RESYNC_EVENT_TYPES, is_snapshot_type
 from bridge.delivery.ids import new_delivery_id
 from bridge.delivery.models import (
     Attempt,
@@ -583,7 +584,7 @@ class DeliveryQueue:
 
 def _unlogged(event_type: str) -> bool:
     """A resync's event type: a record's `*.snapshot` or a `resync.*` marker (delivered, never logged)."""
-    return event_type.endswith(".snapshot") or event_type.startswith("resync.")
+    return is_snapshot_type(event_type) or event_type in RESYNC_EVENT_TYPES
 
 
 def queued_trace(delivery_id: str) -> bytes:

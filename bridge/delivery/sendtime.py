@@ -12,7 +12,7 @@ import time
 
 import msgspec
 
-from bridge.catalogue import BY_NAME
+from bridge.catalogue import BY_NAME, RESYNC_EVENT_TYPES, SNAPSHOT_KIND, is_snapshot_type
 from bridge.delivery.models import Delivery, EventSource, Subscription, TraceOutcome
 from bridge.delivery.projection import decode, project, shape_of
 from bridge.delivery.queue import DeliveryQueue
@@ -56,7 +56,7 @@ def _marker_no_longer_wanted(subscription: Subscription, delivery: Delivery) -> 
     """A resync's marker (`resync.started`, `resync.completed`: queued never to be cut again) for a feed the
     subscription, changed since, no longer takes: its scope no longer has the school or the feed's snapshot
     type (docs/consumers.md#resync). The markers carry no record, but the school's counts are its too."""
-    if not delivery.event_type.startswith("resync."):
+    if delivery.event_type not in RESYNC_EVENT_TYPES:
         return False
     try:
         entry = BY_NAME.get(_marker.decode(delivery.body).data.resource)
@@ -75,9 +75,9 @@ _named = msgspec.json.Decoder(_Named)
 def _snapshot_of_erased(delivery: Delivery, erasing: frozenset[str]) -> bool:
     """A resync's snapshot of a record being erased: read before the erasure began and queued after it
     looked through the queues (resync.py drops it once it sees that, and until then it is not sent)."""
-    if not delivery.event_type.endswith(".snapshot"):
+    if not is_snapshot_type(delivery.event_type):
         return False
-    prefix = delivery.event_type.removesuffix(".snapshot")
+    prefix = delivery.event_type.removesuffix(f".{SNAPSHOT_KIND}")
     try:
         record_id = _named.decode(delivery.body).resource_id
     except msgspec.DecodeError:
