@@ -60,6 +60,22 @@ class ScriptedD6:
         return [dict(n) for n in self.notes]
 
 
+def _asked(kind: CommandKind, *, target: str | None = None, key: str | None = None) -> Command:
+    """A command as the API stores it: a create carries `NOTE`, the others their target."""
+    now = time.time()
+    create = kind == "create_note"
+    return Command(
+        id=new_command_id(SCHOOL),
+        kind=kind,
+        school_id=SCHOOL,
+        target=None if create else target,
+        body=msgspec.json.encode(NOTE) if create else b"",
+        idempotency_key=key,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 async def _run(
     redis: aioredis.Redis,
     d6: ScriptedD6,
@@ -87,17 +103,7 @@ async def _run(
         on_denied=deny,
         tell=tell,
     )
-    now = time.time()
-    body = msgspec.json.encode(NOTE) if kind == "create_note" else b""
-    command = Command(
-        id=new_command_id(SCHOOL),
-        kind=kind,
-        school_id=SCHOOL,
-        target=None if kind == "create_note" else "55",
-        body=body,
-        created_at=now,
-        updated_at=now,
-    )
+    command = _asked(kind, target="55")
     await store.submit(command)
     for _ in range(20):
         await runner.step()
@@ -170,16 +176,7 @@ async def test_a_finished_command_keeps_no_body(redis: aioredis.Redis) -> None:
 
 async def test_a_retried_request_marks_its_school_due_when_the_first_did_not(redis: aioredis.Redis) -> None:
     store, keys = CommandStore(redis, Keys()), Keys()
-    now = time.time()
-    first = Command(
-        id=new_command_id(SCHOOL),
-        kind="delete_note",
-        school_id=SCHOOL,
-        target="5",
-        idempotency_key="k-1",
-        created_at=now,
-        updated_at=now,
-    )
+    first = _asked("delete_note", target="5", key="k-1")
     await store.submit(first)
     await redis.delete(keys.commands_due())  # the first request failed before marking its school
     again = msgspec.structs.replace(first, id=new_command_id(SCHOOL))
@@ -192,20 +189,7 @@ async def test_a_request_whose_key_is_claimed_by_one_under_way_answers_that_one(
     redis: aioredis.Redis,
 ) -> None:
     store = CommandStore(redis, Keys())
-    now = time.time()
-
-    def asked() -> Command:
-        return Command(
-            id=new_command_id(SCHOOL),
-            kind="delete_note",
-            school_id=SCHOOL,
-            target="5",
-            idempotency_key="k-2",
-            created_at=now,
-            updated_at=now,
-        )
-
-    first = asked()
+    first = _asked("delete_note", target="5", key="k-2")
     slow = CommandStore(redis, Keys())
 
     async def storing_slowly() -> None:
@@ -229,7 +213,7 @@ async def test_a_request_whose_key_is_claimed_by_one_under_way_answers_that_one(
         under_way = asyncio.create_task(slow.submit(first))
         await asyncio.sleep(0.02)
         redis.pipeline = real_pipeline  # type: ignore[method-assign]
-        answered, new = await store.submit(asked())
+        answered, new = await store.submit(_asked("delete_note", target="5", key="k-2"))
         await under_way
     finally:
         redis.pipeline = real_pipeline  # type: ignore[method-assign]
@@ -305,15 +289,7 @@ async def test_a_replica_that_lost_the_school_writes_nothing_over_the_next_one(r
             on_denied=nothing,
         )
 
-    now = time.time()
-    command = Command(
-        id=new_command_id(SCHOOL),
-        kind="create_note",
-        school_id=SCHOOL,
-        body=msgspec.json.encode(NOTE),
-        created_at=now,
-        updated_at=now,
-    )
+    command = _asked("create_note")
     await store.submit(command)
     a = asyncio.create_task(runner(0.3).step())
     await asyncio.sleep(0.5)  # A's lease ran out during its look
@@ -330,17 +306,9 @@ async def test_finished_commands_are_forgotten_after_the_retention_unfinished_on
 ) -> None:
     done, _, _ = await _run(redis, ScriptedD6(sends=["ok"]), kind="delete_note")
     store, keys = CommandStore(redis, Keys()), Keys()
-    now = time.time()
-    waiting = Command(
-        id=new_command_id(SCHOOL),
-        kind="delete_note",
-        school_id=SCHOOL,
-        target="6",
-        created_at=now,
-        updated_at=now,
-    )
+    waiting = _asked("delete_note", target="6")
     await store.submit(waiting)
-    assert await store.forget(now - 3600) == 0  # both made within the hour
+    assert await store.forget(time.time() - 3600) == 0  # both made within the hour
     assert await store.forget(time.time() + 1) == 1
     assert await store.find(SCHOOL, done.id) is None and await store.find(SCHOOL, waiting.id) is not None
     listed, _ = await store.page(before=None, limit=10, school_id=None, state=None)

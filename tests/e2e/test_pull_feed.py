@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -310,11 +312,8 @@ async def test_a_subscription_token_reads_and_commits_its_own_feed_only(
 async def test_an_idle_stream_writes_a_comment_and_a_stream_starts_after_its_cursor(
     redis: aioredis.Redis, redis_url: str, simulator_factory: Any, monkeypatch: Any
 ) -> None:
-    import uvicorn
 
     from bridge.api import feed as feed_api
-    from bridge.app import create_app
-    from bridge.testing.servers import free_port
     from bridge.testing.settings import TOKEN
 
     monkeypatch.setattr(feed_api, "KEEPALIVE_SECONDS", 0.5)
@@ -329,29 +328,18 @@ async def test_an_idle_stream_writes_a_comment_and_a_stream_starts_after_its_cur
         await httpx.AsyncClient(base_url=sim.control_url).post("/churn", json={"rate": 0})
         events, end = await _drain(client, sid, None)
         first = (await client.get(f"/v1/subscriptions/{sid}/feed", params={"limit": 1})).json()["meta"]
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(services.settings, services), port=port, log_config=None, lifespan="off"
-            )
-        )
-        serving = asyncio.create_task(server.serve())
-        try:
-            await wait_for(lambda: _started(server), timeout=10, what="the server")
-            lines: list[str] = []
-            headers = {"Authorization": f"Bearer {TOKEN}", "Last-Event-ID": first["next_cursor"]}
-            async with (
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as http,
-                http.stream("GET", f"/v1/subscriptions/{sid}/stream") as answer,
-            ):
-                assert answer.headers["content-type"].startswith("text/event-stream")
-                async for line in answer.aiter_lines():
-                    lines.append(line)
-                    if line.startswith(":") and sum(x.startswith("data:") for x in lines) >= len(events) - 1:
-                        break
-        finally:
-            server.should_exit = True
-            await serving
+        lines: list[str] = []
+        headers = {"Authorization": f"Bearer {TOKEN}", "Last-Event-ID": first["next_cursor"]}
+        async with (
+            _served(services) as url,
+            httpx.AsyncClient(base_url=url, headers=headers) as http,
+            http.stream("GET", f"/v1/subscriptions/{sid}/stream") as answer,
+        ):
+            assert answer.headers["content-type"].startswith("text/event-stream")
+            async for line in answer.aiter_lines():
+                lines.append(line)
+                if line.startswith(":") and sum(x.startswith("data:") for x in lines) >= len(events) - 1:
+                    break
         ids = [line.removeprefix("id: ") for line in lines if line.startswith("id:")]
         data = [line.removeprefix("data: ") for line in lines if line.startswith("data:")]
         # After the first event; the stream goes on with what came since (the churn's last polls).
@@ -365,17 +353,37 @@ async def _started(server: Any) -> bool:
     return bool(server.started)
 
 
+@contextlib.asynccontextmanager
+async def _served(services: Any) -> AsyncIterator[str]:
+    """The bridge's API on a port of its own (a stream read over it comes as it is written, where the
+    in-process transport buffers it whole): its base URL."""
+    import uvicorn
+
+    from bridge.app import create_app
+    from bridge.testing.servers import free_port
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(services.settings, services), port=port, log_config=None, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        await wait_for(lambda: _started(server), timeout=10, what="the server")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
 async def test_an_idle_stream_reads_nothing_between_keep_alives_and_ends_when_its_subscription_goes(
     redis_url: str, simulator_factory: Any, monkeypatch: Any
 ) -> None:
     """An open stream with nothing to send writes its comment lines without asking Redis for anything
     (its feed is read when something is queued for it), and it ends at once when its subscription is
     deleted."""
-    import uvicorn
 
     from bridge.api import feed as feed_api
-    from bridge.app import create_app
-    from bridge.testing.servers import free_port
     from bridge.testing.settings import TOKEN
 
     monkeypatch.setattr(feed_api, "KEEPALIVE_SECONDS", 0.1)
@@ -392,19 +400,12 @@ async def test_an_idle_stream_reads_nothing_between_keep_alives_and_ends_when_it
             return await page(*args)
 
         monkeypatch.setattr(services.feed, "_page", counted)
-        port = free_port()
-        config = uvicorn.Config(
-            create_app(services.settings, services), port=port, log_config=None, lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve())
         comments: list[float] = []
         data: list[str] = []
         following: asyncio.Task[None] | None = None
+        headers = {"Authorization": f"Bearer {TOKEN}"}
         try:
-            await wait_for(lambda: _started(server), timeout=10, what="the server")
-            headers = {"Authorization": f"Bearer {TOKEN}"}
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
+            async with _served(services) as url, httpx.AsyncClient(base_url=url, headers=headers) as http:
 
                 async def follow() -> None:
                     async with http.stream("GET", f"/v1/subscriptions/{sid}/stream") as answer:
@@ -427,8 +428,6 @@ async def test_an_idle_stream_reads_nothing_between_keep_alives_and_ends_when_it
             if following is not None and not following.done():
                 following.cancel()
                 await asyncio.gather(following, return_exceptions=True)
-            server.should_exit = True
-            await serving
 
 
 async def test_a_revoked_token_reads_nothing_more_on_a_stream_or_a_long_poll_it_opened(
@@ -436,10 +435,6 @@ async def test_a_revoked_token_reads_nothing_more_on_a_stream_or_a_long_poll_it_
 ) -> None:
     """A subscription token revoked while its stream is open ends the stream at once, and a long-poll
     waiting with it answers an empty page; its next request is a 401 (docs/api.md#subscription-tokens)."""
-    import uvicorn
-
-    from bridge.app import create_app
-    from bridge.testing.servers import free_port
 
     sim: SimulatorServer = simulator_factory(schools=1, learners=5, debtors=2, seed=9, churn=0.0)
     async with running_bridge(bridge_settings(redis_url, sim.base_url)) as services, api(services) as admin:
@@ -447,19 +442,13 @@ async def test_a_revoked_token_reads_nothing_more_on_a_stream_or_a_long_poll_it_
             await admin.post("/v1/subscriptions", json={"delivery": "pull", "school_ids": [999_999]})
         ).json()["id"]
         made = (await admin.post(f"/v1/subscriptions/{sid}/tokens")).json()
-        port = free_port()
-        config = uvicorn.Config(
-            create_app(services.settings, services), port=port, log_config=None, lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        serving = asyncio.create_task(server.serve())
         following: asyncio.Task[None] | None = None
+        headers = {"Authorization": f"Bearer {made['token']}"}
         try:
-            await wait_for(lambda: _started(server), timeout=10, what="the server")
-            headers = {"Authorization": f"Bearer {made['token']}"}
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
-            ) as http:
+            async with (
+                _served(services) as url,
+                httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http,
+            ):
                 opened = asyncio.Event()
 
                 async def follow() -> None:
@@ -485,5 +474,3 @@ async def test_a_revoked_token_reads_nothing_more_on_a_stream_or_a_long_poll_it_
             if following is not None and not following.done():
                 following.cancel()
                 await asyncio.gather(following, return_exceptions=True)
-            server.should_exit = True
-            await serving
